@@ -1,0 +1,77 @@
+// Package db holds gpugate's domain types, its PostgreSQL queries (sqlx + lib/pq, parameterized
+// only) and its embedded migrations. It never imports the GraphQL layer.
+package db
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // registers the "postgres" driver
+	"golang.org/x/sync/singleflight"
+)
+
+// Options tune the pool and caches.
+type Options struct {
+	MaxOpenConns int           // default 20
+	StatsTTL     time.Duration // how long networkStats may be reused; default 5s, negative disables
+}
+
+// DB is the gateway's handle on PostgreSQL. It is safe for concurrent use.
+type DB struct {
+	x        *sqlx.DB
+	statsTTL time.Duration
+	stats    statsCache
+	flight   singleflight.Group
+}
+
+// Open connects to dsn and checks the connection. It returns an error when the server cannot be
+// reached within ctx.
+func Open(ctx context.Context, dsn string, o Options) (*DB, error) {
+	x, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if err := x.PingContext(ctx); err != nil {
+		_ = x.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return New(x, o), nil
+}
+
+// New wraps an open pool.
+func New(x *sqlx.DB, o Options) *DB {
+	if o.MaxOpenConns <= 0 {
+		o.MaxOpenConns = 20
+	}
+	if o.StatsTTL == 0 {
+		o.StatsTTL = 5 * time.Second
+	}
+	x.SetMaxOpenConns(o.MaxOpenConns)
+	x.SetMaxIdleConns(o.MaxOpenConns)
+	x.SetConnMaxIdleTime(5 * time.Minute)
+	return &DB{x: x, statsTTL: o.StatsTTL}
+}
+
+// SQL returns the underlying pool (migrations, health checks, tests).
+func (d *DB) SQL() *sqlx.DB { return d.x }
+
+// Close closes the pool.
+func (d *DB) Close() error { return d.x.Close() }
+
+// Ready reports whether the database answers and every embedded migration is applied; the error
+// says which is not the case.
+func (d *DB) Ready(ctx context.Context) error {
+	if err := d.x.PingContext(ctx); err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	pending, err := MigrationsPending(ctx, d.x.DB)
+	if err != nil {
+		return err
+	}
+	if pending {
+		return ErrMigrationsPending
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+package db
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/lib/pq"
+)
+
+// Sentinel errors. Callers check them with errors.Is; the GraphQL error presenter maps them to
+// extension codes. Messages wrapped around them are written for API clients: they never carry
+// SQL, driver text or a user identifier.
+var (
+	// ErrNotFound: the requested row does not exist (or is not visible to the caller).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a uniqueness rule was violated.
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the caller's input is malformed or out of range.
+	ErrInvalid = errors.New("invalid input")
+	// ErrMigrationsPending: the database lacks migrations this binary embeds.
+	ErrMigrationsPending = errors.New("database migrations pending: run `gpugate migrate`")
+)
+
+// Error is an error whose message is written for API clients. Kind is one of the sentinels.
+type Error struct {
+	Kind error
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Unwrap lets errors.Is match the Kind sentinel.
+func (e *Error) Unwrap() error { return e.Kind }
+
+// Invalidf returns an ErrInvalid whose message is the formatted text (shown to the client).
+func Invalidf(format string, args ...any) error {
+	return &Error{Kind: ErrInvalid, Msg: fmt.Sprintf(format, args...)}
+}
+
+// NotFoundf returns an ErrNotFound whose message is the formatted text (shown to the client).
+func NotFoundf(format string, args ...any) error {
+	return &Error{Kind: ErrNotFound, Msg: fmt.Sprintf(format, args...)}
+}
+
+// translate maps driver errors onto the package sentinels and wraps everything else with the
+// operation name, so the operator's log says where it failed.
+func translate(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		switch pqErr.Code {
+		case "23505": // unique_violation
+			return fmt.Errorf("%s: %w", op, ErrConflict)
+		case "22P02", "22001", "23514": // invalid text representation, string too long, check violation
+			return fmt.Errorf("%s: %w: %w", op, ErrInvalid, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

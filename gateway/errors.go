@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/gpugate/gpugate/db"
+)
+
+// Error codes in extensions.code.
+const (
+	CodeBadUserInput = "BAD_USER_INPUT"
+	CodeNotFound     = "NOT_FOUND"
+	CodeConflict     = "CONFLICT"
+	CodeTimeout      = "TIMEOUT"
+	CodeInternal     = "INTERNAL"
+	CodeLimit        = "QUERY_LIMIT"
+)
+
+// presenter is the one place errors become what clients see: known sentinels keep their
+// client-safe message and get a code; everything else is masked ("internal error" + request id)
+// and logged in full for the operator.
+type presenter struct {
+	log         *slog.Logger
+	suggestions bool
+}
+
+var didYouMean = regexp.MustCompile(`\s*Did you mean .*$`)
+
+func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
+	gerr := graphql.DefaultErrorPresenter(ctx, err)
+	if gerr == nil { // never nil (gqlgen #2735)
+		gerr = gqlerror.Errorf("internal error")
+	}
+	if gerr.Err == nil {
+		return p.protocol(gerr)
+	}
+	cause := gerr.Err
+	var clientErr *db.Error
+	switch {
+	case errors.As(cause, &clientErr) && clientErr.Kind != nil:
+		return withCode(gerr, codeOf(clientErr.Kind), clientErr.Msg)
+	case errors.Is(cause, db.ErrInvalid):
+		return withCode(gerr, CodeBadUserInput, "invalid input")
+	case errors.Is(cause, db.ErrNotFound):
+		return withCode(gerr, CodeNotFound, "not found")
+	case errors.Is(cause, db.ErrConflict):
+		return withCode(gerr, CodeConflict, "conflict")
+	case errors.Is(cause, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return withCode(gerr, CodeTimeout, "the request exceeded its time limit")
+	}
+	id := RequestID(ctx)
+	p.log.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("request_id", id),
+		slog.String("path", gerr.Path.String()), slog.String("err", cause.Error()))
+	return withCode(gerr, CodeInternal, fmt.Sprintf("internal error (request id %s)", id))
+}
+
+// protocol handles parse, validation and limit errors: their messages are about the document,
+// so they pass through, minus suggestions outside dev mode.
+func (p presenter) protocol(gerr *gqlerror.Error) *gqlerror.Error {
+	if !p.suggestions {
+		gerr.Message = didYouMean.ReplaceAllString(gerr.Message, "")
+	}
+	if gerr.Rule == "ValuesOfCorrectType" || isVariableError(gerr) {
+		errcode.Set(gerr, CodeBadUserInput)
+	}
+	if gerr.Extensions == nil || gerr.Extensions["code"] == nil {
+		errcode.Set(gerr, errcode.ValidationFailed)
+	}
+	return gerr
+}
+
+// isVariableError says whether gqlparser rejected a variable's value (its path starts at
+// "variable").
+func isVariableError(gerr *gqlerror.Error) bool {
+	if len(gerr.Path) == 0 {
+		return false
+	}
+	name, ok := gerr.Path[0].(ast.PathName)
+	return ok && name == "variable"
+}
+
+func codeOf(kind error) string {
+	switch {
+	case errors.Is(kind, db.ErrInvalid):
+		return CodeBadUserInput
+	case errors.Is(kind, db.ErrNotFound):
+		return CodeNotFound
+	case errors.Is(kind, db.ErrConflict):
+		return CodeConflict
+	}
+	return CodeInternal
+}
+
+func withCode(gerr *gqlerror.Error, code, msg string) *gqlerror.Error {
+	out := &gqlerror.Error{Message: msg, Path: gerr.Path, Locations: gerr.Locations, Err: gerr.Err}
+	errcode.Set(out, code)
+	return out
+}
+
+func (p presenter) recover(ctx context.Context, v any) error {
+	p.log.LogAttrs(ctx, slog.LevelError, "resolver panic", slog.String("request_id", RequestID(ctx)),
+		slog.String("panic", fmt.Sprint(v)))
+	return errors.New("panic in resolver") // masked as internal by present
+}

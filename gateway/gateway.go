@@ -1,0 +1,118 @@
+// Package gateway assembles gpugate's HTTP surface: the GraphQL handler with its limits and error
+// presenter, GraphiQL in dev mode, health endpoints and the middleware every request crosses
+// (request id, access log, body cap, deadline).
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/graph"
+	"github.com/gpugate/gpugate/resolvers"
+)
+
+// Config holds the gateway's limits and modes. Zero values take the defaults of Defaults().
+type Config struct {
+	Dev            bool          // GraphiQL at /, field suggestions in errors
+	Introspection  bool          // serve __schema/__type
+	MaxBodyBytes   int64         // request body cap
+	MaxTokens      int           // parser token limit
+	MaxDepth       int           // selection depth, fragments expanded
+	MaxAliases     int           // aliased fields, fragments expanded; __typename is free
+	MaxRootFields  int           // fields of the operation's root selection
+	MaxDirectives  int           // directive uses in the document
+	RequestTimeout time.Duration // deadline of every request, down to SQL
+}
+
+// Defaults returns the limits of SECURITY.md.
+func Defaults() Config {
+	return Config{
+		MaxBodyBytes:   1 << 20,
+		MaxTokens:      15000,
+		MaxDepth:       10,
+		MaxAliases:     15,
+		MaxRootFields:  20,
+		MaxDirectives:  50,
+		RequestTimeout: 10 * time.Second,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := Defaults()
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if c.MaxTokens <= 0 {
+		c.MaxTokens = d.MaxTokens
+	}
+	if c.MaxDepth <= 0 {
+		c.MaxDepth = d.MaxDepth
+	}
+	if c.MaxAliases <= 0 {
+		c.MaxAliases = d.MaxAliases
+	}
+	if c.MaxRootFields <= 0 {
+		c.MaxRootFields = d.MaxRootFields
+	}
+	if c.MaxDirectives <= 0 {
+		c.MaxDirectives = d.MaxDirectives
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = d.RequestTimeout
+	}
+	return c
+}
+
+// New returns the gateway's root handler.
+func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	res := &resolvers.Resolver{DB: store}
+	srv := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: res}))
+	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.POST{})
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	srv.SetParserTokenLimit(cfg.MaxTokens)
+	srv.SetDisableSuggestion(!cfg.Dev)
+	if cfg.Introspection {
+		srv.Use(extension.Introspection{})
+	}
+	srv.Use(limits{cfg})
+	srv.AroundOperations(res.Loaders)
+	p := presenter{log: log, suggestions: cfg.Dev}
+	srv.SetErrorPresenter(p.present)
+	srv.SetRecoverFunc(p.recover)
+
+	mux := http.NewServeMux()
+	mux.Handle("/graphql", graphqlOnly(cfg.MaxBodyBytes, srv))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := store.Ready(ctx); err != nil {
+			requestLogger(r.Context(), log).Warn("not ready", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": readyReason(err)})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	if cfg.Dev {
+		mux.Handle("GET /{$}", playground.Handler("gpugate explorer", "/graphql"))
+	}
+	return requestID(accessLog(log, recoverPanics(log, deadline(cfg.RequestTimeout, mux))))
+}

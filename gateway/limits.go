@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"context"
+	"strings"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+)
+
+// limits rejects documents that are too deep, too aliased, too wide at the root or carry too
+// many directives, before any resolver runs. Fragments are expanded (a fragment spread ten times
+// counts ten times) with each fragment measured once, so a chain of fragments cannot make the
+// check itself expensive.
+type limits struct{ cfg Config }
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationContextMutator
+} = limits{}
+
+func (limits) ExtensionName() string                   { return "Limits" }
+func (limits) Validate(graphql.ExecutableSchema) error { return nil }
+func (l limits) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	if n := countDirectives(oc.Doc); n > l.cfg.MaxDirectives {
+		return limitError("the document uses %d directives; the limit is %d", n, l.cfg.MaxDirectives)
+	}
+	m := measurer{frags: map[string]measure{}, cap: 1 << 30}
+	root := m.selection(oc.Operation.SelectionSet)
+	if roots := rootFields(oc.Operation.SelectionSet, map[string]bool{}); roots > l.cfg.MaxRootFields {
+		return limitError("the operation selects %d root fields; the limit is %d", roots, l.cfg.MaxRootFields)
+	}
+	if root.depth > l.cfg.MaxDepth {
+		return limitError("the operation is %d levels deep; the limit is %d", root.depth, l.cfg.MaxDepth)
+	}
+	if root.aliases > l.cfg.MaxAliases {
+		return limitError("the operation uses %d aliases; the limit is %d", root.aliases, l.cfg.MaxAliases)
+	}
+	return nil
+}
+
+func limitError(format string, args ...any) *gqlerror.Error {
+	err := gqlerror.Errorf(format, args...)
+	errcode.Set(err, CodeLimit)
+	return err
+}
+
+type measure struct{ depth, aliases int }
+
+type measurer struct {
+	frags map[string]measure
+	cap   int
+}
+
+// selection measures a selection set: depth counts fields (introspection subtrees, served from
+// the static schema, are not counted), aliases count fields whose alias differs from their name.
+func (m *measurer) selection(set ast.SelectionSet) measure {
+	var out measure
+	for _, sel := range set {
+		var sub measure
+		switch s := sel.(type) {
+		case *ast.Field:
+			if strings.HasPrefix(s.Name, "__") {
+				continue
+			}
+			sub = m.selection(s.SelectionSet)
+			sub.depth++
+			if s.Alias != "" && s.Alias != s.Name {
+				sub.aliases++
+			}
+		case *ast.InlineFragment:
+			sub = m.selection(s.SelectionSet)
+		case *ast.FragmentSpread:
+			sub = m.fragment(s)
+		}
+		out.depth = max(out.depth, sub.depth)
+		out.aliases = min(m.cap, out.aliases+sub.aliases)
+	}
+	return out
+}
+
+func (m *measurer) fragment(s *ast.FragmentSpread) measure {
+	if s.Definition == nil {
+		return measure{}
+	}
+	if v, ok := m.frags[s.Name]; ok {
+		return v
+	}
+	m.frags[s.Name] = measure{} // validation forbids cycles; this only guards the walk
+	v := m.selection(s.Definition.SelectionSet)
+	m.frags[s.Name] = v
+	return v
+}
+
+// rootFields counts the distinct root fields of an operation, fragments included; __typename is
+// free.
+func rootFields(set ast.SelectionSet, seen map[string]bool) int {
+	n := 0
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			if s.Name != "__typename" {
+				n++
+			}
+		case *ast.InlineFragment:
+			n += rootFields(s.SelectionSet, seen)
+		case *ast.FragmentSpread:
+			if s.Definition != nil && !seen[s.Name] {
+				seen[s.Name] = true
+				n += rootFields(s.Definition.SelectionSet, seen)
+			}
+		}
+	}
+	return n
+}
+
+func countDirectives(doc *ast.QueryDocument) int {
+	n := 0
+	var walk func(ast.SelectionSet)
+	walk = func(set ast.SelectionSet) {
+		for _, sel := range set {
+			switch s := sel.(type) {
+			case *ast.Field:
+				n += len(s.Directives)
+				walk(s.SelectionSet)
+			case *ast.InlineFragment:
+				n += len(s.Directives)
+				walk(s.SelectionSet)
+			case *ast.FragmentSpread:
+				n += len(s.Directives)
+			}
+		}
+	}
+	for _, op := range doc.Operations {
+		n += len(op.Directives)
+		for _, v := range op.VariableDefinitions {
+			n += len(v.Directives)
+		}
+		walk(op.SelectionSet)
+	}
+	for _, f := range doc.Fragments {
+		n += len(f.Directives)
+		walk(f.SelectionSet)
+	}
+	return n
+}

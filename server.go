@@ -1,0 +1,406 @@
+// Command gpugate is the GraphQL explorer and management gateway of a decentralized GPU network.
+//
+//	gpugate [serve]  run the gateway (default); with no DATABASE_URL it starts its own PostgreSQL
+//	gpugate migrate  apply the embedded database migrations
+//	gpugate seed     load deterministic demo data into an empty database
+package main
+
+//go:generate go tool gqlgen generate
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/db/pglocal"
+	"github.com/gpugate/gpugate/gateway"
+)
+
+const usage = `gpugate: GraphQL explorer and management gateway for a decentralized GPU network.
+
+Usage:
+  gpugate [serve] [flags]   run the gateway (the default command)
+  gpugate migrate [flags]   apply the embedded database migrations and exit
+  gpugate seed [flags]      load deterministic demo data into an empty database and exit
+  gpugate help [command]    show help for a command
+
+Without DATABASE_URL every command uses the gateway's own PostgreSQL under --data-dir, started
+from the server binaries on this machine (dev mode: demo data, GraphiQL, introspection).
+Every flag can also be set by the environment variable named in its help.
+Run 'gpugate <command> --help' for the flags of a command.
+`
+
+var commands = map[string]func(args []string) error{
+	"serve":   runServe,
+	"migrate": runMigrate,
+	"seed":    runSeed,
+}
+
+func main() {
+	args := os.Args[1:]
+	cmd := "serve"
+	switch {
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
+		fmt.Print(usage)
+		return
+	case len(args) > 0 && args[0] == "help":
+		if len(args) == 1 {
+			fmt.Print(usage)
+			return
+		}
+		cmd, args = args[1], []string{"--help"}
+	case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
+		cmd, args = args[0], args[1:]
+	}
+	run, ok := commands[cmd]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "gpugate: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	err := run(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "gpugate:", err)
+		os.Exit(1)
+	}
+}
+
+// envFlags is a flag set whose flags fall back to environment variables.
+type envFlags struct {
+	*flag.FlagSet
+	env      map[string]string // flag name -> variable
+	explicit map[string]bool   // flags set by the command line or the environment
+}
+
+func newFlags(name, summary string) *envFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	f := &envFlags{FlagSet: fs, env: map[string]string{}}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: gpugate %s [flags]\n\n%s\n\nFlags:\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return f
+}
+
+func (f *envFlags) bind(name, env string) {
+	f.env[name] = env
+	fl := f.Lookup(name)
+	fl.Usage += " (env " + env + ")"
+}
+
+func (f *envFlags) String(name, env, value, usage string) *string {
+	p := f.FlagSet.String(name, value, usage)
+	f.bind(name, env)
+	return p
+}
+
+func (f *envFlags) Int(name, env string, value int, usage string) *int {
+	p := f.FlagSet.Int(name, value, usage)
+	f.bind(name, env)
+	return p
+}
+
+func (f *envFlags) Bool(name, env string, value bool, usage string) *bool {
+	p := f.FlagSet.Bool(name, value, usage)
+	f.bind(name, env)
+	return p
+}
+
+func (f *envFlags) Duration(name, env string, value time.Duration, usage string) *time.Duration {
+	p := f.FlagSet.Duration(name, value, usage)
+	f.bind(name, env)
+	return p
+}
+
+// parse reads the command line, then the environment for flags the command line left unset.
+func (f *envFlags) parse(args []string) error {
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	if f.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see gpugate %s --help)", f.Arg(0), f.Name())
+	}
+	set := map[string]bool{}
+	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	for name, env := range f.env {
+		v, ok := os.LookupEnv(env)
+		if !ok || set[name] {
+			continue
+		}
+		if err := f.Set(name, v); err != nil {
+			return fmt.Errorf("environment %s=%q: %w", env, v, err)
+		}
+		set[name] = true
+	}
+	f.explicit = set
+	return nil
+}
+
+// dbFlags are shared by every command that needs the database.
+type dbFlags struct {
+	url, dataDir, pgBin *string
+	maxConns            *int
+}
+
+func addDBFlags(f *envFlags) dbFlags {
+	return dbFlags{
+		url: f.String("database-url", "DATABASE_URL", "",
+			"PostgreSQL URL; empty starts the gateway's own PostgreSQL under --data-dir (dev mode)"),
+		dataDir: f.String("data-dir", "GPUGATE_DATA_DIR", defaultDataDir(),
+			"where the gateway's own PostgreSQL keeps its data (reused on the next start)"),
+		pgBin: f.String("pg-bin-dir", "GPUGATE_PG_BIN_DIR", "",
+			"directory holding initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)"),
+		maxConns: f.Int("db-max-conns", "GPUGATE_DB_MAX_CONNS", 20, "maximum open database connections"),
+	}
+}
+
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/gpugate"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "gpugate")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "gpugate")
+	}
+	return filepath.Join(os.TempDir(), "gpugate")
+}
+
+// database is an open store and, in zero-config mode, the PostgreSQL the gateway started.
+type database struct {
+	store    *db.DB
+	local    *pglocal.Server
+	embedded bool
+}
+
+func (d *database) close(log *slog.Logger) {
+	if d.store != nil {
+		_ = d.store.Close()
+	}
+	if d.local != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := d.local.Stop(ctx); err != nil {
+			log.Error("stopping PostgreSQL", "err", err)
+		}
+	}
+}
+
+func openDatabase(ctx context.Context, f dbFlags, statsTTL time.Duration, log *slog.Logger) (*database, error) {
+	out := &database{}
+	dsn := *f.url
+	if dsn == "" {
+		out.embedded = true
+		log.Info("no DATABASE_URL: starting the gateway's own PostgreSQL", "data_dir", *f.dataDir)
+		srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: *f.dataDir, BinDir: *f.pgBin, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		out.local = srv
+		if err := srv.EnsureDatabase(ctx, "gpugate"); err != nil {
+			out.close(log)
+			return nil, err
+		}
+		dsn = srv.DSN("gpugate")
+	}
+	store, err := db.Open(ctx, dsn, db.Options{MaxOpenConns: *f.maxConns, StatsTTL: statsTTL})
+	if err != nil {
+		out.close(log)
+		return nil, err
+	}
+	out.store = store
+	return out, nil
+}
+
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
+}
+
+func runServe(args []string) error {
+	f := newFlags("serve", "Run the gateway: /graphql, /healthz, /readyz, and GraphiQL at / in dev mode.")
+	listen := f.String("listen", "GPUGATE_LISTEN", "127.0.0.1:8080", "address to serve HTTP on")
+	dbf := addDBFlags(f)
+	dev := f.Bool("dev", "GPUGATE_DEV", false, "dev mode: GraphiQL, introspection, field suggestions (default: on without DATABASE_URL)")
+	introspection := f.Bool("introspection", "GPUGATE_INTROSPECTION", false, "serve schema introspection (default: on in dev mode)")
+	migrate := f.Bool("migrate", "GPUGATE_MIGRATE", true, "apply pending migrations at start")
+	seedN := f.Int("seed", "GPUGATE_SEED", 3000, "demo devices to load into an empty database (only without DATABASE_URL unless set explicitly; 0 disables)")
+	def := gateway.Defaults()
+	timeout := f.Duration("request-timeout", "GPUGATE_REQUEST_TIMEOUT", def.RequestTimeout, "deadline of every request, including its SQL")
+	maxBody := f.Int("max-body-bytes", "GPUGATE_MAX_BODY_BYTES", int(def.MaxBodyBytes), "request body limit")
+	maxTokens := f.Int("max-tokens", "GPUGATE_MAX_TOKENS", def.MaxTokens, "GraphQL parser token limit")
+	maxDepth := f.Int("max-depth", "GPUGATE_MAX_DEPTH", def.MaxDepth, "maximum selection depth")
+	maxAliases := f.Int("max-aliases", "GPUGATE_MAX_ALIASES", def.MaxAliases, "maximum aliases per operation")
+	maxRoot := f.Int("max-root-fields", "GPUGATE_MAX_ROOT_FIELDS", def.MaxRootFields, "maximum root fields per operation")
+	maxDirectives := f.Int("max-directives", "GPUGATE_MAX_DIRECTIVES", def.MaxDirectives, "maximum directives per document")
+	statsTTL := f.Duration("stats-ttl", "GPUGATE_STATS_TTL", 5*time.Second, "how long networkStats results are reused")
+	shutdown := f.Duration("shutdown-timeout", "GPUGATE_SHUTDOWN_TIMEOUT", 15*time.Second, "how long in-flight requests may drain on SIGTERM")
+	logFormat := f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
+	logLevel := f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(*logFormat, *logLevel, os.Stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	defer ln.Close()
+
+	d, err := openDatabase(ctx, dbf, *statsTTL, log)
+	if err != nil {
+		return err
+	}
+	defer d.close(log)
+	if !f.explicit["dev"] {
+		*dev = d.embedded
+	}
+	if !f.explicit["introspection"] {
+		*introspection = *dev
+	}
+	if *migrate {
+		applied, err := db.Migrate(ctx, d.store.SQL().DB)
+		if err != nil {
+			return err
+		}
+		log.Info("migrations applied", "versions", applied)
+	}
+	if *seedN > 0 && (d.embedded || f.explicit["seed"]) {
+		start := time.Now()
+		seeded, err := d.store.Seed(ctx, *seedN)
+		if err != nil {
+			return err
+		}
+		if seeded {
+			log.Info("demo data loaded", "devices", *seedN, "took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+
+	h := gateway.New(gateway.Config{
+		Dev: *dev, Introspection: *introspection, MaxBodyBytes: int64(*maxBody), MaxTokens: *maxTokens,
+		MaxDepth: *maxDepth, MaxAliases: *maxAliases, MaxRootFields: *maxRoot, MaxDirectives: *maxDirectives,
+		RequestTimeout: *timeout,
+	}, d.store, log)
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      *timeout + 5*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	base := "http://" + ln.Addr().String()
+	log.Info("gpugate is serving", "graphql", base+"/graphql", "healthz", base+"/healthz", "readyz", base+"/readyz", "dev", *dev)
+	if *dev {
+		fmt.Fprintf(os.Stderr, "\n  GraphiQL:  %s/\n  GraphQL:   %s/graphql\n  Health:    %s/healthz  %s/readyz\n\n", base, base, base, base)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	var localDone <-chan struct{}
+	if d.local != nil {
+		localDone = d.local.Done()
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-localDone:
+		return errors.New("the gateway's PostgreSQL exited unexpectedly; see postgres.log in the data directory")
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests", "timeout", *shutdown)
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("drain incomplete; closing remaining connections", "err", err)
+		_ = srv.Close()
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func runMigrate(args []string) error {
+	f := newFlags("migrate", "Apply every pending embedded migration and exit.")
+	dbf := addDBFlags(f)
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log, _ := newLogger("text", "info", os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d, err := openDatabase(ctx, dbf, 0, log)
+	if err != nil {
+		return err
+	}
+	defer d.close(log)
+	applied, err := db.Migrate(ctx, d.store.SQL().DB)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Println("migrations: already current")
+		return nil
+	}
+	fmt.Printf("migrations applied: %v\n", applied)
+	return nil
+}
+
+func runSeed(args []string) error {
+	f := newFlags("seed", "Load deterministic demo data (users, devices, GPUs) into an empty database and exit.")
+	dbf := addDBFlags(f)
+	n := f.Int("devices", "GPUGATE_SEED", 3000, "number of demo devices")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log, _ := newLogger("text", "info", os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d, err := openDatabase(ctx, dbf, 0, log)
+	if err != nil {
+		return err
+	}
+	defer d.close(log)
+	if _, err := db.Migrate(ctx, d.store.SQL().DB); err != nil {
+		return err
+	}
+	start := time.Now()
+	seeded, err := d.store.Seed(ctx, *n)
+	if err != nil {
+		return err
+	}
+	if !seeded {
+		fmt.Println("seed: the database already has devices; nothing loaded")
+		return nil
+	}
+	fmt.Printf("seed: %d devices loaded in %s\n", *n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
