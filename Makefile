@@ -1,0 +1,24 @@
+# gpugate developer targets. `make run` and `make test` are the README's two commands.
+GO ?= go
+
+.PHONY: run test check generate lint bench
+
+run: ## run the gateway with its own PostgreSQL, demo data and GraphiQL
+	@scripts/ensure-postgres
+	$(GO) run . serve $(ARGS)
+
+test: ## run every test against real PostgreSQL
+	@scripts/ensure-postgres
+	$(GO) test -count=1 ./...
+
+generate: ## regenerate graph/ from schema.graphqls
+	$(GO) generate ./...
+
+lint: ## gofmt, go vet, and graph/ matches its generator
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) generate ./...
+	@git diff --exit-code -- graph resolvers || { echo "go generate changed generated code: commit its output"; exit 1; }
+
+bench: ## seed 1,000,000 devices and measure the gateway next to pgbench
+	bench/run.sh
