@@ -23,6 +23,8 @@ const (
 	CodeTimeout      = "TIMEOUT"
 	CodeInternal     = "INTERNAL"
 	CodeLimit        = "QUERY_LIMIT"
+
+	CodeIntrospectionDisabled = "INTROSPECTION_DISABLED"
 )
 
 // presenter is the one place errors become what clients see: known sentinels keep their

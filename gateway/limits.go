@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -27,11 +28,17 @@ func (l limits) MutateOperationContext(_ context.Context, oc *graphql.OperationC
 	if n := countDirectives(oc.Doc); n > l.cfg.MaxDirectives {
 		return limitError("the document uses %d directives; the limit is %d", n, l.cfg.MaxDirectives)
 	}
+	roots := rootFields(oc.Operation.SelectionSet, map[string]bool{}, nil)
+	if !l.cfg.Introspection && (slices.Contains(roots, "__schema") || slices.Contains(roots, "__type")) {
+		err := gqlerror.Errorf("introspection is disabled on this gateway")
+		errcode.Set(err, CodeIntrospectionDisabled)
+		return err
+	}
+	if n := len(roots) - count(roots, "__typename"); n > l.cfg.MaxRootFields {
+		return limitError("the operation selects %d root fields; the limit is %d", n, l.cfg.MaxRootFields)
+	}
 	m := measurer{frags: map[string]measure{}, cap: 1 << 30}
 	root := m.selection(oc.Operation.SelectionSet)
-	if roots := rootFields(oc.Operation.SelectionSet, map[string]bool{}); roots > l.cfg.MaxRootFields {
-		return limitError("the operation selects %d root fields; the limit is %d", roots, l.cfg.MaxRootFields)
-	}
 	if root.depth > l.cfg.MaxDepth {
 		return limitError("the operation is %d levels deep; the limit is %d", root.depth, l.cfg.MaxDepth)
 	}
@@ -94,23 +101,30 @@ func (m *measurer) fragment(s *ast.FragmentSpread) measure {
 	return v
 }
 
-// rootFields counts the distinct root fields of an operation, fragments included; __typename is
-// free.
-func rootFields(set ast.SelectionSet, seen map[string]bool) int {
-	n := 0
+// rootFields appends the names of an operation's root field selections, fragments included
+// (each fragment once).
+func rootFields(set ast.SelectionSet, seen map[string]bool, names []string) []string {
 	for _, sel := range set {
 		switch s := sel.(type) {
 		case *ast.Field:
-			if s.Name != "__typename" {
-				n++
-			}
+			names = append(names, s.Name)
 		case *ast.InlineFragment:
-			n += rootFields(s.SelectionSet, seen)
+			names = rootFields(s.SelectionSet, seen, names)
 		case *ast.FragmentSpread:
 			if s.Definition != nil && !seen[s.Name] {
 				seen[s.Name] = true
-				n += rootFields(s.Definition.SelectionSet, seen)
+				names = rootFields(s.Definition.SelectionSet, seen, names)
 			}
+		}
+	}
+	return names
+}
+
+func count(names []string, name string) int {
+	n := 0
+	for _, s := range names {
+		if s == name {
+			n++
 		}
 	}
 	return n
