@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/lib/pq"
+
+	"github.com/gpugate/gpugate/db/dbtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds gpugate once per test run: these tests drive the real command.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gpugate-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "gpugate")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// process is a running gpugate.
+type process struct {
+	cmd  *exec.Cmd
+	addr string
+	out  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t *testing.T, env []string, args ...string) *process {
+	t.Helper()
+	g := &process{addr: freeAddr(t), out: &syncBuffer{}, done: make(chan error, 1)}
+	g.cmd = exec.Command(binary(t), append([]string{"serve", "--listen", g.addr}, args...)...)
+	g.cmd.Env = append(os.Environ(), env...)
+	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { g.done <- g.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = g.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-g.done:
+		case <-time.After(30 * time.Second):
+			_ = g.cmd.Process.Kill()
+		}
+	})
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		resp, err := http.Get("http://" + g.addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return g
+			}
+		}
+		select {
+		case err := <-g.done:
+			t.Fatalf("gpugate exited (%v) before it was ready:\n%s", err, g.out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gpugate not ready after 90s:\n%s", g.out.String())
+		}
+	}
+}
+
+func (g *process) query(t *testing.T, q string) map[string]any {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"query": q})
+	resp, err := http.Post("http://"+g.addr+"/graphql", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out["errors"] != nil {
+		t.Fatalf("query %s: %v %v", q, err, out)
+	}
+	return out["data"].(map[string]any)
+}
+
+func (g *process) stop(t *testing.T) {
+	t.Helper()
+	if err := g.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-g.done:
+		if err != nil {
+			t.Fatalf("gpugate exited with %v after SIGTERM:\n%s", err, g.out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("gpugate did not stop within 30s of SIGTERM")
+	}
+}
+
+func deviceCount(t *testing.T, g *process) int {
+	t.Helper()
+	stats := g.query(t, `{ networkStats { devices } }`)["networkStats"].(map[string]any)
+	return int(stats["devices"].(float64))
+}
+
+func TestZeroConfigStartsPostgresSeedsAndReusesItsData(t *testing.T) {
+	t.Parallel()
+	// Like `mktemp -d`: a root-only directory right under /tmp, which the gateway hands to the
+	// unprivileged user PostgreSQL runs as.
+	dataDir, err := os.MkdirTemp("", "gpugate-data-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	g := start(t, []string{"DATABASE_URL="}, "--data-dir", dataDir, "--seed", "150")
+	if n := deviceCount(t, g); n != 150 {
+		t.Fatalf("demo devices: %d", n)
+	}
+	page, err := http.Get("http://" + g.addr + "/")
+	if err == nil {
+		page.Body.Close()
+	}
+	if err != nil || page.StatusCode != http.StatusOK {
+		t.Fatalf("GraphiQL in dev mode: %v %v", err, page)
+	}
+	// Introspection is on in dev mode.
+	g.query(t, `{ __schema { queryType { name } } }`)
+	g.stop(t)
+	if !strings.Contains(g.out.String(), "stopped") {
+		t.Fatalf("no clean stop in the log:\n%s", g.out.String())
+	}
+
+	// Second start: same cluster, same data, no second seed (a different size would show).
+	g2 := start(t, []string{"DATABASE_URL="}, "--data-dir", dataDir, "--seed", "99")
+	if n := deviceCount(t, g2); n != 150 {
+		t.Fatalf("after restart: %d devices, want the 150 of the first start", n)
+	}
+	if strings.Contains(g2.out.String(), "creating PostgreSQL cluster") {
+		t.Fatal("the second start created a new cluster instead of reusing the data dir")
+	}
+}
+
+func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
+	t.Parallel()
+	x, dsn := dbtest.NewWithDSN(t)
+	g := start(t, []string{"DATABASE_URL=" + dsn}, "--seed", "20", "--log-level", "info")
+	// Hold a lock so a request is in flight when SIGTERM arrives.
+	tx, err := x.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`LOCK TABLE devices IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	inflight := make(chan result, 1)
+	go func() {
+		resp, err := http.Post("http://"+g.addr+"/graphql", "application/json",
+			strings.NewReader(`{"query":"{ devices(first: 3) { edges { node { id } } } }"}`))
+		if err != nil {
+			inflight <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		inflight <- result{status: resp.StatusCode, body: string(b)}
+	}()
+	waitFor(t, func() bool {
+		var n int
+		_ = x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT id, owner_id%'`)
+		return n > 0
+	})
+	if err := g.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// New connections are refused once shutdown began, while the old request still waits.
+	waitFor(t, func() bool {
+		c, err := net.DialTimeout("tcp", g.addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-inflight
+	if r.err != nil || r.status != http.StatusOK || !strings.Contains(r.body, `"edges"`) {
+		t.Fatalf("in-flight request during shutdown: %+v", r)
+	}
+	select {
+	case err := <-g.done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, g.out.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit after draining")
+	}
+}
+
+func TestDatabaseURLNeverSeedsUnlessAsked(t *testing.T) {
+	t.Parallel()
+	x, dsn := dbtest.NewWithDSN(t)
+	g := start(t, []string{"DATABASE_URL=" + dsn})
+	if n := deviceCount(t, g); n != 0 {
+		t.Fatalf("a DATABASE_URL gateway seeded %d devices", n)
+	}
+	// Not dev mode: no GraphiQL, no introspection.
+	resp, err := http.Get("http://" + g.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GraphiQL outside dev mode: HTTP %d", resp.StatusCode)
+	}
+	var users int
+	if err := x.Get(&users, `SELECT count(*) FROM users`); err != nil || users != 0 {
+		t.Fatalf("users: %d %v", users, err)
+	}
+}
+
+func TestMissingPostgresSaysWhatToInstall(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(binary(t), "serve", "--listen", freeAddr(t), "--data-dir", t.TempDir(),
+		"--pg-bin-dir", filepath.Join(t.TempDir(), "nothing-here"))
+	cmd.Env = append(os.Environ(), "DATABASE_URL=")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatal("gpugate started without PostgreSQL binaries")
+	}
+	if !strings.Contains(string(out), "apt-get install -y postgresql") {
+		t.Fatalf("the error does not say what to install:\n%s", out)
+	}
+}
+
+func TestMigrateCommand(t *testing.T) {
+	t.Parallel()
+	_, dsn := dbtest.NewWithDSN(t)
+	out, err := exec.Command(binary(t), "migrate", "--database-url", dsn).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "already current") {
+		t.Fatalf("migrate on a migrated database: %v\n%s", err, out)
+	}
+	// A fresh, empty database is migrated from scratch.
+	sqldb, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqldb.Close()
+	if _, err := sqldb.ExecContext(context.Background(), `DROP TABLE gpus, devices, users, goose_db_version`); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(binary(t), "migrate", "--database-url", dsn).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "migrations applied: [1]") {
+		t.Fatalf("migrate on an empty database: %v\n%s", err, out)
+	}
+}
+
+func TestHelpDocumentsEveryFlag(t *testing.T) {
+	t.Parallel()
+	out, _ := exec.Command(binary(t), "serve", "--help").CombinedOutput()
+	for _, flagName := range []string{"-listen", "-data-dir", "-database-url", "-dev", "-seed", "-request-timeout",
+		"-max-depth", "-shutdown-timeout", "GPUGATE_LISTEN", "DATABASE_URL"} {
+		if !strings.Contains(string(out), flagName) {
+			t.Fatalf("serve --help lacks %s:\n%s", flagName, out)
+		}
+	}
+	top, _ := exec.Command(binary(t), "--help").CombinedOutput()
+	sc := bufio.NewScanner(bytes.NewReader(top))
+	var cmds []string
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) > 1 && f[0] == "gpugate" {
+			cmds = append(cmds, f[1])
+		}
+	}
+	if len(cmds) < 3 {
+		t.Fatalf("--help lists no commands:\n%s", top)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 15s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
