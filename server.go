@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +27,9 @@ import (
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/db/pglocal"
 	"github.com/gpugate/gpugate/gateway"
+	"github.com/gpugate/gpugate/graph/model"
+	"github.com/gpugate/gpugate/oidc"
+	"github.com/gpugate/gpugate/oidc/devissuer"
 )
 
 const usage = `gpugate: GraphQL explorer and management gateway for a decentralized GPU network.
@@ -34,6 +38,7 @@ Usage:
   gpugate [serve] [flags]   run the gateway (the default command)
   gpugate migrate [flags]   apply the embedded database migrations and exit
   gpugate seed [flags]      load deterministic demo data into an empty database and exit
+  gpugate dev token USER    print an access token for a demo user of a dev-mode gateway
   gpugate help [command]    show help for a command
 
 Without DATABASE_URL every command uses the gateway's own PostgreSQL under --data-dir, started
@@ -46,6 +51,7 @@ var commands = map[string]func(args []string) error{
 	"serve":   runServe,
 	"migrate": runMigrate,
 	"seed":    runSeed,
+	"dev":     runDev,
 }
 
 func main() {
@@ -259,6 +265,14 @@ func runServe(args []string) error {
 	maxDirectives := f.Int("max-directives", "GPUGATE_MAX_DIRECTIVES", def.MaxDirectives, "maximum directives per document")
 	statsTTL := f.Duration("stats-ttl", "GPUGATE_STATS_TTL", 5*time.Second, "how long networkStats results are reused")
 	shutdown := f.Duration("shutdown-timeout", "GPUGATE_SHUTDOWN_TIMEOUT", 15*time.Second, "how long in-flight requests may drain on SIGTERM")
+	oidcIssuers := f.String("oidc-issuer", "GPUGATE_OIDC_ISSUER", "",
+		"trusted OIDC issuer URL(s), comma-separated, matched exactly (dev mode without it: the built-in dev issuer)")
+	oidcAudience := f.String("oidc-audience", "GPUGATE_OIDC_AUDIENCE", "gpugate-api", "the API audience access tokens must carry")
+	oidcRoles := f.String("oidc-roles-claim", "GPUGATE_OIDC_ROLES_CLAIM", "groups",
+		"token claim holding roles (Okta/Dex: groups; Auth0: your namespaced claim)")
+	adminRole := f.String("admin-role", "GPUGATE_ADMIN_ROLE", "ADMIN", "role name in tokens that grants the ADMIN role")
+	devIssuerAddr := f.String("dev-issuer-listen", "GPUGATE_DEV_ISSUER_LISTEN", "127.0.0.1:0",
+		"loopback address of the dev OIDC issuer (dev mode only)")
 	logFormat := f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if err := f.parse(args); err != nil {
@@ -306,11 +320,35 @@ func runServe(args []string) error {
 		}
 	}
 
-	h := gateway.New(gateway.Config{
+	gcfg := gateway.Config{
 		Dev: *dev, Introspection: *introspection, MaxBodyBytes: int64(*maxBody), MaxTokens: *maxTokens,
 		MaxDepth: *maxDepth, MaxAliases: *maxAliases, MaxRootFields: *maxRoot, MaxDirectives: *maxDirectives,
-		RequestTimeout: *timeout,
-	}, d.store, log)
+		RequestTimeout: *timeout, RoleNames: map[model.Role]string{model.RoleAdmin: *adminRole},
+	}
+	issuers := splitList(*oidcIssuers)
+	if len(issuers) == 0 && *dev {
+		dev, err := startDevIssuer(ctx, *devIssuerAddr, *oidcAudience, *oidcRoles, d.store, log)
+		if err != nil {
+			return err
+		}
+		defer dev.server.Close(context.Background())
+		issuers, gcfg.DevInfo = []string{dev.server.Issuer()}, dev.info
+	}
+	if len(issuers) > 0 {
+		var ics []oidc.IssuerConfig
+		for _, iss := range issuers {
+			ics = append(ics, oidc.IssuerConfig{URL: iss, Audience: *oidcAudience, RolesClaim: *oidcRoles})
+		}
+		v, err := oidc.New(ctx, oidc.Config{Issuers: ics})
+		if err != nil {
+			return fmt.Errorf("OIDC: %w", err)
+		}
+		gcfg.Verifier = v
+		log.Info("OIDC issuers trusted", "issuers", issuers, "audience", *oidcAudience)
+	} else {
+		log.Warn("no --oidc-issuer: every request is anonymous; owner and admin operations are unavailable")
+	}
+	h := gateway.New(gcfg, d.store, log)
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -322,7 +360,11 @@ func runServe(args []string) error {
 	base := "http://" + ln.Addr().String()
 	log.Info("gpugate is serving", "graphql", base+"/graphql", "healthz", base+"/healthz", "readyz", base+"/readyz", "dev", *dev)
 	if *dev {
-		fmt.Fprintf(os.Stderr, "\n  GraphiQL:  %s/\n  GraphQL:   %s/graphql\n  Health:    %s/healthz  %s/readyz\n\n", base, base, base, base)
+		fmt.Fprintf(os.Stderr, "\n  GraphiQL:  %s/\n  GraphQL:   %s/graphql\n  Health:    %s/healthz  %s/readyz\n", base, base, base, base)
+		if gcfg.DevInfo != nil {
+			fmt.Fprintf(os.Stderr, "  Sign in:   go run . dev token --server %s alice   (also bob, admin)\n", base)
+		}
+		fmt.Fprintln(os.Stderr)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -402,5 +444,114 @@ func runSeed(args []string) error {
 		return nil
 	}
 	fmt.Printf("seed: %d devices loaded in %s\n", *n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// Dev-mode identity: a real OpenID Provider on loopback, its demo users linked to the seeded
+// accounts of the same email. It exists only in dev mode; no request can start it.
+const (
+	devClientID    = "gpugate-dev"
+	devRedirectURI = "http://127.0.0.1/callback"
+)
+
+// devInfo is what `gpugate dev token` reads from /dev/oidc.
+type devInfo struct {
+	Issuer      string `json:"issuer"`
+	ClientID    string `json:"clientId"`
+	RedirectURI string `json:"redirectUri"`
+}
+
+type devIdentity struct {
+	server *devissuer.Server
+	info   devInfo
+}
+
+func startDevIssuer(ctx context.Context, addr, audience, rolesClaim string, store *db.DB, log *slog.Logger) (*devIdentity, error) {
+	var users []devissuer.User
+	for _, name := range db.DemoUsers {
+		u := devissuer.User{Username: name, Subject: "dev|" + name, Email: name + "@example.com",
+			Name: strings.ToUpper(name[:1]) + name[1:]}
+		if name == "admin" {
+			u.Roles = []string{"ADMIN"}
+		}
+		users = append(users, u)
+	}
+	srv, err := devissuer.Start(ctx, devissuer.Options{
+		Addr: addr, Users: users, Audience: audience, ClientID: devClientID,
+		RedirectURIs: []string{devRedirectURI}, RolesClaim: rolesClaim, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dev OIDC issuer: %w", err)
+	}
+	for _, u := range users {
+		id := db.Identity{Issuer: srv.Issuer(), Subject: u.Subject}
+		if err := store.LinkIdentity(ctx, id, u.Email, "dev"); err != nil && !errors.Is(err, db.ErrNotFound) {
+			_ = srv.Close(context.Background())
+			return nil, err
+		}
+	}
+	log.Info("dev OIDC issuer started", "issuer", srv.Issuer(), "users", db.DemoUsers)
+	return &devIdentity{server: srv, info: devInfo{Issuer: srv.Issuer(), ClientID: devClientID, RedirectURI: devRedirectURI}}, nil
+}
+
+func runDev(args []string) error {
+	if len(args) == 0 || args[0] != "token" {
+		return errors.New("usage: gpugate dev token [--server URL] USER")
+	}
+	f := newFlags("dev token", "Sign in as a demo user (alice, bob, admin) of a dev-mode gateway and print the access token.")
+	server := f.FlagSet.String("server", "http://127.0.0.1:8080", "the dev-mode gateway")
+	f.Usage = func() {
+		fmt.Fprintf(f.Output(), "Usage: gpugate dev token [--server URL] USER\n\n"+
+			"Sign in as a demo user (alice, bob, admin) of a dev-mode gateway and print the access token.\n\nFlags:\n")
+		f.PrintDefaults()
+	}
+	// The user may come before or after the flags.
+	rest := args[1:]
+	var user string
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		user, rest = rest[0], rest[1:]
+	}
+	if err := f.Parse(rest); err != nil {
+		return err
+	}
+	if user == "" && f.NArg() == 1 {
+		user = f.Arg(0)
+	} else if f.NArg() > 0 || user == "" {
+		f.Usage()
+		return errors.New("name exactly one demo user")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*server, "/")+"/dev/oidc", nil)
+	if err != nil {
+		return fmt.Errorf("--server: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach the gateway: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s has no dev issuer (HTTP %d): is it running in dev mode, without --oidc-issuer?", *server, resp.StatusCode)
+	}
+	var info devInfo
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&info); err != nil {
+		return fmt.Errorf("read /dev/oidc: %w", err)
+	}
+	token, err := devissuer.FetchToken(ctx, info.Issuer, info.ClientID, info.RedirectURI, user)
+	if err != nil {
+		return fmt.Errorf("sign in as %s: %w", user, err)
+	}
+	fmt.Println(token)
 	return nil
 }

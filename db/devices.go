@@ -24,7 +24,8 @@ const (
 )
 
 const deviceColumns = `id, owner_id, name, status, region, verification, gpu_model, gpu_count,
-	last_seen_at, created_at, updated_at`
+	last_seen_at, created_at, updated_at, hostname, host(ip_address) AS ip_address, labels, enrolled_at,
+	paused, quarantined_at, quarantine_reason`
 
 // ParseDeviceID returns the canonical form of a device ID, or ErrInvalid when s is not a UUID.
 func ParseDeviceID(s string) (string, error) {
@@ -61,10 +62,11 @@ type ListParams struct {
 	After  string
 	Filter DeviceFilter
 	Order  DeviceOrder
+	owner  string // set by ListOwnedDevices only
 }
 
 // listQueries holds one fixed statement per allow-listed order: $1..$4 are the optional filters,
-// $5/$6 the optional keyset position, $7 the limit. A NULL parameter disables its condition;
+// $5/$6 the optional keyset position, $7 the limit, $8 the optional owner (an owner's own list). A NULL parameter disables its condition;
 // PostgreSQL plans unnamed statements with their actual parameters, so the folded query is a
 // plain index range scan.
 var listQueries = map[DeviceOrder]string{
@@ -82,7 +84,8 @@ const listSelect = `SELECT ` + deviceColumns + ` FROM devices
 	WHERE ($1::text IS NULL OR status = $1)
 	  AND ($2::text IS NULL OR gpu_model = $2)
 	  AND ($3::text IS NULL OR region = $3)
-	  AND ($4::text IS NULL OR verification = $4)`
+	  AND ($4::text IS NULL OR verification = $4)
+	  AND ($8::uuid IS NULL OR owner_id = $8)`
 
 // ListDevices returns a page of devices in p.Order (DefaultOrder when zero). It returns
 // ErrInvalid for a page size outside 1..MaxPageSize, an oversized filter or a foreign cursor.
@@ -113,10 +116,14 @@ func (d *DB) ListDevices(ctx context.Context, p ListParams) (Page, error) {
 	if c != nil {
 		key, id = c.Key, c.ID
 	}
+	var ownerArg any
+	if p.owner != "" {
+		ownerArg = p.owner
+	}
 	var rows []Device
 	err = sqlx.SelectContext(ctx, d.x, &rows, q,
 		nullable(f.Status), nullable(f.GPUModel), nullable(f.Region), nullable(f.Verification),
-		key, id, p.First+1)
+		key, id, p.First+1, ownerArg)
 	if err != nil {
 		return Page{}, translate("list devices", err)
 	}

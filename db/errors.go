@@ -18,6 +18,8 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrInvalid: the caller's input is malformed or out of range.
 	ErrInvalid = errors.New("invalid input")
+	// ErrForbidden: the caller may not do this (not the owner, missing role).
+	ErrForbidden = errors.New("forbidden")
 	// ErrMigrationsPending: the database lacks migrations this binary embeds.
 	ErrMigrationsPending = errors.New("database migrations pending: run `gpugate migrate`")
 )
@@ -36,6 +38,11 @@ func (e *Error) Unwrap() error { return e.Kind }
 // Invalidf returns an ErrInvalid whose message is the formatted text (shown to the client).
 func Invalidf(format string, args ...any) error {
 	return &Error{Kind: ErrInvalid, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Forbiddenf returns an ErrForbidden whose message is the formatted text (shown to the client).
+func Forbiddenf(format string, args ...any) error {
+	return &Error{Kind: ErrForbidden, Msg: fmt.Sprintf(format, args...)}
 }
 
 // NotFoundf returns an ErrNotFound whose message is the formatted text (shown to the client).

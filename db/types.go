@@ -5,6 +5,8 @@ import (
 	"io"
 	"strconv"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // Device is a GPU host. OwnerID is never exposed through the public schema.
@@ -20,6 +22,99 @@ type Device struct {
 	LastSeenAt   *time.Time        `db:"last_seen_at"`
 	CreatedAt    time.Time         `db:"created_at"`
 	UpdatedAt    time.Time         `db:"updated_at"`
+
+	// Owner-only columns: the schema exposes them through Device.private alone.
+	Hostname         string         `db:"hostname"`
+	IPAddress        *string        `db:"ip_address"`
+	LabelList        pq.StringArray `db:"labels"`
+	EnrolledAt       *time.Time     `db:"enrolled_at"`
+	Paused           bool           `db:"paused"`
+	QuarantinedAt    *time.Time     `db:"quarantined_at"`
+	QuarantineReason string         `db:"quarantine_reason"`
+}
+
+// Private returns the owner-only view of the device.
+func (d *Device) Private() *DevicePrivate {
+	p := &DevicePrivate{
+		DeviceID: d.ID, Hostname: d.Hostname, IPAddress: d.IPAddress, Labels: []string(d.LabelList),
+		EnrolledAt: d.EnrolledAt, Paused: d.Paused,
+	}
+	if p.Labels == nil {
+		p.Labels = []string{}
+	}
+	if d.QuarantinedAt != nil {
+		reason := d.QuarantineReason
+		p.QuarantineReason = &reason
+	}
+	return p
+}
+
+// DevicePrivate is what only a device's owner sees.
+type DevicePrivate struct {
+	DeviceID         string
+	Hostname         string
+	IPAddress        *string
+	Labels           []string
+	EnrolledAt       *time.Time
+	Paused           bool
+	QuarantineReason *string
+}
+
+// DeviceCredential is a worker's public key registered for a device.
+type DeviceCredential struct {
+	ID          string     `db:"id"`
+	DeviceID    string     `db:"device_id"`
+	Fingerprint string     `db:"fingerprint"`
+	CreatedAt   time.Time  `db:"created_at"`
+	LastUsedAt  *time.Time `db:"last_used_at"`
+	RevokedAt   *time.Time `db:"revoked_at"`
+}
+
+// Attestation is the verdict of one proof.
+type Attestation struct {
+	ID         string             `db:"id"`
+	DeviceID   string             `db:"device_id"`
+	Verdict    AttestationVerdict `db:"verdict"`
+	ReasonList pq.StringArray     `db:"reasons"`
+	CreatedAt  time.Time          `db:"created_at"`
+}
+
+// Reasons returns the reason codes of a flagged proof.
+func (a Attestation) Reasons() []string {
+	if a.ReasonList == nil {
+		return []string{}
+	}
+	return a.ReasonList
+}
+
+// AttestationVerdict is whether a proof passed.
+type AttestationVerdict string
+
+// Attestation verdicts.
+const (
+	VerdictPassed  AttestationVerdict = "PASSED"
+	VerdictFlagged AttestationVerdict = "FLAGGED"
+)
+
+var allVerdicts = []AttestationVerdict{VerdictPassed, VerdictFlagged}
+
+// UnmarshalGQL implements graphql.Unmarshaler; it fails on any value not in the enum.
+func (v *AttestationVerdict) UnmarshalGQL(x any) error { return unmarshalEnum(v, x, allVerdicts) }
+
+// MarshalGQL implements graphql.Marshaler.
+func (v AttestationVerdict) MarshalGQL(w io.Writer) { marshalEnum(w, v) }
+
+// User is a person who owns devices. Its ID is shown to that user only.
+type User struct {
+	ID          string  `db:"id"`
+	Email       *string `db:"email"`
+	DisplayName string  `db:"display_name"`
+}
+
+// UpdateDeviceInput holds an owner's edits; nil fields keep their value.
+type UpdateDeviceInput struct {
+	Name   *string  `json:"name"`
+	Labels []string `json:"labels"`
 }
 
 // GPU is one GPU of a device as reported by NVML.
@@ -45,10 +140,12 @@ const (
 	StatusUp     DeviceStatus = "UP"
 	StatusDown   DeviceStatus = "DOWN"
 	StatusPaused DeviceStatus = "PAUSED"
+	// StatusQuarantined: an admin took the device out of the network.
+	StatusQuarantined DeviceStatus = "QUARANTINED"
 )
 
 // AllDeviceStatuses lists every DeviceStatus in presentation order.
-var AllDeviceStatuses = []DeviceStatus{StatusUp, StatusDown, StatusPaused}
+var AllDeviceStatuses = []DeviceStatus{StatusUp, StatusDown, StatusPaused, StatusQuarantined}
 
 // UnmarshalGQL implements graphql.Unmarshaler; it fails on any value not in the enum.
 func (s *DeviceStatus) UnmarshalGQL(v any) error { return unmarshalEnum(s, v, AllDeviceStatuses) }

@@ -13,16 +13,19 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/oidc"
 )
 
 // Error codes in extensions.code.
 const (
-	CodeBadUserInput = "BAD_USER_INPUT"
-	CodeNotFound     = "NOT_FOUND"
-	CodeConflict     = "CONFLICT"
-	CodeTimeout      = "TIMEOUT"
-	CodeInternal     = "INTERNAL"
-	CodeLimit        = "QUERY_LIMIT"
+	CodeBadUserInput    = "BAD_USER_INPUT"
+	CodeUnauthenticated = "UNAUTHENTICATED"
+	CodeForbidden       = "FORBIDDEN"
+	CodeNotFound        = "NOT_FOUND"
+	CodeConflict        = "CONFLICT"
+	CodeTimeout         = "TIMEOUT"
+	CodeInternal        = "INTERNAL"
+	CodeLimit           = "QUERY_LIMIT"
 
 	CodeIntrospectionDisabled = "INTROSPECTION_DISABLED"
 )
@@ -56,12 +59,15 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 		return withCode(gerr, CodeNotFound, "not found")
 	case errors.Is(cause, db.ErrConflict):
 		return withCode(gerr, CodeConflict, "conflict")
+	case errors.Is(cause, db.ErrForbidden):
+		return withCode(gerr, CodeForbidden, "forbidden")
+	case errors.Is(cause, oidc.ErrUnauthenticated):
+		return withCode(gerr, CodeUnauthenticated, "sign in with a valid access token")
 	case errors.Is(cause, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return withCode(gerr, CodeTimeout, "the request exceeded its time limit")
 	}
 	id := RequestID(ctx)
-	p.log.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("request_id", id),
-		slog.String("path", gerr.Path.String()), slog.String("err", cause.Error()))
+	p.log.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("path", gerr.Path.String()), slog.String("err", cause.Error()))
 	return withCode(gerr, CodeInternal, fmt.Sprintf("internal error (request id %s)", id))
 }
 
@@ -98,6 +104,8 @@ func codeOf(kind error) string {
 		return CodeNotFound
 	case errors.Is(kind, db.ErrConflict):
 		return CodeConflict
+	case errors.Is(kind, db.ErrForbidden):
+		return CodeForbidden
 	}
 	return CodeInternal
 }
@@ -109,7 +117,6 @@ func withCode(gerr *gqlerror.Error, code, msg string) *gqlerror.Error {
 }
 
 func (p presenter) recover(ctx context.Context, v any) error {
-	p.log.LogAttrs(ctx, slog.LevelError, "resolver panic", slog.String("request_id", RequestID(ctx)),
-		slog.String("panic", fmt.Sprint(v)))
+	p.log.LogAttrs(ctx, slog.LevelError, "resolver panic", slog.String("panic", fmt.Sprint(v)))
 	return errors.New("panic in resolver") // masked as internal by present
 }

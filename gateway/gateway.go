@@ -18,6 +18,9 @@ import (
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/graph"
+	"github.com/gpugate/gpugate/graph/model"
+	"github.com/gpugate/gpugate/guard"
+	"github.com/gpugate/gpugate/oidc"
 	"github.com/gpugate/gpugate/resolvers"
 )
 
@@ -32,6 +35,13 @@ type Config struct {
 	MaxRootFields  int           // fields of the operation's root selection
 	MaxDirectives  int           // directive uses in the document
 	RequestTimeout time.Duration // deadline of every request, down to SQL
+
+	// Verifier authenticates bearer tokens; nil means every request is anonymous.
+	Verifier *oidc.Verifier
+	// RoleNames maps schema roles to the role names the identity provider issues.
+	RoleNames map[model.Role]string
+	// DevInfo, in dev mode, is served at /dev/oidc for `gpugate dev token`.
+	DevInfo any
 }
 
 // Defaults returns the limits of SECURITY.md.
@@ -79,8 +89,9 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	res := &resolvers.Resolver{DB: store}
-	srv := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: res}))
+	log = slog.New(requestIDHandler{log.Handler()})
+	res := resolvers.New(store, guard.New(log), cfg.RoleNames)
+	srv := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: res.Directives()}))
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
@@ -97,7 +108,11 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	srv.SetRecoverFunc(p.recover)
 
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", graphqlOnly(cfg.MaxBodyBytes, srv))
+	var api http.Handler = srv
+	if cfg.Verifier != nil {
+		api = cfg.Verifier.Middleware(rejectToken)(api)
+	}
+	mux.Handle("/graphql", graphqlOnly(cfg.MaxBodyBytes, api))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -105,7 +120,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := store.Ready(ctx); err != nil {
-			requestLogger(r.Context(), log).Warn("not ready", "err", err)
+			log.WarnContext(r.Context(), "not ready", "err", err)
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": readyReason(err)})
 			return
 		}
@@ -113,6 +128,11 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	})
 	if cfg.Dev {
 		mux.Handle("GET /{$}", playground.Handler("gpugate explorer", "/graphql"))
+		if cfg.DevInfo != nil {
+			mux.HandleFunc("GET /dev/oidc", func(w http.ResponseWriter, _ *http.Request) {
+				writeJSON(w, http.StatusOK, cfg.DevInfo)
+			})
+		}
 	}
 	return requestID(accessLog(log, recoverPanics(log, deadline(cfg.RequestTimeout, mux))))
 }

@@ -120,7 +120,7 @@ func TestDocumentLimits(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			te := e
-			if c.cfg != (gateway.Config{}) {
+			if c.cfg.MaxDepth != 0 {
 				c.cfg.Introspection = true
 				te = newEnvOn(t, e, c.cfg)
 			}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/oidc"
 )
 
 type requestIDKey struct{}
@@ -41,10 +42,6 @@ func requestID(next http.Handler) http.Handler {
 		w.Header().Set("X-Request-Id", id)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
 	})
-}
-
-func requestLogger(ctx context.Context, log *slog.Logger) *slog.Logger {
-	return log.With("request_id", RequestID(ctx))
 }
 
 type statusRecorder struct {
@@ -81,7 +78,6 @@ func accessLog(log *slog.Logger, next http.Handler) http.Handler {
 			rec.status = http.StatusOK
 		}
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("request_id", RequestID(r.Context())),
 			slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Int("status", rec.status), slog.Int("bytes", rec.bytes),
 			slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr))
@@ -96,7 +92,7 @@ func recoverPanics(log *slog.Logger, next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				requestLogger(r.Context(), log).Error("panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				log.ErrorContext(r.Context(), "panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 				writeError(w, r, http.StatusInternalServerError, "INTERNAL", "internal error")
 			}
 		}()
@@ -172,4 +168,33 @@ func readyReason(err error) string {
 		return "database migrations pending"
 	}
 	return "database unreachable"
+}
+
+// requestIDHandler adds the request id to every record logged with a request's context.
+type requestIDHandler struct{ slog.Handler }
+
+func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
+	if id := RequestID(ctx); id != "" {
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h requestIDHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return requestIDHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h requestIDHandler) WithGroup(name string) slog.Handler {
+	return requestIDHandler{h.Handler.WithGroup(name)}
+}
+
+// rejectToken answers a request whose Authorization header is present but not a valid token:
+// it is an error, never an anonymous request.
+func rejectToken(w http.ResponseWriter, r *http.Request, err error) {
+	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	msg := "invalid access token"
+	if errors.Is(err, oidc.ErrUnauthenticated) { // the oidc package's messages are written for clients
+		msg = err.Error()
+	}
+	writeError(w, r, http.StatusUnauthorized, CodeUnauthenticated, msg)
 }

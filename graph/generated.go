@@ -5,6 +5,7 @@ package graph
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -30,13 +31,26 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	Device() DeviceResolver
+	DevicePrivate() DevicePrivateResolver
+	Mutation() MutationResolver
 	Query() QueryResolver
+	Viewer() ViewerResolver
 }
 
 type DirectiveRoot struct {
+	Authenticated func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
+	HasRole       func(ctx context.Context, obj any, next graphql.Resolver, role model.Role) (res any, err error)
+	Owner         func(ctx context.Context, obj any, next graphql.Resolver, arg *string) (res any, err error)
 }
 
 type ComplexityRoot struct {
+	Attestation struct {
+		CreatedAt func(childComplexity int) int
+		ID        func(childComplexity int) int
+		Reasons   func(childComplexity int) int
+		Verdict   func(childComplexity int) int
+	}
+
 	Device struct {
 		CreatedAt    func(childComplexity int) int
 		GPUCount     func(childComplexity int) int
@@ -45,6 +59,7 @@ type ComplexityRoot struct {
 		ID           func(childComplexity int) int
 		LastSeenAt   func(childComplexity int) int
 		Name         func(childComplexity int) int
+		Private      func(childComplexity int) int
 		Region       func(childComplexity int) int
 		Status       func(childComplexity int) int
 		Verification func(childComplexity int) int
@@ -55,9 +70,28 @@ type ComplexityRoot struct {
 		PageInfo func(childComplexity int) int
 	}
 
+	DeviceCredential struct {
+		CreatedAt   func(childComplexity int) int
+		Fingerprint func(childComplexity int) int
+		ID          func(childComplexity int) int
+		LastUsedAt  func(childComplexity int) int
+		RevokedAt   func(childComplexity int) int
+	}
+
 	DeviceEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	DevicePrivate struct {
+		Attestations     func(childComplexity int) int
+		Credentials      func(childComplexity int) int
+		EnrolledAt       func(childComplexity int) int
+		Hostname         func(childComplexity int) int
+		IPAddress        func(childComplexity int) int
+		Labels           func(childComplexity int) int
+		Paused           func(childComplexity int) int
+		QuarantineReason func(childComplexity int) int
 	}
 
 	GPU struct {
@@ -74,6 +108,15 @@ type ComplexityRoot struct {
 		Devices func(childComplexity int) int
 		GPUs    func(childComplexity int) int
 		Model   func(childComplexity int) int
+	}
+
+	Mutation struct {
+		PauseDevice      func(childComplexity int, id string) int
+		QuarantineDevice func(childComplexity int, id string, reason string) int
+		ReleaseDevice    func(childComplexity int, id string) int
+		RemoveDevice     func(childComplexity int, id string) int
+		ResumeDevice     func(childComplexity int, id string) int
+		UpdateDevice     func(childComplexity int, id string, input db.UpdateDeviceInput) int
 	}
 
 	NetworkStats struct {
@@ -96,12 +139,17 @@ type ComplexityRoot struct {
 		Devices       func(childComplexity int, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) int
 		NetworkStats  func(childComplexity int) int
 		SearchDevices func(childComplexity int, query string, first int, after *string) int
+		Viewer        func(childComplexity int) int
 	}
 
 	RegionCount struct {
 		Devices func(childComplexity int) int
 		GPUs    func(childComplexity int) int
 		Region  func(childComplexity int) int
+	}
+
+	RemovedDevice struct {
+		ID func(childComplexity int) int
 	}
 
 	StatusCount struct {
@@ -115,6 +163,13 @@ type ComplexityRoot struct {
 		GPUs         func(childComplexity int) int
 		Verification func(childComplexity int) int
 	}
+
+	Viewer struct {
+		Devices     func(childComplexity int, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) int
+		DisplayName func(childComplexity int) int
+		Email       func(childComplexity int) int
+		ID          func(childComplexity int) int
+	}
 }
 
 // endregion ***************************** api!.gotpl *****************************
@@ -123,12 +178,29 @@ type ComplexityRoot struct {
 
 type DeviceResolver interface {
 	Gpus(ctx context.Context, obj *db.Device) ([]db.GPU, error)
+	Private(ctx context.Context, obj *db.Device) (*db.DevicePrivate, error)
+}
+type DevicePrivateResolver interface {
+	Credentials(ctx context.Context, obj *db.DevicePrivate) ([]db.DeviceCredential, error)
+	Attestations(ctx context.Context, obj *db.DevicePrivate) ([]db.Attestation, error)
+}
+type MutationResolver interface {
+	UpdateDevice(ctx context.Context, id string, input db.UpdateDeviceInput) (*db.Device, error)
+	PauseDevice(ctx context.Context, id string) (*db.Device, error)
+	ResumeDevice(ctx context.Context, id string) (*db.Device, error)
+	RemoveDevice(ctx context.Context, id string) (*model.RemovedDevice, error)
+	QuarantineDevice(ctx context.Context, id string, reason string) (*db.Device, error)
+	ReleaseDevice(ctx context.Context, id string) (*db.Device, error)
 }
 type QueryResolver interface {
 	Device(ctx context.Context, id string) (*db.Device, error)
 	Devices(ctx context.Context, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) (*model.DeviceConnection, error)
 	SearchDevices(ctx context.Context, query string, first int, after *string) (*model.DeviceConnection, error)
 	NetworkStats(ctx context.Context) (*db.NetworkStats, error)
+	Viewer(ctx context.Context) (*db.User, error)
+}
+type ViewerResolver interface {
+	Devices(ctx context.Context, obj *db.User, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) (*model.DeviceConnection, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -148,6 +220,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 	ec := newExecutionContext(nil, e, nil)
 	_ = ec
 	switch typeName + "." + field {
+
+	case "Attestation.createdAt":
+		if e.ComplexityRoot.Attestation.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Attestation.CreatedAt(childComplexity), true
+	case "Attestation.id":
+		if e.ComplexityRoot.Attestation.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Attestation.ID(childComplexity), true
+	case "Attestation.reasons":
+		if e.ComplexityRoot.Attestation.Reasons == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Attestation.Reasons(childComplexity), true
+	case "Attestation.verdict":
+		if e.ComplexityRoot.Attestation.Verdict == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Attestation.Verdict(childComplexity), true
 
 	case "Device.createdAt":
 		if e.ComplexityRoot.Device.CreatedAt == nil {
@@ -191,6 +288,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Device.Name(childComplexity), true
+	case "Device.private":
+		if e.ComplexityRoot.Device.Private == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Device.Private(childComplexity), true
 	case "Device.region":
 		if e.ComplexityRoot.Device.Region == nil {
 			break
@@ -223,6 +326,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.DeviceConnection.PageInfo(childComplexity), true
 
+	case "DeviceCredential.createdAt":
+		if e.ComplexityRoot.DeviceCredential.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeviceCredential.CreatedAt(childComplexity), true
+	case "DeviceCredential.fingerprint":
+		if e.ComplexityRoot.DeviceCredential.Fingerprint == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeviceCredential.Fingerprint(childComplexity), true
+	case "DeviceCredential.id":
+		if e.ComplexityRoot.DeviceCredential.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeviceCredential.ID(childComplexity), true
+	case "DeviceCredential.lastUsedAt":
+		if e.ComplexityRoot.DeviceCredential.LastUsedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeviceCredential.LastUsedAt(childComplexity), true
+	case "DeviceCredential.revokedAt":
+		if e.ComplexityRoot.DeviceCredential.RevokedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeviceCredential.RevokedAt(childComplexity), true
+
 	case "DeviceEdge.cursor":
 		if e.ComplexityRoot.DeviceEdge.Cursor == nil {
 			break
@@ -235,6 +369,55 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.DeviceEdge.Node(childComplexity), true
+
+	case "DevicePrivate.attestations":
+		if e.ComplexityRoot.DevicePrivate.Attestations == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DevicePrivate.Attestations(childComplexity), true
+	case "DevicePrivate.credentials":
+		if e.ComplexityRoot.DevicePrivate.Credentials == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DevicePrivate.Credentials(childComplexity), true
+	case "DevicePrivate.enrolledAt":
+		if e.ComplexityRoot.DevicePrivate.EnrolledAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DevicePrivate.EnrolledAt(childComplexity), true
+	case "DevicePrivate.hostname":
+		if e.ComplexityRoot.DevicePrivate.Hostname == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DevicePrivate.Hostname(childComplexity), true
+	case "DevicePrivate.ipAddress":
+		if e.ComplexityRoot.DevicePrivate.IPAddress == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DevicePrivate.IPAddress(childComplexity), true
+	case "DevicePrivate.labels":
+		if e.ComplexityRoot.DevicePrivate.Labels == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DevicePrivate.Labels(childComplexity), true
+	case "DevicePrivate.paused":
+		if e.ComplexityRoot.DevicePrivate.Paused == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DevicePrivate.Paused(childComplexity), true
+	case "DevicePrivate.quarantineReason":
+		if e.ComplexityRoot.DevicePrivate.QuarantineReason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DevicePrivate.QuarantineReason(childComplexity), true
 
 	case "GPU.architecture":
 		if e.ComplexityRoot.GPU.Architecture == nil {
@@ -297,6 +480,73 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.GpuModelCount.Model(childComplexity), true
+
+	case "Mutation.pauseDevice":
+		if e.ComplexityRoot.Mutation.PauseDevice == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_pauseDevice_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.PauseDevice(childComplexity, args["id"].(string)), true
+	case "Mutation.quarantineDevice":
+		if e.ComplexityRoot.Mutation.QuarantineDevice == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_quarantineDevice_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.QuarantineDevice(childComplexity, args["id"].(string), args["reason"].(string)), true
+	case "Mutation.releaseDevice":
+		if e.ComplexityRoot.Mutation.ReleaseDevice == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_releaseDevice_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ReleaseDevice(childComplexity, args["id"].(string)), true
+	case "Mutation.removeDevice":
+		if e.ComplexityRoot.Mutation.RemoveDevice == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_removeDevice_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RemoveDevice(childComplexity, args["id"].(string)), true
+	case "Mutation.resumeDevice":
+		if e.ComplexityRoot.Mutation.ResumeDevice == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_resumeDevice_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ResumeDevice(childComplexity, args["id"].(string)), true
+	case "Mutation.updateDevice":
+		if e.ComplexityRoot.Mutation.UpdateDevice == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateDevice_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateDevice(childComplexity, args["id"].(string), args["input"].(db.UpdateDeviceInput)), true
 
 	case "NetworkStats.byGpuModel":
 		if e.ComplexityRoot.NetworkStats.ByGPUModel == nil {
@@ -394,6 +644,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.SearchDevices(childComplexity, args["query"].(string), args["first"].(int), args["after"].(*string)), true
+	case "Query.viewer":
+		if e.ComplexityRoot.Query.Viewer == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.Viewer(childComplexity), true
 
 	case "RegionCount.devices":
 		if e.ComplexityRoot.RegionCount.Devices == nil {
@@ -413,6 +669,13 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.RegionCount.Region(childComplexity), true
+
+	case "RemovedDevice.id":
+		if e.ComplexityRoot.RemovedDevice.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RemovedDevice.ID(childComplexity), true
 
 	case "StatusCount.devices":
 		if e.ComplexityRoot.StatusCount.Devices == nil {
@@ -452,6 +715,36 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.VerificationCount.Verification(childComplexity), true
 
+	case "Viewer.devices":
+		if e.ComplexityRoot.Viewer.Devices == nil {
+			break
+		}
+
+		args, err := ec.field_Viewer_devices_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Viewer.Devices(childComplexity, args["first"].(int), args["after"].(*string), args["filter"].(*db.DeviceFilter), args["orderBy"].(*db.DeviceOrder)), true
+	case "Viewer.displayName":
+		if e.ComplexityRoot.Viewer.DisplayName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Viewer.DisplayName(childComplexity), true
+	case "Viewer.email":
+		if e.ComplexityRoot.Viewer.Email == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Viewer.Email(childComplexity), true
+	case "Viewer.id":
+		if e.ComplexityRoot.Viewer.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Viewer.ID(childComplexity), true
+
 	}
 	return 0, false
 }
@@ -463,6 +756,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("DeviceFilter", ec.unmarshalInputDeviceFilter),
 			graphql.NewInputUnmarshaler("DeviceOrder", ec.unmarshalInputDeviceOrder),
+			graphql.NewInputUnmarshaler("UpdateDeviceInput", ec.unmarshalInputUpdateDeviceInput),
 		)
 	}
 	first := true
@@ -498,6 +792,21 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 
 			return &response
 		}
+	case ast.Mutation:
+		return func(ctx context.Context) *graphql.Response {
+			if !first {
+				return nil
+			}
+			first = false
+			ctx = graphql.WithLazyInputUnmarshalerIndex(ctx, inputUnmarshalers)
+			data := ec._Mutation(ctx, opCtx.Operation.SelectionSet)
+			var buf bytes.Buffer
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
 
 	default:
 		return graphql.OneShot(graphql.ErrorResponse(ctx, "unsupported GraphQL operation"))
@@ -532,6 +841,27 @@ var sources = []*ast.Source{
 
 scalar Time
 
+# Authorization is decided by these directives only (resolvers/directives.go); ownership is also
+# enforced in the SQL of every write. Identity comes from a verified access token, never from a
+# header.
+
+"The caller must present a valid access token."
+directive @authenticated on FIELD_DEFINITION
+
+"""
+The caller must own the device. With arg, the device is the field argument of that name (an ID);
+without, the field's parent Device. On a nullable field of a Device, a caller who is not the owner
+(anonymous included) gets null, whoever owns the device.
+"""
+directive @owner(arg: String) on FIELD_DEFINITION
+
+"The caller's verified token must carry the role."
+directive @hasRole(role: Role!) on FIELD_DEFINITION
+
+enum Role {
+  ADMIN
+}
+
 """
 Public explorer queries. Anonymous callers may use every field here.
 """
@@ -560,6 +890,52 @@ type Query {
   Totals of devices and GPUs across the network. Refreshed at most every few seconds.
   """
   networkStats: NetworkStats!
+
+  "The signed-in user. Errors with UNAUTHENTICATED without a valid access token."
+  viewer: Viewer! @authenticated
+}
+
+"""
+Owner and admin operations. Errors: UNAUTHENTICATED (no or invalid token), FORBIDDEN (not your
+device, or missing role), NOT_FOUND, BAD_USER_INPUT. A denied write changes nothing.
+"""
+type Mutation {
+  "Rename and/or relabel your device. Omitted fields keep their value."
+  updateDevice(id: ID!, input: UpdateDeviceInput!): Device! @owner(arg: "id")
+  "Stop offering your device: it shows PAUSED until resumed."
+  pauseDevice(id: ID!): Device! @owner(arg: "id")
+  "Offer your device again: UP or DOWN follows its worker's heartbeats."
+  resumeDevice(id: ID!): Device! @owner(arg: "id")
+  "Delete your device, its GPUs, credentials and attestations."
+  removeDevice(id: ID!): RemovedDevice! @owner(arg: "id")
+  "Take a device out of the network (admin). reason: 1..200 characters, shown to its owner."
+  quarantineDevice(id: ID!, reason: String!): Device! @hasRole(role: ADMIN)
+  "Return a quarantined device to the network (admin)."
+  releaseDevice(id: ID!): Device! @hasRole(role: ADMIN)
+}
+
+"""
+Up/down status is not here on purpose: it derives from worker heartbeats and nobody sets it.
+name: 1..64 characters; labels: at most 16, each 1..32 characters. Text is Unicode-normalised
+(NFC) and trimmed; control and format characters are refused.
+"""
+input UpdateDeviceInput {
+  name: String
+  labels: [String!]
+}
+
+type RemovedDevice {
+  id: ID!
+}
+
+"The signed-in user."
+type Viewer {
+  "Your own user ID. It is shown to you only."
+  id: ID!
+  email: String
+  displayName: String!
+  "Your devices, newest first unless orderBy says otherwise; paging as in Query.devices."
+  devices(first: Int!, after: String, filter: DeviceFilter, orderBy: DeviceOrder): DeviceConnection!
 }
 
 """
@@ -579,6 +955,48 @@ type Device {
   lastSeenAt: Time
   createdAt: Time!
   gpus: [GPU!]!
+  """
+  Owner-only details. null for everyone but the device's owner (anonymous callers, other users
+  and admins alike), so it reveals nothing about who owns the device.
+  """
+  private: DevicePrivate @owner
+}
+
+"What only a device's owner sees."
+type DevicePrivate {
+  hostname: String!
+  ipAddress: String
+  labels: [String!]!
+  enrolledAt: Time
+  paused: Boolean!
+  "Why an admin quarantined the device; null unless it is quarantined."
+  quarantineReason: String
+  "The worker keys of the device (public material only)."
+  credentials: [DeviceCredential!]!
+  "Proof verdicts, newest first (at most 50)."
+  attestations: [Attestation!]!
+}
+
+type DeviceCredential {
+  id: ID!
+  "SHA-256 of the public key, hex."
+  fingerprint: String!
+  createdAt: Time!
+  lastUsedAt: Time
+  revokedAt: Time
+}
+
+type Attestation {
+  id: ID!
+  verdict: AttestationVerdict!
+  "Reason codes of a flagged proof (see ATTESTATION.md)."
+  reasons: [String!]!
+  createdAt: Time!
+}
+
+enum AttestationVerdict {
+  PASSED
+  FLAGGED
 }
 
 "One GPU of a device, as its worker reported it through NVML."
@@ -602,6 +1020,8 @@ enum DeviceStatus {
   DOWN
   "The owner paused the device."
   PAUSED
+  "An admin took the device out of the network."
+  QUARANTINED
 }
 
 enum VerificationState {
@@ -698,6 +1118,20 @@ var parsedSchema = gqlparser.MustLoadSchema(sources...)
 // Each function is generated once per unique object type, deduplicating the
 // switch statements that were previously inlined in every fieldContext_* function.
 
+func (ec *executionContext) childFields_Attestation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Attestation_id(ctx, field)
+	case "verdict":
+		return ec.fieldContext_Attestation_verdict(ctx, field)
+	case "reasons":
+		return ec.fieldContext_Attestation_reasons(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Attestation_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Attestation", field.Name)
+}
+
 func (ec *executionContext) childFields_Device(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -720,6 +1154,8 @@ func (ec *executionContext) childFields_Device(ctx context.Context, field graphq
 		return ec.fieldContext_Device_createdAt(ctx, field)
 	case "gpus":
 		return ec.fieldContext_Device_gpus(ctx, field)
+	case "private":
+		return ec.fieldContext_Device_private(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Device", field.Name)
 }
@@ -734,6 +1170,22 @@ func (ec *executionContext) childFields_DeviceConnection(ctx context.Context, fi
 	return nil, fmt.Errorf("no field named %q was found under type DeviceConnection", field.Name)
 }
 
+func (ec *executionContext) childFields_DeviceCredential(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_DeviceCredential_id(ctx, field)
+	case "fingerprint":
+		return ec.fieldContext_DeviceCredential_fingerprint(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_DeviceCredential_createdAt(ctx, field)
+	case "lastUsedAt":
+		return ec.fieldContext_DeviceCredential_lastUsedAt(ctx, field)
+	case "revokedAt":
+		return ec.fieldContext_DeviceCredential_revokedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeviceCredential", field.Name)
+}
+
 func (ec *executionContext) childFields_DeviceEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "cursor":
@@ -742,6 +1194,28 @@ func (ec *executionContext) childFields_DeviceEdge(ctx context.Context, field gr
 		return ec.fieldContext_DeviceEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type DeviceEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_DevicePrivate(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "hostname":
+		return ec.fieldContext_DevicePrivate_hostname(ctx, field)
+	case "ipAddress":
+		return ec.fieldContext_DevicePrivate_ipAddress(ctx, field)
+	case "labels":
+		return ec.fieldContext_DevicePrivate_labels(ctx, field)
+	case "enrolledAt":
+		return ec.fieldContext_DevicePrivate_enrolledAt(ctx, field)
+	case "paused":
+		return ec.fieldContext_DevicePrivate_paused(ctx, field)
+	case "quarantineReason":
+		return ec.fieldContext_DevicePrivate_quarantineReason(ctx, field)
+	case "credentials":
+		return ec.fieldContext_DevicePrivate_credentials(ctx, field)
+	case "attestations":
+		return ec.fieldContext_DevicePrivate_attestations(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DevicePrivate", field.Name)
 }
 
 func (ec *executionContext) childFields_GPU(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -818,6 +1292,14 @@ func (ec *executionContext) childFields_RegionCount(ctx context.Context, field g
 	return nil, fmt.Errorf("no field named %q was found under type RegionCount", field.Name)
 }
 
+func (ec *executionContext) childFields_RemovedDevice(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_RemovedDevice_id(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RemovedDevice", field.Name)
+}
+
 func (ec *executionContext) childFields_StatusCount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "status":
@@ -840,6 +1322,20 @@ func (ec *executionContext) childFields_VerificationCount(ctx context.Context, f
 		return ec.fieldContext_VerificationCount_gpus(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type VerificationCount", field.Name)
+}
+
+func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Viewer_id(ctx, field)
+	case "email":
+		return ec.fieldContext_Viewer_email(ctx, field)
+	case "displayName":
+		return ec.fieldContext_Viewer_displayName(ctx, field)
+	case "devices":
+		return ec.fieldContext_Viewer_devices(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Viewer", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -958,6 +1454,134 @@ func (ec *executionContext) childFields___Type(ctx context.Context, field graphq
 
 // region    ***************************** args.gotpl *****************************
 
+func (ec *executionContext) dir_hasRole_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "role",
+		func(ctx context.Context, v any) (model.Role, error) {
+			return ec.unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["role"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) dir_owner_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "arg",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["arg"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_pauseDevice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_quarantineDevice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "reason",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["reason"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_releaseDevice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_removeDevice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_resumeDevice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateDevice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (db.UpdateDeviceInput, error) {
+			return ec.unmarshalNUpdateDeviceInput2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐUpdateDeviceInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Query___type_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1054,6 +1678,44 @@ func (ec *executionContext) field_Query_searchDevices_args(ctx context.Context, 
 	return args, nil
 }
 
+func (ec *executionContext) field_Viewer_devices_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "filter",
+		func(ctx context.Context, v any) (*db.DeviceFilter, error) {
+			return ec.unmarshalODeviceFilter2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceFilter(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["filter"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*db.DeviceOrder, error) {
+			return ec.unmarshalODeviceOrder2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg3
+	return args, nil
+}
+
 func (ec *executionContext) field___Directive_args_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1127,6 +1789,98 @@ func (ec *executionContext) field___Type_inputFields_args(ctx context.Context, r
 // endregion ***************************** args.gotpl *****************************
 
 // region    **************************** field.gotpl *****************************
+
+func (ec *executionContext) _Attestation_id(ctx context.Context, field graphql.CollectedField, obj *db.Attestation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Attestation_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Attestation_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Attestation", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Attestation_verdict(ctx context.Context, field graphql.CollectedField, obj *db.Attestation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Attestation_verdict(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Verdict, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v db.AttestationVerdict) graphql.Marshaler {
+			return ec.marshalNAttestationVerdict2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐAttestationVerdict(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Attestation_verdict(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Attestation", field, false, false, "AttestationVerdict")
+}
+
+func (ec *executionContext) _Attestation_reasons(ctx context.Context, field graphql.CollectedField, obj *db.Attestation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Attestation_reasons(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reasons(), nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Attestation_reasons(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Attestation", field, true, false, "String")
+}
+
+func (ec *executionContext) _Attestation_createdAt(ctx context.Context, field graphql.CollectedField, obj *db.Attestation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Attestation_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Attestation_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Attestation", field, false, false, "Time")
+}
 
 func (ec *executionContext) _Device_id(ctx context.Context, field graphql.CollectedField, obj *db.Device) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
@@ -1367,6 +2121,51 @@ func (ec *executionContext) fieldContext_Device_gpus(_ context.Context, field gr
 	return fc, nil
 }
 
+func (ec *executionContext) _Device_private(ctx context.Context, field graphql.CollectedField, obj *db.Device) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Device_private(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Device().Private(ctx, obj)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Owner == nil {
+					var zeroVal *db.DevicePrivate
+					return zeroVal, errors.New("directive owner is not implemented")
+				}
+				return ec.Directives.Owner(ctx, obj, directive0, nil)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.DevicePrivate) graphql.Marshaler {
+			return ec.marshalODevicePrivate2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevicePrivate(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Device_private(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Device",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DevicePrivate(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _DeviceConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.DeviceConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -1431,6 +2230,121 @@ func (ec *executionContext) fieldContext_DeviceConnection_pageInfo(_ context.Con
 	return fc, nil
 }
 
+func (ec *executionContext) _DeviceCredential_id(ctx context.Context, field graphql.CollectedField, obj *db.DeviceCredential) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeviceCredential_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeviceCredential_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeviceCredential", field, false, false, "ID")
+}
+
+func (ec *executionContext) _DeviceCredential_fingerprint(ctx context.Context, field graphql.CollectedField, obj *db.DeviceCredential) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeviceCredential_fingerprint(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Fingerprint, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeviceCredential_fingerprint(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeviceCredential", field, false, false, "String")
+}
+
+func (ec *executionContext) _DeviceCredential_createdAt(ctx context.Context, field graphql.CollectedField, obj *db.DeviceCredential) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeviceCredential_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeviceCredential_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeviceCredential", field, false, false, "Time")
+}
+
+func (ec *executionContext) _DeviceCredential_lastUsedAt(ctx context.Context, field graphql.CollectedField, obj *db.DeviceCredential) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeviceCredential_lastUsedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastUsedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DeviceCredential_lastUsedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeviceCredential", field, false, false, "Time")
+}
+
+func (ec *executionContext) _DeviceCredential_revokedAt(ctx context.Context, field graphql.CollectedField, obj *db.DeviceCredential) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeviceCredential_revokedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RevokedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DeviceCredential_revokedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeviceCredential", field, false, false, "Time")
+}
+
 func (ec *executionContext) _DeviceEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.DeviceEdge) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -1481,6 +2395,208 @@ func (ec *executionContext) fieldContext_DeviceEdge_node(_ context.Context, fiel
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Device(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _DevicePrivate_hostname(ctx context.Context, field graphql.CollectedField, obj *db.DevicePrivate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DevicePrivate_hostname(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Hostname, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DevicePrivate_hostname(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DevicePrivate", field, false, false, "String")
+}
+
+func (ec *executionContext) _DevicePrivate_ipAddress(ctx context.Context, field graphql.CollectedField, obj *db.DevicePrivate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DevicePrivate_ipAddress(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.IPAddress, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DevicePrivate_ipAddress(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DevicePrivate", field, false, false, "String")
+}
+
+func (ec *executionContext) _DevicePrivate_labels(ctx context.Context, field graphql.CollectedField, obj *db.DevicePrivate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DevicePrivate_labels(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Labels, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DevicePrivate_labels(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DevicePrivate", field, false, false, "String")
+}
+
+func (ec *executionContext) _DevicePrivate_enrolledAt(ctx context.Context, field graphql.CollectedField, obj *db.DevicePrivate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DevicePrivate_enrolledAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnrolledAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DevicePrivate_enrolledAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DevicePrivate", field, false, false, "Time")
+}
+
+func (ec *executionContext) _DevicePrivate_paused(ctx context.Context, field graphql.CollectedField, obj *db.DevicePrivate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DevicePrivate_paused(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Paused, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DevicePrivate_paused(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DevicePrivate", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _DevicePrivate_quarantineReason(ctx context.Context, field graphql.CollectedField, obj *db.DevicePrivate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DevicePrivate_quarantineReason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.QuarantineReason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DevicePrivate_quarantineReason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DevicePrivate", field, false, false, "String")
+}
+
+func (ec *executionContext) _DevicePrivate_credentials(ctx context.Context, field graphql.CollectedField, obj *db.DevicePrivate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DevicePrivate_credentials(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.DevicePrivate().Credentials(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []db.DeviceCredential) graphql.Marshaler {
+			return ec.marshalNDeviceCredential2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceCredentialᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DevicePrivate_credentials(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "DevicePrivate",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DeviceCredential(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _DevicePrivate_attestations(ctx context.Context, field graphql.CollectedField, obj *db.DevicePrivate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DevicePrivate_attestations(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.DevicePrivate().Attestations(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []db.Attestation) graphql.Marshaler {
+			return ec.marshalNAttestation2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐAttestationᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DevicePrivate_attestations(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "DevicePrivate",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Attestation(ctx, field)
 		},
 	}
 	return fc, nil
@@ -1714,6 +2830,378 @@ func (ec *executionContext) _GpuModelCount_gpus(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_GpuModelCount_gpus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("GpuModelCount", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Mutation_updateDevice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateDevice(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateDevice(ctx, fc.Args["id"].(string), fc.Args["input"].(db.UpdateDeviceInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				arg, err := ec.unmarshalOString2ᚖstring(ctx, "id")
+				if err != nil {
+					var zeroVal *db.Device
+					return zeroVal, err
+				}
+				if ec.Directives.Owner == nil {
+					var zeroVal *db.Device
+					return zeroVal, errors.New("directive owner is not implemented")
+				}
+				return ec.Directives.Owner(ctx, nil, directive0, arg)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Device) graphql.Marshaler {
+			return ec.marshalNDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateDevice(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Device(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateDevice_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_pauseDevice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_pauseDevice(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().PauseDevice(ctx, fc.Args["id"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				arg, err := ec.unmarshalOString2ᚖstring(ctx, "id")
+				if err != nil {
+					var zeroVal *db.Device
+					return zeroVal, err
+				}
+				if ec.Directives.Owner == nil {
+					var zeroVal *db.Device
+					return zeroVal, errors.New("directive owner is not implemented")
+				}
+				return ec.Directives.Owner(ctx, nil, directive0, arg)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Device) graphql.Marshaler {
+			return ec.marshalNDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_pauseDevice(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Device(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_pauseDevice_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_resumeDevice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_resumeDevice(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ResumeDevice(ctx, fc.Args["id"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				arg, err := ec.unmarshalOString2ᚖstring(ctx, "id")
+				if err != nil {
+					var zeroVal *db.Device
+					return zeroVal, err
+				}
+				if ec.Directives.Owner == nil {
+					var zeroVal *db.Device
+					return zeroVal, errors.New("directive owner is not implemented")
+				}
+				return ec.Directives.Owner(ctx, nil, directive0, arg)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Device) graphql.Marshaler {
+			return ec.marshalNDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_resumeDevice(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Device(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_resumeDevice_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_removeDevice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_removeDevice(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RemoveDevice(ctx, fc.Args["id"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				arg, err := ec.unmarshalOString2ᚖstring(ctx, "id")
+				if err != nil {
+					var zeroVal *model.RemovedDevice
+					return zeroVal, err
+				}
+				if ec.Directives.Owner == nil {
+					var zeroVal *model.RemovedDevice
+					return zeroVal, errors.New("directive owner is not implemented")
+				}
+				return ec.Directives.Owner(ctx, nil, directive0, arg)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RemovedDevice) graphql.Marshaler {
+			return ec.marshalNRemovedDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRemovedDevice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_removeDevice(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RemovedDevice(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_removeDevice_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_quarantineDevice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_quarantineDevice(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().QuarantineDevice(ctx, fc.Args["id"].(string), fc.Args["reason"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *db.Device
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *db.Device
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Device) graphql.Marshaler {
+			return ec.marshalNDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_quarantineDevice(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Device(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_quarantineDevice_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_releaseDevice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_releaseDevice(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ReleaseDevice(ctx, fc.Args["id"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *db.Device
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *db.Device
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Device) graphql.Marshaler {
+			return ec.marshalNDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_releaseDevice(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Device(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_releaseDevice_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _NetworkStats_devices(ctx context.Context, field graphql.CollectedField, obj *db.NetworkStats) (ret graphql.Marshaler) {
@@ -2123,6 +3611,51 @@ func (ec *executionContext) fieldContext_Query_networkStats(_ context.Context, f
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_viewer(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_viewer(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().Viewer(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Authenticated == nil {
+					var zeroVal *db.User
+					return zeroVal, errors.New("directive authenticated is not implemented")
+				}
+				return ec.Directives.Authenticated(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.User) graphql.Marshaler {
+			return ec.marshalNViewer2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_viewer(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Viewer(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2268,6 +3801,29 @@ func (ec *executionContext) fieldContext_RegionCount_gpus(_ context.Context, fie
 	return graphql.NewScalarFieldContext("RegionCount", field, false, false, "Int")
 }
 
+func (ec *executionContext) _RemovedDevice_id(ctx context.Context, field graphql.CollectedField, obj *model.RemovedDevice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RemovedDevice_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RemovedDevice_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RemovedDevice", field, false, false, "ID")
+}
+
 func (ec *executionContext) _StatusCount_status(ctx context.Context, field graphql.CollectedField, obj *db.StatusCount) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2404,6 +3960,119 @@ func (ec *executionContext) _VerificationCount_gpus(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_VerificationCount_gpus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("VerificationCount", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Viewer_id(ctx context.Context, field graphql.CollectedField, obj *db.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Viewer_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Viewer_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Viewer", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Viewer_email(ctx context.Context, field graphql.CollectedField, obj *db.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Viewer_email(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Email, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Viewer_email(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Viewer", field, false, false, "String")
+}
+
+func (ec *executionContext) _Viewer_displayName(ctx context.Context, field graphql.CollectedField, obj *db.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Viewer_displayName(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DisplayName, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Viewer_displayName(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Viewer", field, false, false, "String")
+}
+
+func (ec *executionContext) _Viewer_devices(ctx context.Context, field graphql.CollectedField, obj *db.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Viewer_devices(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Viewer().Devices(ctx, obj, fc.Args["first"].(int), fc.Args["after"].(*string), fc.Args["filter"].(*db.DeviceFilter), fc.Args["orderBy"].(*db.DeviceOrder))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.DeviceConnection) graphql.Marshaler {
+			return ec.marshalNDeviceConnection2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐDeviceConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Viewer_devices(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Viewer",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DeviceConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Viewer_devices_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
@@ -3591,6 +5260,55 @@ func UnmarshalDeviceOrder(ctx context.Context, raw any) (db.DeviceOrder, error) 
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputUpdateDeviceInput(ctx context.Context, obj any) (db.UpdateDeviceInput, error) {
+	var it db.UpdateDeviceInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "labels"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "labels":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("labels"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Labels = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateDeviceInput unmarshals raw into the UpdateDeviceInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateDeviceInput(ctx context.Context, raw any) (db.UpdateDeviceInput, error) {
+	var out db.UpdateDeviceInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateDeviceInput", raw, &out)
+	return out, err
+}
+
 // endregion **************************** input.gotpl *****************************
 
 // region    ************************** interface.gotpl ***************************
@@ -3598,6 +5316,54 @@ func UnmarshalDeviceOrder(ctx context.Context, raw any) (db.DeviceOrder, error) 
 // endregion ************************** interface.gotpl ***************************
 
 // region    **************************** object.gotpl ****************************
+
+var attestationImplementors = []string{"Attestation"}
+
+func (ec *executionContext) _Attestation(ctx context.Context, sel ast.SelectionSet, obj *db.Attestation) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, attestationImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Attestation")
+		case "id":
+			out.Values[i] = ec._Attestation_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verdict":
+			out.Values[i] = ec._Attestation_verdict(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reasons":
+			out.Values[i] = ec._Attestation_reasons(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._Attestation_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
 
 var deviceImplementors = []string{"Device"}
 
@@ -3661,6 +5427,12 @@ func (ec *executionContext) _Device(ctx context.Context, sel ast.SelectionSet, o
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Device_gpus(ctx, field, obj)
 				})
+		case "private":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Device_private(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -3716,6 +5488,59 @@ func (ec *executionContext) _DeviceConnection(ctx context.Context, sel ast.Selec
 	return out
 }
 
+var deviceCredentialImplementors = []string{"DeviceCredential"}
+
+func (ec *executionContext) _DeviceCredential(ctx context.Context, sel ast.SelectionSet, obj *db.DeviceCredential) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, deviceCredentialImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DeviceCredential")
+		case "id":
+			out.Values[i] = ec._DeviceCredential_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "fingerprint":
+			out.Values[i] = ec._DeviceCredential_fingerprint(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._DeviceCredential_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lastUsedAt":
+			out.Values[i] = ec._DeviceCredential_lastUsedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "revokedAt":
+			out.Values[i] = ec._DeviceCredential_revokedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var deviceEdgeImplementors = []string{"DeviceEdge"}
 
 func (ec *executionContext) _DeviceEdge(ctx context.Context, sel ast.SelectionSet, obj *model.DeviceEdge) graphql.Marshaler {
@@ -3737,6 +5562,76 @@ func (ec *executionContext) _DeviceEdge(ctx context.Context, sel ast.SelectionSe
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var devicePrivateImplementors = []string{"DevicePrivate"}
+
+func (ec *executionContext) _DevicePrivate(ctx context.Context, sel ast.SelectionSet, obj *db.DevicePrivate) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, devicePrivateImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DevicePrivate")
+		case "hostname":
+			out.Values[i] = ec._DevicePrivate_hostname(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "ipAddress":
+			out.Values[i] = ec._DevicePrivate_ipAddress(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "labels":
+			out.Values[i] = ec._DevicePrivate_labels(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "enrolledAt":
+			out.Values[i] = ec._DevicePrivate_enrolledAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "paused":
+			out.Values[i] = ec._DevicePrivate_paused(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "quarantineReason":
+			out.Values[i] = ec._DevicePrivate_quarantineReason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "credentials":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._DevicePrivate_credentials(ctx, field, obj)
+				})
+		case "attestations":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._DevicePrivate_attestations(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -3840,6 +5735,84 @@ func (ec *executionContext) _GpuModelCount(ctx context.Context, sel ast.Selectio
 			}
 		case "gpus":
 			out.Values[i] = ec._GpuModelCount_gpus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mutationImplementors = []string{"Mutation"}
+
+func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mutationImplementors)
+	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
+		Object: "Mutation",
+	})
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		innerCtx := graphql.WithRootFieldContext(ctx, &graphql.RootFieldContext{
+			Object: field.Name,
+			Field:  field,
+		})
+
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Mutation")
+		case "updateDevice":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateDevice(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pauseDevice":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_pauseDevice(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "resumeDevice":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_resumeDevice(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "removeDevice":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_removeDevice(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "quarantineDevice":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_quarantineDevice(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "releaseDevice":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_releaseDevice(ctx, field)
+			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -4004,6 +5977,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_networkStats(ctx, field)
 				})
+		case "viewer":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_viewer(ctx, field)
+				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -4058,6 +6037,39 @@ func (ec *executionContext) _RegionCount(ctx context.Context, sel ast.SelectionS
 			}
 		case "gpus":
 			out.Values[i] = ec._RegionCount_gpus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var removedDeviceImplementors = []string{"RemovedDevice"}
+
+func (ec *executionContext) _RemovedDevice(ctx context.Context, sel ast.SelectionSet, obj *model.RemovedDevice) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, removedDeviceImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RemovedDevice")
+		case "id":
+			out.Values[i] = ec._RemovedDevice_id(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -4147,6 +6159,55 @@ func (ec *executionContext) _VerificationCount(ctx context.Context, sel ast.Sele
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var viewerImplementors = []string{"Viewer"}
+
+func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, obj *db.User) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, viewerImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Viewer")
+		case "id":
+			out.Values[i] = ec._Viewer_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "email":
+			out.Values[i] = ec._Viewer_email(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "displayName":
+			out.Values[i] = ec._Viewer_displayName(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "devices":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Viewer_devices(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -4526,6 +6587,36 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 
 // region    ***************************** type.gotpl *****************************
 
+func (ec *executionContext) marshalNAttestation2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐAttestation(ctx context.Context, sel ast.SelectionSet, v db.Attestation) graphql.Marshaler {
+	return ec._Attestation(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNAttestation2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐAttestationᚄ(ctx context.Context, sel ast.SelectionSet, v []db.Attestation) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNAttestation2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐAttestation(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNAttestationVerdict2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐAttestationVerdict(ctx context.Context, v any) (db.AttestationVerdict, error) {
+	var res db.AttestationVerdict
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNAttestationVerdict2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐAttestationVerdict(ctx context.Context, sel ast.SelectionSet, v db.AttestationVerdict) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -4554,6 +6645,26 @@ func (ec *executionContext) marshalNDeviceConnection2ᚖgithubᚗcomᚋgpugate�
 		return graphql.Null
 	}
 	return ec._DeviceConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNDeviceCredential2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceCredential(ctx context.Context, sel ast.SelectionSet, v db.DeviceCredential) graphql.Marshaler {
+	return ec._DeviceCredential(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNDeviceCredential2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceCredentialᚄ(ctx context.Context, sel ast.SelectionSet, v []db.DeviceCredential) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNDeviceCredential2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceCredential(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) marshalNDeviceEdge2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐDeviceEdge(ctx context.Context, sel ast.SelectionSet, v model.DeviceEdge) graphql.Marshaler {
@@ -4724,6 +6835,24 @@ func (ec *executionContext) marshalNRegionCount2ᚕgithubᚗcomᚋgpugateᚋgpug
 	return ret
 }
 
+func (ec *executionContext) marshalNRemovedDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRemovedDevice(ctx context.Context, sel ast.SelectionSet, v *model.RemovedDevice) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RemovedDevice!")
+		return graphql.Null
+	}
+	return ec._RemovedDevice(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
+	var res model.Role
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx context.Context, sel ast.SelectionSet, v model.Role) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNStatusCount2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐStatusCount(ctx context.Context, sel ast.SelectionSet, v db.StatusCount) graphql.Marshaler {
 	return ec._StatusCount(ctx, sel, &v)
 }
@@ -4758,6 +6887,35 @@ func (ec *executionContext) marshalNString2string(ctx context.Context, sel ast.S
 	return res
 }
 
+func (ec *executionContext) unmarshalNString2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNString2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNString2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNString2string(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) unmarshalNTime2timeᚐTime(ctx context.Context, v any) (time.Time, error) {
 	res, err := graphql.UnmarshalTime(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -4770,6 +6928,11 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		graphql.AddInvalidNullFromMarshaler(ctx, "Time!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNUpdateDeviceInput2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐUpdateDeviceInput(ctx context.Context, v any) (db.UpdateDeviceInput, error) {
+	res, err := ec.unmarshalInputUpdateDeviceInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNVerificationCount2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐVerificationCount(ctx context.Context, sel ast.SelectionSet, v db.VerificationCount) graphql.Marshaler {
@@ -4800,6 +6963,14 @@ func (ec *executionContext) unmarshalNVerificationState2githubᚗcomᚋgpugate�
 
 func (ec *executionContext) marshalNVerificationState2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐVerificationState(ctx context.Context, sel ast.SelectionSet, v db.VerificationState) graphql.Marshaler {
 	return v
+}
+
+func (ec *executionContext) marshalNViewer2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐUser(ctx context.Context, sel ast.SelectionSet, v *db.User) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Viewer!")
+		return graphql.Null
+	}
+	return ec._Viewer(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx context.Context, sel ast.SelectionSet, v introspection.Directive) graphql.Marshaler {
@@ -4997,6 +7168,13 @@ func (ec *executionContext) unmarshalODeviceOrder2ᚖgithubᚗcomᚋgpugateᚋgp
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalODevicePrivate2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevicePrivate(ctx context.Context, sel ast.SelectionSet, v *db.DevicePrivate) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._DevicePrivate(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalODeviceStatus2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceStatus(ctx context.Context, v any) (*db.DeviceStatus, error) {
 	if v == nil {
 		return nil, nil
@@ -5011,6 +7189,41 @@ func (ec *executionContext) marshalODeviceStatus2ᚖgithubᚗcomᚋgpugateᚋgpu
 		return graphql.Null
 	}
 	return v
+}
+
+func (ec *executionContext) unmarshalOString2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNString2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOString2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNString2string(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) unmarshalOString2ᚖstring(ctx context.Context, v any) (*string, error) {

@@ -1,8 +1,13 @@
 package resolvers
 
 import (
+	"context"
+
+	"github.com/vikstrous/dataloadgen"
+
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/graph/model"
+	"github.com/gpugate/gpugate/guard"
 )
 
 func toConnection(p db.Page) *model.DeviceConnection {
@@ -25,4 +30,59 @@ func deref[T any](p *T) T {
 		return zero
 	}
 	return *p
+}
+
+// load uses the operation's loader, or a one-off batch outside an operation.
+func load[T any](ctx context.Context, pick func(*loaders) *dataloadgen.Loader[string, []T],
+	fetch func(context.Context, []string) (map[string][]T, error), id string) ([]T, error) {
+	if l := loadersFrom(ctx); l != nil {
+		return pick(l).Load(ctx, id)
+	}
+	m, err := fetch(ctx, []string{id})
+	return m[id], err
+}
+
+// ownerWrite runs one owner mutation through the guard: the caller's user id and the device id
+// go to db, whose SQL matches both.
+func (r *Resolver) ownerWrite(ctx context.Context, op, rawID string,
+	write func(ctx context.Context, id, owner string) (db.Device, error)) (*db.Device, error) {
+	id, err := db.ParseDeviceID(rawID)
+	if err != nil {
+		return nil, err
+	}
+	u, err := r.currentUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var dev db.Device
+	err = r.Guard.Do(ctx, guard.Write{Op: op, Actor: u.ID, Target: id}, func(ctx context.Context) error {
+		dev, err = write(ctx, id, u.ID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &dev, nil
+}
+
+// adminWrite runs one admin mutation through the guard.
+func (r *Resolver) adminWrite(ctx context.Context, op, rawID string,
+	write func(ctx context.Context, admin bool, id string) (db.Device, error)) (*db.Device, error) {
+	id, err := db.ParseDeviceID(rawID)
+	if err != nil {
+		return nil, err
+	}
+	u, err := r.currentUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var dev db.Device
+	err = r.Guard.Do(ctx, guard.Write{Op: op, Actor: u.ID, Target: id}, func(ctx context.Context) error {
+		dev, err = write(ctx, r.isAdmin(ctx), id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &dev, nil
 }

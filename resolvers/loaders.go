@@ -15,15 +15,19 @@ type loadersKey struct{}
 // loaders batch the per-row lookups of one operation, so a page of 100 devices costs one GPU
 // query, not 100.
 type loaders struct {
-	gpus *dataloadgen.Loader[string, []db.GPU]
+	gpus         *dataloadgen.Loader[string, []db.GPU]
+	credentials  *dataloadgen.Loader[string, []db.DeviceCredential]
+	attestations *dataloadgen.Loader[string, []db.Attestation]
 }
 
 // Loaders is an operation middleware that gives each operation its own dataloaders (results are
 // cached only for that operation).
 func (r *Resolver) Loaders(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	opts := []dataloadgen.Option{dataloadgen.WithBatchCapacity(db.MaxPageSize), dataloadgen.WithWait(time.Millisecond)}
 	l := &loaders{
-		gpus: dataloadgen.NewMappedLoader(r.DB.GPUsByDevice,
-			dataloadgen.WithBatchCapacity(db.MaxPageSize), dataloadgen.WithWait(time.Millisecond)),
+		gpus:         dataloadgen.NewMappedLoader(r.DB.GPUsByDevice, opts...),
+		credentials:  dataloadgen.NewMappedLoader(r.DB.CredentialsByDevice, opts...),
+		attestations: dataloadgen.NewMappedLoader(r.DB.AttestationsByDevice, opts...),
 	}
 	return next(context.WithValue(ctx, loadersKey{}, l))
 }

@@ -5,9 +5,22 @@ package resolvers
 
 import (
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/graph/model"
+	"github.com/gpugate/gpugate/guard"
 )
 
 // Resolver carries the dependencies every resolver needs.
 type Resolver struct {
-	DB *db.DB
+	DB    *db.DB
+	Guard *guard.Guard
+	// RoleNames maps schema roles to the role names the identity provider puts in tokens
+	// (default: the same name).
+	RoleNames map[model.Role]string
+
+	users *users
+}
+
+// New returns a Resolver over store whose writes go through g.
+func New(store *db.DB, g *guard.Guard, roleNames map[model.Role]string) *Resolver {
+	return &Resolver{DB: store, Guard: g, RoleNames: roleNames, users: newUsers()}
 }

@@ -11,15 +11,75 @@ import (
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/graph"
 	"github.com/gpugate/gpugate/graph/model"
+	"github.com/vikstrous/dataloadgen"
 )
 
 // Gpus is the resolver for the gpus field.
 func (r *deviceResolver) Gpus(ctx context.Context, obj *db.Device) ([]db.GPU, error) {
-	if l := loadersFrom(ctx); l != nil {
-		return l.gpus.Load(ctx, obj.ID)
+	return load(ctx, func(l *loaders) *dataloadgen.Loader[string, []db.GPU] { return l.gpus }, r.DB.GPUsByDevice, obj.ID)
+}
+
+// Private is the resolver for the private field.
+func (r *deviceResolver) Private(ctx context.Context, obj *db.Device) (*db.DevicePrivate, error) {
+	return obj.Private(), nil
+}
+
+// Credentials is the resolver for the credentials field.
+func (r *devicePrivateResolver) Credentials(ctx context.Context, obj *db.DevicePrivate) ([]db.DeviceCredential, error) {
+	return load(ctx, func(l *loaders) *dataloadgen.Loader[string, []db.DeviceCredential] { return l.credentials },
+		r.DB.CredentialsByDevice, obj.DeviceID)
+}
+
+// Attestations is the resolver for the attestations field.
+func (r *devicePrivateResolver) Attestations(ctx context.Context, obj *db.DevicePrivate) ([]db.Attestation, error) {
+	return load(ctx, func(l *loaders) *dataloadgen.Loader[string, []db.Attestation] { return l.attestations },
+		r.DB.AttestationsByDevice, obj.DeviceID)
+}
+
+// UpdateDevice is the resolver for the updateDevice field.
+func (r *mutationResolver) UpdateDevice(ctx context.Context, id string, input db.UpdateDeviceInput) (*db.Device, error) {
+	return r.ownerWrite(ctx, "updateDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
+		return r.DB.UpdateDevice(ctx, id, owner, input)
+	})
+}
+
+// PauseDevice is the resolver for the pauseDevice field.
+func (r *mutationResolver) PauseDevice(ctx context.Context, id string) (*db.Device, error) {
+	return r.ownerWrite(ctx, "pauseDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
+		return r.DB.SetPaused(ctx, id, owner, true)
+	})
+}
+
+// ResumeDevice is the resolver for the resumeDevice field.
+func (r *mutationResolver) ResumeDevice(ctx context.Context, id string) (*db.Device, error) {
+	return r.ownerWrite(ctx, "resumeDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
+		return r.DB.SetPaused(ctx, id, owner, false)
+	})
+}
+
+// RemoveDevice is the resolver for the removeDevice field.
+func (r *mutationResolver) RemoveDevice(ctx context.Context, id string) (*model.RemovedDevice, error) {
+	dev, err := r.ownerWrite(ctx, "removeDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
+		return db.Device{ID: id}, r.DB.RemoveDevice(ctx, id, owner)
+	})
+	if err != nil {
+		return nil, err
 	}
-	m, err := r.DB.GPUsByDevice(ctx, []string{obj.ID})
-	return m[obj.ID], err
+	return &model.RemovedDevice{ID: dev.ID}, nil
+}
+
+// QuarantineDevice is the resolver for the quarantineDevice field.
+func (r *mutationResolver) QuarantineDevice(ctx context.Context, id string, reason string) (*db.Device, error) {
+	return r.adminWrite(ctx, "quarantineDevice", id, func(ctx context.Context, admin bool, id string) (db.Device, error) {
+		return r.DB.SetQuarantine(ctx, admin, id, true, reason)
+	})
+}
+
+// ReleaseDevice is the resolver for the releaseDevice field.
+func (r *mutationResolver) ReleaseDevice(ctx context.Context, id string) (*db.Device, error) {
+	return r.adminWrite(ctx, "releaseDevice", id, func(ctx context.Context, admin bool, id string) (db.Device, error) {
+		return r.DB.SetQuarantine(ctx, admin, id, false, "")
+	})
 }
 
 // Device is the resolver for the device field.
@@ -64,13 +124,45 @@ func (r *queryResolver) NetworkStats(ctx context.Context) (*db.NetworkStats, err
 	return &s, nil
 }
 
+// Viewer is the resolver for the viewer field.
+func (r *queryResolver) Viewer(ctx context.Context) (*db.User, error) {
+	u, err := r.currentUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+// Devices is the resolver for the devices field.
+func (r *viewerResolver) Devices(ctx context.Context, obj *db.User, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) (*model.DeviceConnection, error) {
+	p, err := r.DB.ListOwnedDevices(ctx, obj.ID, db.ListParams{
+		First: first, After: deref(after), Filter: deref(filter), Order: deref(orderBy),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return toConnection(p), nil
+}
+
 // Device returns graph.DeviceResolver implementation.
 func (r *Resolver) Device() graph.DeviceResolver { return &deviceResolver{r} }
+
+// DevicePrivate returns graph.DevicePrivateResolver implementation.
+func (r *Resolver) DevicePrivate() graph.DevicePrivateResolver { return &devicePrivateResolver{r} }
+
+// Mutation returns graph.MutationResolver implementation.
+func (r *Resolver) Mutation() graph.MutationResolver { return &mutationResolver{r} }
 
 // Query returns graph.QueryResolver implementation.
 func (r *Resolver) Query() graph.QueryResolver { return &queryResolver{r} }
 
+// Viewer returns graph.ViewerResolver implementation.
+func (r *Resolver) Viewer() graph.ViewerResolver { return &viewerResolver{r} }
+
 type (
-	deviceResolver struct{ *Resolver }
-	queryResolver  struct{ *Resolver }
+	deviceResolver        struct{ *Resolver }
+	devicePrivateResolver struct{ *Resolver }
+	mutationResolver      struct{ *Resolver }
+	queryResolver         struct{ *Resolver }
+	viewerResolver        struct{ *Resolver }
 )

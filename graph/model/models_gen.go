@@ -3,6 +3,11 @@
 package model
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+
 	"github.com/gpugate/gpugate/db"
 )
 
@@ -17,6 +22,11 @@ type DeviceEdge struct {
 	Node   *db.Device `json:"node"`
 }
 
+// Owner and admin operations. Errors: UNAUTHENTICATED (no or invalid token), FORBIDDEN (not your
+// device, or missing role), NOT_FOUND, BAD_USER_INPUT. A denied write changes nothing.
+type Mutation struct {
+}
+
 type PageInfo struct {
 	HasNextPage bool `json:"hasNextPage"`
 	// The cursor of the last edge; null on an empty page.
@@ -25,4 +35,61 @@ type PageInfo struct {
 
 // Public explorer queries. Anonymous callers may use every field here.
 type Query struct {
+}
+
+type RemovedDevice struct {
+	ID string `json:"id"`
+}
+
+type Role string
+
+const (
+	RoleAdmin Role = "ADMIN"
+)
+
+var AllRole = []Role{
+	RoleAdmin,
+}
+
+func (e Role) IsValid() bool {
+	switch e {
+	case RoleAdmin:
+		return true
+	}
+	return false
+}
+
+func (e Role) String() string {
+	return string(e)
+}
+
+func (e *Role) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = Role(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid Role", str)
+	}
+	return nil
+}
+
+func (e Role) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *Role) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e Role) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }

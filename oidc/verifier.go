@@ -1,0 +1,421 @@
+package oidc
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// MaxTokenSize is the largest raw access token Verify accepts; longer ones are ErrMalformedToken.
+const MaxTokenSize = 16 << 10
+
+const (
+	defaultRolesClaim         = "groups"
+	defaultClockSkew          = time.Minute
+	defaultMinRefreshInterval = time.Minute
+	defaultHTTPTimeout        = 10 * time.Second
+)
+
+var defaultAlgorithms = []string{gooidc.RS256, gooidc.ES256}
+
+// asymmetricAlgs are the only algorithms an issuer may pin. HS* (a shared secret the gateway
+// must never hold; the classic "public key as HMAC secret" attack) and "none" are not among them.
+var asymmetricAlgs = []string{
+	gooidc.RS256, gooidc.RS384, gooidc.RS512,
+	gooidc.PS256, gooidc.PS384, gooidc.PS512,
+	gooidc.ES256, gooidc.ES384, gooidc.ES512,
+	gooidc.EdDSA,
+}
+
+// IssuerConfig is one trusted identity provider.
+type IssuerConfig struct {
+	// URL is the exact issuer, as in the tokens' "iss" and the discovery document (Auth0's has a
+	// trailing slash: it is kept and matched exactly).
+	URL string
+	// Audience is the API audience the access tokens must carry in "aud". Required.
+	Audience string
+	// RolesClaim names the claim holding the roles: "groups" by default (Okta, Dex); Auth0 uses
+	// a namespaced claim such as "https://gpugate.dev/roles". The value may be a list of strings
+	// or a single string; any other type yields no roles.
+	RolesClaim string
+	// Algorithms pins the accepted signature algorithms; default ["RS256", "ES256"]. New
+	// rejects HS*, "none" and unknown names.
+	Algorithms []string
+}
+
+// Config configures New.
+type Config struct {
+	Issuers []IssuerConfig
+	// HTTPClient is used for discovery and JWKS fetches; default &http.Client{Timeout: 10s}.
+	HTTPClient *http.Client
+	// ClockSkew is the leeway on exp, nbf and iat; zero means 1 minute, negative means none.
+	// (It replaces go-oidc's own checks: none on exp, a fixed 5 minutes on nbf.)
+	ClockSkew time.Duration
+	// MinRefreshInterval is the least time between two JWKS fetches of one issuer triggered by
+	// unknown key ids; zero means 1 minute. Negative is a configuration error.
+	MinRefreshInterval time.Duration
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+	// Logger receives JWKS refresh events; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Verifier verifies access tokens of the configured issuers. It is safe for concurrent use.
+type Verifier struct {
+	urls  []string // configuration order
+	byURL map[string]*issuer
+	skew  time.Duration
+	now   func() time.Time
+}
+
+type issuer struct {
+	url        string
+	audience   string
+	rolesClaim string
+	algs       []jose.SignatureAlgorithm
+	keys       *keySet
+	verifier   *gooidc.IDTokenVerifier
+}
+
+// New runs OIDC discovery for every issuer once, fetches each JWKS and builds the verifiers. It
+// returns an error (not wrapping ErrUnauthenticated) if the configuration is invalid (no issuers,
+// missing URL or Audience, duplicate issuers, an HS*/"none"/unknown algorithm, a negative
+// MinRefreshInterval), or if an issuer is unreachable, its discovery document names another
+// issuer, or its JWKS has no key usable with the pinned algorithms.
+func New(ctx context.Context, c Config) (*Verifier, error) {
+	if len(c.Issuers) == 0 {
+		return nil, errors.New("oidc: no issuers configured")
+	}
+	client := c.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: defaultHTTPTimeout}
+	}
+	skew := c.ClockSkew
+	switch {
+	case skew == 0:
+		skew = defaultClockSkew
+	case skew < 0:
+		skew = 0
+	}
+	minRefresh := c.MinRefreshInterval
+	switch {
+	case minRefresh == 0:
+		minRefresh = defaultMinRefreshInterval
+	case minRefresh < 0:
+		return nil, fmt.Errorf("oidc: negative MinRefreshInterval %v", minRefresh)
+	}
+	now := c.Now
+	if now == nil {
+		now = time.Now
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+
+	v := &Verifier{byURL: make(map[string]*issuer, len(c.Issuers)), skew: skew, now: now}
+	for _, ic := range c.Issuers {
+		is, err := newIssuer(ctx, ic, client, minRefresh, now, log)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := v.byURL[is.url]; dup {
+			return nil, fmt.Errorf("oidc: issuer %q configured twice", is.url)
+		}
+		v.byURL[is.url] = is
+		v.urls = append(v.urls, is.url)
+	}
+	return v, nil
+}
+
+func newIssuer(ctx context.Context, ic IssuerConfig, client *http.Client, minRefresh time.Duration, now func() time.Time, log *slog.Logger) (*issuer, error) {
+	if err := checkHTTPURL(ic.URL); err != nil {
+		return nil, fmt.Errorf("oidc: issuer URL: %w", err)
+	}
+	if ic.Audience == "" {
+		return nil, fmt.Errorf("oidc: issuer %q: Audience is required", ic.URL)
+	}
+	names := ic.Algorithms
+	if len(names) == 0 {
+		names = defaultAlgorithms
+	}
+	var algs []jose.SignatureAlgorithm
+	for _, a := range names {
+		if !slices.Contains(asymmetricAlgs, a) {
+			return nil, fmt.Errorf("oidc: issuer %q: signing algorithm %q not allowed (only %v)", ic.URL, a, asymmetricAlgs)
+		}
+		if !algAllowed(algs, jose.SignatureAlgorithm(a)) {
+			algs = append(algs, jose.SignatureAlgorithm(a))
+		}
+	}
+	rolesClaim := ic.RolesClaim
+	if rolesClaim == "" {
+		rolesClaim = defaultRolesClaim
+	}
+
+	// go-oidc checks that the discovery document's "issuer" equals ic.URL exactly.
+	provider, err := gooidc.NewProvider(gooidc.ClientContext(ctx, client), ic.URL)
+	if err != nil {
+		return nil, fmt.Errorf("oidc: discovery for issuer %q: %w", ic.URL, err)
+	}
+	var meta struct {
+		JWKSURL string `json:"jwks_uri"`
+	}
+	if err := provider.Claims(&meta); err != nil {
+		return nil, fmt.Errorf("oidc: discovery for issuer %q: %w", ic.URL, err)
+	}
+	if err := checkHTTPURL(meta.JWKSURL); err != nil {
+		return nil, fmt.Errorf("oidc: issuer %q: jwks_uri: %w", ic.URL, err)
+	}
+	ks := &keySet{
+		issuer:     ic.URL,
+		jwksURL:    meta.JWKSURL,
+		client:     client,
+		algs:       algs,
+		minRefresh: minRefresh,
+		now:        now,
+		log:        log,
+	}
+	if err := ks.load(ctx); err != nil {
+		return nil, fmt.Errorf("oidc: issuer %q: %w", ic.URL, err)
+	}
+	supported := make([]string, len(algs))
+	for i, a := range algs {
+		supported[i] = string(a)
+	}
+	return &issuer{
+		url:        ic.URL,
+		audience:   ic.Audience,
+		rolesClaim: rolesClaim,
+		algs:       algs,
+		keys:       ks,
+		verifier: gooidc.NewVerifier(ic.URL, ks, &gooidc.Config{
+			ClientID:             ic.Audience, // never SkipClientIDCheck
+			SupportedSigningAlgs: supported,
+			SkipExpiryCheck:      true, // checked by Verify with the configured skew
+			Now:                  now,
+		}),
+	}, nil
+}
+
+func checkHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	return nil
+}
+
+// Issuers returns the trusted issuer URLs in configuration order (a fresh slice).
+func (v *Verifier) Issuers() []string {
+	return slices.Clone(v.urls)
+}
+
+// Verify checks a raw access token (a compact JWS) and returns its principal. On failure it
+// returns nil and one of the Err* sentinels of this package, all wrapping ErrUnauthenticated:
+// ErrMalformedToken (not a JWT, larger than MaxTokenSize, no exp or sub, bad claim types),
+// ErrIssuerNotTrusted, ErrAlgorithmNotAllowed, ErrUnknownSigningKey, ErrSignatureInvalid,
+// ErrAudienceMismatch, ErrTokenExpired, ErrTokenNotYetValid or ErrProviderUnavailable.
+func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
+	if len(raw) == 0 || len(raw) > MaxTokenSize {
+		return nil, ErrMalformedToken
+	}
+	alg, iss, err := peek(raw)
+	if err != nil {
+		return nil, err
+	}
+	is := v.byURL[iss]
+	if is == nil {
+		return nil, ErrIssuerNotTrusted
+	}
+	if !algAllowed(is.algs, jose.SignatureAlgorithm(alg)) {
+		return nil, ErrAlgorithmNotAllowed
+	}
+	jws, err := jose.ParseSignedCompact(raw, is.algs)
+	if err != nil || len(jws.Signatures) != 1 {
+		return nil, ErrMalformedToken
+	}
+
+	st := &sigState{raw: raw, jws: jws}
+	tok, err := is.verifier.Verify(context.WithValue(ctx, sigStateKey{}, st), raw)
+	if err != nil {
+		return nil, classify(is, st, err)
+	}
+	return v.principal(is, tok, st.payload)
+}
+
+// peek reads the unverified "alg" header and "iss" claim, only to pick the issuer and fail fast.
+// Nothing else is trusted before the signature is verified.
+func peek(raw string) (alg, iss string, err error) {
+	h, rest, ok := strings.Cut(raw, ".")
+	if !ok {
+		return "", "", ErrMalformedToken
+	}
+	p, sig, ok := strings.Cut(rest, ".")
+	if !ok || strings.Contains(sig, ".") {
+		return "", "", ErrMalformedToken
+	}
+	var header struct {
+		Alg string `json:"alg"`
+	}
+	var claims struct {
+		Iss string `json:"iss"`
+	}
+	if decodeSegment(h, &header) != nil || decodeSegment(p, &claims) != nil {
+		return "", "", ErrMalformedToken
+	}
+	return header.Alg, claims.Iss, nil
+}
+
+func decodeSegment(seg string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// classify turns a go-oidc error (which wraps key-set errors with %v) into a sentinel.
+func classify(is *issuer, st *sigState, err error) error {
+	if st.err != nil {
+		return st.err // the key set's own sentinel
+	}
+	if st.payload == nil {
+		return ErrMalformedToken // go-oidc refused the JWS before asking for the signature
+	}
+	// The signature is valid: go-oidc refused the claims (issuer, audience or their types).
+	var c struct {
+		Iss string          `json:"iss"`
+		Aud json.RawMessage `json:"aud"`
+	}
+	if json.Unmarshal(st.payload, &c) != nil {
+		return ErrMalformedToken
+	}
+	if c.Iss != is.url {
+		return ErrIssuerNotTrusted
+	}
+	if aud, ok := audience(c.Aud); ok && !slices.Contains(aud, is.audience) {
+		return ErrAudienceMismatch
+	}
+	return ErrMalformedToken
+}
+
+// audience decodes "aud", a string or a list of strings; a missing aud is an empty list.
+func audience(raw json.RawMessage) ([]string, bool) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, true
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		return []string{one}, true
+	}
+	var many []string
+	if json.Unmarshal(raw, &many) == nil {
+		return many, true
+	}
+	return nil, false
+}
+
+// principal checks the time claims with the configured skew and builds the Principal from the
+// verified payload.
+func (v *Verifier) principal(is *issuer, tok *gooidc.IDToken, payload []byte) (*Principal, error) {
+	var claims map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return nil, ErrMalformedToken
+	}
+	now := v.now()
+	exp, ok, err := numericDate(claims["exp"])
+	if err != nil || !ok {
+		return nil, ErrMalformedToken // an access token without expiry is never accepted
+	}
+	if !now.Before(exp.Add(v.skew)) {
+		return nil, ErrTokenExpired
+	}
+	for _, name := range [...]string{"nbf", "iat"} {
+		t, ok, err := numericDate(claims[name])
+		if err != nil {
+			return nil, ErrMalformedToken
+		}
+		if ok && now.Add(v.skew).Before(t) {
+			return nil, ErrTokenNotYetValid
+		}
+	}
+	if tok.Subject == "" {
+		return nil, ErrMalformedToken
+	}
+	p := &Principal{
+		Issuer:  tok.Issuer,
+		Subject: tok.Subject,
+		Roles:   roles(claims[is.rolesClaim]),
+	}
+	_ = json.Unmarshal(claims["email"], &p.Email) // a non-string email is no email
+	p.EmailVerified = truthy(claims["email_verified"])
+	return p, nil
+}
+
+// maxUnix clamps NumericDates so that time arithmetic cannot overflow (year ~36800).
+const maxUnix = 1 << 40
+
+// numericDate decodes a JWT NumericDate (a JSON number, possibly fractional). ok is false when
+// the claim is absent or null; err is set for any other non-number.
+func numericDate(raw json.RawMessage) (t time.Time, ok bool, err error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return time.Time{}, false, nil
+	}
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return time.Time{}, false, err
+	}
+	f = min(max(f, 0), maxUnix)
+	return time.Unix(int64(f), 0), true, nil
+}
+
+// roles accepts a list of strings (other elements are ignored) or a single string.
+func roles(raw json.RawMessage) []string {
+	if len(raw) == 0 {
+		return nil
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		if one == "" {
+			return nil
+		}
+		return []string{one}
+	}
+	var many []json.RawMessage
+	if json.Unmarshal(raw, &many) != nil {
+		return nil
+	}
+	var out []string
+	for _, m := range many {
+		var r string
+		if json.Unmarshal(m, &r) == nil && r != "" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// truthy accepts true and "true" (some IdPs send email_verified as a string).
+func truthy(raw json.RawMessage) bool {
+	var b bool
+	if json.Unmarshal(raw, &b) == nil {
+		return b
+	}
+	var s string
+	return json.Unmarshal(raw, &s) == nil && strings.EqualFold(s, "true")
+}
