@@ -9,6 +9,8 @@ var ErrUnauthenticated = errors.New("unauthenticated")
 // Reasons a token or Authorization header is refused. Each wraps ErrUnauthenticated and is
 // returned as is (compare with errors.Is), so its Error() never carries token contents.
 var (
+	// ErrMalformedToken: not a compact JWS, larger than MaxTokenSize, or missing/mistyped
+	// required claims (exp, sub, aud).
 	ErrMalformedToken = authError("malformed access token")
 	// ErrIssuerNotTrusted: the token's "iss" is not exactly one of the configured issuers.
 	ErrIssuerNotTrusted = authError("access token issuer not trusted")
@@ -17,9 +19,13 @@ var (
 	// ErrUnknownSigningKey: no key with the token's "kid" in the issuer's JWKS, even after the
 	// (rate-limited) refetch.
 	ErrUnknownSigningKey = authError("access token signing key unknown")
-	ErrSignatureInvalid  = authError("access token signature invalid")
-	ErrAudienceMismatch  = authError("access token audience mismatch")
-	ErrTokenExpired      = authError("access token expired")
+	// ErrSignatureInvalid: the key named by "kid" (or, without kid, every key of the alg) does
+	// not verify the signature: forged, tampered or signed by another issuer's key.
+	ErrSignatureInvalid = authError("access token signature invalid")
+	// ErrAudienceMismatch: "aud" lacks the issuer's configured API audience (e.g. an ID token).
+	ErrAudienceMismatch = authError("access token audience mismatch")
+	// ErrTokenExpired: "exp" is past by more than the allowed clock skew.
+	ErrTokenExpired = authError("access token expired")
 	// ErrTokenNotYetValid: "nbf" or "iat" lies in the future beyond the allowed clock skew.
 	ErrTokenNotYetValid = authError("access token not yet valid")
 	// ErrProviderUnavailable: the issuer's JWKS could not be fetched when an unknown key had to be
