@@ -30,6 +30,7 @@ import (
 	"github.com/gpugate/gpugate/graph/model"
 	"github.com/gpugate/gpugate/oidc"
 	"github.com/gpugate/gpugate/oidc/devissuer"
+	"github.com/gpugate/gpugate/resolvers"
 )
 
 const usage = `gpugate: GraphQL explorer and management gateway for a decentralized GPU network.
@@ -273,6 +274,11 @@ func runServe(args []string) error {
 	adminRole := f.String("admin-role", "GPUGATE_ADMIN_ROLE", "ADMIN", "role name in tokens that grants the ADMIN role")
 	devIssuerAddr := f.String("dev-issuer-listen", "GPUGATE_DEV_ISSUER_LISTEN", "127.0.0.1:0",
 		"loopback address of the dev OIDC issuer (dev mode only)")
+	difficulty := f.Int("pow-difficulty", "GPUGATE_POW_DIFFICULTY", 16, "leading zero bits a worker's proof of work must reach")
+	challengeTTL := f.Duration("challenge-ttl", "GPUGATE_CHALLENGE_TTL", 2*time.Minute, "how long a proof-of-work challenge stays valid")
+	heartbeatEvery := f.Duration("heartbeat-interval", "GPUGATE_HEARTBEAT_INTERVAL", 30*time.Second, "how often workers are told to send heartbeats")
+	heartbeatTimeout := f.Duration("heartbeat-timeout", "GPUGATE_HEARTBEAT_TIMEOUT", db.HeartbeatWindow,
+		"a device silent this long is shown DOWN by a background job (0 disables the job)")
 	logFormat := f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if err := f.parse(args); err != nil {
@@ -324,6 +330,7 @@ func runServe(args []string) error {
 		Dev: *dev, Introspection: *introspection, MaxBodyBytes: int64(*maxBody), MaxTokens: *maxTokens,
 		MaxDepth: *maxDepth, MaxAliases: *maxAliases, MaxRootFields: *maxRoot, MaxDirectives: *maxDirectives,
 		RequestTimeout: *timeout, RoleNames: map[model.Role]string{model.RoleAdmin: *adminRole},
+		Workers: resolvers.WorkerConfig{Difficulty: *difficulty, ChallengeTTL: *challengeTTL, HeartbeatEvery: *heartbeatEvery},
 	}
 	issuers := splitList(*oidcIssuers)
 	if len(issuers) == 0 && *dev {
@@ -365,6 +372,14 @@ func runServe(args []string) error {
 			fmt.Fprintf(os.Stderr, "  Sign in:   go run . dev token --server %s alice   (also bob, admin)\n", base)
 		}
 		fmt.Fprintln(os.Stderr)
+	}
+	jobs, stopJobs := context.WithCancel(context.Background())
+	defer stopJobs()
+	if *heartbeatTimeout > 0 {
+		go markDownJob(jobs, d.store, *heartbeatTimeout, log)
+	}
+	if d.embedded && *dev {
+		go demoFleetPulse(jobs, d.store, log)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -554,4 +569,52 @@ func runDev(args []string) error {
 	}
 	fmt.Println(token)
 	return nil
+}
+
+// markDownJob shows DOWN the devices whose workers went silent, and purges old challenges. Status
+// changes by time belong to a job, not to whichever request happens to look.
+func markDownJob(ctx context.Context, store *db.DB, timeout time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(min(timeout/4, 15*time.Second))
+	defer tick.Stop()
+	purge := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if n, err := store.MarkSilentDevicesDown(qctx, timeout); err != nil {
+			log.Warn("marking silent devices down", "err", err)
+		} else if n > 0 {
+			log.Info("silent devices marked down", "devices", n)
+		}
+		if time.Since(purge) > 10*time.Minute {
+			purge = time.Now()
+			if err := store.PurgeChallenges(qctx); err != nil {
+				log.Warn("purging challenges", "err", err)
+			}
+		}
+		cancel()
+	}
+}
+
+// demoFleetPulse stands in for the workers of the seeded demo devices (dev mode with the
+// embedded database only), so the explorer does not go DOWN a few minutes after start. Devices
+// enrolled by a real worker are left to their own heartbeats.
+func demoFleetPulse(ctx context.Context, store *db.DB, log *slog.Logger) {
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := store.PulseDemoDevices(qctx); err != nil && ctx.Err() == nil {
+			log.Warn("demo fleet pulse", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

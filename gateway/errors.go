@@ -13,6 +13,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/deviceauth"
 	"github.com/gpugate/gpugate/oidc"
 )
 
@@ -63,6 +64,13 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 		return withCode(gerr, CodeForbidden, "forbidden")
 	case errors.Is(cause, oidc.ErrUnauthenticated):
 		return withCode(gerr, CodeUnauthenticated, "sign in with a valid access token")
+	case errors.Is(cause, deviceauth.ErrUnauthenticated):
+		msg := "sign the request with the device key"
+		var refusal interface{ Unwrap() error }
+		if errors.As(cause, &refusal) && refusal.Unwrap() == deviceauth.ErrUnauthenticated {
+			msg = cause.Error()
+		}
+		return withCode(gerr, CodeUnauthenticated, msg)
 	case errors.Is(cause, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return withCode(gerr, CodeTimeout, "the request exceeded its time limit")
 	}

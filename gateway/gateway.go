@@ -17,6 +17,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/deviceauth"
 	"github.com/gpugate/gpugate/graph"
 	"github.com/gpugate/gpugate/graph/model"
 	"github.com/gpugate/gpugate/guard"
@@ -42,6 +43,10 @@ type Config struct {
 	RoleNames map[model.Role]string
 	// DevInfo, in dev mode, is served at /dev/oidc for `gpugate dev token`.
 	DevInfo any
+	// Workers holds the proof-of-work and heartbeat settings.
+	Workers resolvers.WorkerConfig
+	// SignatureWindow is the clock difference allowed on worker request signatures (default 60 s).
+	SignatureWindow time.Duration
 }
 
 // Defaults returns the limits of SECURITY.md.
@@ -90,7 +95,17 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		log = slog.Default()
 	}
 	log = slog.New(requestIDHandler{log.Handler()})
-	res := resolvers.New(store, guard.New(log), cfg.RoleNames)
+	devices := deviceauth.New(deviceKeys(store), deviceauth.Options{
+		Window: cfg.SignatureWindow,
+		Touch: func(id string) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := store.TouchCredentials(ctx, []string{id}); err != nil {
+				log.Warn("recording key use", "err", err)
+			}
+		},
+	})
+	res := resolvers.New(store, guard.New(log), cfg.RoleNames, cfg.Workers, devices)
 	srv := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: res.Directives()}))
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
@@ -112,6 +127,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	if cfg.Verifier != nil {
 		api = cfg.Verifier.Middleware(rejectToken)(api)
 	}
+	api = devices.Middleware(rejectToken)(api)
 	mux.Handle("/graphql", graphqlOnly(cfg.MaxBodyBytes, api))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -135,4 +151,22 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		}
 	}
 	return requestID(accessLog(log, recoverPanics(log, deadline(cfg.RequestTimeout, mux))))
+}
+
+func deviceKeys(store *db.DB) deviceauth.Keys {
+	return func(ctx context.Context, deviceID string) ([]deviceauth.Key, error) {
+		id, err := db.ParseDeviceID(deviceID)
+		if err != nil {
+			return nil, nil // not a device: no keys, so the signature is refused
+		}
+		rows, err := store.DeviceKeys(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		keys := make([]deviceauth.Key, len(rows))
+		for i, k := range rows {
+			keys[i] = deviceauth.Key{CredentialID: k.CredentialID, PublicKey: k.PublicKey}
+		}
+		return keys, nil
+	}
 }

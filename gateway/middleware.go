@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/deviceauth"
 	"github.com/gpugate/gpugate/oidc"
 )
 
@@ -193,8 +194,14 @@ func (h requestIDHandler) WithGroup(name string) slog.Handler {
 func rejectToken(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	msg := "invalid access token"
-	if errors.Is(err, oidc.ErrUnauthenticated) { // the oidc package's messages are written for clients
-		msg = err.Error()
+	switch {
+	case errors.Is(err, oidc.ErrUnauthenticated), errors.Is(err, deviceauth.ErrUnauthenticated):
+		msg = err.Error() // these packages' messages are written for clients
+	default: // a lookup failed: not the caller's fault
+		log := slog.Default()
+		log.ErrorContext(r.Context(), "authentication failed", "err", err)
+		writeError(w, r, http.StatusServiceUnavailable, CodeInternal, "authentication is unavailable, retry later")
+		return
 	}
 	writeError(w, r, http.StatusUnauthorized, CodeUnauthenticated, msg)
 }

@@ -39,6 +39,7 @@ type ResolverRoot interface {
 
 type DirectiveRoot struct {
 	Authenticated func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
+	Device        func(ctx context.Context, obj any, next graphql.Resolver, arg string) (res any, err error)
 	HasRole       func(ctx context.Context, obj any, next graphql.Resolver, role model.Role) (res any, err error)
 	Owner         func(ctx context.Context, obj any, next graphql.Resolver, arg *string) (res any, err error)
 }
@@ -49,6 +50,13 @@ type ComplexityRoot struct {
 		ID        func(childComplexity int) int
 		Reasons   func(childComplexity int) int
 		Verdict   func(childComplexity int) int
+	}
+
+	Challenge struct {
+		Difficulty func(childComplexity int) int
+		ExpiresAt  func(childComplexity int) int
+		ID         func(childComplexity int) int
+		Nonce      func(childComplexity int) int
 	}
 
 	Device struct {
@@ -94,6 +102,16 @@ type ComplexityRoot struct {
 		QuarantineReason func(childComplexity int) int
 	}
 
+	EnrolledDevice struct {
+		CredentialID func(childComplexity int) int
+		DeviceID     func(childComplexity int) int
+	}
+
+	EnrollmentToken struct {
+		ExpiresAt func(childComplexity int) int
+		Token     func(childComplexity int) int
+	}
+
 	GPU struct {
 		Architecture      func(childComplexity int) int
 		ComputeCapability func(childComplexity int) int
@@ -110,13 +128,25 @@ type ComplexityRoot struct {
 		Model   func(childComplexity int) int
 	}
 
+	HeartbeatAck struct {
+		NextInSeconds func(childComplexity int) int
+		Status        func(childComplexity int) int
+	}
+
 	Mutation struct {
-		PauseDevice      func(childComplexity int, id string) int
-		QuarantineDevice func(childComplexity int, id string, reason string) int
-		ReleaseDevice    func(childComplexity int, id string) int
-		RemoveDevice     func(childComplexity int, id string) int
-		ResumeDevice     func(childComplexity int, id string) int
-		UpdateDevice     func(childComplexity int, id string, input db.UpdateDeviceInput) int
+		AddDeviceKey          func(childComplexity int, id string, publicKey string) int
+		CreateEnrollmentToken func(childComplexity int) int
+		EnrollDevice          func(childComplexity int, input model.EnrollDeviceInput) int
+		Heartbeat             func(childComplexity int, deviceID string, input model.HeartbeatInput) int
+		PauseDevice           func(childComplexity int, id string) int
+		QuarantineDevice      func(childComplexity int, id string, reason string) int
+		ReleaseDevice         func(childComplexity int, id string) int
+		RemoveDevice          func(childComplexity int, id string) int
+		RequestChallenge      func(childComplexity int, deviceID string) int
+		ResumeDevice          func(childComplexity int, id string) int
+		RevokeDeviceKey       func(childComplexity int, id string, credentialID string) int
+		SubmitProof           func(childComplexity int, deviceID string, input model.ProofInput) int
+		UpdateDevice          func(childComplexity int, id string, input db.UpdateDeviceInput) int
 	}
 
 	NetworkStats struct {
@@ -132,6 +162,12 @@ type ComplexityRoot struct {
 	PageInfo struct {
 		EndCursor   func(childComplexity int) int
 		HasNextPage func(childComplexity int) int
+	}
+
+	ProofResult struct {
+		Reasons      func(childComplexity int) int
+		Verdict      func(childComplexity int) int
+		Verification func(childComplexity int) int
 	}
 
 	Query struct {
@@ -191,6 +227,13 @@ type MutationResolver interface {
 	RemoveDevice(ctx context.Context, id string) (*model.RemovedDevice, error)
 	QuarantineDevice(ctx context.Context, id string, reason string) (*db.Device, error)
 	ReleaseDevice(ctx context.Context, id string) (*db.Device, error)
+	CreateEnrollmentToken(ctx context.Context) (*model.EnrollmentToken, error)
+	AddDeviceKey(ctx context.Context, id string, publicKey string) (*db.DeviceCredential, error)
+	RevokeDeviceKey(ctx context.Context, id string, credentialID string) (*db.DeviceCredential, error)
+	EnrollDevice(ctx context.Context, input model.EnrollDeviceInput) (*model.EnrolledDevice, error)
+	RequestChallenge(ctx context.Context, deviceID string) (*model.Challenge, error)
+	SubmitProof(ctx context.Context, deviceID string, input model.ProofInput) (*model.ProofResult, error)
+	Heartbeat(ctx context.Context, deviceID string, input model.HeartbeatInput) (*model.HeartbeatAck, error)
 }
 type QueryResolver interface {
 	Device(ctx context.Context, id string) (*db.Device, error)
@@ -245,6 +288,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Attestation.Verdict(childComplexity), true
+
+	case "Challenge.difficulty":
+		if e.ComplexityRoot.Challenge.Difficulty == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.Difficulty(childComplexity), true
+	case "Challenge.expiresAt":
+		if e.ComplexityRoot.Challenge.ExpiresAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.ExpiresAt(childComplexity), true
+	case "Challenge.id":
+		if e.ComplexityRoot.Challenge.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.ID(childComplexity), true
+	case "Challenge.nonce":
+		if e.ComplexityRoot.Challenge.Nonce == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.Nonce(childComplexity), true
 
 	case "Device.createdAt":
 		if e.ComplexityRoot.Device.CreatedAt == nil {
@@ -419,6 +487,32 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.DevicePrivate.QuarantineReason(childComplexity), true
 
+	case "EnrolledDevice.credentialId":
+		if e.ComplexityRoot.EnrolledDevice.CredentialID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnrolledDevice.CredentialID(childComplexity), true
+	case "EnrolledDevice.deviceId":
+		if e.ComplexityRoot.EnrolledDevice.DeviceID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnrolledDevice.DeviceID(childComplexity), true
+
+	case "EnrollmentToken.expiresAt":
+		if e.ComplexityRoot.EnrollmentToken.ExpiresAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnrollmentToken.ExpiresAt(childComplexity), true
+	case "EnrollmentToken.token":
+		if e.ComplexityRoot.EnrollmentToken.Token == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnrollmentToken.Token(childComplexity), true
+
 	case "GPU.architecture":
 		if e.ComplexityRoot.GPU.Architecture == nil {
 			break
@@ -481,6 +575,58 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.GpuModelCount.Model(childComplexity), true
 
+	case "HeartbeatAck.nextInSeconds":
+		if e.ComplexityRoot.HeartbeatAck.NextInSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.HeartbeatAck.NextInSeconds(childComplexity), true
+	case "HeartbeatAck.status":
+		if e.ComplexityRoot.HeartbeatAck.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.HeartbeatAck.Status(childComplexity), true
+
+	case "Mutation.addDeviceKey":
+		if e.ComplexityRoot.Mutation.AddDeviceKey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_addDeviceKey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.AddDeviceKey(childComplexity, args["id"].(string), args["publicKey"].(string)), true
+	case "Mutation.createEnrollmentToken":
+		if e.ComplexityRoot.Mutation.CreateEnrollmentToken == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.CreateEnrollmentToken(childComplexity), true
+	case "Mutation.enrollDevice":
+		if e.ComplexityRoot.Mutation.EnrollDevice == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_enrollDevice_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.EnrollDevice(childComplexity, args["input"].(model.EnrollDeviceInput)), true
+	case "Mutation.heartbeat":
+		if e.ComplexityRoot.Mutation.Heartbeat == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_heartbeat_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.Heartbeat(childComplexity, args["deviceId"].(string), args["input"].(model.HeartbeatInput)), true
 	case "Mutation.pauseDevice":
 		if e.ComplexityRoot.Mutation.PauseDevice == nil {
 			break
@@ -525,6 +671,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RemoveDevice(childComplexity, args["id"].(string)), true
+	case "Mutation.requestChallenge":
+		if e.ComplexityRoot.Mutation.RequestChallenge == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_requestChallenge_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RequestChallenge(childComplexity, args["deviceId"].(string)), true
 	case "Mutation.resumeDevice":
 		if e.ComplexityRoot.Mutation.ResumeDevice == nil {
 			break
@@ -536,6 +693,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ResumeDevice(childComplexity, args["id"].(string)), true
+	case "Mutation.revokeDeviceKey":
+		if e.ComplexityRoot.Mutation.RevokeDeviceKey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_revokeDeviceKey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RevokeDeviceKey(childComplexity, args["id"].(string), args["credentialId"].(string)), true
+	case "Mutation.submitProof":
+		if e.ComplexityRoot.Mutation.SubmitProof == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_submitProof_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SubmitProof(childComplexity, args["deviceId"].(string), args["input"].(model.ProofInput)), true
 	case "Mutation.updateDevice":
 		if e.ComplexityRoot.Mutation.UpdateDevice == nil {
 			break
@@ -603,6 +782,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PageInfo.HasNextPage(childComplexity), true
+
+	case "ProofResult.reasons":
+		if e.ComplexityRoot.ProofResult.Reasons == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ProofResult.Reasons(childComplexity), true
+	case "ProofResult.verdict":
+		if e.ComplexityRoot.ProofResult.Verdict == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ProofResult.Verdict(childComplexity), true
+	case "ProofResult.verification":
+		if e.ComplexityRoot.ProofResult.Verification == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ProofResult.Verification(childComplexity), true
 
 	case "Query.device":
 		if e.ComplexityRoot.Query.Device == nil {
@@ -756,6 +954,10 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("DeviceFilter", ec.unmarshalInputDeviceFilter),
 			graphql.NewInputUnmarshaler("DeviceOrder", ec.unmarshalInputDeviceOrder),
+			graphql.NewInputUnmarshaler("EnrollDeviceInput", ec.unmarshalInputEnrollDeviceInput),
+			graphql.NewInputUnmarshaler("GpuReadingInput", ec.unmarshalInputGpuReadingInput),
+			graphql.NewInputUnmarshaler("HeartbeatInput", ec.unmarshalInputHeartbeatInput),
+			graphql.NewInputUnmarshaler("ProofInput", ec.unmarshalInputProofInput),
 			graphql.NewInputUnmarshaler("UpdateDeviceInput", ec.unmarshalInputUpdateDeviceInput),
 		)
 	}
@@ -855,6 +1057,13 @@ without, the field's parent Device. On a nullable field of a Device, a caller wh
 """
 directive @owner(arg: String) on FIELD_DEFINITION
 
+"""
+The caller must be the worker of the device named by the argument arg: the request carries a
+fresh signature by one of that device's unrevoked keys (see ATTESTATION.md). User tokens do not
+count.
+"""
+directive @device(arg: String!) on FIELD_DEFINITION
+
 "The caller's verified token must carry the role."
 directive @hasRole(role: Role!) on FIELD_DEFINITION
 
@@ -896,8 +1105,9 @@ type Query {
 }
 
 """
-Owner and admin operations. Errors: UNAUTHENTICATED (no or invalid token), FORBIDDEN (not your
-device, or missing role), NOT_FOUND, BAD_USER_INPUT. A denied write changes nothing.
+Owner, admin and worker operations. Errors: UNAUTHENTICATED (no or invalid token or device
+signature), FORBIDDEN (not your device, or missing role), NOT_FOUND, BAD_USER_INPUT. A denied
+write changes nothing.
 """
 type Mutation {
   "Rename and/or relabel your device. Omitted fields keep their value."
@@ -912,6 +1122,99 @@ type Mutation {
   quarantineDevice(id: ID!, reason: String!): Device! @hasRole(role: ADMIN)
   "Return a quarantined device to the network (admin)."
   releaseDevice(id: ID!): Device! @hasRole(role: ADMIN)
+
+  "A one-time token that enrolls one new device under your account. Valid 15 minutes."
+  createEnrollmentToken: EnrollmentToken! @authenticated
+  """
+  Register another worker key for your device (rotation): publicKey is the base64 Ed25519 public
+  key the worker generated. Revoke the old one once the worker uses the new one.
+  """
+  addDeviceKey(id: ID!, publicKey: String!): DeviceCredential! @owner(arg: "id")
+  "Revoke one of your device's worker keys; requests signed with it are refused from now on."
+  revokeDeviceKey(id: ID!, credentialId: ID!): DeviceCredential! @owner(arg: "id")
+
+  """
+  Worker: enroll a new device with a one-time token. The request must be signed with the key
+  being enrolled (device= empty in the signature). The device is created PENDING under the
+  token's owner; the token cannot be used again.
+  """
+  enrollDevice(input: EnrollDeviceInput!): EnrolledDevice!
+  "Worker: a fresh proof-of-work challenge for this device (single use, short expiry)."
+  requestChallenge(deviceId: ID!): Challenge! @device(arg: "deviceId")
+  "Worker: submit the proof for a challenge. The verdict is stored and returned."
+  submitProof(deviceId: ID!, input: ProofInput!): ProofResult! @device(arg: "deviceId")
+  "Worker: liveness and cheap telemetry; keeps the device UP."
+  heartbeat(deviceId: ID!, input: HeartbeatInput!): HeartbeatAck! @device(arg: "deviceId")
+}
+
+type EnrollmentToken {
+  "Shown once; only its hash is stored."
+  token: String!
+  expiresAt: Time!
+}
+
+input EnrollDeviceInput {
+  token: String!
+  "Base64 (standard or URL) Ed25519 public key generated by the worker."
+  publicKey: String!
+  "1..64 characters; defaults to the host name."
+  name: String
+  "1..64 characters."
+  region: String!
+  hostname: String
+  "The GPU snapshot as canonical JSON (attest.Snapshot)."
+  snapshot: String!
+}
+
+type EnrolledDevice {
+  deviceId: ID!
+  credentialId: ID!
+}
+
+type Challenge {
+  id: ID!
+  "Base64 of 32 random bytes."
+  nonce: String!
+  "Leading zero bits the proof hash must have."
+  difficulty: Int!
+  expiresAt: Time!
+}
+
+input ProofInput {
+  challengeId: ID!
+  "The counter found by the proof-of-work search (decimal uint64)."
+  counter: String!
+  "The GPU snapshot as JSON (attest.Snapshot); hashed by the server, never trusted as sent."
+  snapshot: String!
+  "Base64 SHA-256 of the canonical snapshot the work was done over; a mismatch is flagged."
+  snapshotHash: String
+  "Base64 Ed25519 signature of the proof transcript."
+  signature: String!
+}
+
+type ProofResult {
+  verdict: AttestationVerdict!
+  reasons: [String!]!
+  verification: VerificationState!
+}
+
+input HeartbeatInput {
+  "Per-GPU readings; at most 64."
+  gpus: [GpuReadingInput!]!
+}
+
+input GpuReadingInput {
+  uuid: String!
+  utilizationPercent: Int
+  temperatureC: Int
+  memoryUsedMiB: Int
+  powerWatts: Int
+}
+
+type HeartbeatAck {
+  status: DeviceStatus!
+  "When the worker should send the next heartbeat."
+  nextInSeconds: Int!
 }
 
 """
@@ -1132,6 +1435,20 @@ func (ec *executionContext) childFields_Attestation(ctx context.Context, field g
 	return nil, fmt.Errorf("no field named %q was found under type Attestation", field.Name)
 }
 
+func (ec *executionContext) childFields_Challenge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Challenge_id(ctx, field)
+	case "nonce":
+		return ec.fieldContext_Challenge_nonce(ctx, field)
+	case "difficulty":
+		return ec.fieldContext_Challenge_difficulty(ctx, field)
+	case "expiresAt":
+		return ec.fieldContext_Challenge_expiresAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Challenge", field.Name)
+}
+
 func (ec *executionContext) childFields_Device(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -1218,6 +1535,26 @@ func (ec *executionContext) childFields_DevicePrivate(ctx context.Context, field
 	return nil, fmt.Errorf("no field named %q was found under type DevicePrivate", field.Name)
 }
 
+func (ec *executionContext) childFields_EnrolledDevice(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "deviceId":
+		return ec.fieldContext_EnrolledDevice_deviceId(ctx, field)
+	case "credentialId":
+		return ec.fieldContext_EnrolledDevice_credentialId(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EnrolledDevice", field.Name)
+}
+
+func (ec *executionContext) childFields_EnrollmentToken(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "token":
+		return ec.fieldContext_EnrollmentToken_token(ctx, field)
+	case "expiresAt":
+		return ec.fieldContext_EnrollmentToken_expiresAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EnrollmentToken", field.Name)
+}
+
 func (ec *executionContext) childFields_GPU(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "index":
@@ -1250,6 +1587,16 @@ func (ec *executionContext) childFields_GpuModelCount(ctx context.Context, field
 	return nil, fmt.Errorf("no field named %q was found under type GpuModelCount", field.Name)
 }
 
+func (ec *executionContext) childFields_HeartbeatAck(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "status":
+		return ec.fieldContext_HeartbeatAck_status(ctx, field)
+	case "nextInSeconds":
+		return ec.fieldContext_HeartbeatAck_nextInSeconds(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type HeartbeatAck", field.Name)
+}
+
 func (ec *executionContext) childFields_NetworkStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "devices":
@@ -1278,6 +1625,18 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 		return ec.fieldContext_PageInfo_endCursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
+}
+
+func (ec *executionContext) childFields_ProofResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "verdict":
+		return ec.fieldContext_ProofResult_verdict(ctx, field)
+	case "reasons":
+		return ec.fieldContext_ProofResult_reasons(ctx, field)
+	case "verification":
+		return ec.fieldContext_ProofResult_verification(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ProofResult", field.Name)
 }
 
 func (ec *executionContext) childFields_RegionCount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1454,6 +1813,20 @@ func (ec *executionContext) childFields___Type(ctx context.Context, field graphq
 
 // region    ***************************** args.gotpl *****************************
 
+func (ec *executionContext) dir_device_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "arg",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["arg"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) dir_hasRole_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1479,6 +1852,64 @@ func (ec *executionContext) dir_owner_args(ctx context.Context, rawArgs map[stri
 		return nil, err
 	}
 	args["arg"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_addDeviceKey_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "publicKey",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["publicKey"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_enrollDevice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.EnrollDeviceInput, error) {
+			return ec.unmarshalNEnrollDeviceInput2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐEnrollDeviceInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_heartbeat_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "deviceId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["deviceId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.HeartbeatInput, error) {
+			return ec.unmarshalNHeartbeatInput2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐHeartbeatInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg1
 	return args, nil
 }
 
@@ -1546,6 +1977,20 @@ func (ec *executionContext) field_Mutation_removeDevice_args(ctx context.Context
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_requestChallenge_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "deviceId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["deviceId"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_resumeDevice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1557,6 +2002,50 @@ func (ec *executionContext) field_Mutation_resumeDevice_args(ctx context.Context
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_revokeDeviceKey_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "credentialId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["credentialId"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_submitProof_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "deviceId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["deviceId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.ProofInput, error) {
+			return ec.unmarshalNProofInput2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐProofInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg1
 	return args, nil
 }
 
@@ -1880,6 +2369,98 @@ func (ec *executionContext) _Attestation_createdAt(ctx context.Context, field gr
 }
 func (ec *executionContext) fieldContext_Attestation_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Attestation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Challenge_id(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Challenge_nonce(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_nonce(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Nonce, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_nonce(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "String")
+}
+
+func (ec *executionContext) _Challenge_difficulty(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_difficulty(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Difficulty, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_difficulty(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Challenge_expiresAt(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_expiresAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExpiresAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_expiresAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "Time")
 }
 
 func (ec *executionContext) _Device_id(ctx context.Context, field graphql.CollectedField, obj *db.Device) (ret graphql.Marshaler) {
@@ -2602,6 +3183,98 @@ func (ec *executionContext) fieldContext_DevicePrivate_attestations(_ context.Co
 	return fc, nil
 }
 
+func (ec *executionContext) _EnrolledDevice_deviceId(ctx context.Context, field graphql.CollectedField, obj *model.EnrolledDevice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnrolledDevice_deviceId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DeviceID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnrolledDevice_deviceId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnrolledDevice", field, false, false, "ID")
+}
+
+func (ec *executionContext) _EnrolledDevice_credentialId(ctx context.Context, field graphql.CollectedField, obj *model.EnrolledDevice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnrolledDevice_credentialId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CredentialID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnrolledDevice_credentialId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnrolledDevice", field, false, false, "ID")
+}
+
+func (ec *executionContext) _EnrollmentToken_token(ctx context.Context, field graphql.CollectedField, obj *model.EnrollmentToken) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnrollmentToken_token(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Token, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnrollmentToken_token(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnrollmentToken", field, false, false, "String")
+}
+
+func (ec *executionContext) _EnrollmentToken_expiresAt(ctx context.Context, field graphql.CollectedField, obj *model.EnrollmentToken) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnrollmentToken_expiresAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExpiresAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnrollmentToken_expiresAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnrollmentToken", field, false, false, "Time")
+}
+
 func (ec *executionContext) _GPU_index(ctx context.Context, field graphql.CollectedField, obj *db.GPU) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2830,6 +3503,52 @@ func (ec *executionContext) _GpuModelCount_gpus(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_GpuModelCount_gpus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("GpuModelCount", field, false, false, "Int")
+}
+
+func (ec *executionContext) _HeartbeatAck_status(ctx context.Context, field graphql.CollectedField, obj *model.HeartbeatAck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_HeartbeatAck_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v db.DeviceStatus) graphql.Marshaler {
+			return ec.marshalNDeviceStatus2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_HeartbeatAck_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("HeartbeatAck", field, false, false, "DeviceStatus")
+}
+
+func (ec *executionContext) _HeartbeatAck_nextInSeconds(ctx context.Context, field graphql.CollectedField, obj *model.HeartbeatAck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_HeartbeatAck_nextInSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NextInSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_HeartbeatAck_nextInSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("HeartbeatAck", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Mutation_updateDevice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -3204,6 +3923,405 @@ func (ec *executionContext) fieldContext_Mutation_releaseDevice(ctx context.Cont
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_createEnrollmentToken(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createEnrollmentToken(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().CreateEnrollmentToken(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Authenticated == nil {
+					var zeroVal *model.EnrollmentToken
+					return zeroVal, errors.New("directive authenticated is not implemented")
+				}
+				return ec.Directives.Authenticated(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.EnrollmentToken) graphql.Marshaler {
+			return ec.marshalNEnrollmentToken2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐEnrollmentToken(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createEnrollmentToken(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EnrollmentToken(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_addDeviceKey(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_addDeviceKey(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().AddDeviceKey(ctx, fc.Args["id"].(string), fc.Args["publicKey"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				arg, err := ec.unmarshalOString2ᚖstring(ctx, "id")
+				if err != nil {
+					var zeroVal *db.DeviceCredential
+					return zeroVal, err
+				}
+				if ec.Directives.Owner == nil {
+					var zeroVal *db.DeviceCredential
+					return zeroVal, errors.New("directive owner is not implemented")
+				}
+				return ec.Directives.Owner(ctx, nil, directive0, arg)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.DeviceCredential) graphql.Marshaler {
+			return ec.marshalNDeviceCredential2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceCredential(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_addDeviceKey(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DeviceCredential(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_addDeviceKey_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_revokeDeviceKey(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_revokeDeviceKey(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RevokeDeviceKey(ctx, fc.Args["id"].(string), fc.Args["credentialId"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				arg, err := ec.unmarshalOString2ᚖstring(ctx, "id")
+				if err != nil {
+					var zeroVal *db.DeviceCredential
+					return zeroVal, err
+				}
+				if ec.Directives.Owner == nil {
+					var zeroVal *db.DeviceCredential
+					return zeroVal, errors.New("directive owner is not implemented")
+				}
+				return ec.Directives.Owner(ctx, nil, directive0, arg)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.DeviceCredential) graphql.Marshaler {
+			return ec.marshalNDeviceCredential2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceCredential(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_revokeDeviceKey(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DeviceCredential(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_revokeDeviceKey_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_enrollDevice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_enrollDevice(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().EnrollDevice(ctx, fc.Args["input"].(model.EnrollDeviceInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.EnrolledDevice) graphql.Marshaler {
+			return ec.marshalNEnrolledDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐEnrolledDevice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_enrollDevice(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EnrolledDevice(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_enrollDevice_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_requestChallenge(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_requestChallenge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RequestChallenge(ctx, fc.Args["deviceId"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				arg, err := ec.unmarshalNString2string(ctx, "deviceId")
+				if err != nil {
+					var zeroVal *model.Challenge
+					return zeroVal, err
+				}
+				if ec.Directives.Device == nil {
+					var zeroVal *model.Challenge
+					return zeroVal, errors.New("directive device is not implemented")
+				}
+				return ec.Directives.Device(ctx, nil, directive0, arg)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Challenge) graphql.Marshaler {
+			return ec.marshalNChallenge2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐChallenge(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_requestChallenge(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Challenge(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_requestChallenge_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_submitProof(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_submitProof(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SubmitProof(ctx, fc.Args["deviceId"].(string), fc.Args["input"].(model.ProofInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				arg, err := ec.unmarshalNString2string(ctx, "deviceId")
+				if err != nil {
+					var zeroVal *model.ProofResult
+					return zeroVal, err
+				}
+				if ec.Directives.Device == nil {
+					var zeroVal *model.ProofResult
+					return zeroVal, errors.New("directive device is not implemented")
+				}
+				return ec.Directives.Device(ctx, nil, directive0, arg)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ProofResult) graphql.Marshaler {
+			return ec.marshalNProofResult2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐProofResult(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_submitProof(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ProofResult(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_submitProof_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_heartbeat(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_heartbeat(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().Heartbeat(ctx, fc.Args["deviceId"].(string), fc.Args["input"].(model.HeartbeatInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				arg, err := ec.unmarshalNString2string(ctx, "deviceId")
+				if err != nil {
+					var zeroVal *model.HeartbeatAck
+					return zeroVal, err
+				}
+				if ec.Directives.Device == nil {
+					var zeroVal *model.HeartbeatAck
+					return zeroVal, errors.New("directive device is not implemented")
+				}
+				return ec.Directives.Device(ctx, nil, directive0, arg)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.HeartbeatAck) graphql.Marshaler {
+			return ec.marshalNHeartbeatAck2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐHeartbeatAck(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_heartbeat(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_HeartbeatAck(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_heartbeat_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _NetworkStats_devices(ctx context.Context, field graphql.CollectedField, obj *db.NetworkStats) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3445,6 +4563,75 @@ func (ec *executionContext) _PageInfo_endCursor(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_PageInfo_endCursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("PageInfo", field, false, false, "String")
+}
+
+func (ec *executionContext) _ProofResult_verdict(ctx context.Context, field graphql.CollectedField, obj *model.ProofResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ProofResult_verdict(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Verdict, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v db.AttestationVerdict) graphql.Marshaler {
+			return ec.marshalNAttestationVerdict2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐAttestationVerdict(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ProofResult_verdict(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ProofResult", field, false, false, "AttestationVerdict")
+}
+
+func (ec *executionContext) _ProofResult_reasons(ctx context.Context, field graphql.CollectedField, obj *model.ProofResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ProofResult_reasons(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reasons, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ProofResult_reasons(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ProofResult", field, false, false, "String")
+}
+
+func (ec *executionContext) _ProofResult_verification(ctx context.Context, field graphql.CollectedField, obj *model.ProofResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ProofResult_verification(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Verification, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v db.VerificationState) graphql.Marshaler {
+			return ec.marshalNVerificationState2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐVerificationState(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ProofResult_verification(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ProofResult", field, false, false, "VerificationState")
 }
 
 func (ec *executionContext) _Query_device(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -5260,6 +6447,265 @@ func UnmarshalDeviceOrder(ctx context.Context, raw any) (db.DeviceOrder, error) 
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputEnrollDeviceInput(ctx context.Context, obj any) (model.EnrollDeviceInput, error) {
+	var it model.EnrollDeviceInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"token", "publicKey", "name", "region", "hostname", "snapshot"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "token":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("token"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Token = data
+		case "publicKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("publicKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PublicKey = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "region":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("region"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Region = data
+		case "hostname":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostname"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Hostname = data
+		case "snapshot":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("snapshot"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Snapshot = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEnrollDeviceInput unmarshals raw into the EnrollDeviceInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEnrollDeviceInput(ctx context.Context, raw any) (model.EnrollDeviceInput, error) {
+	var out model.EnrollDeviceInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EnrollDeviceInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputGpuReadingInput(ctx context.Context, obj any) (model.GpuReadingInput, error) {
+	var it model.GpuReadingInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"uuid", "utilizationPercent", "temperatureC", "memoryUsedMiB", "powerWatts"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "uuid":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("uuid"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UUID = data
+		case "utilizationPercent":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("utilizationPercent"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UtilizationPercent = data
+		case "temperatureC":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("temperatureC"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TemperatureC = data
+		case "memoryUsedMiB":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("memoryUsedMiB"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MemoryUsedMiB = data
+		case "powerWatts":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("powerWatts"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PowerWatts = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalGpuReadingInput unmarshals raw into the GpuReadingInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalGpuReadingInput(ctx context.Context, raw any) (model.GpuReadingInput, error) {
+	var out model.GpuReadingInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "GpuReadingInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputHeartbeatInput(ctx context.Context, obj any) (model.HeartbeatInput, error) {
+	var it model.HeartbeatInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"gpus"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "gpus":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("gpus"))
+			data, err := ec.unmarshalNGpuReadingInput2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuReadingInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Gpus = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalHeartbeatInput unmarshals raw into the HeartbeatInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalHeartbeatInput(ctx context.Context, raw any) (model.HeartbeatInput, error) {
+	var out model.HeartbeatInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "HeartbeatInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputProofInput(ctx context.Context, obj any) (model.ProofInput, error) {
+	var it model.ProofInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"challengeId", "counter", "snapshot", "snapshotHash", "signature"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "challengeId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("challengeId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ChallengeID = data
+		case "counter":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("counter"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Counter = data
+		case "snapshot":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("snapshot"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Snapshot = data
+		case "snapshotHash":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("snapshotHash"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SnapshotHash = data
+		case "signature":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("signature"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Signature = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalProofInput unmarshals raw into the ProofInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalProofInput(ctx context.Context, raw any) (model.ProofInput, error) {
+	var out model.ProofInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ProofInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputUpdateDeviceInput(ctx context.Context, obj any) (db.UpdateDeviceInput, error) {
 	var it db.UpdateDeviceInput
 	if obj == nil {
@@ -5345,6 +6791,54 @@ func (ec *executionContext) _Attestation(ctx context.Context, sel ast.SelectionS
 			}
 		case "createdAt":
 			out.Values[i] = ec._Attestation_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var challengeImplementors = []string{"Challenge"}
+
+func (ec *executionContext) _Challenge(ctx context.Context, sel ast.SelectionSet, obj *model.Challenge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, challengeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Challenge")
+		case "id":
+			out.Values[i] = ec._Challenge_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "nonce":
+			out.Values[i] = ec._Challenge_nonce(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "difficulty":
+			out.Values[i] = ec._Challenge_difficulty(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "expiresAt":
+			out.Values[i] = ec._Challenge_expiresAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -5649,6 +7143,82 @@ func (ec *executionContext) _DevicePrivate(ctx context.Context, sel ast.Selectio
 	return out
 }
 
+var enrolledDeviceImplementors = []string{"EnrolledDevice"}
+
+func (ec *executionContext) _EnrolledDevice(ctx context.Context, sel ast.SelectionSet, obj *model.EnrolledDevice) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, enrolledDeviceImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EnrolledDevice")
+		case "deviceId":
+			out.Values[i] = ec._EnrolledDevice_deviceId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "credentialId":
+			out.Values[i] = ec._EnrolledDevice_credentialId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var enrollmentTokenImplementors = []string{"EnrollmentToken"}
+
+func (ec *executionContext) _EnrollmentToken(ctx context.Context, sel ast.SelectionSet, obj *model.EnrollmentToken) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, enrollmentTokenImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EnrollmentToken")
+		case "token":
+			out.Values[i] = ec._EnrollmentToken_token(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "expiresAt":
+			out.Values[i] = ec._EnrollmentToken_expiresAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var gPUImplementors = []string{"GPU"}
 
 func (ec *executionContext) _GPU(ctx context.Context, sel ast.SelectionSet, obj *db.GPU) graphql.Marshaler {
@@ -5755,6 +7325,44 @@ func (ec *executionContext) _GpuModelCount(ctx context.Context, sel ast.Selectio
 	return out
 }
 
+var heartbeatAckImplementors = []string{"HeartbeatAck"}
+
+func (ec *executionContext) _HeartbeatAck(ctx context.Context, sel ast.SelectionSet, obj *model.HeartbeatAck) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, heartbeatAckImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("HeartbeatAck")
+		case "status":
+			out.Values[i] = ec._HeartbeatAck_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "nextInSeconds":
+			out.Values[i] = ec._HeartbeatAck_nextInSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var mutationImplementors = []string{"Mutation"}
 
 func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -5812,6 +7420,55 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "releaseDevice":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_releaseDevice(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createEnrollmentToken":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createEnrollmentToken(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "addDeviceKey":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_addDeviceKey(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revokeDeviceKey":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_revokeDeviceKey(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "enrollDevice":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_enrollDevice(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "requestChallenge":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_requestChallenge(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "submitProof":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_submitProof(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "heartbeat":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_heartbeat(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -5915,6 +7572,49 @@ func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet,
 		case "endCursor":
 			out.Values[i] = ec._PageInfo_endCursor(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var proofResultImplementors = []string{"ProofResult"}
+
+func (ec *executionContext) _ProofResult(ctx context.Context, sel ast.SelectionSet, obj *model.ProofResult) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, proofResultImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ProofResult")
+		case "verdict":
+			out.Values[i] = ec._ProofResult_verdict(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reasons":
+			out.Values[i] = ec._ProofResult_reasons(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verification":
+			out.Values[i] = ec._ProofResult_verification(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -6631,6 +8331,14 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) marshalNChallenge2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐChallenge(ctx context.Context, sel ast.SelectionSet, v *model.Challenge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Challenge!")
+		return graphql.Null
+	}
+	return ec._Challenge(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevice(ctx context.Context, sel ast.SelectionSet, v *db.Device) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "Device!")
@@ -6665,6 +8373,14 @@ func (ec *executionContext) marshalNDeviceCredential2ᚕgithubᚗcomᚋgpugate�
 	}
 
 	return ret
+}
+
+func (ec *executionContext) marshalNDeviceCredential2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceCredential(ctx context.Context, sel ast.SelectionSet, v *db.DeviceCredential) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "DeviceCredential!")
+		return graphql.Null
+	}
+	return ec._DeviceCredential(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNDeviceEdge2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐDeviceEdge(ctx context.Context, sel ast.SelectionSet, v model.DeviceEdge) graphql.Marshaler {
@@ -6707,6 +8423,27 @@ func (ec *executionContext) marshalNDeviceStatus2githubᚗcomᚋgpugateᚋgpugat
 	return v
 }
 
+func (ec *executionContext) unmarshalNEnrollDeviceInput2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐEnrollDeviceInput(ctx context.Context, v any) (model.EnrollDeviceInput, error) {
+	res, err := ec.unmarshalInputEnrollDeviceInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEnrolledDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐEnrolledDevice(ctx context.Context, sel ast.SelectionSet, v *model.EnrolledDevice) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EnrolledDevice!")
+		return graphql.Null
+	}
+	return ec._EnrolledDevice(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEnrollmentToken2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐEnrollmentToken(ctx context.Context, sel ast.SelectionSet, v *model.EnrollmentToken) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EnrollmentToken!")
+		return graphql.Null
+	}
+	return ec._EnrollmentToken(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNGPU2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐGPU(ctx context.Context, sel ast.SelectionSet, v db.GPU) graphql.Marshaler {
 	return ec._GPU(ctx, sel, &v)
 }
@@ -6745,6 +8482,38 @@ func (ec *executionContext) marshalNGpuModelCount2ᚕgithubᚗcomᚋgpugateᚋgp
 	}
 
 	return ret
+}
+
+func (ec *executionContext) unmarshalNGpuReadingInput2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuReadingInput(ctx context.Context, v any) (model.GpuReadingInput, error) {
+	res, err := ec.unmarshalInputGpuReadingInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNGpuReadingInput2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuReadingInputᚄ(ctx context.Context, v any) ([]model.GpuReadingInput, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.GpuReadingInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNGpuReadingInput2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuReadingInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNHeartbeatAck2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐHeartbeatAck(ctx context.Context, sel ast.SelectionSet, v *model.HeartbeatAck) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "HeartbeatAck!")
+		return graphql.Null
+	}
+	return ec._HeartbeatAck(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNHeartbeatInput2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐHeartbeatInput(ctx context.Context, v any) (model.HeartbeatInput, error) {
+	res, err := ec.unmarshalInputHeartbeatInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNID2string(ctx context.Context, v any) (string, error) {
@@ -6813,6 +8582,19 @@ func (ec *executionContext) marshalNPageInfo2ᚖgithubᚗcomᚋgpugateᚋgpugate
 		return graphql.Null
 	}
 	return ec._PageInfo(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNProofInput2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐProofInput(ctx context.Context, v any) (model.ProofInput, error) {
+	res, err := ec.unmarshalInputProofInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNProofResult2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐProofResult(ctx context.Context, sel ast.SelectionSet, v *model.ProofResult) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ProofResult!")
+		return graphql.Null
+	}
+	return ec._ProofResult(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNRegionCount2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐRegionCount(ctx context.Context, sel ast.SelectionSet, v db.RegionCount) graphql.Marshaler {
@@ -7189,6 +8971,24 @@ func (ec *executionContext) marshalODeviceStatus2ᚖgithubᚗcomᚋgpugateᚋgpu
 		return graphql.Null
 	}
 	return v
+}
+
+func (ec *executionContext) unmarshalOInt2ᚖint(ctx context.Context, v any) (*int, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalInt(v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOInt2ᚖint(ctx context.Context, sel ast.SelectionSet, v *int) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalInt(*v)
+	return res
 }
 
 func (ec *executionContext) unmarshalOString2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {

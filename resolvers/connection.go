@@ -44,8 +44,8 @@ func load[T any](ctx context.Context, pick func(*loaders) *dataloadgen.Loader[st
 
 // ownerWrite runs one owner mutation through the guard: the caller's user id and the device id
 // go to db, whose SQL matches both.
-func (r *Resolver) ownerWrite(ctx context.Context, op, rawID string,
-	write func(ctx context.Context, id, owner string) (db.Device, error)) (*db.Device, error) {
+func ownerWrite[T any](ctx context.Context, r *Resolver, op, rawID string,
+	write func(ctx context.Context, id, owner string) (T, error)) (*T, error) {
 	id, err := db.ParseDeviceID(rawID)
 	if err != nil {
 		return nil, err
@@ -54,15 +54,15 @@ func (r *Resolver) ownerWrite(ctx context.Context, op, rawID string,
 	if err != nil {
 		return nil, err
 	}
-	var dev db.Device
+	var out T
 	err = r.Guard.Do(ctx, guard.Write{Op: op, Actor: u.ID, Target: id}, func(ctx context.Context) error {
-		dev, err = write(ctx, id, u.ID)
+		out, err = write(ctx, id, u.ID)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &dev, nil
+	return &out, nil
 }
 
 // adminWrite runs one admin mutation through the guard.

@@ -7,6 +7,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/deviceauth"
 	"github.com/gpugate/gpugate/graph"
 	"github.com/gpugate/gpugate/graph/model"
 	"github.com/gpugate/gpugate/guard"
@@ -24,7 +25,28 @@ func (r *Resolver) Directives() graph.DirectiveRoot {
 		Authenticated: r.authenticated,
 		Owner:         r.owner,
 		HasRole:       r.hasRole,
+		Device:        r.device,
 	}
+}
+
+// device admits only the worker of the device named by arg: the request must be signed by one of
+// that device's unrevoked keys (checked by the deviceauth middleware). A user token is not enough.
+func (r *Resolver) device(ctx context.Context, _ any, next graphql.Resolver, arg string) (any, error) {
+	raw, _ := graphql.GetFieldContext(ctx).Args[arg].(string)
+	id, err := db.ParseDeviceID(raw)
+	if err != nil {
+		return nil, err
+	}
+	p, ok := deviceauth.PrincipalFrom(ctx)
+	if !ok {
+		r.deny(ctx, "", id, "no device signature")
+		return nil, fmt.Errorf("sign the request with the device key: %w", deviceauth.ErrUnauthenticated)
+	}
+	if p.DeviceID != id {
+		r.deny(ctx, "device:"+p.DeviceID, id, "signed by another device")
+		return nil, db.Forbiddenf("the request is signed by another device")
+	}
+	return next(ctx)
 }
 
 func (r *Resolver) authenticated(ctx context.Context, _ any, next graphql.Resolver) (any, error) {

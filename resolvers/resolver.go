@@ -5,6 +5,7 @@ package resolvers
 
 import (
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/deviceauth"
 	"github.com/gpugate/gpugate/graph/model"
 	"github.com/gpugate/gpugate/guard"
 )
@@ -16,11 +17,15 @@ type Resolver struct {
 	// RoleNames maps schema roles to the role names the identity provider puts in tokens
 	// (default: the same name).
 	RoleNames map[model.Role]string
+	// Workers holds the proof-of-work and heartbeat settings.
+	Workers WorkerConfig
+	// DeviceAuth is told when a device key is revoked, so it stops accepting it at once.
+	DeviceAuth *deviceauth.Authenticator
 
 	users *users
 }
 
 // New returns a Resolver over store whose writes go through g.
-func New(store *db.DB, g *guard.Guard, roleNames map[model.Role]string) *Resolver {
-	return &Resolver{DB: store, Guard: g, RoleNames: roleNames, users: newUsers()}
+func New(store *db.DB, g *guard.Guard, roleNames map[model.Role]string, workers WorkerConfig, auth *deviceauth.Authenticator) *Resolver {
+	return &Resolver{DB: store, Guard: g, RoleNames: roleNames, Workers: workers.withDefaults(), DeviceAuth: auth, users: newUsers()}
 }

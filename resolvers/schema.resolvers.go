@@ -38,28 +38,28 @@ func (r *devicePrivateResolver) Attestations(ctx context.Context, obj *db.Device
 
 // UpdateDevice is the resolver for the updateDevice field.
 func (r *mutationResolver) UpdateDevice(ctx context.Context, id string, input db.UpdateDeviceInput) (*db.Device, error) {
-	return r.ownerWrite(ctx, "updateDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
+	return ownerWrite(ctx, r.Resolver, "updateDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
 		return r.DB.UpdateDevice(ctx, id, owner, input)
 	})
 }
 
 // PauseDevice is the resolver for the pauseDevice field.
 func (r *mutationResolver) PauseDevice(ctx context.Context, id string) (*db.Device, error) {
-	return r.ownerWrite(ctx, "pauseDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
+	return ownerWrite(ctx, r.Resolver, "pauseDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
 		return r.DB.SetPaused(ctx, id, owner, true)
 	})
 }
 
 // ResumeDevice is the resolver for the resumeDevice field.
 func (r *mutationResolver) ResumeDevice(ctx context.Context, id string) (*db.Device, error) {
-	return r.ownerWrite(ctx, "resumeDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
+	return ownerWrite(ctx, r.Resolver, "resumeDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
 		return r.DB.SetPaused(ctx, id, owner, false)
 	})
 }
 
 // RemoveDevice is the resolver for the removeDevice field.
 func (r *mutationResolver) RemoveDevice(ctx context.Context, id string) (*model.RemovedDevice, error) {
-	dev, err := r.ownerWrite(ctx, "removeDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
+	dev, err := ownerWrite(ctx, r.Resolver, "removeDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
 		return db.Device{ID: id}, r.DB.RemoveDevice(ctx, id, owner)
 	})
 	if err != nil {
@@ -80,6 +80,57 @@ func (r *mutationResolver) ReleaseDevice(ctx context.Context, id string) (*db.De
 	return r.adminWrite(ctx, "releaseDevice", id, func(ctx context.Context, admin bool, id string) (db.Device, error) {
 		return r.DB.SetQuarantine(ctx, admin, id, false, "")
 	})
+}
+
+// CreateEnrollmentToken is the resolver for the createEnrollmentToken field.
+func (r *mutationResolver) CreateEnrollmentToken(ctx context.Context) (*model.EnrollmentToken, error) {
+	return r.enrollmentToken(ctx)
+}
+
+// AddDeviceKey is the resolver for the addDeviceKey field.
+func (r *mutationResolver) AddDeviceKey(ctx context.Context, id string, publicKey string) (*db.DeviceCredential, error) {
+	pub, err := db.ParsePublicKey(publicKey)
+	if err != nil {
+		return nil, err
+	}
+	return ownerWrite(ctx, r.Resolver, "addDeviceKey", id, func(ctx context.Context, id, owner string) (db.DeviceCredential, error) {
+		return r.DB.AddDeviceKey(ctx, id, owner, pub)
+	})
+}
+
+// RevokeDeviceKey is the resolver for the revokeDeviceKey field.
+func (r *mutationResolver) RevokeDeviceKey(ctx context.Context, id string, credentialID string) (*db.DeviceCredential, error) {
+	credID, err := db.ParseDeviceID(credentialID)
+	if err != nil {
+		return nil, db.Invalidf("credentialId is not a credential ID")
+	}
+	return ownerWrite(ctx, r.Resolver, "revokeDeviceKey", id, func(ctx context.Context, id, owner string) (db.DeviceCredential, error) {
+		c, err := r.DB.RevokeDeviceKey(ctx, id, owner, credID)
+		if err == nil && r.DeviceAuth != nil {
+			r.DeviceAuth.Revoke(id)
+		}
+		return c, err
+	})
+}
+
+// EnrollDevice is the resolver for the enrollDevice field.
+func (r *mutationResolver) EnrollDevice(ctx context.Context, input model.EnrollDeviceInput) (*model.EnrolledDevice, error) {
+	return r.enroll(ctx, input)
+}
+
+// RequestChallenge is the resolver for the requestChallenge field.
+func (r *mutationResolver) RequestChallenge(ctx context.Context, deviceID string) (*model.Challenge, error) {
+	return r.challenge(ctx)
+}
+
+// SubmitProof is the resolver for the submitProof field.
+func (r *mutationResolver) SubmitProof(ctx context.Context, deviceID string, input model.ProofInput) (*model.ProofResult, error) {
+	return r.proof(ctx, input)
+}
+
+// Heartbeat is the resolver for the heartbeat field.
+func (r *mutationResolver) Heartbeat(ctx context.Context, deviceID string, input model.HeartbeatInput) (*model.HeartbeatAck, error) {
+	return r.heartbeat(ctx, input)
 }
 
 // Device is the resolver for the device field.

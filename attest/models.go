@@ -1,0 +1,219 @@
+package attest
+
+import (
+	"strings"
+)
+
+// VendorNVIDIA is NVIDIA's PCI vendor id.
+const VendorNVIDIA uint16 = 0x10DE
+
+// SplitPCIID splits NVML's 32-bit nvmlPciInfo_t.pciDeviceId (device id << 16 | vendor id, e.g.
+// 0x233010DE) into the 16-bit device id (0x2330) that GPU.PCIDeviceID holds and the vendor id
+// (0x10DE) that GPU.PCIVendorID holds. It cannot fail.
+func SplitPCIID(nvmlID uint32) (device uint16, vendor uint16) {
+	return uint16(nvmlID >> 16), uint16(nvmlID)
+}
+
+// ComputeCapability is a CUDA compute capability, e.g. {9, 0} for Hopper.
+type ComputeCapability struct {
+	Major, Minor int
+}
+
+// Architecture is one NVIDIA GPU architecture as the counterfeit rules know it.
+type Architecture struct {
+	Name    string              // as ArchitectureName returns it
+	Compute []ComputeCapability // every compute capability a GPU of this architecture reports
+	// MinCUDADriver is the oldest CUDA driver version (nvmlSystemGetCudaDriverVersion, 12040 =
+	// 12.4) that supports the architecture at all; a host reporting less is inconsistent.
+	MinCUDADriver int
+}
+
+// Architectures lists the architectures, oldest first. Names are what [ArchitectureName]
+// returns for NVML's nvmlDeviceArchitecture_t.
+var Architectures = []Architecture{
+	{"Kepler", []ComputeCapability{{3, 0}, {3, 2}, {3, 5}, {3, 7}}, 5000},
+	{"Maxwell", []ComputeCapability{{5, 0}, {5, 2}, {5, 3}}, 6050},
+	{"Pascal", []ComputeCapability{{6, 0}, {6, 1}, {6, 2}}, 8000},
+	{"Volta", []ComputeCapability{{7, 0}, {7, 2}}, 9000},
+	{"Turing", []ComputeCapability{{7, 5}}, 10000},
+	{"Ampere", []ComputeCapability{{8, 0}, {8, 6}, {8, 7}}, 11000},
+	{"Ada Lovelace", []ComputeCapability{{8, 9}}, 11080},
+	{"Hopper", []ComputeCapability{{9, 0}}, 11080},
+	// sm_100 shipped in CUDA 12.8 (driver R570). The go-nvml DGX B200 mock reports 12.6 with
+	// driver 560; its row in Models overrides the minimum (see MinCUDADriver there).
+	{"Blackwell", []ComputeCapability{{10, 0}, {10, 1}, {10, 3}, {11, 0}, {12, 0}, {12, 1}}, 12080},
+}
+
+// ArchitectureName maps NVML's nvmlDeviceArchitecture_t (nvml.DeviceArchitecture: 2 Kepler ...
+// 10 Blackwell) to the name the worker should put in GPU.Architecture. It returns "" for values
+// it does not know (NVML_DEVICE_ARCH_UNKNOWN, DLA, newer architectures): send "" then, which the
+// rules treat as absent.
+func ArchitectureName(nvmlArch uint32) string {
+	switch nvmlArch {
+	case 2:
+		return "Kepler"
+	case 3:
+		return "Maxwell"
+	case 4:
+		return "Pascal"
+	case 5:
+		return "Volta"
+	case 6:
+		return "Turing"
+	case 7:
+		return "Ampere"
+	case 8:
+		return "Ada Lovelace"
+	case 9:
+		return "Hopper"
+	case 10:
+		return "Blackwell"
+	}
+	return ""
+}
+
+// LookupArchitecture finds an architecture by name, ignoring case and accepting "Ada" for "Ada
+// Lovelace". It returns false for an empty or unknown name.
+func LookupArchitecture(name string) (Architecture, bool) {
+	n := strings.ToLower(strings.TrimSpace(name))
+	if n == "ada" {
+		n = "ada lovelace"
+	}
+	for _, a := range Architectures {
+		if strings.ToLower(a.Name) == n {
+			return a, true
+		}
+	}
+	return Architecture{}, false
+}
+
+// Model is one row of the reference table: what a GPU with this PCI device id must look like.
+type Model struct {
+	PCIDeviceID uint16 // 16-bit device id, vendor NVIDIA
+	Name        string // display name, e.g. "H100 SXM5 80GB"
+	// NamePatterns are lowercase token sequences, one of which the NVML name must contain as
+	// whole tokens after lowercasing and splitting at non-alphanumerics: "h100" matches "NVIDIA
+	// H100 80GB HBM3", "l4" matches "NVIDIA L4" but not "NVIDIA L40S". Rows sharing a pattern
+	// form a family, which is what a name "claims".
+	NamePatterns []string
+	Architecture string // an Architectures name
+	Compute      ComputeCapability
+	// MemMinGiB and MemMaxGiB bound nvmlDeviceGetMemoryInfo's total. The lower bound allows for
+	// memory the driver reserves and for ECC on GDDR boards (which hides 1/16 of the memory).
+	MemMinGiB, MemMaxGiB float64
+	// MinCUDADriver overrides the architecture's minimum CUDA driver version when non-zero.
+	MinCUDADriver int
+	MIG           bool // supports Multi-Instance GPU, so NVML may report MIG mode enabled
+	// Simulated marks ids that only go-nvml's mock servers report (not real silicon). They are
+	// accepted so simulated hosts verify; the server may label such devices as simulated.
+	Simulated bool
+}
+
+// Models is the reference table. PCI ids and capacities come from the PCI id database and
+// NVIDIA's datasheets (not from the mock); the Simulated rows and the mock's exact names are
+// taken from github.com/NVIDIA/go-nvml v0.13.4-1 pkg/nvml/mock/gpus so its DGX A100, H100,
+// H200 and B200 servers pass. Add a row before accepting a new model: an id missing here is
+// UNKNOWN_MODEL.
+var Models = []Model{
+	{PCIDeviceID: 0x1EB8, Name: "T4", NamePatterns: []string{"t4"}, Architecture: "Turing", Compute: ComputeCapability{7, 5},
+		MemMinGiB: 14.5, MemMaxGiB: 16.1},
+	{PCIDeviceID: 0x20B0, Name: "A100 SXM4 40GB", NamePatterns: []string{"a100"}, Architecture: "Ampere", Compute: ComputeCapability{8, 0},
+		MemMinGiB: 38, MemMaxGiB: 40.1, MIG: true},
+	{PCIDeviceID: 0x20B2, Name: "A100 SXM4 80GB", NamePatterns: []string{"a100"}, Architecture: "Ampere", Compute: ComputeCapability{8, 0},
+		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true},
+	{PCIDeviceID: 0x20B5, Name: "A100 PCIe 80GB", NamePatterns: []string{"a100"}, Architecture: "Ampere", Compute: ComputeCapability{8, 0},
+		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true},
+	{PCIDeviceID: 0x20F1, Name: "A100 PCIe 40GB", NamePatterns: []string{"a100"}, Architecture: "Ampere", Compute: ComputeCapability{8, 0},
+		MemMinGiB: 38, MemMaxGiB: 40.1, MIG: true},
+	{PCIDeviceID: 0x20B7, Name: "A30", NamePatterns: []string{"a30"}, Architecture: "Ampere", Compute: ComputeCapability{8, 0},
+		MemMinGiB: 22.5, MemMaxGiB: 24.1, MIG: true},
+	{PCIDeviceID: 0x2204, Name: "GeForce RTX 3090", NamePatterns: []string{"rtx 3090"}, Architecture: "Ampere", Compute: ComputeCapability{8, 6},
+		MemMinGiB: 22.5, MemMaxGiB: 24.1, MinCUDADriver: 11010},
+	{PCIDeviceID: 0x2321, Name: "H100 NVL", NamePatterns: []string{"h100"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
+		MemMinGiB: 88, MemMaxGiB: 94.1, MIG: true},
+	{PCIDeviceID: 0x2330, Name: "H100 SXM5 80GB", NamePatterns: []string{"h100"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
+		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true},
+	{PCIDeviceID: 0x2331, Name: "H100 PCIe", NamePatterns: []string{"h100"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
+		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true},
+	{PCIDeviceID: 0x2335, Name: "H200 SXM 141GB", NamePatterns: []string{"h200"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
+		MemMinGiB: 132, MemMaxGiB: 141.1, MIG: true},
+	{PCIDeviceID: 0x233B, Name: "H200 NVL", NamePatterns: []string{"h200"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
+		MemMinGiB: 132, MemMaxGiB: 141.1, MIG: true},
+	{PCIDeviceID: 0x2333, Name: "H200 141GB (go-nvml mock)", NamePatterns: []string{"h200"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
+		MemMinGiB: 132, MemMaxGiB: 141.1, MIG: true, Simulated: true},
+	{PCIDeviceID: 0x2684, Name: "GeForce RTX 4090", NamePatterns: []string{"rtx 4090"}, Architecture: "Ada Lovelace", Compute: ComputeCapability{8, 9},
+		MemMinGiB: 22.5, MemMaxGiB: 24.1},
+	{PCIDeviceID: 0x26B9, Name: "L40S", NamePatterns: []string{"l40s"}, Architecture: "Ada Lovelace", Compute: ComputeCapability{8, 9},
+		MemMinGiB: 44, MemMaxGiB: 48.1},
+	{PCIDeviceID: 0x27B8, Name: "L4", NamePatterns: []string{"l4"}, Architecture: "Ada Lovelace", Compute: ComputeCapability{8, 9},
+		MemMinGiB: 21.5, MemMaxGiB: 24.1},
+	{PCIDeviceID: 0x2901, Name: "B200", NamePatterns: []string{"b200"}, Architecture: "Blackwell", Compute: ComputeCapability{10, 0},
+		MemMinGiB: 170, MemMaxGiB: 192.1, MIG: true},
+	// The mock's B200 host reports driver 560.28.03 / CUDA 12.6, older than real B200 support.
+	{PCIDeviceID: 0x2B00, Name: "B200 180GB (go-nvml mock)", NamePatterns: []string{"b200"}, Architecture: "Blackwell", Compute: ComputeCapability{10, 0},
+		MemMinGiB: 170, MemMaxGiB: 192.1, MinCUDADriver: 12060, MIG: true, Simulated: true},
+}
+
+// LookupModel returns the reference row for a 16-bit NVIDIA PCI device id, or false if the
+// table has none.
+func LookupModel(pciDeviceID uint16) (Model, bool) {
+	for _, m := range Models {
+		if m.PCIDeviceID == pciDeviceID {
+			return m, true
+		}
+	}
+	return Model{}, false
+}
+
+// Identify returns the reference row a GPU's PCI ids select, or false when the vendor is not
+// NVIDIA, the id is out of range or not in Models. The server should name a device's GPUs from
+// this row, never from the NVML name, which the worker can set to anything.
+func Identify(g GPU) (Model, bool) {
+	if g.PCIVendorID != VendorNVIDIA || g.PCIDeviceID > 0xFFFF {
+		return Model{}, false
+	}
+	return LookupModel(uint16(g.PCIDeviceID))
+}
+
+// minCUDA is the CUDA driver version a GPU of row m needs.
+func (m Model) minCUDA() int {
+	if m.MinCUDADriver != 0 {
+		return m.MinCUDADriver
+	}
+	a, _ := LookupArchitecture(m.Architecture)
+	return a.MinCUDADriver
+}
+
+// nameTokens lowercases s and splits it at every byte that is not an ASCII letter or digit.
+func nameTokens(s string) []string {
+	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool {
+		return !('a' <= r && r <= 'z' || '0' <= r && r <= '9')
+	})
+}
+
+// containsTokens reports whether pattern's tokens occur consecutively in tokens.
+func containsTokens(tokens []string, pattern string) bool {
+	pat := strings.Fields(pattern)
+	if len(pat) == 0 {
+		return false
+	}
+outer:
+	for i := 0; i+len(pat) <= len(tokens); i++ {
+		for j, p := range pat {
+			if tokens[i+j] != p {
+				continue outer
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func (m Model) nameMatches(tokens []string) bool {
+	for _, p := range m.NamePatterns {
+		if containsTokens(tokens, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,309 @@
+package attest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// SnapshotVersion is the tag that opens every canonical snapshot encoding.
+const SnapshotVersion = "gpugate/snapshot/v1"
+
+// Structural limits enforced by [Snapshot.Validate]. They bound the work and memory the server
+// spends on one snapshot; the plausibility limits (e.g. [MaxGPUsPerHost]) are counterfeit rules.
+const (
+	MaxSnapshotBytes   = 1 << 20 // JSON accepted by ParseSnapshot
+	MaxSnapshotGPUs    = 64      // GPUs per snapshot
+	MaxFieldBytes      = 256     // any string field
+	MaxCCNonceBytes    = 64      // CCReport.Nonce
+	MaxCCReportBytes   = 8192    // NVML CC_GPU_ATTESTATION_REPORT_SIZE
+	MaxCCCECBytes      = 4096    // NVML CC_GPU_CEC_ATTESTATION_REPORT_SIZE
+	MaxCCCertChainSize = 16384   // each certificate chain (NVML uses 4096 and 5120 today)
+)
+
+// GPU is what NVML says about one GPU. A field NVML answered with ERROR_NOT_SUPPORTED is left
+// at its zero value (nil for the *bool fields); that is "absent", never a failure by itself.
+//
+// PCIDeviceID holds the 16-bit PCI device id (0x2330 for an H100 SXM5), not NVML's 32-bit
+// nvmlPciInfo_t.pciDeviceId (0x233010DE, device<<16 | vendor): split that with [SplitPCIID]
+// and store the halves in PCIDeviceID and PCIVendorID. A value above 0xFFFF is refused by
+// [Snapshot.Validate]. PCISubsystemID is NVML's 32-bit pciSubSystemId as reported.
+type GPU struct {
+	UUID                 string `json:"uuid"`
+	Name                 string `json:"name"`
+	PCIDeviceID          uint32 `json:"pciDeviceId"`
+	PCIVendorID          uint16 `json:"pciVendorId"`
+	PCISubsystemID       uint32 `json:"pciSubsystemId,omitempty"`
+	BusID                string `json:"busId,omitempty"`
+	MemoryTotalBytes     uint64 `json:"memoryTotalBytes"`
+	Architecture         string `json:"architecture,omitempty"` // see ArchitectureName
+	ComputeMajor         int    `json:"computeMajor"`
+	ComputeMinor         int    `json:"computeMinor"`
+	Serial               string `json:"serial,omitempty"`
+	BoardPartNumber      string `json:"boardPartNumber,omitempty"`
+	VBIOSVersion         string `json:"vbiosVersion,omitempty"`
+	MaxSMClockMHz        uint32 `json:"maxSmClockMhz,omitempty"`
+	MaxMemClockMHz       uint32 `json:"maxMemClockMhz,omitempty"`
+	PowerLimitMilliwatts uint32 `json:"powerLimitMilliwatts,omitempty"`
+	ECCEnabled           *bool  `json:"eccEnabled,omitempty"`
+	MIGEnabled           *bool  `json:"migEnabled,omitempty"`
+}
+
+// Snapshot is one host's GPUs plus the host-level versions, as collected by the worker for
+// enrollment and for every proof.
+type Snapshot struct {
+	DriverVersion     string    `json:"driverVersion"`     // "550.54.15"
+	NVMLVersion       string    `json:"nvmlVersion"`       // "12.550.54.15"
+	CUDADriverVersion int       `json:"cudaDriverVersion"` // 12040 for CUDA 12.4
+	GPUs              []GPU     `json:"gpus"`
+	Attestation       *CCReport `json:"attestation,omitempty"`
+}
+
+// CCReport carries NVIDIA confidential-computing evidence where the host supports it (Hopper
+// and later in CC mode). It is hashed and stored with the snapshot but not verified yet: that
+// needs NVIDIA's certificate chain and the report parser (nvTrust). The worker should pass the
+// challenge nonce to nvmlDeviceGetConfComputeGpuAttestationReport so the report is fresh;
+// [VerifyProof] refuses a report whose Nonce differs from the challenge nonce.
+type CCReport struct {
+	Nonce []byte        `json:"nonce"`
+	GPUs  []CCGPUReport `json:"gpus"`
+}
+
+// CCGPUReport is NVML's confidential-computing evidence for one GPU (raw bytes as returned by
+// GetConfComputeGpuAttestationReport and GetConfComputeGpuCertificate; absent parts empty).
+type CCGPUReport struct {
+	UUID                 string `json:"uuid"`
+	Report               []byte `json:"report"`
+	CECReport            []byte `json:"cecReport,omitempty"`
+	CertChain            []byte `json:"certChain,omitempty"`
+	AttestationCertChain []byte `json:"attestationCertChain,omitempty"`
+}
+
+// ParseSnapshot decodes the snapshot JSON a worker sent. It refuses unknown fields, trailing
+// data, more than MaxSnapshotBytes and anything [Snapshot.Validate] refuses; every error wraps
+// ErrMalformed.
+func ParseSnapshot(data []byte) (Snapshot, error) {
+	var s Snapshot
+	if len(data) > MaxSnapshotBytes {
+		return s, fmt.Errorf("%w: snapshot is %d bytes, limit %d", ErrMalformed, len(data), MaxSnapshotBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return Snapshot{}, fmt.Errorf("%w: snapshot JSON: %v", ErrMalformed, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Snapshot{}, fmt.Errorf("%w: snapshot JSON: trailing data", ErrMalformed)
+	}
+	if err := s.Validate(); err != nil {
+		return Snapshot{}, err
+	}
+	return s, nil
+}
+
+// Validate checks the structural limits (GPU count, field lengths, 16-bit PCI device ids,
+// compute capability range, attestation sizes). It returns nil or an error wrapping
+// ErrMalformed naming the first offending field. Plausibility is not checked here: that is
+// [CheckSnapshot], whose findings are verdicts rather than refusals.
+func (s Snapshot) Validate() error {
+	if len(s.GPUs) > MaxSnapshotGPUs {
+		return fmt.Errorf("%w: %d GPUs, limit %d", ErrMalformed, len(s.GPUs), MaxSnapshotGPUs)
+	}
+	if err := checkLen("driverVersion", s.DriverVersion); err != nil {
+		return err
+	}
+	if err := checkLen("nvmlVersion", s.NVMLVersion); err != nil {
+		return err
+	}
+	if s.CUDADriverVersion < 0 || s.CUDADriverVersion > 1_000_000 {
+		return fmt.Errorf("%w: cudaDriverVersion %d out of range", ErrMalformed, s.CUDADriverVersion)
+	}
+	for i, g := range s.GPUs {
+		for _, f := range [...]struct{ name, v string }{
+			{"uuid", g.UUID}, {"name", g.Name}, {"busId", g.BusID}, {"architecture", g.Architecture},
+			{"serial", g.Serial}, {"boardPartNumber", g.BoardPartNumber}, {"vbiosVersion", g.VBIOSVersion},
+		} {
+			if err := checkLen(fmt.Sprintf("gpus[%d].%s", i, f.name), f.v); err != nil {
+				return err
+			}
+		}
+		if g.PCIDeviceID > 0xFFFF {
+			return fmt.Errorf("%w: gpus[%d].pciDeviceId %#x is NVML's 32-bit form; send the 16-bit device id (SplitPCIID)",
+				ErrMalformed, i, g.PCIDeviceID)
+		}
+		if g.ComputeMajor < 0 || g.ComputeMajor > 255 || g.ComputeMinor < 0 || g.ComputeMinor > 255 {
+			return fmt.Errorf("%w: gpus[%d] compute capability %d.%d out of range", ErrMalformed, i, g.ComputeMajor, g.ComputeMinor)
+		}
+	}
+	if a := s.Attestation; a != nil {
+		if len(a.Nonce) > MaxCCNonceBytes {
+			return fmt.Errorf("%w: attestation.nonce is %d bytes, limit %d", ErrMalformed, len(a.Nonce), MaxCCNonceBytes)
+		}
+		if len(a.GPUs) > MaxSnapshotGPUs {
+			return fmt.Errorf("%w: attestation has %d GPU reports, limit %d", ErrMalformed, len(a.GPUs), MaxSnapshotGPUs)
+		}
+		for i, r := range a.GPUs {
+			if err := checkLen(fmt.Sprintf("attestation.gpus[%d].uuid", i), r.UUID); err != nil {
+				return err
+			}
+			for _, f := range [...]struct {
+				name   string
+				n, lim int
+			}{
+				{"report", len(r.Report), MaxCCReportBytes},
+				{"cecReport", len(r.CECReport), MaxCCCECBytes},
+				{"certChain", len(r.CertChain), MaxCCCertChainSize},
+				{"attestationCertChain", len(r.AttestationCertChain), MaxCCCertChainSize},
+			} {
+				if f.n > f.lim {
+					return fmt.Errorf("%w: attestation.gpus[%d].%s is %d bytes, limit %d", ErrMalformed, i, f.name, f.n, f.lim)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func checkLen(field, v string) error {
+	if len(v) > MaxFieldBytes {
+		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrMalformed, field, len(v), MaxFieldBytes)
+	}
+	return nil
+}
+
+// Canonical returns the deterministic "gpugate/snapshot/v1" encoding described in the package
+// documentation. It does not depend on the order of GPUs or attestation reports, on JSON field
+// order, or on nil versus empty slices; it depends on every other field. It never fails: an
+// invalid snapshot still has an encoding (Validate separately).
+func (s Snapshot) Canonical() []byte {
+	size := 64 + len(s.DriverVersion) + len(s.NVMLVersion)
+	for i := range s.GPUs {
+		size += gpuSize(&s.GPUs[i])
+	}
+	if a := s.Attestation; a != nil {
+		size += 8 + len(a.Nonce)
+		for i := range a.GPUs {
+			r := &a.GPUs[i]
+			size += 20 + len(r.UUID) + len(r.Report) + len(r.CECReport) + len(r.CertChain) + len(r.AttestationCertChain)
+		}
+	}
+	b := make([]byte, 0, size)
+	b = appendStr(b, SnapshotVersion)
+	b = appendStr(b, s.DriverVersion)
+	b = appendStr(b, s.NVMLVersion)
+	b = binary.BigEndian.AppendUint64(b, uint64(int64(s.CUDADriverVersion)))
+
+	order := make([]int, len(s.GPUs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int {
+		if c := strings.Compare(s.GPUs[i].UUID, s.GPUs[j].UUID); c != 0 {
+			return c
+		}
+		// Equal UUIDs (a counterfeit host) must still encode the same way in any order.
+		return bytes.Compare(appendGPU(nil, &s.GPUs[i]), appendGPU(nil, &s.GPUs[j]))
+	})
+	b = binary.BigEndian.AppendUint32(b, uint32(len(order)))
+	for _, i := range order {
+		b = appendGPU(b, &s.GPUs[i])
+	}
+
+	a := s.Attestation
+	if a == nil {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	b = appendBytes(b, a.Nonce)
+	reps := make([][]byte, len(a.GPUs))
+	for i := range a.GPUs {
+		r := &a.GPUs[i]
+		e := appendStr(nil, r.UUID)
+		e = appendBytes(e, r.Report)
+		e = appendBytes(e, r.CECReport)
+		e = appendBytes(e, r.CertChain)
+		reps[i] = appendBytes(e, r.AttestationCertChain)
+	}
+	// Each encoding starts with the length-prefixed UUID, so sorting the encodings sorts by
+	// UUID length then UUID: any total order works as long as it ignores the input order.
+	slices.SortFunc(reps, bytes.Compare)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(reps)))
+	for _, e := range reps {
+		b = append(b, e...)
+	}
+	return b
+}
+
+// Hash returns SHA-256(Canonical()), the snapHash bound into the proof of work.
+func (s Snapshot) Hash() [32]byte {
+	return sha256.Sum256(s.Canonical())
+}
+
+func gpuSize(g *GPU) int {
+	return 120 + len(g.UUID) + len(g.Name) + len(g.BusID) + len(g.Architecture) + len(g.Serial) +
+		len(g.BoardPartNumber) + len(g.VBIOSVersion)
+}
+
+func appendGPU(b []byte, g *GPU) []byte {
+	b = appendStr(b, g.UUID)
+	b = appendStr(b, g.Name)
+	b = binary.BigEndian.AppendUint32(b, g.PCIDeviceID)
+	b = binary.BigEndian.AppendUint32(b, uint32(g.PCIVendorID))
+	b = binary.BigEndian.AppendUint32(b, g.PCISubsystemID)
+	b = appendStr(b, g.BusID)
+	b = binary.BigEndian.AppendUint64(b, g.MemoryTotalBytes)
+	b = appendStr(b, g.Architecture)
+	b = binary.BigEndian.AppendUint64(b, uint64(int64(g.ComputeMajor)))
+	b = binary.BigEndian.AppendUint64(b, uint64(int64(g.ComputeMinor)))
+	b = appendStr(b, g.Serial)
+	b = appendStr(b, g.BoardPartNumber)
+	b = appendStr(b, g.VBIOSVersion)
+	b = binary.BigEndian.AppendUint32(b, g.MaxSMClockMHz)
+	b = binary.BigEndian.AppendUint32(b, g.MaxMemClockMHz)
+	b = binary.BigEndian.AppendUint32(b, g.PowerLimitMilliwatts)
+	b = appendOptBool(b, g.ECCEnabled)
+	return appendOptBool(b, g.MIGEnabled)
+}
+
+// appendStr appends a u32 length and the string as encoding/json transmits it: each byte that
+// is not part of valid UTF-8 becomes U+FFFD, exactly as json.Marshal replaces it.
+func appendStr(b []byte, s string) []byte {
+	if utf8.ValidString(s) {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+		return append(b, s...)
+	}
+	var t []byte
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			t = utf8.AppendRune(t, utf8.RuneError)
+		} else {
+			t = append(t, s[i:i+size]...)
+		}
+		i += size
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(t)))
+	return append(b, t...)
+}
+
+func appendBytes(b, v []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+	return append(b, v...)
+}
+
+func appendOptBool(b []byte, v *bool) []byte {
+	switch {
+	case v == nil:
+		return append(b, 0)
+	case !*v:
+		return append(b, 1)
+	default:
+		return append(b, 2)
+	}
+}

@@ -1,0 +1,486 @@
+package db
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/gpugate/gpugate/attest"
+)
+
+// EnrollmentTokenTTL is how long an enrollment token may wait for its worker.
+const EnrollmentTokenTTL = 15 * time.Minute
+
+// CreateEnrollmentToken makes a one-time token that enrolls one device under owner. Only the
+// token's SHA-256 is stored; the token itself is returned once.
+func (d *DB) CreateEnrollmentToken(ctx context.Context, owner string) (string, time.Time, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", time.Time{}, fmt.Errorf("enrollment token: %w", err)
+	}
+	token := "gpe_" + base64.RawURLEncoding.EncodeToString(raw[:])
+	hash := sha256.Sum256([]byte(token))
+	var expires time.Time
+	err := d.x.GetContext(ctx, &expires, `INSERT INTO enrollment_tokens (token_hash, owner_id, expires_at)
+		VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING expires_at`,
+		hash[:], owner, EnrollmentTokenTTL.Seconds())
+	return token, expires, translate("create enrollment token", err)
+}
+
+// Enrollment is what a worker sends to enroll its device.
+type Enrollment struct {
+	Token     string
+	PublicKey ed25519.PublicKey
+	Name      string
+	Region    string
+	Hostname  string
+	IP        string
+	Snapshot  attest.Snapshot
+}
+
+// Enroll consumes the token (atomically: a token enrolls one device, once) and creates the device
+// under the token's owner, PENDING until its first proof passes, with the worker's key as its
+// first credential. GPU identities another device already holds stay with that device.
+func (d *DB) Enroll(ctx context.Context, e Enrollment) (deviceID, credentialID string, err error) {
+	if len(e.PublicKey) != ed25519.PublicKeySize {
+		return "", "", Invalidf("publicKey must be an Ed25519 public key")
+	}
+	region, err := CleanText("region", e.Region, 64)
+	if err != nil {
+		return "", "", err
+	}
+	hostname := ""
+	if e.Hostname != "" {
+		if hostname, err = CleanText("hostname", e.Hostname, 253); err != nil {
+			return "", "", err
+		}
+	}
+	name := e.Name
+	if name == "" {
+		name = hostname
+	}
+	if name == "" {
+		name = "gpu-host"
+	}
+	if name, err = CleanText("name", name, MaxNameLen); err != nil {
+		return "", "", err
+	}
+	if len(e.Snapshot.GPUs) == 0 {
+		return "", "", Invalidf("snapshot has no GPUs")
+	}
+	var ip any
+	if parsed := net.ParseIP(e.IP); parsed != nil {
+		ip = parsed.String()
+	}
+	snap, err := json.Marshal(e.Snapshot)
+	if err != nil {
+		return "", "", fmt.Errorf("enroll: %w", err)
+	}
+	model, count := primaryModel(e.Snapshot)
+	hash := sha256.Sum256([]byte(e.Token))
+
+	tx, err := d.x.BeginTxx(ctx, nil)
+	if err != nil {
+		return "", "", translate("enroll", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var owner string
+	err = tx.GetContext(ctx, &owner, `UPDATE enrollment_tokens SET used_at = now()
+		WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() RETURNING owner_id`, hash[:])
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", Invalidf("the enrollment token is unknown, expired or already used")
+	}
+	if err != nil {
+		return "", "", translate("enroll", err)
+	}
+	err = tx.GetContext(ctx, &deviceID, `INSERT INTO devices (owner_id, name, region, hostname, ip_address,
+		enrolled_at, status, verification, gpu_model, gpu_count, enrollment_snapshot)
+		VALUES ($1, $2, $3, $4, $5, now(), 'DOWN', 'PENDING', $6, $7, $8) RETURNING id`,
+		owner, name, region, hostname, ip, model, count, snap)
+	if err != nil {
+		return "", "", translate("enroll", err)
+	}
+	if err := insertGPUs(ctx, tx, deviceID, e.Snapshot); err != nil {
+		return "", "", err
+	}
+	if credentialID, err = addCredential(ctx, tx, deviceID, e.PublicKey); err != nil {
+		return "", "", err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE enrollment_tokens SET device_id = $2 WHERE token_hash = $1`,
+		hash[:], deviceID); err != nil {
+		return "", "", translate("enroll", err)
+	}
+	return deviceID, credentialID, translate("enroll", tx.Commit())
+}
+
+// insertGPUs stores the snapshot's GPUs; a UUID another device already holds is skipped (the
+// earlier enrollment keeps its claim; the proof flags the clone).
+func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attest.Snapshot) error {
+	var uuids, models, archs, ccs, serials []string
+	var idx, pcis []int
+	var mems []int64
+	for i, g := range s.GPUs {
+		idx = append(idx, i)
+		uuids = append(uuids, g.UUID)
+		models = append(models, g.Name)
+		dev, _ := attest.SplitPCIID(g.PCIDeviceID)
+		if g.PCIDeviceID <= 0xFFFF {
+			dev = uint16(g.PCIDeviceID)
+		}
+		pcis = append(pcis, int(dev))
+		mems = append(mems, int64(g.MemoryTotalBytes>>20))
+		archs = append(archs, g.Architecture)
+		ccs = append(ccs, fmt.Sprintf("%d.%d", g.ComputeMajor, g.ComputeMinor))
+		serials = append(serials, g.Serial)
+	}
+	_, err := x.ExecContext(ctx, `INSERT INTO gpus (device_id, idx, uuid, model, pci_device_id, memory_mib,
+		architecture, compute_capability, serial)
+		SELECT $1, i, u, m, p, mem, a, c, s FROM unnest($2::int[], $3::text[], $4::text[], $5::int[],
+			$6::bigint[], $7::text[], $8::text[], $9::text[]) AS t(i, u, m, p, mem, a, c, s)
+		ON CONFLICT DO NOTHING`, deviceID, pq.Array(idx), pq.Array(uuids), pq.Array(models), pq.Array(pcis),
+		pq.Array(mems), pq.Array(archs), pq.Array(ccs), pq.Array(serials))
+	return translate("store gpus", err)
+}
+
+func primaryModel(s attest.Snapshot) (string, int) {
+	counts := map[string]int{}
+	best := ""
+	for _, g := range s.GPUs {
+		counts[g.Name]++
+		if counts[g.Name] > counts[best] || counts[g.Name] == counts[best] && g.Name < best {
+			best = g.Name
+		}
+	}
+	return best, len(s.GPUs)
+}
+
+// Fingerprint is the hex SHA-256 of a public key.
+func Fingerprint(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return hex.EncodeToString(sum[:])
+}
+
+func addCredential(ctx context.Context, x sqlx.ExtContext, deviceID string, pub ed25519.PublicKey) (string, error) {
+	var id string
+	err := sqlx.GetContext(ctx, x, &id, `INSERT INTO device_credentials (device_id, public_key, fingerprint)
+		VALUES ($1, $2, $3) RETURNING id`, deviceID, []byte(pub), Fingerprint(pub))
+	if err != nil {
+		err = translate("add credential", err)
+		if errors.Is(err, ErrConflict) {
+			return "", &Error{Kind: ErrConflict, Msg: "this public key is already registered"}
+		}
+	}
+	return id, err
+}
+
+// AddDeviceKey registers another worker key for the owner's device (key rotation).
+func (d *DB) AddDeviceKey(ctx context.Context, deviceID, owner string, pub ed25519.PublicKey) (DeviceCredential, error) {
+	if len(pub) != ed25519.PublicKeySize {
+		return DeviceCredential{}, Invalidf("publicKey must be an Ed25519 public key")
+	}
+	var c DeviceCredential
+	err := sqlx.GetContext(ctx, d.x, &c, `INSERT INTO device_credentials (device_id, public_key, fingerprint)
+		SELECT id, $3, $4 FROM devices WHERE id = $1 AND owner_id = $2
+		RETURNING id, device_id, fingerprint, created_at, last_used_at, revoked_at`,
+		deviceID, owner, []byte(pub), Fingerprint(pub))
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, oerr := d.DeviceOwner(ctx, deviceID); oerr != nil {
+			return c, oerr
+		}
+		return c, Forbiddenf("you do not own this device")
+	}
+	if err = translate("add device key", err); errors.Is(err, ErrConflict) {
+		return c, &Error{Kind: ErrConflict, Msg: "this public key is already registered"}
+	}
+	return c, err
+}
+
+// RevokeDeviceKey revokes one of the owner's device's keys; revoking twice keeps the first time.
+func (d *DB) RevokeDeviceKey(ctx context.Context, deviceID, owner, credentialID string) (DeviceCredential, error) {
+	var c DeviceCredential
+	err := sqlx.GetContext(ctx, d.x, &c, `UPDATE device_credentials c SET revoked_at = COALESCE(c.revoked_at, now())
+		FROM devices d WHERE c.id = $3 AND c.device_id = $1 AND d.id = c.device_id AND d.owner_id = $2
+		RETURNING c.id, c.device_id, c.fingerprint, c.created_at, c.last_used_at, c.revoked_at`,
+		deviceID, owner, credentialID)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, oerr := d.DeviceOwner(ctx, deviceID); oerr != nil {
+			return c, oerr
+		}
+		return c, NotFoundf("no such key on this device")
+	}
+	return c, translate("revoke device key", err)
+}
+
+// DeviceKey is an unrevoked public key of a device.
+type DeviceKey struct {
+	CredentialID string `db:"id"`
+	PublicKey    []byte `db:"public_key"`
+}
+
+// DeviceKeys returns the unrevoked keys of a device (none for an unknown device).
+func (d *DB) DeviceKeys(ctx context.Context, deviceID string) ([]DeviceKey, error) {
+	var keys []DeviceKey
+	err := sqlx.SelectContext(ctx, d.x, &keys, `SELECT id, public_key FROM device_credentials
+		WHERE device_id = $1 AND revoked_at IS NULL`, deviceID)
+	return keys, translate("device keys", err)
+}
+
+// TouchCredentials records that the credentials were used now.
+func (d *DB) TouchCredentials(ctx context.Context, ids []string) error {
+	_, err := d.x.ExecContext(ctx, `UPDATE device_credentials SET last_used_at = now() WHERE id = ANY($1::uuid[])`,
+		pq.Array(ids))
+	return translate("touch credentials", err)
+}
+
+// IssuedChallenge is a single-use proof-of-work challenge bound to one device.
+type IssuedChallenge struct {
+	ID         string    `db:"id"`
+	DeviceID   string    `db:"device_id"`
+	Nonce      []byte    `db:"nonce"`
+	Difficulty int       `db:"difficulty"`
+	CreatedAt  time.Time `db:"created_at"`
+	ExpiresAt  time.Time `db:"expires_at"`
+}
+
+// CreateChallenge issues a challenge with 32 random bytes for the device.
+func (d *DB) CreateChallenge(ctx context.Context, deviceID string, difficulty int, ttl time.Duration) (IssuedChallenge, error) {
+	nonce := make([]byte, 32)
+	if _, err := rand.Read(nonce); err != nil {
+		return IssuedChallenge{}, fmt.Errorf("challenge: %w", err)
+	}
+	var c IssuedChallenge
+	err := sqlx.GetContext(ctx, d.x, &c, `INSERT INTO challenges (device_id, nonce, difficulty, expires_at)
+		VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+		RETURNING id, device_id, nonce, difficulty, created_at, expires_at`, deviceID, nonce, difficulty, ttl.Seconds())
+	return c, translate("create challenge", err)
+}
+
+// ConsumeChallenge flips the device's open challenge to consumed (compare-and-swap) and returns
+// it. When it cannot, the returned reason says why: unknown or another device's challenge,
+// already used, or expired.
+func (d *DB) ConsumeChallenge(ctx context.Context, deviceID, challengeID string) (IssuedChallenge, attest.Reason, error) {
+	var c IssuedChallenge
+	err := sqlx.GetContext(ctx, d.x, &c, `UPDATE challenges SET consumed_at = now()
+		WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now()
+		RETURNING id, device_id, nonce, difficulty, created_at, expires_at`, challengeID, deviceID)
+	if err == nil {
+		return c, "", nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return c, "", translate("consume challenge", err)
+	}
+	var st struct {
+		Device   string `db:"device_id"`
+		Consumed bool   `db:"consumed"`
+	}
+	err = sqlx.GetContext(ctx, d.x, &st, `SELECT device_id, consumed_at IS NOT NULL AS consumed FROM challenges WHERE id = $1`, challengeID)
+	switch {
+	case errors.Is(err, sql.ErrNoRows) || err == nil && st.Device != deviceID:
+		return c, attest.ReasonChallengeForeign, nil
+	case err != nil:
+		return c, "", translate("consume challenge", err)
+	case st.Consumed:
+		return c, attest.ReasonChallengeReplayed, nil
+	}
+	return c, attest.ReasonChallengeExpired, nil
+}
+
+// EnrollmentSnapshot returns the snapshot the device enrolled with.
+func (d *DB) EnrollmentSnapshot(ctx context.Context, deviceID string) (attest.Snapshot, error) {
+	var raw []byte
+	if err := d.x.GetContext(ctx, &raw, `SELECT enrollment_snapshot FROM devices WHERE id = $1`, deviceID); err != nil {
+		return attest.Snapshot{}, translate("enrollment snapshot", err)
+	}
+	return attest.ParseSnapshot(raw)
+}
+
+// GPUClaims returns, for the GPU UUIDs and serials of a snapshot, the other devices that already
+// hold them: the cross-device counterfeit rules.
+func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) ([]attest.Finding, []string, error) {
+	var uuids, serials []string
+	for _, g := range s.GPUs {
+		uuids = append(uuids, g.UUID)
+		if g.Serial != "" {
+			serials = append(serials, g.Serial)
+		}
+	}
+	var rows []struct {
+		DeviceID string `db:"device_id"`
+		UUID     string `db:"uuid"`
+		Serial   string `db:"serial"`
+		ByUUID   bool   `db:"by_uuid"`
+	}
+	err := sqlx.SelectContext(ctx, d.x, &rows, `SELECT device_id, uuid, serial, uuid = ANY($2::text[]) AS by_uuid
+		FROM gpus WHERE device_id <> $1 AND (uuid = ANY($2::text[]) OR (serial <> '' AND serial = ANY($3::text[])))`,
+		deviceID, pq.Array(uuids), pq.Array(serials))
+	if err != nil {
+		return nil, nil, translate("gpu claims", err)
+	}
+	var findings []attest.Finding
+	others := map[string]bool{}
+	for _, r := range rows {
+		others[r.DeviceID] = true
+		if r.ByUUID {
+			findings = append(findings, attest.Finding{Reason: attest.ReasonUUIDOnAnotherDevice, GPU: r.UUID,
+				Detail: "this GPU UUID is enrolled on another device"})
+		} else {
+			findings = append(findings, attest.Finding{Reason: attest.ReasonSerialOnAnotherDevice, GPU: r.UUID,
+				Detail: "this GPU serial is enrolled on another device"})
+		}
+	}
+	var ids []string
+	for id := range others {
+		ids = append(ids, id)
+	}
+	return findings, ids, nil
+}
+
+// ProofRecord is the verdict of one proof.
+type ProofRecord struct {
+	DeviceID    string
+	ChallengeID string
+	Findings    []attest.Finding
+	Snapshot    *attest.Snapshot
+	// Accomplices are other devices implicated by the findings (they hold a cloned GPU
+	// identity); they are flagged too.
+	Accomplices []string
+}
+
+// RecordProof stores the verdict (FLAGGED when a finding flags, else PASSED; every finding's reason
+// code is kept) and
+// updates the device's public verification state; accomplices are flagged with the same reason.
+// It returns the device's new verification state.
+func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict, []string, VerificationState, error) {
+	verdict, state := VerdictPassed, VerificationVerified
+	reasons := reasonCodes(p.Findings)
+	if attest.Flagged(p.Findings) {
+		verdict, state = VerdictFlagged, VerificationFlagged
+	}
+	var snap, cc []byte
+	if p.Snapshot != nil {
+		var err error
+		if snap, err = json.Marshal(p.Snapshot); err != nil {
+			return "", nil, "", fmt.Errorf("record proof: %w", err)
+		}
+		if p.Snapshot.Attestation != nil {
+			cc, _ = json.Marshal(p.Snapshot.Attestation)
+		}
+	}
+	var challenge any
+	if p.ChallengeID != "" {
+		challenge = p.ChallengeID
+	}
+	tx, err := d.x.BeginTxx(ctx, nil)
+	if err != nil {
+		return "", nil, "", translate("record proof", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report)
+		VALUES ($1, $2, $3, $4, $5, $6)`, p.DeviceID, verdict, pq.Array(reasons), challenge, snap, cc); err != nil {
+		return "", nil, "", translate("record proof", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE devices SET verification = $2, updated_at = now() WHERE id = $1`,
+		p.DeviceID, state); err != nil {
+		return "", nil, "", translate("record proof", err)
+	}
+	if len(p.Accomplices) > 0 {
+		accReasons := []string{string(attest.ReasonUUIDOnAnotherDevice)}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons)
+			SELECT id, 'FLAGGED', $2 FROM devices WHERE id = ANY($1::uuid[])`, pq.Array(p.Accomplices), pq.Array(accReasons)); err != nil {
+			return "", nil, "", translate("record proof", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET verification = 'FLAGGED', updated_at = now()
+			WHERE id = ANY($1::uuid[])`, pq.Array(p.Accomplices)); err != nil {
+			return "", nil, "", translate("record proof", err)
+		}
+	}
+	return verdict, reasons, state, translate("record proof", tx.Commit())
+}
+
+func reasonCodes(fs []attest.Finding) []string {
+	seen := map[attest.Reason]bool{}
+	out := []string{}
+	for _, f := range fs {
+		if !seen[f.Reason] {
+			seen[f.Reason] = true
+			out = append(out, string(f.Reason))
+		}
+	}
+	return out
+}
+
+// Heartbeat records a worker's heartbeat: the device shows UP unless paused or quarantined. It
+// returns the device's status.
+func (d *DB) Heartbeat(ctx context.Context, deviceID string, readings []byte) (DeviceStatus, error) {
+	var st DeviceStatus
+	err := d.x.GetContext(ctx, &st, `UPDATE devices SET last_seen_at = now(), heartbeat = $2,
+		status = CASE WHEN quarantined_at IS NOT NULL THEN 'QUARANTINED' WHEN paused THEN 'PAUSED' ELSE 'UP' END
+		WHERE id = $1 RETURNING status`, deviceID, readings)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", NotFoundf("device not found")
+	}
+	return st, translate("heartbeat", err)
+}
+
+// MarkSilentDevicesDown shows DOWN every UP device whose last heartbeat is older than window. It
+// returns how many changed. Several gateways may run it: an advisory lock lets one at a time work.
+func (d *DB) MarkSilentDevicesDown(ctx context.Context, window time.Duration) (int64, error) {
+	tx, err := d.x.BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, translate("mark down", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var locked bool
+	if err := tx.GetContext(ctx, &locked, `SELECT pg_try_advisory_xact_lock(hashtext('gpugate:mark-down'))`); err != nil {
+		return 0, translate("mark down", err)
+	}
+	if !locked {
+		return 0, nil
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE devices SET status = 'DOWN', updated_at = now()
+		WHERE status = 'UP' AND (last_seen_at IS NULL OR last_seen_at < now() - make_interval(secs => $1))`,
+		window.Seconds())
+	if err != nil {
+		return 0, translate("mark down", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, translate("mark down", tx.Commit())
+}
+
+// PurgeChallenges deletes challenges that expired more than an hour ago.
+func (d *DB) PurgeChallenges(ctx context.Context) error {
+	_, err := d.x.ExecContext(ctx, `DELETE FROM challenges WHERE expires_at < now() - interval '1 hour'`)
+	return translate("purge challenges", err)
+}
+
+// ParsePublicKey decodes a base64 (standard or URL, padded or not) Ed25519 public key.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	s = strings.TrimRight(strings.TrimSpace(s), "=")
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == ed25519.PublicKeySize {
+			return ed25519.PublicKey(b), nil
+		}
+	}
+	return nil, Invalidf("publicKey must be a base64 Ed25519 public key (32 bytes)")
+}
+
+// PulseDemoDevices refreshes the heartbeat of the seeded demo devices that show UP (devices with
+// no worker key). Dev mode only: it stands in for workers that do not exist.
+func (d *DB) PulseDemoDevices(ctx context.Context) error {
+	_, err := d.x.ExecContext(ctx, `UPDATE devices SET last_seen_at = now()
+		WHERE status = 'UP' AND NOT EXISTS (SELECT 1 FROM device_credentials c WHERE c.device_id = devices.id)`)
+	return translate("pulse demo devices", err)
+}

@@ -1,0 +1,223 @@
+package resolvers
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/deviceauth"
+	"github.com/gpugate/gpugate/graph/model"
+	"github.com/gpugate/gpugate/guard"
+)
+
+// WorkerConfig holds the proof-of-work and heartbeat settings.
+type WorkerConfig struct {
+	Difficulty     int           // leading zero bits; default 16
+	ChallengeTTL   time.Duration // default 2 min
+	HeartbeatEvery time.Duration // what workers are told; default 30 s
+}
+
+func (c WorkerConfig) withDefaults() WorkerConfig {
+	if c.Difficulty <= 0 {
+		c.Difficulty = 16
+	}
+	if c.ChallengeTTL <= 0 {
+		c.ChallengeTTL = 2 * time.Minute
+	}
+	if c.HeartbeatEvery <= 0 {
+		c.HeartbeatEvery = 30 * time.Second
+	}
+	return c
+}
+
+const maxHeartbeatGPUs = 64
+
+// deviceWrite runs one worker mutation through the guard, as the signing device.
+func (r *Resolver) deviceWrite(ctx context.Context, op string, fn func(ctx context.Context, p deviceauth.Principal) error) error {
+	p, ok := deviceauth.PrincipalFrom(ctx)
+	if !ok { // the @device directive guarantees it; stay closed if a field forgot the directive
+		return fmt.Errorf("sign the request with the device key: %w", deviceauth.ErrUnauthenticated)
+	}
+	return r.Guard.Do(ctx, guard.Write{Op: op, Actor: "device:" + p.DeviceID, Target: p.DeviceID},
+		func(ctx context.Context) error { return fn(ctx, p) })
+}
+
+func (r *Resolver) enrollmentToken(ctx context.Context) (*model.EnrollmentToken, error) {
+	u, err := r.currentUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out model.EnrollmentToken
+	err = r.Guard.Do(ctx, guard.Write{Op: "createEnrollmentToken", Actor: u.ID}, func(ctx context.Context) error {
+		out.Token, out.ExpiresAt, err = r.DB.CreateEnrollmentToken(ctx, u.ID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (r *Resolver) enroll(ctx context.Context, in model.EnrollDeviceInput) (*model.EnrolledDevice, error) {
+	e, ok := deviceauth.EnrollmentFrom(ctx)
+	if !ok {
+		r.deny(ctx, "", "", "unsigned enrollment")
+		return nil, fmt.Errorf("sign the enrollment request with the key being enrolled: %w", deviceauth.ErrUnauthenticated)
+	}
+	pub, err := db.ParsePublicKey(in.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.VerifyEnrollment(pub); err != nil {
+		r.deny(ctx, "", "", "bad enrollment signature")
+		return nil, err
+	}
+	snap, err := attest.ParseSnapshot([]byte(in.Snapshot))
+	if err != nil {
+		return nil, db.Invalidf("snapshot: %v", err)
+	}
+	host, _, _ := net.SplitHostPort(e.RemoteAddr())
+	var out model.EnrolledDevice
+	err = r.Guard.Do(ctx, guard.Write{Op: "enrollDevice", Actor: "key:" + db.Fingerprint(pub)[:16]}, func(ctx context.Context) error {
+		id, cred, err := r.DB.Enroll(ctx, db.Enrollment{Token: in.Token, PublicKey: pub, Name: deref(in.Name),
+			Region: in.Region, Hostname: deref(in.Hostname), IP: host, Snapshot: snap})
+		out = model.EnrolledDevice{DeviceID: id, CredentialID: cred}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (r *Resolver) challenge(ctx context.Context) (*model.Challenge, error) {
+	var c db.IssuedChallenge
+	err := r.deviceWrite(ctx, "requestChallenge", func(ctx context.Context, p deviceauth.Principal) error {
+		var err error
+		c, err = r.DB.CreateChallenge(ctx, p.DeviceID, r.Workers.Difficulty, r.Workers.ChallengeTTL)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &model.Challenge{ID: c.ID, Nonce: base64.StdEncoding.EncodeToString(c.Nonce),
+		Difficulty: c.Difficulty, ExpiresAt: c.ExpiresAt}, nil
+}
+
+// proof checks a submitted proof and stores its verdict. Malformed input is refused before the
+// challenge is touched; everything after that is a verdict (FLAGGED with reasons), never an error,
+// so the owner sees why.
+func (r *Resolver) proof(ctx context.Context, in model.ProofInput) (*model.ProofResult, error) {
+	counter, err := strconv.ParseUint(in.Counter, 10, 64)
+	if err != nil {
+		return nil, db.Invalidf("counter must be a decimal unsigned 64-bit integer")
+	}
+	sig, err := decodeB64(in.Signature)
+	if err != nil || len(sig) > 128 {
+		return nil, db.Invalidf("signature must be base64")
+	}
+	var claimedHash []byte
+	if in.SnapshotHash != nil {
+		if claimedHash, err = decodeB64(*in.SnapshotHash); err != nil || len(claimedHash) != 32 {
+			return nil, db.Invalidf("snapshotHash must be the base64 of 32 bytes")
+		}
+	}
+	snap, err := attest.ParseSnapshot([]byte(in.Snapshot))
+	if err != nil {
+		return nil, db.Invalidf("snapshot: %v", err)
+	}
+	challengeID, err := db.ParseDeviceID(in.ChallengeID) // challenge ids are UUIDs too
+	if err != nil {
+		return nil, db.Invalidf("challengeId is not a challenge ID")
+	}
+	var res model.ProofResult
+	err = r.deviceWrite(ctx, "submitProof", func(ctx context.Context, p deviceauth.Principal) error {
+		rec := db.ProofRecord{DeviceID: p.DeviceID, ChallengeID: challengeID, Snapshot: &snap}
+		ch, reason, err := r.DB.ConsumeChallenge(ctx, p.DeviceID, challengeID)
+		if err != nil {
+			return err
+		}
+		if reason != "" {
+			rec.Findings = []attest.Finding{{Reason: reason, Detail: reason.Description()}}
+		} else {
+			rec.Findings, rec.Accomplices, err = r.judge(ctx, p, ch, attest.Proof{ChallengeID: challengeID,
+				Counter: counter, Snapshot: snap, SnapshotHash: claimedHash, Signature: sig})
+			if err != nil {
+				return err
+			}
+		}
+		verdict, reasons, state, err := r.DB.RecordProof(ctx, rec)
+		res = model.ProofResult{Verdict: verdict, Reasons: reasons, Verification: state}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// judge runs every check on a proof whose challenge was just consumed: the work and signature,
+// the host-level counterfeit rules, the changes since enrollment and the GPU identities other
+// devices hold.
+func (r *Resolver) judge(ctx context.Context, p deviceauth.Principal, ch db.IssuedChallenge, proof attest.Proof) ([]attest.Finding, []string, error) {
+	if err := attest.VerifyProof(p.PublicKey, ch.Nonce, ch.Difficulty, proof); err != nil {
+		reason := attest.ReasonForError(err)
+		if reason == "" {
+			reason = attest.ReasonMalformedProof
+		}
+		return []attest.Finding{{Reason: reason, Detail: reason.Description()}}, nil, nil
+	}
+	findings := attest.CheckSnapshot(proof.Snapshot)
+	enrolled, err := r.DB.EnrollmentSnapshot(ctx, p.DeviceID)
+	if err != nil {
+		return nil, nil, err
+	}
+	findings = append(findings, attest.CompareEnrollment(enrolled, proof.Snapshot)...)
+	claims, accomplices, err := r.DB.GPUClaims(ctx, p.DeviceID, proof.Snapshot)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(findings, claims...), accomplices, nil
+}
+
+func (r *Resolver) heartbeat(ctx context.Context, in model.HeartbeatInput) (*model.HeartbeatAck, error) {
+	if len(in.Gpus) > maxHeartbeatGPUs {
+		return nil, db.Invalidf("gpus: at most %d readings", maxHeartbeatGPUs)
+	}
+	for _, g := range in.Gpus {
+		if len(g.UUID) > 96 || !inRange(g.UtilizationPercent, 0, 100) || !inRange(g.TemperatureC, -50, 200) ||
+			!inRange(g.MemoryUsedMiB, 0, 1<<24) || !inRange(g.PowerWatts, 0, 100_000) {
+			return nil, db.Invalidf("gpus: a reading is out of range (uuid <= 96 bytes, utilization 0..100, temperature -50..200)")
+		}
+	}
+	readings, err := json.Marshal(in.Gpus)
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat: %w", err)
+	}
+	var st db.DeviceStatus
+	err = r.deviceWrite(ctx, "heartbeat", func(ctx context.Context, p deviceauth.Principal) error {
+		st, err = r.DB.Heartbeat(ctx, p.DeviceID, readings)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &model.HeartbeatAck{Status: st, NextInSeconds: int(r.Workers.HeartbeatEvery.Seconds())}, nil
+}
+
+func inRange(v *int, lo, hi int) bool { return v == nil || *v >= lo && *v <= hi }
+
+func decodeB64(s string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("not base64")
+}
