@@ -82,7 +82,12 @@ type owners struct {
 func newOwners(t *testing.T) *owners {
 	t.Helper()
 	p := newIDP(t)
-	e := newEnv(t, 40, gateway.Config{Verifier: p.verifier, RoleNames: map[model.Role]string{model.RoleAdmin: "ADMIN"}})
+	return newOwnersWith(t, p, gateway.Config{Verifier: p.verifier, RoleNames: map[model.Role]string{model.RoleAdmin: "ADMIN"}})
+}
+
+func newOwnersWith(t *testing.T, p *idp, cfg gateway.Config) *owners {
+	t.Helper()
+	e := newEnv(t, 40, cfg)
 	o := &owners{env: e, idp: p}
 	for _, u := range []struct {
 		name string
