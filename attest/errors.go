@@ -3,8 +3,8 @@ package attest
 import "errors"
 
 // Sentinel errors. Every error returned by this package wraps exactly one of them (check with
-// errors.Is); the wrapping message says which field or check failed and is safe to show to the
-// worker that sent the data.
+// errors.Is), except the context errors Solve and Prove return when cancelled; the wrapping
+// message says which field or check failed and is safe to show to the worker that sent the data.
 var (
 	// ErrMalformed: the input cannot be parsed or breaks a structural limit (size, length, range).
 	ErrMalformed = errors.New("attest: malformed")

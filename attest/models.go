@@ -75,12 +75,12 @@ func ArchitectureName(nvmlArch uint32) string {
 // LookupArchitecture finds an architecture by name, ignoring case and accepting "Ada" for "Ada
 // Lovelace". It returns false for an empty or unknown name.
 func LookupArchitecture(name string) (Architecture, bool) {
-	n := strings.ToLower(strings.TrimSpace(name))
-	if n == "ada" {
-		n = "ada lovelace"
+	n := strings.TrimSpace(name)
+	if strings.EqualFold(n, "ada") {
+		n = "Ada Lovelace"
 	}
 	for _, a := range Architectures {
-		if strings.ToLower(a.Name) == n {
+		if strings.EqualFold(a.Name, n) {
 			return a, true
 		}
 	}
@@ -157,12 +157,19 @@ var Models = []Model{
 // LookupModel returns the reference row for a 16-bit NVIDIA PCI device id, or false if the
 // table has none.
 func LookupModel(pciDeviceID uint16) (Model, bool) {
-	for _, m := range Models {
-		if m.PCIDeviceID == pciDeviceID {
-			return m, true
-		}
+	if m := lookupModel(pciDeviceID); m != nil {
+		return *m, true
 	}
 	return Model{}, false
+}
+
+func lookupModel(pciDeviceID uint16) *Model {
+	for i := range Models {
+		if Models[i].PCIDeviceID == pciDeviceID {
+			return &Models[i]
+		}
+	}
+	return nil
 }
 
 // Identify returns the reference row a GPU's PCI ids select, or false when the vendor is not
@@ -176,7 +183,7 @@ func Identify(g GPU) (Model, bool) {
 }
 
 // minCUDA is the CUDA driver version a GPU of row m needs.
-func (m Model) minCUDA() int {
+func (m *Model) minCUDA() int {
 	if m.MinCUDADriver != 0 {
 		return m.MinCUDADriver
 	}
@@ -184,34 +191,55 @@ func (m Model) minCUDA() int {
 	return a.MinCUDADriver
 }
 
-// nameTokens lowercases s and splits it at every byte that is not an ASCII letter or digit.
-func nameTokens(s string) []string {
-	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool {
-		return !('a' <= r && r <= 'z' || '0' <= r && r <= '9')
-	})
+// normName lowercases s, turns every run of bytes that are not ASCII letters or digits into one
+// space and surrounds the result with spaces: "NVIDIA H100-SXM5" → " nvidia h100 sxm5 ". Token
+// sequences can then be found by substring search with a space on each side, without
+// allocating per pattern.
+func normName(s string) string {
+	b := make([]byte, 1, len(s)+2)
+	b[0] = ' '
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		default:
+			if b[len(b)-1] != ' ' {
+				b = append(b, ' ')
+			}
+			continue
+		}
+		b = append(b, c)
+	}
+	if b[len(b)-1] != ' ' {
+		b = append(b, ' ')
+	}
+	return string(b)
 }
 
-// containsTokens reports whether pattern's tokens occur consecutively in tokens.
-func containsTokens(tokens []string, pattern string) bool {
-	pat := strings.Fields(pattern)
-	if len(pat) == 0 {
+// hasTokens reports whether pattern (lowercase tokens separated by single spaces) occurs in
+// the normName form name as whole tokens.
+func hasTokens(name, pattern string) bool {
+	if pattern == "" {
 		return false
 	}
-outer:
-	for i := 0; i+len(pat) <= len(tokens); i++ {
-		for j, p := range pat {
-			if tokens[i+j] != p {
-				continue outer
-			}
+	for i := 0; ; {
+		j := strings.Index(name[i:], pattern)
+		if j < 0 {
+			return false
 		}
-		return true
+		j += i
+		if name[j-1] == ' ' && j+len(pattern) < len(name) && name[j+len(pattern)] == ' ' {
+			return true
+		}
+		i = j + 1
 	}
-	return false
 }
 
-func (m Model) nameMatches(tokens []string) bool {
+func (m *Model) nameMatches(name string) bool {
 	for _, p := range m.NamePatterns {
-		if containsTokens(tokens, p) {
+		if hasTokens(name, p) {
 			return true
 		}
 	}

@@ -22,9 +22,10 @@ const (
 	// MaxDifficulty is the largest difficulty Solve and VerifyProof accept. Anything near it is
 	// unsolvable; the bound only keeps a misconfigured server from asking for > 256 bits.
 	MaxDifficulty = 256
-	// MaxChallengeIDBytes and MaxNonceBytes bound what VerifyProof hashes.
+	// MaxChallengeIDBytes bounds Proof.ChallengeID in VerifyProof.
 	MaxChallengeIDBytes = 128
-	MaxNonceBytes       = 64
+	// MaxNonceBytes bounds the challenge nonce in VerifyProof (the server issues 32 bytes).
+	MaxNonceBytes = 64
 )
 
 // Proof is what the worker submits for a challenge.

@@ -128,6 +128,7 @@ type Finding struct {
 	Detail string `json:"detail"`
 }
 
+// String formats f for logs: "REASON gpu: detail".
 func (f Finding) String() string {
 	if f.GPU == "" {
 		return string(f.Reason) + ": " + f.Detail
@@ -178,18 +179,22 @@ func CheckSnapshot(s Snapshot) []Finding {
 	slices.SortStableFunc(order, func(i, j int) int { return strings.Compare(s.GPUs[i].UUID, s.GPUs[j].UUID) })
 
 	// Duplicates inside the host, keyed so that formatting differences cannot hide them.
-	uuids := map[string]int{}
-	buses := map[string][]string{}
-	serials := map[string][]string{}
+	uuids := make(map[string]int, len(s.GPUs))
+	buses := make(map[string][]string, len(s.GPUs))
+	serials := make(map[string][]string, len(s.GPUs))
+	busKeys := make([]string, len(s.GPUs))
+	serialKeys := make([]string, len(s.GPUs))
 	for _, i := range order {
 		g := &s.GPUs[i]
 		if g.UUID != "" {
 			uuids[g.UUID]++
 		}
 		if k, ok := busKey(g.BusID); ok {
+			busKeys[i] = k
 			buses[k] = append(buses[k], g.UUID)
 		}
 		if k, ok := SerialKey(g.Serial); ok {
+			serialKeys[i] = k
 			serials[k] = append(serials[k], g.UUID)
 		}
 	}
@@ -202,11 +207,11 @@ func CheckSnapshot(s Snapshot) []Finding {
 				fs.add(ReasonDuplicateUUIDInHost, "reported by %d GPUs", c)
 			}
 		}
-		if k, ok := busKey(g.BusID); ok && len(buses[k]) > 1 && buses[k][0] == g.UUID {
+		if k := busKeys[i]; k != "" && len(buses[k]) > 1 && buses[k][0] == g.UUID {
 			fs.add(ReasonDuplicateBusIDInHost, "bus %s reported by %d GPUs: %s", k, len(buses[k]), strings.Join(buses[k], ", "))
 			buses[k] = nil // once per bus
 		}
-		if k, ok := SerialKey(g.Serial); ok && len(serials[k]) > 1 && serials[k][0] == g.UUID {
+		if k := serialKeys[i]; k != "" && len(serials[k]) > 1 && serials[k][0] == g.UUID {
 			fs.add(ReasonDuplicateSerialInHost, "serial %s reported by %d GPUs: %s", k, len(serials[k]), strings.Join(serials[k], ", "))
 			serials[k] = nil
 		}
@@ -238,15 +243,16 @@ func checkGPU(fs *findings, g *GPU, cuda int) {
 		fs.add(ReasonMalformedUUID, "%q", trunc(g.UUID))
 	}
 	if g.PCIVendorID != VendorNVIDIA {
-		fs.add(ReasonVendorNotNVIDIA, "PCI vendor id %#04x", g.PCIVendorID)
+		fs.add(ReasonVendorNotNVIDIA, "PCI vendor id %#06x", g.PCIVendorID)
 		return // an NVIDIA table says nothing about another vendor's ids
 	}
 
-	tokens := nameTokens(g.Name)
-	var claimed []Model // the rows the name claims
-	for _, m := range Models {
-		if m.nameMatches(tokens) {
-			claimed = append(claimed, m)
+	name := normName(g.Name)
+	var buf [8]*Model
+	claimed := buf[:0] // the rows the name claims
+	for i := range Models {
+		if Models[i].nameMatches(name) {
+			claimed = append(claimed, &Models[i])
 		}
 	}
 	cc := ComputeCapability{g.ComputeMajor, g.ComputeMinor}
@@ -254,29 +260,30 @@ func checkGPU(fs *findings, g *GPU, cuda int) {
 	arch, archKnown := LookupArchitecture(g.Architecture)
 	mem := float64(g.MemoryTotalBytes) / gib
 
-	row, known := Model{}, false
+	var row *Model
 	if g.PCIDeviceID <= 0xFFFF {
-		row, known = LookupModel(uint16(g.PCIDeviceID))
+		row = lookupModel(uint16(g.PCIDeviceID))
 	}
-	nameMatchesRow := known && row.nameMatches(tokens)
+	known := row != nil
+	nameMatchesRow := known && row.nameMatches(name)
 
 	if known {
 		if !nameMatchesRow {
-			fs.add(ReasonPCIIDNameMismatch, "PCI id %#04x is %s, name %q%s", g.PCIDeviceID, row.Name, trunc(g.Name), claimText(claimed))
+			fs.add(ReasonPCIIDNameMismatch, "PCI id %#06x is %s, name %q%s", g.PCIDeviceID, row.Name, trunc(g.Name), claimText(claimed))
 		} else if other := otherFamilies(row, claimed); other != "" {
-			fs.add(ReasonPCIIDNameMismatch, "PCI id %#04x is %s, name %q also claims %s", g.PCIDeviceID, row.Name, trunc(g.Name), other)
+			fs.add(ReasonPCIIDNameMismatch, "PCI id %#06x is %s, name %q also claims %s", g.PCIDeviceID, row.Name, trunc(g.Name), other)
 		}
-		if n, ok := nameCapacityGB(tokens); ok && (float64(n) < 0.9*row.MemMinGiB || float64(n) > 1.1*row.MemMaxGiB) {
+		if n, ok := nameCapacityGB(name); ok && (float64(n) < 0.9*row.MemMinGiB || float64(n) > 1.1*row.MemMaxGiB) {
 			fs.add(ReasonPCIIDNameMismatch, "name says %dGB, %s has %s", n, row.Name, band(row))
 		}
 		if mem < row.MemMinGiB || mem > row.MemMaxGiB {
 			fs.add(ReasonMemoryOutOfBand, "%s, %s has %s", memText(g.MemoryTotalBytes), row.Name, band(row))
 		}
 		if g.Architecture != "" && !strings.EqualFold(arch.Name, row.Architecture) {
-			fs.add(ReasonArchMismatch, "%q, PCI id %#04x (%s) is %s", trunc(g.Architecture), g.PCIDeviceID, row.Name, row.Architecture)
+			fs.add(ReasonArchMismatch, "%q, PCI id %#06x (%s) is %s", trunc(g.Architecture), g.PCIDeviceID, row.Name, row.Architecture)
 		}
 		if ccPresent && cc != row.Compute {
-			fs.add(ReasonComputeCapabilityMismatch, "%s, PCI id %#04x (%s) is %s", ccText(cc), g.PCIDeviceID, row.Name, ccText(row.Compute))
+			fs.add(ReasonComputeCapabilityMismatch, "%s, PCI id %#06x (%s) is %s", ccText(cc), g.PCIDeviceID, row.Name, ccText(row.Compute))
 		}
 		if g.MIGEnabled != nil && *g.MIGEnabled && !row.MIG {
 			fs.add(ReasonFeatureMismatch, "MIG enabled, %s has no MIG", row.Name)
@@ -285,8 +292,8 @@ func checkGPU(fs *findings, g *GPU, cuda int) {
 			fs.add(ReasonCUDATooOld, "CUDA %s, %s needs %s", cudaText(cuda), row.Name, cudaText(row.minCUDA()))
 		}
 	} else {
-		fs.add(ReasonUnknownModel, "PCI id %#04x is not in the reference table%s", g.PCIDeviceID, claimText(claimed))
-		if len(claimed) > 0 && !slices.ContainsFunc(claimed, func(m Model) bool { return mem >= m.MemMinGiB && mem <= m.MemMaxGiB }) {
+		fs.add(ReasonUnknownModel, "PCI id %#06x is not in the reference table%s", g.PCIDeviceID, claimText(claimed))
+		if len(claimed) > 0 && !slices.ContainsFunc(claimed, func(m *Model) bool { return mem >= m.MemMinGiB && mem <= m.MemMaxGiB }) {
 			fs.add(ReasonMemoryOutOfBand, "%s, the claimed %s has %s", memText(g.MemoryTotalBytes), claimed[0].Name, band(claimed[0]))
 		}
 		if archKnown && cuda > 0 && cuda < arch.MinCUDADriver {
@@ -298,10 +305,10 @@ func checkGPU(fs *findings, g *GPU, cuda int) {
 	// still reports Ada Lovelace and 8.9). Skipped when the name matches the id's own row:
 	// the row checks above already cover it.
 	if len(claimed) > 0 && !nameMatchesRow {
-		if g.Architecture != "" && !slices.ContainsFunc(claimed, func(m Model) bool { return strings.EqualFold(m.Architecture, arch.Name) }) {
+		if g.Architecture != "" && !slices.ContainsFunc(claimed, func(m *Model) bool { return strings.EqualFold(m.Architecture, arch.Name) }) {
 			fs.add(ReasonArchMismatch, "%q, the name claims %s (%s)", trunc(g.Architecture), claimed[0].Name, claimed[0].Architecture)
 		}
-		if ccPresent && !slices.ContainsFunc(claimed, func(m Model) bool { return m.Compute == cc }) {
+		if ccPresent && !slices.ContainsFunc(claimed, func(m *Model) bool { return m.Compute == cc }) {
 			fs.add(ReasonComputeCapabilityMismatch, "%s, the name claims %s (%s)", ccText(cc), claimed[0].Name, ccText(claimed[0].Compute))
 		}
 	}
@@ -311,7 +318,7 @@ func checkGPU(fs *findings, g *GPU, cuda int) {
 	}
 }
 
-func claimText(claimed []Model) string {
+func claimText(claimed []*Model) string {
 	if len(claimed) == 0 {
 		return ""
 	}
@@ -319,7 +326,7 @@ func claimText(claimed []Model) string {
 }
 
 // otherFamilies names a family the name claims besides row's own ("NVIDIA H100 A100").
-func otherFamilies(row Model, claimed []Model) string {
+func otherFamilies(row *Model, claimed []*Model) string {
 	for _, m := range claimed {
 		if !slices.ContainsFunc(m.NamePatterns, func(p string) bool { return slices.Contains(row.NamePatterns, p) }) {
 			return m.NamePatterns[0]
@@ -329,9 +336,9 @@ func otherFamilies(row Model, claimed []Model) string {
 }
 
 // nameCapacityGB finds a capacity token like "80gb" in the name.
-func nameCapacityGB(tokens []string) (int, bool) {
-	for _, t := range tokens {
-		if n, ok := strings.CutSuffix(t, "gb"); ok && n != "" && len(n) <= 4 && strings.Trim(n, "0123456789") == "" {
+func nameCapacityGB(name string) (int, bool) {
+	for t := range strings.FieldsSeq(name) {
+		if n, ok := strings.CutSuffix(t, "gb"); ok && len(n) <= 4 && isDigits(n) {
 			v, _ := strconv.Atoi(n)
 			return v, true
 		}
@@ -339,7 +346,7 @@ func nameCapacityGB(tokens []string) (int, bool) {
 	return 0, false
 }
 
-func band(m Model) string { return fmt.Sprintf("%g–%g GiB", m.MemMinGiB, m.MemMaxGiB) }
+func band(m *Model) string { return fmt.Sprintf("%g–%g GiB", m.MemMinGiB, m.MemMaxGiB) }
 
 func memText(b uint64) string {
 	if b == 0 {
@@ -360,7 +367,12 @@ func nvmlEmbedsDriver(nvml, driver string) bool {
 }
 
 func isDigits(s string) bool {
-	return s != "" && strings.Trim(s, "0123456789") == ""
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func isDottedNumber(s string) bool {
@@ -404,19 +416,20 @@ func busKey(id string) (string, bool) {
 	if id == "" {
 		return "", false
 	}
-	parts := strings.Split(id, ":")
-	if len(parts) == 2 {
-		parts = append([]string{"0"}, parts...)
+	a, rest, ok := strings.Cut(id, ":")
+	if !ok {
+		return strings.ToLower(id), true
 	}
-	devfn := []string{}
-	if len(parts) == 3 {
-		devfn = strings.Split(parts[2], ".")
+	dom, bus, devfn := "0", a, rest
+	if b, c, ok := strings.Cut(rest, ":"); ok {
+		dom, bus, devfn = a, b, c
 	}
-	if len(devfn) != 2 {
+	dev, fn, ok := strings.Cut(devfn, ".")
+	if !ok {
 		return strings.ToLower(id), true
 	}
 	var v [4]uint64
-	for i, p := range []string{parts[0], parts[1], devfn[0], devfn[1]} {
+	for i, p := range [4]string{dom, bus, dev, fn} {
 		n, err := strconv.ParseUint(p, 16, 32)
 		if err != nil {
 			return strings.ToLower(id), true
@@ -426,7 +439,25 @@ func busKey(id string) (string, bool) {
 	if v == [4]uint64{} {
 		return "", false
 	}
-	return fmt.Sprintf("%04x:%02x:%02x.%x", v[0], v[1], v[2], v[3]), true
+	b := make([]byte, 0, 16)
+	b = appendHex(b, v[0], 4)
+	b = append(b, ':')
+	b = appendHex(b, v[1], 2)
+	b = append(b, ':')
+	b = appendHex(b, v[2], 2)
+	b = append(b, '.')
+	return string(appendHex(b, v[3], 1)), true
+}
+
+func appendHex(b []byte, v uint64, width int) []byte {
+	n := 1
+	for x := v >> 4; x != 0; x >>= 4 {
+		n++
+	}
+	for ; n < width; n++ {
+		b = append(b, '0')
+	}
+	return strconv.AppendUint(b, v, 16)
 }
 
 // SerialKey normalises a board serial for identity comparisons (trimmed, spaces removed, upper
@@ -434,8 +465,11 @@ func busKey(id string) (string, bool) {
 // "N/A" or "[Not Supported]", or one character repeated ("0000000000000"), which several
 // boards report and which would otherwise collide across unrelated devices.
 func SerialKey(serial string) (string, bool) {
-	k := strings.ToUpper(strings.Join(strings.Fields(serial), ""))
-	switch strings.Trim(k, "[]()") {
+	k := serial
+	if strings.ContainsFunc(k, func(r rune) bool { return r == ' ' || r == '\t' || 'a' <= r && r <= 'z' || r >= 0x80 }) {
+		k = strings.ToUpper(strings.Join(strings.Fields(k), ""))
+	}
+	switch strings.TrimLeft(strings.TrimRight(k, "])"), "[(") {
 	case "", "NA", "N/A", "NONE", "NULL", "UNKNOWN", "NOTSUPPORTED", "NOTAVAILABLE", "DEFAULT", "TOBEFILLEDBYO.E.M.":
 		return "", false
 	}
@@ -495,13 +529,13 @@ func CompareEnrollment(enrolled, current Snapshot) []Finding {
 			fs.add(ReasonImmutableFieldChanged, "GPU not present at enrollment")
 		default:
 			if e.PCIDeviceID != c.PCIDeviceID {
-				fs.add(ReasonImmutableFieldChanged, "pciDeviceId %#04x → %#04x", e.PCIDeviceID, c.PCIDeviceID)
+				fs.add(ReasonImmutableFieldChanged, "pciDeviceId %#06x → %#06x", e.PCIDeviceID, c.PCIDeviceID)
 			}
 			if e.PCIVendorID != c.PCIVendorID {
-				fs.add(ReasonImmutableFieldChanged, "pciVendorId %#04x → %#04x", e.PCIVendorID, c.PCIVendorID)
+				fs.add(ReasonImmutableFieldChanged, "pciVendorId %#06x → %#06x", e.PCIVendorID, c.PCIVendorID)
 			}
 			if e.PCISubsystemID != 0 && e.PCISubsystemID != c.PCISubsystemID {
-				fs.add(ReasonImmutableFieldChanged, "pciSubsystemId %#08x → %#08x", e.PCISubsystemID, c.PCISubsystemID)
+				fs.add(ReasonImmutableFieldChanged, "pciSubsystemId %#010x → %#010x", e.PCISubsystemID, c.PCISubsystemID)
 			}
 			if !memoryCompatible(e, c) {
 				fs.add(ReasonImmutableFieldChanged, "memoryTotalBytes %d → %d", e.MemoryTotalBytes, c.MemoryTotalBytes)

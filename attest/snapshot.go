@@ -124,13 +124,14 @@ func (s Snapshot) Validate() error {
 	if s.CUDADriverVersion < 0 || s.CUDADriverVersion > 1_000_000 {
 		return fmt.Errorf("%w: cudaDriverVersion %d out of range", ErrMalformed, s.CUDADriverVersion)
 	}
-	for i, g := range s.GPUs {
+	for i := range s.GPUs {
+		g := &s.GPUs[i]
 		for _, f := range [...]struct{ name, v string }{
 			{"uuid", g.UUID}, {"name", g.Name}, {"busId", g.BusID}, {"architecture", g.Architecture},
 			{"serial", g.Serial}, {"boardPartNumber", g.BoardPartNumber}, {"vbiosVersion", g.VBIOSVersion},
 		} {
-			if err := checkLen(fmt.Sprintf("gpus[%d].%s", i, f.name), f.v); err != nil {
-				return err
+			if len(f.v) > MaxFieldBytes {
+				return checkLen(fmt.Sprintf("gpus[%d].%s", i, f.name), f.v)
 			}
 		}
 		if g.PCIDeviceID > 0xFFFF {
@@ -149,8 +150,8 @@ func (s Snapshot) Validate() error {
 			return fmt.Errorf("%w: attestation has %d GPU reports, limit %d", ErrMalformed, len(a.GPUs), MaxSnapshotGPUs)
 		}
 		for i, r := range a.GPUs {
-			if err := checkLen(fmt.Sprintf("attestation.gpus[%d].uuid", i), r.UUID); err != nil {
-				return err
+			if len(r.UUID) > MaxFieldBytes {
+				return checkLen(fmt.Sprintf("attestation.gpus[%d].uuid", i), r.UUID)
 			}
 			for _, f := range [...]struct {
 				name   string
@@ -199,17 +200,7 @@ func (s Snapshot) Canonical() []byte {
 	b = appendStr(b, s.NVMLVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(int64(s.CUDADriverVersion)))
 
-	order := make([]int, len(s.GPUs))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(i, j int) int {
-		if c := strings.Compare(s.GPUs[i].UUID, s.GPUs[j].UUID); c != 0 {
-			return c
-		}
-		// Equal UUIDs (a counterfeit host) must still encode the same way in any order.
-		return bytes.Compare(appendGPU(nil, &s.GPUs[i]), appendGPU(nil, &s.GPUs[j]))
-	})
+	order := gpuOrder(s.GPUs)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(order)))
 	for _, i := range order {
 		b = appendGPU(b, &s.GPUs[i])
@@ -221,23 +212,69 @@ func (s Snapshot) Canonical() []byte {
 	}
 	b = append(b, 1)
 	b = appendBytes(b, a.Nonce)
-	reps := make([][]byte, len(a.GPUs))
-	for i := range a.GPUs {
-		r := &a.GPUs[i]
+	reps := reportEncodings(a.GPUs)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(reps)))
+	for _, e := range reps {
+		b = append(b, e.enc...)
+	}
+	return b
+}
+
+// gpuOrder returns the indices of gpus in canonical order: by UUID, and GPUs sharing a UUID (a
+// counterfeit host) by their encoding, so that they too encode the same way in any order.
+func gpuOrder(gpus []GPU) []int {
+	order := make([]int, len(gpus))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int {
+		if c := strings.Compare(gpus[i].UUID, gpus[j].UUID); c != 0 {
+			return c
+		}
+		return bytes.Compare(appendGPU(nil, &gpus[i]), appendGPU(nil, &gpus[j]))
+	})
+	return order
+}
+
+type reportEnc struct {
+	i   int
+	enc []byte
+}
+
+// reportEncodings encodes the CC reports in canonical order. Each encoding starts with the
+// length-prefixed UUID, so sorting the encodings sorts by UUID length, then UUID: any total
+// order works as long as it ignores the input order.
+func reportEncodings(reports []CCGPUReport) []reportEnc {
+	reps := make([]reportEnc, len(reports))
+	for i := range reports {
+		r := &reports[i]
 		e := appendStr(nil, r.UUID)
 		e = appendBytes(e, r.Report)
 		e = appendBytes(e, r.CECReport)
 		e = appendBytes(e, r.CertChain)
-		reps[i] = appendBytes(e, r.AttestationCertChain)
+		reps[i] = reportEnc{i, appendBytes(e, r.AttestationCertChain)}
 	}
-	// Each encoding starts with the length-prefixed UUID, so sorting the encodings sorts by
-	// UUID length then UUID: any total order works as long as it ignores the input order.
-	slices.SortFunc(reps, bytes.Compare)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(reps)))
-	for _, e := range reps {
-		b = append(b, e...)
+	slices.SortFunc(reps, func(a, b reportEnc) int { return bytes.Compare(a.enc, b.enc) })
+	return reps
+}
+
+// Sorted returns a copy of s with its GPUs and attestation reports in the order Canonical
+// encodes them, for storage and display. It has the same Hash as s.
+func (s Snapshot) Sorted() Snapshot {
+	out := s
+	out.GPUs = make([]GPU, 0, len(s.GPUs))
+	for _, i := range gpuOrder(s.GPUs) {
+		out.GPUs = append(out.GPUs, s.GPUs[i])
 	}
-	return b
+	if s.Attestation != nil {
+		a := *s.Attestation
+		a.GPUs = make([]CCGPUReport, 0, len(s.Attestation.GPUs))
+		for _, e := range reportEncodings(s.Attestation.GPUs) {
+			a.GPUs = append(a.GPUs, s.Attestation.GPUs[e.i])
+		}
+		out.Attestation = &a
+	}
+	return out
 }
 
 // Hash returns SHA-256(Canonical()), the snapHash bound into the proof of work.

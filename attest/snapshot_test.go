@@ -41,6 +41,26 @@ func TestCanonicalIsStableUnderReordering(t *testing.T) {
 	}
 }
 
+func TestSorted(t *testing.T) {
+	s := withAttestation(realH100())
+	slices.Reverse(s.GPUs)
+	slices.Reverse(s.Attestation.GPUs)
+	sorted := s.Sorted()
+	if sorted.Hash() != s.Hash() {
+		t.Fatal("Sorted changed the hash")
+	}
+	if !slices.IsSortedFunc(sorted.GPUs, func(a, b GPU) int { return strings.Compare(a.UUID, b.UUID) }) {
+		t.Fatal("GPUs not sorted")
+	}
+	if s.GPUs[0].UUID == sorted.GPUs[0].UUID {
+		t.Fatal("Sorted modified its receiver or did nothing")
+	}
+	again := sorted.Sorted()
+	if !reflect.DeepEqual(again, sorted) {
+		t.Fatal("Sorted is not idempotent")
+	}
+}
+
 func TestCanonicalIgnoresNilVersusEmpty(t *testing.T) {
 	a := Snapshot{DriverVersion: "1", GPUs: nil, Attestation: &CCReport{Nonce: nil, GPUs: nil}}
 	b := Snapshot{DriverVersion: "1", GPUs: []GPU{}, Attestation: &CCReport{Nonce: []byte{}, GPUs: []CCGPUReport{}}}

@@ -135,7 +135,7 @@ func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attes
 	for i, g := range s.GPUs {
 		idx = append(idx, i)
 		uuids = append(uuids, g.UUID)
-		models = append(models, g.Name)
+		models = append(models, ModelName(g))
 		dev, _ := attest.SplitPCIID(g.PCIDeviceID)
 		if g.PCIDeviceID <= 0xFFFF {
 			dev = uint16(g.PCIDeviceID)
@@ -144,7 +144,8 @@ func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attes
 		mems = append(mems, int64(g.MemoryTotalBytes>>20))
 		archs = append(archs, g.Architecture)
 		ccs = append(ccs, fmt.Sprintf("%d.%d", g.ComputeMajor, g.ComputeMinor))
-		serials = append(serials, g.Serial)
+		key, _ := attest.SerialKey(g.Serial) // placeholders ("N/A", zeros) store as ""
+		serials = append(serials, key)
 	}
 	_, err := x.ExecContext(ctx, `INSERT INTO gpus (device_id, idx, uuid, model, pci_device_id, memory_mib,
 		architecture, compute_capability, serial)
@@ -155,16 +156,29 @@ func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attes
 	return translate("store gpus", err)
 }
 
+// primaryModel is the public model of a host: its most numerous GPU model, named from the
+// reference table by PCI id (a worker can report any NVML name; an unidentified GPU shows its
+// NVML name marked as unverified).
 func primaryModel(s attest.Snapshot) (string, int) {
 	counts := map[string]int{}
 	best := ""
 	for _, g := range s.GPUs {
-		counts[g.Name]++
-		if counts[g.Name] > counts[best] || counts[g.Name] == counts[best] && g.Name < best {
-			best = g.Name
+		name := ModelName(g)
+		counts[name]++
+		if counts[name] > counts[best] || counts[name] == counts[best] && name < best {
+			best = name
 		}
 	}
 	return best, len(s.GPUs)
+}
+
+// ModelName is the public name of a GPU: "NVIDIA " + the reference row's name for a known PCI id,
+// else the reported name marked "(unverified)".
+func ModelName(g attest.GPU) string {
+	if m, ok := attest.Identify(g); ok {
+		return "NVIDIA " + m.Name
+	}
+	return truncate(g.Name, 100) + " (unverified)"
 }
 
 // Fingerprint is the hex SHA-256 of a public key.
@@ -310,13 +324,7 @@ func (d *DB) EnrollmentSnapshot(ctx context.Context, deviceID string) (attest.Sn
 // GPUClaims returns, for the GPU UUIDs and serials of a snapshot, the other devices that already
 // hold them: the cross-device counterfeit rules.
 func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) ([]attest.Finding, []string, error) {
-	var uuids, serials []string
-	for _, g := range s.GPUs {
-		uuids = append(uuids, g.UUID)
-		if g.Serial != "" {
-			serials = append(serials, g.Serial)
-		}
-	}
+	uuids, serials := s.IdentityKeys()
 	var rows []struct {
 		DeviceID string `db:"device_id"`
 		UUID     string `db:"uuid"`
