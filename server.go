@@ -31,6 +31,8 @@ import (
 	"github.com/gpugate/gpugate/oidc"
 	"github.com/gpugate/gpugate/oidc/devissuer"
 	"github.com/gpugate/gpugate/resolvers"
+	"github.com/gpugate/gpugate/userimport"
+	"github.com/gpugate/gpugate/worker"
 )
 
 const usage = `gpugate: GraphQL explorer and management gateway for a decentralized GPU network.
@@ -39,6 +41,8 @@ Usage:
   gpugate [serve] [flags]   run the gateway (the default command)
   gpugate migrate [flags]   apply the embedded database migrations and exit
   gpugate seed [flags]      load deterministic demo data into an empty database and exit
+  gpugate worker [flags]    run the bundled GPU worker agent (NVML, or --simulate dgxh100)
+  gpugate users import      link legacy accounts to OIDC identities (CSV or legacy table)
   gpugate dev token USER    print an access token for a demo user of a dev-mode gateway
   gpugate help [command]    show help for a command
 
@@ -53,6 +57,11 @@ var commands = map[string]func(args []string) error{
 	"migrate": runMigrate,
 	"seed":    runSeed,
 	"dev":     runDev,
+	"users":   runUsers,
+	"worker": func(args []string) error {
+		os.Exit(worker.Main(args))
+		return nil
+	},
 }
 
 func main() {
@@ -617,4 +626,56 @@ func demoFleetPulse(ctx context.Context, store *db.DB, log *slog.Logger) {
 		case <-tick.C:
 		}
 	}
+}
+
+func runUsers(args []string) error {
+	if len(args) == 0 || args[0] != "import" {
+		return errors.New("usage: gpugate users import --issuer URL (--legacy-csv F | --legacy-table T) (--identities-csv F | --mapping-csv F)")
+	}
+	f := newFlags("users import", "Link legacy accounts to OIDC identities, by verified email (--identities-csv, the IdP's user export)\n"+
+		"or by an explicit mapping (--mapping-csv). Idempotent and resumable: run it again after an interruption.\n"+
+		"Never merges two accounts: conflicts are reported, not resolved. See docs/user-import.md.")
+	dbf := addDBFlags(f)
+	issuer := f.String("issuer", "GPUGATE_IMPORT_ISSUER", "", "issuer URL of the identities, exactly as in their tokens")
+	legacyCSV := f.String("legacy-csv", "GPUGATE_IMPORT_LEGACY_CSV", "", "CSV of legacy accounts: legacy_id,email[,display_name]")
+	legacyTable := f.String("legacy-table", "GPUGATE_IMPORT_LEGACY_TABLE", "", "table of legacy accounts in the same database: [schema.]table")
+	identities := f.String("identities-csv", "GPUGATE_IMPORT_IDENTITIES_CSV", "", "the IdP's user export: subject,email,email_verified")
+	mapping := f.String("mapping-csv", "GPUGATE_IMPORT_MAPPING_CSV", "", "explicit links: legacy_id,subject")
+	if err := f.parse(args[1:]); err != nil {
+		return err
+	}
+	log, _ := newLogger("text", "warn", os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o := userimport.Options{Issuer: *issuer, LegacyTable: *legacyTable, Progress: userimport.NewProgressBar(os.Stderr)}
+	for _, in := range []struct {
+		path string
+		dst  *io.Reader
+	}{{*legacyCSV, &o.LegacyCSV}, {*identities, &o.IdentitiesCSV}, {*mapping, &o.MappingCSV}} {
+		if in.path == "" {
+			continue
+		}
+		file, err := os.Open(in.path)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		*in.dst = file
+	}
+	d, err := openDatabase(ctx, dbf, 0, log)
+	if err != nil {
+		return err
+	}
+	defer d.close(log)
+	if _, err := db.Migrate(ctx, d.store.SQL().DB); err != nil {
+		return err
+	}
+	start := time.Now()
+	sum, err := userimport.Run(ctx, d.store.SQL(), o)
+	fmt.Println(sum.String())
+	if err != nil {
+		return err
+	}
+	fmt.Printf("took %s\n", time.Since(start).Round(time.Millisecond))
+	return nil
 }

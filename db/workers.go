@@ -116,6 +116,12 @@ func (d *DB) Enroll(ctx context.Context, e Enrollment) (deviceID, credentialID s
 	if err := insertGPUs(ctx, tx, deviceID, e.Snapshot); err != nil {
 		return "", "", err
 	}
+	// A GPU identity another device holds (or a duplicate within this host) is not stored: the
+	// public count is what the device was allowed to claim.
+	if _, err := tx.ExecContext(ctx, `UPDATE devices SET gpu_count = (SELECT count(*) FROM gpus WHERE device_id = $1)
+		WHERE id = $1`, deviceID); err != nil {
+		return "", "", translate("enroll", err)
+	}
 	if credentialID, err = addCredential(ctx, tx, deviceID, e.PublicKey); err != nil {
 		return "", "", err
 	}
@@ -323,7 +329,7 @@ func (d *DB) EnrollmentSnapshot(ctx context.Context, deviceID string) (attest.Sn
 
 // GPUClaims returns, for the GPU UUIDs and serials of a snapshot, the other devices that already
 // hold them: the cross-device counterfeit rules.
-func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) ([]attest.Finding, []string, error) {
+func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) ([]attest.Finding, []Accomplice, error) {
 	uuids, serials := s.IdentityKeys()
 	var rows []struct {
 		DeviceID string `db:"device_id"`
@@ -338,9 +344,13 @@ func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) 
 		return nil, nil, translate("gpu claims", err)
 	}
 	var findings []attest.Finding
-	others := map[string]bool{}
+	others := map[string]attest.Reason{}
 	for _, r := range rows {
-		others[r.DeviceID] = true
+		if r.ByUUID {
+			others[r.DeviceID] = attest.ReasonUUIDOnAnotherDevice
+		} else if others[r.DeviceID] == "" {
+			others[r.DeviceID] = attest.ReasonSerialOnAnotherDevice
+		}
 		if r.ByUUID {
 			findings = append(findings, attest.Finding{Reason: attest.ReasonUUIDOnAnotherDevice, GPU: r.UUID,
 				Detail: "this GPU UUID is enrolled on another device"})
@@ -349,11 +359,17 @@ func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) 
 				Detail: "this GPU serial is enrolled on another device"})
 		}
 	}
-	var ids []string
-	for id := range others {
-		ids = append(ids, id)
+	var acc []Accomplice
+	for id, reason := range others {
+		acc = append(acc, Accomplice{DeviceID: id, Reason: reason})
 	}
-	return findings, ids, nil
+	return findings, acc, nil
+}
+
+// Accomplice is another device implicated by a proof's findings, and why.
+type Accomplice struct {
+	DeviceID string
+	Reason   attest.Reason
 }
 
 // ProofRecord is the verdict of one proof.
@@ -363,8 +379,8 @@ type ProofRecord struct {
 	Findings    []attest.Finding
 	Snapshot    *attest.Snapshot
 	// Accomplices are other devices implicated by the findings (they hold a cloned GPU
-	// identity); they are flagged too.
-	Accomplices []string
+	// identity); they are flagged too, with their own reason.
+	Accomplices []Accomplice
 }
 
 // RecordProof stores the verdict (FLAGGED when a finding flags, else PASSED; every finding's reason
@@ -404,14 +420,13 @@ func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict
 		p.DeviceID, state); err != nil {
 		return "", nil, "", translate("record proof", err)
 	}
-	if len(p.Accomplices) > 0 {
-		accReasons := []string{string(attest.ReasonUUIDOnAnotherDevice)}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons)
-			SELECT id, 'FLAGGED', $2 FROM devices WHERE id = ANY($1::uuid[])`, pq.Array(p.Accomplices), pq.Array(accReasons)); err != nil {
+	for _, a := range p.Accomplices {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons) VALUES ($1, 'FLAGGED', $2)`,
+			a.DeviceID, pq.Array([]string{string(a.Reason)})); err != nil {
 			return "", nil, "", translate("record proof", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET verification = 'FLAGGED', updated_at = now()
-			WHERE id = ANY($1::uuid[])`, pq.Array(p.Accomplices)); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET verification = 'FLAGGED', updated_at = now() WHERE id = $1`,
+			a.DeviceID); err != nil {
 			return "", nil, "", translate("record proof", err)
 		}
 	}

@@ -165,7 +165,7 @@ func (r *Resolver) proof(ctx context.Context, in model.ProofInput) (*model.Proof
 // judge runs every check on a proof whose challenge was just consumed: the work and signature,
 // the host-level counterfeit rules, the changes since enrollment and the GPU identities other
 // devices hold.
-func (r *Resolver) judge(ctx context.Context, p deviceauth.Principal, ch db.IssuedChallenge, proof attest.Proof) ([]attest.Finding, []string, error) {
+func (r *Resolver) judge(ctx context.Context, p deviceauth.Principal, ch db.IssuedChallenge, proof attest.Proof) ([]attest.Finding, []db.Accomplice, error) {
 	if err := attest.VerifyProof(p.PublicKey, ch.Nonce, ch.Difficulty, proof); err != nil {
 		reason := attest.ReasonForError(err)
 		if reason == "" {

@@ -1,0 +1,467 @@
+// Package worker is gpugate's bundled agent (`gpugate worker`). It reads the host's GPUs
+// through NVML (an injected nvml.Interface: the real library, or go-nvml's simulated DGX
+// servers with --simulate), enrolls the host with a one-time token under a locally generated
+// Ed25519 key, then proves its GPUs against the gateway's challenges (attest: snapshot hash,
+// proof of work, signature, plus NVIDIA confidential-computing evidence where the host has
+// it) and sends heartbeats. Every request is signed by the device key; the GraphQL client is
+// generated from the gateway's schema (client/).
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/Khan/genqlient/graphql"
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/worker/client"
+)
+
+// Options configure Run. Server and KeyFile are required.
+type Options struct {
+	Server      string // gateway base URL (http://host:port); /graphql is appended unless the URL has a path
+	KeyFile     string // the device key and enrollment state (created, mode 0600, when missing)
+	EnrollToken string // one-time enrollment token; needed only while the key file has no deviceId
+	Simulate    string // a Profiles name: use go-nvml's simulated servers instead of the driver
+	// CloneUUIDsFrom is another simulated host's key file: this host reports that host's GPU
+	// UUIDs (the counterfeit "UUID cloned onto another owner's device"). Simulation only.
+	CloneUUIDsFrom string
+	Region         string // shown publicly; default "unknown"
+	Name           string // device name; default the host name (simulation: sim-<profile>-<key>)
+	Hostname       string // default os.Hostname()
+	Once           bool   // one enroll/prove/heartbeat cycle; Run returns *FlaggedError unless the proof passed
+	Logger         *slog.Logger
+	// NVML is the library to read GPUs through. nil means nvml.New() (the driver's
+	// libnvidia-ml.so.1), or the Simulate profile when set.
+	NVML nvml.Interface
+	// Provers add challenge-bound evidence before the hash proof; nil means CCAttestation
+	// over NVML. An empty non-nil slice disables them.
+	Provers        []Prover
+	Transport      http.RoundTripper // nil means http.DefaultTransport
+	RequestTimeout time.Duration     // per request; default 30 s
+	ReproveEvery   time.Duration     // without Once; default 6 h
+	Backoff        Backoff           // when the gateway is unreachable; default 1 s doubling to 2 min
+	// GiveUpAfter bounds how long one step keeps retrying an unreachable gateway; 0 retries
+	// until ctx ends.
+	GiveUpAfter time.Duration
+}
+
+// DefaultRegion is the region a device enrolls with when none is given.
+const DefaultRegion = "unknown"
+
+// submitMargin is the time before a challenge's expiry by which its proof must be ready to
+// send; a proof that could arrive after the expiry is not sent (it would be flagged).
+const submitMargin = time.Second
+
+type agent struct {
+	o         Options
+	log       *slog.Logger
+	endpoint  string
+	key       *KeyFile
+	lib       nvml.Interface
+	provers   []Prover
+	submitted map[string]bool // challenges a proof was submitted for, this run
+}
+
+// Run enrolls the host if its key file has no device yet, then proves and heartbeats: once
+// with o.Once, else every heartbeat interval the gateway asks for (re-proving every
+// ReproveEvery) until ctx ends. It returns nil when the proof passed (Once) or when ctx ended;
+// a *FlaggedError when the Once proof was flagged; an error wrapping ErrNoDriver without the
+// NVIDIA driver, ErrKeyFileExposed for a key file others can read, a *GatewayError when the
+// gateway refused a request (enrollment token used, key revoked...), or the last network
+// error after GiveUpAfter.
+func Run(ctx context.Context, o Options) error {
+	a, err := newAgent(o)
+	if err != nil {
+		return err
+	}
+	err = a.run(ctx)
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || retryable(context.Background(), err)) {
+		a.log.Info("stopped")
+		return nil
+	}
+	return err
+}
+
+func newAgent(o Options) (*agent, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Region == "" {
+		o.Region = DefaultRegion
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 30 * time.Second
+	}
+	if o.ReproveEvery <= 0 {
+		o.ReproveEvery = 6 * time.Hour
+	}
+	o.Backoff = o.Backoff.withDefaults()
+	if o.KeyFile == "" {
+		return nil, errors.New("no key file given (--key-file)")
+	}
+	endpoint, err := graphqlEndpoint(o.Server)
+	if err != nil {
+		return nil, err
+	}
+	if o.CloneUUIDsFrom != "" && o.Simulate == "" {
+		return nil, errors.New("--clone-uuids-from only works with --simulate")
+	}
+	if o.Simulate != "" {
+		if _, ok := LookupProfile(o.Simulate); !ok {
+			_, err := Simulate(o.Simulate, nil, nil)
+			return nil, err
+		}
+	}
+	return &agent{o: o, log: o.Logger, endpoint: endpoint, submitted: map[string]bool{}}, nil
+}
+
+// graphqlEndpoint turns --server into the GraphQL endpoint URL.
+func graphqlEndpoint(server string) (string, error) {
+	if server == "" {
+		return "", errors.New("no gateway given (--server http://HOST:PORT)")
+	}
+	u, err := url.Parse(server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("--server %q is not an http(s) URL like http://127.0.0.1:8080", server)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("--server %q: no query or fragment, please", server)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/graphql"
+	}
+	return u.String(), nil
+}
+
+func (a *agent) run(ctx context.Context) error {
+	// On a real host, find out first whether there is a driver at all: no key file is
+	// created on a machine that cannot be a worker.
+	var snap attest.Snapshot
+	var err error
+	if a.o.NVML != nil || a.o.Simulate == "" {
+		a.lib = a.o.NVML
+		if a.lib == nil {
+			a.lib = nvml.New()
+		}
+		if snap, err = a.collect(ctx); err != nil {
+			return err
+		}
+	}
+	key, created, err := LoadOrCreateKeyFile(a.o.KeyFile)
+	if err != nil {
+		return err
+	}
+	a.key = key
+	fp := sha256.Sum256(key.PublicKey())
+	if created {
+		a.log.Info("created a new device key", "key_file", key.Path(), "fingerprint", hex.EncodeToString(fp[:]))
+	} else {
+		a.log.Info("loaded the device key", "key_file", key.Path(), "fingerprint", hex.EncodeToString(fp[:]), "device_id", key.DeviceID)
+	}
+	if a.lib == nil {
+		var clone []byte
+		if a.o.CloneUUIDsFrom != "" {
+			pub, err := PublicKeyOf(a.o.CloneUUIDsFrom)
+			if err != nil {
+				return fmt.Errorf("--clone-uuids-from: %w", err)
+			}
+			clone = pub
+			a.log.Warn("simulating a counterfeit: this host reports another host's GPU UUIDs", "from", a.o.CloneUUIDsFrom)
+		}
+		if a.lib, err = Simulate(a.o.Simulate, key.PublicKey(), clone); err != nil {
+			return err
+		}
+		p, _ := LookupProfile(a.o.Simulate)
+		a.log.Info("simulating GPUs (go-nvml mock)", "profile", p.Name, "host", p.Description)
+		if a.o.Name == "" {
+			a.o.Name = fmt.Sprintf("sim-%s-%s", p.Name, hex.EncodeToString(fp[:3]))
+		}
+		if snap, err = a.collect(ctx); err != nil {
+			return err
+		}
+	}
+	a.provers = a.o.Provers
+	if a.provers == nil {
+		a.provers = []Prover{CCAttestation{NVML: a.lib}}
+	}
+
+	if err := a.enroll(ctx, snap); err != nil {
+		return err
+	}
+
+	var flagged *FlaggedError
+	nextProof := time.Now()
+	for {
+		if !time.Now().Before(nextProof) {
+			res, err := retry(ctx, a, "proof", a.prove)
+			if err != nil {
+				return err
+			}
+			nextProof = time.Now().Add(a.o.ReproveEvery)
+			if res.Verdict == client.AttestationVerdictPassed {
+				a.log.Info("proof passed", "verification", res.Verification)
+				flagged = nil
+			} else {
+				flagged = &FlaggedError{Reasons: res.Reasons, Verification: string(res.Verification)}
+				a.log.Warn("proof flagged", "verification", res.Verification, "reasons", strings.Join(res.Reasons, ","))
+				for _, r := range res.Reasons {
+					a.log.Warn("reason", "code", r, "meaning", attest.Reason(r).Description())
+				}
+			}
+		}
+		ack, err := retry(ctx, a, "heartbeat", a.heartbeat)
+		if err != nil {
+			return err
+		}
+		next := time.Duration(ack.NextInSeconds) * time.Second
+		next = min(max(next, time.Second), 10*time.Minute)
+		if a.o.Once {
+			a.log.Info("heartbeat sent", "status", ack.Status)
+			if flagged != nil {
+				return flagged
+			}
+			return nil
+		}
+		a.log.Info("heartbeat sent", "status", ack.Status, "next_in", next)
+		if ack.Status == client.DeviceStatusPaused || ack.Status == client.DeviceStatusQuarantined {
+			a.log.Warn("the device is not offered to the network", "status", ack.Status)
+		}
+		if !sleep(ctx, min(next, time.Until(nextProof)+time.Millisecond)) {
+			return nil
+		}
+	}
+}
+
+// retry runs step until it succeeds, fails for good, ctx ends or GiveUpAfter passes, pausing
+// per a.o.Backoff after each retryable failure.
+func retry[T any](ctx context.Context, a *agent, what string, step func(context.Context) (T, error)) (T, error) {
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		v, err := step(ctx)
+		if err == nil || !retryable(ctx, err) {
+			return v, err
+		}
+		d := a.o.Backoff.Delay(attempt)
+		if a.o.GiveUpAfter > 0 && time.Since(start)+d > a.o.GiveUpAfter {
+			return v, fmt.Errorf("%s: giving up after %v: %w", what, time.Since(start).Round(time.Millisecond), err)
+		}
+		a.log.Warn("retrying", "step", what, "in", d.Round(time.Millisecond), "attempt", attempt+1, "err", err)
+		if !sleep(ctx, d) {
+			return v, ctx.Err()
+		}
+	}
+}
+
+func (a *agent) collect(context.Context) (attest.Snapshot, error) {
+	snap, err := Collect(a.lib)
+	if err != nil {
+		return snap, err
+	}
+	names := map[string]int{}
+	for _, g := range snap.GPUs {
+		names[g.Name]++
+	}
+	a.log.Info("collected the GPU snapshot", "gpus", len(snap.GPUs), "models", names,
+		"driver", snap.DriverVersion, "nvml", snap.NVMLVersion, "cuda_driver", snap.CUDADriverVersion)
+	return snap, nil
+}
+
+func (a *agent) client(deviceID string) graphql.Client {
+	return client.New(a.endpoint, a.key.Key(), deviceID, a.o.Transport, a.o.RequestTimeout)
+}
+
+// enroll registers the host when the key file names no device yet.
+func (a *agent) enroll(ctx context.Context, snap attest.Snapshot) error {
+	if a.key.DeviceID != "" {
+		if a.o.EnrollToken != "" {
+			a.log.Warn("already enrolled: ignoring the enrollment token", "device_id", a.key.DeviceID)
+		}
+		if a.key.Server != "" && a.key.Server != a.endpoint {
+			a.log.Warn("the device enrolled with another gateway", "enrolled_with", a.key.Server, "server", a.endpoint)
+		}
+		return nil
+	}
+	if a.o.EnrollToken == "" {
+		return fmt.Errorf("this host is not enrolled yet (%s has no deviceId): run with --enroll TOKEN, "+
+			"a one-time token the device's owner creates with the createEnrollmentToken mutation", a.key.Path())
+	}
+	js, err := json.Marshal(snap)
+	if err != nil {
+		return fmt.Errorf("encoding the snapshot: %w", err)
+	}
+	in := client.EnrollDeviceInput{
+		Token:     a.o.EnrollToken,
+		PublicKey: base64.StdEncoding.EncodeToString(a.key.PublicKey()),
+		Region:    a.o.Region,
+		Snapshot:  string(js),
+	}
+	if a.o.Name != "" {
+		in.Name = &a.o.Name
+	}
+	host := a.o.Hostname
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	if host != "" {
+		in.Hostname = &host
+	}
+	c := a.client("")
+	a.log.Info("enrolling the device", "server", a.endpoint, "region", in.Region, "gpus", len(snap.GPUs))
+	ambiguous := false // an earlier attempt may have reached the gateway
+	res, err := retry(ctx, a, "enroll", func(ctx context.Context) (*client.EnrollDeviceResponse, error) {
+		res, err := client.EnrollDevice(ctx, c, in)
+		if err != nil && retryable(ctx, err) {
+			ambiguous = true
+		}
+		return res, err
+	})
+	if err != nil {
+		err = fatal("enrollDevice", err)
+		var ge *GatewayError
+		if ambiguous && errors.As(err, &ge) && ge.Code == "BAD_USER_INPUT" {
+			ge.Hint += " (an earlier attempt was interrupted and may have enrolled the device: check your devices before enrolling again)"
+		}
+		return err
+	}
+	a.key.DeviceID = res.EnrollDevice.DeviceId
+	a.key.CredentialID = res.EnrollDevice.CredentialId
+	a.key.Server = a.endpoint
+	if err := a.key.Save(); err != nil {
+		return fmt.Errorf("enrolled as device %s, but could not record it (%w): write deviceId %q into %s by hand",
+			a.key.DeviceID, err, a.key.DeviceID, a.key.Path())
+	}
+	a.log.Info("enrolled", "device_id", a.key.DeviceID, "credential_id", a.key.CredentialID)
+	return nil
+}
+
+// prove runs one challenge: collect, request a challenge, gather evidence, solve, submit once.
+func (a *agent) prove(ctx context.Context) (*client.SubmitProofSubmitProofProofResult, error) {
+	snap, err := a.collect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := a.client(a.key.DeviceID)
+	chResp, err := client.RequestChallenge(ctx, c, a.key.DeviceID)
+	if err != nil {
+		if retryable(ctx, err) {
+			return nil, err
+		}
+		return nil, fatal("requestChallenge", err)
+	}
+	gc := chResp.RequestChallenge
+	nonce, err := base64.StdEncoding.DecodeString(gc.Nonce)
+	if err != nil {
+		return nil, fmt.Errorf("the gateway sent a challenge nonce that is not base64: %w", err)
+	}
+	ch := Challenge{ID: gc.Id, Nonce: nonce, Difficulty: gc.Difficulty, ExpiresAt: gc.ExpiresAt}
+	a.log.Info("challenge received", "challenge_id", ch.ID, "difficulty", ch.Difficulty, "expires_at", ch.ExpiresAt)
+
+	for _, p := range a.provers {
+		switch err := p.Evidence(ctx, ch, &snap); {
+		case err == nil:
+			a.log.Info("evidence added", "prover", p.Name())
+		case errors.Is(err, ErrUnsupported):
+			a.log.Debug("evidence not available", "prover", p.Name(), "why", err)
+		default:
+			a.log.Warn("evidence failed; proving without it", "prover", p.Name(), "err", err)
+		}
+	}
+
+	// A proof for an expired challenge would be flagged (CHALLENGE_EXPIRED): stop solving at
+	// the expiry and take a new challenge instead. This host's clock is within the gateway's
+	// signature window (a minute) of the gateway's, or no request would have been accepted.
+	// submitMargin leaves the submission time to arrive.
+	deadline := ch.ExpiresAt.Add(-submitMargin)
+	if time.Until(deadline) <= 0 {
+		return nil, &missedChallenge{ch.ID}
+	}
+	solveCtx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	start := time.Now()
+	proof, err := attest.Prove(solveCtx, a.key.Key(), ch.ID, ch.Nonce, ch.Difficulty, snap)
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return nil, &missedChallenge{ch.ID}
+		}
+		return nil, err
+	}
+	a.log.Info("proof of work done", "counter", proof.Counter, "took", time.Since(start).Round(time.Millisecond))
+
+	// Never submit twice for one challenge: a second submission is a replay the gateway
+	// flags. Record the challenge before sending, so an interrupted submission is not redone.
+	if a.submitted[ch.ID] || a.key.LastChallengeID == ch.ID {
+		return nil, fmt.Errorf("internal error: a proof for challenge %s was already submitted", ch.ID)
+	}
+	a.submitted[ch.ID] = true
+	a.key.LastChallengeID = ch.ID
+	if err := a.key.Save(); err != nil {
+		a.log.Warn("could not record the submitted challenge in the key file", "err", err)
+	}
+	in, err := ProofInput(proof)
+	if err != nil {
+		return nil, err
+	}
+	res, err := client.SubmitProof(ctx, c, a.key.DeviceID, in)
+	if err != nil {
+		if retryable(ctx, err) {
+			// The proof may or may not have arrived; it is not sent again. The retry takes a
+			// new challenge.
+			return nil, fmt.Errorf("submitting the proof for challenge %s: %w", ch.ID, err)
+		}
+		return nil, fatal("submitProof", err)
+	}
+	return &res.SubmitProof, nil
+}
+
+// ProofInput encodes a proof as the gateway's submitProof input. It fails only if the
+// snapshot cannot be encoded as JSON.
+func ProofInput(p attest.Proof) (client.ProofInput, error) {
+	js, err := json.Marshal(p.Snapshot)
+	if err != nil {
+		return client.ProofInput{}, fmt.Errorf("encoding the snapshot: %w", err)
+	}
+	in := client.ProofInput{
+		ChallengeId: p.ChallengeID,
+		Counter:     strconv.FormatUint(p.Counter, 10),
+		Snapshot:    string(js),
+		Signature:   base64.StdEncoding.EncodeToString(p.Signature),
+	}
+	if len(p.SnapshotHash) > 0 {
+		h := base64.StdEncoding.EncodeToString(p.SnapshotHash)
+		in.SnapshotHash = &h
+	}
+	return in, nil
+}
+
+func (a *agent) heartbeat(ctx context.Context) (*client.HeartbeatHeartbeatHeartbeatAck, error) {
+	readings, err := Readings(a.lib)
+	if err != nil {
+		a.log.Warn("no GPU readings for the heartbeat", "err", err)
+		readings = []client.GpuReadingInput{}
+	}
+	if readings == nil {
+		readings = []client.GpuReadingInput{}
+	}
+	res, err := client.Heartbeat(ctx, a.client(a.key.DeviceID), a.key.DeviceID, client.HeartbeatInput{Gpus: readings})
+	if err != nil {
+		if retryable(ctx, err) {
+			return nil, err
+		}
+		return nil, fatal("heartbeat", err)
+	}
+	return &res.Heartbeat, nil
+}
