@@ -106,13 +106,23 @@ func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 	if err := o.x.Get(&owner, `SELECT owner_id FROM devices WHERE id = $1`, w.deviceID); err != nil || owner != o.alice {
 		t.Fatalf("the device belongs to %q (%v), want alice", owner, err)
 	}
-	var dev struct{ Device struct{ Verification, Status, GpuModel string; GpuCount int } }
+	var dev struct {
+		Device struct {
+			Verification, Status, GpuModel string
+			GpuCount                       int
+		}
+	}
 	o.post(`query($id: ID!) { device(id: $id) { verification status gpuModel gpuCount } }`, map[string]any{"id": w.deviceID}).data(t, &dev)
 	if dev.Device.Verification != "PENDING" || dev.Device.GpuCount != 8 {
 		t.Fatalf("after enrollment: %+v", dev.Device)
 	}
 
-	var ch struct{ RequestChallenge struct{ ID, Nonce string; Difficulty int } }
+	var ch struct {
+		RequestChallenge struct {
+			ID, Nonce  string
+			Difficulty int
+		}
+	}
 	w.call(`mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty expiresAt } }`, map[string]any{"d": w.deviceID}).data(t, &ch)
 	nonce, _ := base64.StdEncoding.DecodeString(ch.RequestChallenge.Nonce)
 	proof, err := attest.Prove(context.Background(), w.priv, ch.RequestChallenge.ID, nonce, ch.RequestChallenge.Difficulty, h100Host(1))
@@ -124,7 +134,12 @@ func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 		"counter": strconv.FormatUint(proof.Counter, 10), "snapshot": string(snap),
 		"signature": base64.StdEncoding.EncodeToString(proof.Signature)}}
 	const submit = `mutation($d: ID!, $in: ProofInput!) { submitProof(deviceId: $d, input: $in) { verdict reasons verification } }`
-	var res struct{ SubmitProof struct{ Verdict, Verification string; Reasons []string } }
+	var res struct {
+		SubmitProof struct {
+			Verdict, Verification string
+			Reasons               []string
+		}
+	}
 	w.call(submit, proofVars).data(t, &res)
 	if res.SubmitProof.Verdict != "PASSED" || res.SubmitProof.Verification != "VERIFIED" {
 		t.Fatalf("genuine proof: %+v", res.SubmitProof)
@@ -135,7 +150,12 @@ func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 		t.Fatalf("replayed proof: %+v", res.SubmitProof)
 	}
 
-	var hb struct{ Heartbeat struct{ Status string; NextInSeconds int } }
+	var hb struct {
+		Heartbeat struct {
+			Status        string
+			NextInSeconds int
+		}
+	}
 	w.call(`mutation($d: ID!, $in: HeartbeatInput!) { heartbeat(deviceId: $d, input: $in) { status nextInSeconds } }`,
 		map[string]any{"d": w.deviceID, "in": map[string]any{"gpus": []map[string]any{{"uuid": "GPU-x", "utilizationPercent": 97, "temperatureC": 61}}}}).data(t, &hb)
 	if hb.Heartbeat.Status != "UP" || hb.Heartbeat.NextInSeconds != 30 {
@@ -147,8 +167,14 @@ func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 		Device struct {
 			Status  string
 			Private struct {
-				Credentials  []struct{ Fingerprint string; LastUsedAt *time.Time }
-				Attestations []struct{ Verdict string; Reasons []string }
+				Credentials []struct {
+					Fingerprint string
+					LastUsedAt  *time.Time
+				}
+				Attestations []struct {
+					Verdict string
+					Reasons []string
+				}
 			}
 		}
 	}
@@ -200,7 +226,9 @@ func TestWorkerRequestsNeedTheDevicesOwnSignature(t *testing.T) {
 		{"device B's valid signature", func(bd []byte) response { return b.signed(b.priv, b.deviceID, time.Now(), bd, nil) }, 200, "FORBIDDEN"},
 		{"B's key claiming to be A", func(bd []byte) response { return b.signed(b.priv, a.deviceID, time.Now(), bd, nil) }, 401, "UNAUTHENTICATED"},
 		{"a stranger's key", func(bd []byte) response { return a.signed(stranger, a.deviceID, time.Now(), bd, nil) }, 401, "UNAUTHENTICATED"},
-		{"stale timestamp", func(bd []byte) response { return a.signed(a.priv, a.deviceID, time.Now().Add(-10*time.Minute), bd, nil) }, 401, "UNAUTHENTICATED"},
+		{"stale timestamp", func(bd []byte) response {
+			return a.signed(a.priv, a.deviceID, time.Now().Add(-10*time.Minute), bd, nil)
+		}, 401, "UNAUTHENTICATED"},
 		{"future timestamp", func(bd []byte) response { return a.signed(a.priv, a.deviceID, time.Now().Add(10*time.Minute), bd, nil) }, 401, "UNAUTHENTICATED"},
 		{"replayed request", func(bd []byte) response {
 			return o.raw(http.MethodPost, "/graphql", "application/json", heartbeat, http.Header{attest.SignatureHeader: {replayed}})
@@ -284,7 +312,9 @@ func TestKeyRotationAndRevocation(t *testing.T) {
 	alice := bearer(o.idp.sign(o.idp.claims("alice")))
 	hb := `mutation($d: ID!) { heartbeat(deviceId: $d, input: {gpus: []}) { status } }`
 	var creds struct {
-		Device struct{ Private struct{ Credentials []struct{ ID string } } }
+		Device struct {
+			Private struct{ Credentials []struct{ ID string } }
+		}
 	}
 	o.as(alice, `query($id: ID!) { device(id: $id) { private { credentials { id } } } }`, map[string]any{"id": w.deviceID}).data(t, &creds)
 	oldCred := creds.Device.Private.Credentials[0].ID
@@ -294,7 +324,9 @@ func TestKeyRotationAndRevocation(t *testing.T) {
 	// bob cannot add a key to alice's device.
 	o.as(bearer(o.idp.sign(o.idp.claims("bob"))), `mutation($id: ID!, $k: String!) { addDeviceKey(id: $id, publicKey: $k) { id } }`,
 		map[string]any{"id": w.deviceID, "k": nextPub}).wantError(t, "FORBIDDEN", "")
-	var added struct{ AddDeviceKey struct{ ID, Fingerprint string } }
+	var added struct {
+		AddDeviceKey struct{ ID, Fingerprint string }
+	}
 	o.as(alice, `mutation($id: ID!, $k: String!) { addDeviceKey(id: $id, publicKey: $k) { id fingerprint } }`,
 		map[string]any{"id": w.deviceID, "k": nextPub}).data(t, &added)
 	if w.signed(next, w.deviceID, time.Now(), body(hb, map[string]any{"d": w.deviceID}), nil).Errors != nil {
