@@ -273,6 +273,8 @@ func runServe(args []string) error {
 	maxAliases := f.Int("max-aliases", "GPUGATE_MAX_ALIASES", def.MaxAliases, "maximum aliases per operation")
 	maxRoot := f.Int("max-root-fields", "GPUGATE_MAX_ROOT_FIELDS", def.MaxRootFields, "maximum root fields per operation")
 	maxDirectives := f.Int("max-directives", "GPUGATE_MAX_DIRECTIVES", def.MaxDirectives, "maximum directives per document")
+	publicCache := f.Duration("public-cache-ttl", "GPUGATE_PUBLIC_CACHE_TTL", time.Second,
+		"how long an anonymous query's response may be reused for the identical query (0 disables)")
 	statsTTL := f.Duration("stats-ttl", "GPUGATE_STATS_TTL", 5*time.Second, "how long networkStats results are reused")
 	shutdown := f.Duration("shutdown-timeout", "GPUGATE_SHUTDOWN_TIMEOUT", 15*time.Second, "how long in-flight requests may drain on SIGTERM")
 	oidcIssuers := f.String("oidc-issuer", "GPUGATE_OIDC_ISSUER", "",
@@ -339,7 +341,8 @@ func runServe(args []string) error {
 		Dev: *dev, Introspection: *introspection, MaxBodyBytes: int64(*maxBody), MaxTokens: *maxTokens,
 		MaxDepth: *maxDepth, MaxAliases: *maxAliases, MaxRootFields: *maxRoot, MaxDirectives: *maxDirectives,
 		RequestTimeout: *timeout, RoleNames: map[model.Role]string{model.RoleAdmin: *adminRole},
-		Workers: resolvers.WorkerConfig{Difficulty: *difficulty, ChallengeTTL: *challengeTTL, HeartbeatEvery: *heartbeatEvery},
+		Workers:        resolvers.WorkerConfig{Difficulty: *difficulty, ChallengeTTL: *challengeTTL, HeartbeatEvery: *heartbeatEvery},
+		PublicCacheTTL: *publicCache,
 	}
 	issuers := splitList(*oidcIssuers)
 	if len(issuers) == 0 && *dev {

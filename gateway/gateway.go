@@ -47,6 +47,8 @@ type Config struct {
 	Workers resolvers.WorkerConfig
 	// SignatureWindow is the clock difference allowed on worker request signatures (default 60 s).
 	SignatureWindow time.Duration
+	// PublicCacheTTL is how long an anonymous query's response may be reused (0: no cache).
+	PublicCacheTTL time.Duration
 }
 
 // Defaults returns the limits of SECURITY.md.
@@ -118,6 +120,10 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	}
 	srv.Use(limits{cfg})
 	srv.AroundOperations(res.Loaders)
+	cache := newPublicCache(cfg.PublicCacheTTL)
+	if cache != nil {
+		srv.AroundOperations(markCacheable)
+	}
 	p := presenter{log: log, suggestions: cfg.Dev}
 	srv.SetErrorPresenter(p.present)
 	srv.SetRecoverFunc(p.recover)
@@ -128,7 +134,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		api = cfg.Verifier.Middleware(rejectToken)(api)
 	}
 	api = devices.Middleware(rejectToken)(api)
-	mux.Handle("/graphql", graphqlOnly(cfg.MaxBodyBytes, api))
+	mux.Handle("/graphql", graphqlOnly(cfg.MaxBodyBytes, cache.middleware(api)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -152,3 +152,16 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// newBenchEnv serves a gateway on a fresh database with n demo devices and returns its URL.
+func newBenchEnv(b *testing.B, n int) string {
+	b.Helper()
+	x := dbtest.New(b)
+	store := db.New(x, db.Options{})
+	if _, err := store.Seed(context.Background(), n); err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(gateway.New(gateway.Config{}, store, slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	b.Cleanup(srv.Close)
+	return srv.URL
+}

@@ -22,6 +22,9 @@ import (
 
 type requestIDKey struct{}
 
+// bodyKey holds the request body graphqlOnly read, for the middleware after it.
+type bodyKey struct{}
+
 // RequestID returns the id of the request ctx belongs to, or "".
 func RequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
@@ -147,7 +150,7 @@ func graphqlOnly(max int64, next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyKey{}, body)))
 	})
 }
 
