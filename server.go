@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -290,6 +291,7 @@ func runServe(args []string) error {
 	heartbeatEvery := f.Duration("heartbeat-interval", "GPUGATE_HEARTBEAT_INTERVAL", 30*time.Second, "how often workers are told to send heartbeats")
 	heartbeatTimeout := f.Duration("heartbeat-timeout", "GPUGATE_HEARTBEAT_TIMEOUT", db.HeartbeatWindow,
 		"a device silent this long is shown DOWN by a background job (0 disables the job)")
+	debugListen := f.String("debug-listen", "GPUGATE_DEBUG_LISTEN", "", "serve /debug/pprof on this loopback address (empty: off)")
 	logFormat := f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if err := f.parse(args); err != nil {
@@ -384,6 +386,11 @@ func runServe(args []string) error {
 			fmt.Fprintf(os.Stderr, "  Sign in:   go run . dev token --server %s alice   (also bob, admin)\n", base)
 		}
 		fmt.Fprintln(os.Stderr)
+	}
+	if *debugListen != "" {
+		if err := serveDebug(*debugListen, log); err != nil {
+			return err
+		}
 	}
 	jobs, stopJobs := context.WithCancel(context.Background())
 	defer stopJobs()
@@ -680,5 +687,24 @@ func runUsers(args []string) error {
 		return err
 	}
 	fmt.Printf("took %s\n", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// serveDebug exposes the Go profiler on a loopback address, for operators measuring the gateway.
+func serveDebug(addr string, log *slog.Logger) error {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("--debug-listen must be a loopback address such as 127.0.0.1:6060, got %q", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--debug-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() { _ = http.Serve(ln, mux) }()
+	log.Info("profiler listening", "addr", ln.Addr().String())
 	return nil
 }

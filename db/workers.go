@@ -288,34 +288,28 @@ func (d *DB) CreateChallenge(ctx context.Context, deviceID string, difficulty in
 	return c, translate("create challenge", err)
 }
 
-// ConsumeChallenge flips the device's open challenge to consumed (compare-and-swap) and returns
-// it. When it cannot, the returned reason says why: unknown or another device's challenge,
-// already used, or expired.
-func (d *DB) ConsumeChallenge(ctx context.Context, deviceID, challengeID string) (IssuedChallenge, attest.Reason, error) {
-	var c IssuedChallenge
-	err := sqlx.GetContext(ctx, d.x, &c, `UPDATE challenges SET consumed_at = now()
-		WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now()
-		RETURNING id, device_id, nonce, difficulty, created_at, expires_at`, challengeID, deviceID)
-	if err == nil {
-		return c, "", nil
+// OpenChallenge returns the device's challenge if it is still open (unused, unexpired). When it
+// is not, the returned reason says why: unknown or another device's challenge, already used, or
+// expired. It does not consume it: ConsumeAndRecord does, atomically with the verdict.
+func (d *DB) OpenChallenge(ctx context.Context, deviceID, challengeID string) (IssuedChallenge, attest.Reason, error) {
+	var c struct {
+		IssuedChallenge
+		Consumed bool `db:"consumed"`
+		Expired  bool `db:"expired"`
 	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return c, "", translate("consume challenge", err)
-	}
-	var st struct {
-		Device   string `db:"device_id"`
-		Consumed bool   `db:"consumed"`
-	}
-	err = sqlx.GetContext(ctx, d.x, &st, `SELECT device_id, consumed_at IS NOT NULL AS consumed FROM challenges WHERE id = $1`, challengeID)
+	err := sqlx.GetContext(ctx, d.x, &c, `SELECT id, device_id, nonce, difficulty, created_at, expires_at,
+		consumed_at IS NOT NULL AS consumed, expires_at <= now() AS expired FROM challenges WHERE id = $1`, challengeID)
 	switch {
-	case errors.Is(err, sql.ErrNoRows) || err == nil && st.Device != deviceID:
-		return c, attest.ReasonChallengeForeign, nil
+	case errors.Is(err, sql.ErrNoRows) || err == nil && c.DeviceID != deviceID:
+		return IssuedChallenge{}, attest.ReasonChallengeForeign, nil
 	case err != nil:
-		return c, "", translate("consume challenge", err)
-	case st.Consumed:
-		return c, attest.ReasonChallengeReplayed, nil
+		return IssuedChallenge{}, "", translate("challenge", err)
+	case c.Consumed:
+		return IssuedChallenge{}, attest.ReasonChallengeReplayed, nil
+	case c.Expired:
+		return IssuedChallenge{}, attest.ReasonChallengeExpired, nil
 	}
-	return c, attest.ReasonChallengeExpired, nil
+	return c.IssuedChallenge, "", nil
 }
 
 // EnrollmentSnapshot returns the snapshot the device enrolled with.
@@ -383,25 +377,85 @@ type ProofRecord struct {
 	Accomplices []Accomplice
 }
 
+// ConsumeAndRecord consumes the proof's challenge (compare-and-swap: open, unexpired, this
+// device's) and stores the verdict in the same statement, so a proof is judged once and a
+// verdict never exists without its challenge being spent. It returns consumed=false, storing
+// nothing, when the challenge was no longer open (a concurrent submission or expiry won).
+func (d *DB) ConsumeAndRecord(ctx context.Context, p ProofRecord) (consumed bool, verdict AttestationVerdict, reasons []string, state VerificationState, err error) {
+	verdict, state, reasons = verdictOf(p.Findings)
+	snap, cc, err := proofJSON(p)
+	if err != nil {
+		return false, "", nil, "", err
+	}
+	var n int
+	err = d.x.GetContext(ctx, &n, `WITH c AS (
+			UPDATE challenges SET consumed_at = now()
+			WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now() RETURNING id),
+		a AS (INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report)
+			SELECT $2, $3, $4, id, $5, $6 FROM c RETURNING 1),
+		u AS (UPDATE devices SET verification = $7, updated_at = now() WHERE id = $2 AND EXISTS (SELECT 1 FROM c) RETURNING 1)
+		SELECT (SELECT count(*) FROM c) + 0 * (SELECT count(*) FROM a) + 0 * (SELECT count(*) FROM u)`,
+		p.ChallengeID, p.DeviceID, verdict, pq.Array(reasons), snap, cc, state)
+	if err != nil || n == 0 {
+		return false, "", nil, "", translate("record proof", err)
+	}
+	if len(p.Accomplices) > 0 {
+		tx, err := d.x.BeginTxx(ctx, nil)
+		if err != nil {
+			return true, verdict, reasons, state, translate("record proof", err)
+		}
+		defer func() { _ = tx.Rollback() }()
+		if err := flagAccomplices(ctx, tx, p.Accomplices); err != nil {
+			return true, verdict, reasons, state, err
+		}
+		return true, verdict, reasons, state, translate("record proof", tx.Commit())
+	}
+	return true, verdict, reasons, state, nil
+}
+
+func verdictOf(fs []attest.Finding) (AttestationVerdict, VerificationState, []string) {
+	if attest.Flagged(fs) {
+		return VerdictFlagged, VerificationFlagged, reasonCodes(fs)
+	}
+	return VerdictPassed, VerificationVerified, reasonCodes(fs)
+}
+
+func proofJSON(p ProofRecord) (snap, cc []byte, err error) {
+	if p.Snapshot == nil {
+		return nil, nil, nil
+	}
+	if snap, err = json.Marshal(p.Snapshot); err != nil {
+		return nil, nil, fmt.Errorf("record proof: %w", err)
+	}
+	if p.Snapshot.Attestation != nil {
+		cc, _ = json.Marshal(p.Snapshot.Attestation)
+	}
+	return snap, cc, nil
+}
+
+func flagAccomplices(ctx context.Context, x sqlx.ExtContext, acc []Accomplice) error {
+	for _, a := range acc {
+		if _, err := x.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons) VALUES ($1, 'FLAGGED', $2)`,
+			a.DeviceID, pq.Array([]string{string(a.Reason)})); err != nil {
+			return translate("record proof", err)
+		}
+		if _, err := x.ExecContext(ctx, `UPDATE devices SET verification = 'FLAGGED', updated_at = now() WHERE id = $1`,
+			a.DeviceID); err != nil {
+			return translate("record proof", err)
+		}
+	}
+	return nil
+}
+
 // RecordProof stores the verdict (FLAGGED when a finding flags, else PASSED; every finding's reason
 // code is kept) and
 // updates the device's public verification state; accomplices are flagged with the same reason.
 // It returns the device's new verification state.
 func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict, []string, VerificationState, error) {
-	verdict, state := VerdictPassed, VerificationVerified
-	reasons := reasonCodes(p.Findings)
-	if attest.Flagged(p.Findings) {
-		verdict, state = VerdictFlagged, VerificationFlagged
-	}
-	var snap, cc []byte
-	if p.Snapshot != nil {
-		var err error
-		if snap, err = json.Marshal(p.Snapshot); err != nil {
-			return "", nil, "", fmt.Errorf("record proof: %w", err)
-		}
-		if p.Snapshot.Attestation != nil {
-			cc, _ = json.Marshal(p.Snapshot.Attestation)
-		}
+	verdict, state, reasons := verdictOf(p.Findings)
+	snap, cc, err := proofJSON(p)
+	if err != nil {
+		return "", nil, "", err
 	}
 	var challenge any
 	if p.ChallengeID != "" {
@@ -420,15 +474,8 @@ func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict
 		p.DeviceID, state); err != nil {
 		return "", nil, "", translate("record proof", err)
 	}
-	for _, a := range p.Accomplices {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons) VALUES ($1, 'FLAGGED', $2)`,
-			a.DeviceID, pq.Array([]string{string(a.Reason)})); err != nil {
-			return "", nil, "", translate("record proof", err)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET verification = 'FLAGGED', updated_at = now() WHERE id = $1`,
-			a.DeviceID); err != nil {
-			return "", nil, "", translate("record proof", err)
-		}
+	if err := flagAccomplices(ctx, tx, p.Accomplices); err != nil {
+		return "", nil, "", err
 	}
 	return verdict, reasons, state, translate("record proof", tx.Commit())
 }

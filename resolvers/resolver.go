@@ -4,6 +4,11 @@
 package resolvers
 
 import (
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+
+	"github.com/gpugate/gpugate/attest"
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/deviceauth"
 	"github.com/gpugate/gpugate/graph/model"
@@ -22,10 +27,15 @@ type Resolver struct {
 	// DeviceAuth is told when a device key is revoked, so it stops accepting it at once.
 	DeviceAuth *deviceauth.Authenticator
 
-	users *users
+	users      *users
+	heartbeats *db.Heartbeats
+	enrolled   *expirable.LRU[string, attest.Snapshot]
 }
 
 // New returns a Resolver over store whose writes go through g.
 func New(store *db.DB, g *guard.Guard, roleNames map[model.Role]string, workers WorkerConfig, auth *deviceauth.Authenticator) *Resolver {
-	return &Resolver{DB: store, Guard: g, RoleNames: roleNames, Workers: workers.withDefaults(), DeviceAuth: auth, users: newUsers()}
+	workers = workers.withDefaults()
+	return &Resolver{DB: store, Guard: g, RoleNames: roleNames, Workers: workers, DeviceAuth: auth, users: newUsers(),
+		heartbeats: store.NewHeartbeats(workers.HeartbeatBatchWait, 500),
+		enrolled:   expirable.NewLRU[string, attest.Snapshot](10_000, nil, time.Hour)}
 }

@@ -21,6 +21,9 @@ type WorkerConfig struct {
 	Difficulty     int           // leading zero bits; default 16
 	ChallengeTTL   time.Duration // default 2 min
 	HeartbeatEvery time.Duration // what workers are told; default 30 s
+	// HeartbeatBatchWait is how long a heartbeat may wait for others to share its write
+	// (default 5 ms; negative: write each alone).
+	HeartbeatBatchWait time.Duration
 }
 
 func (c WorkerConfig) withDefaults() WorkerConfig {
@@ -32,6 +35,9 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 	}
 	if c.HeartbeatEvery <= 0 {
 		c.HeartbeatEvery = 30 * time.Second
+	}
+	if c.HeartbeatBatchWait == 0 {
+		c.HeartbeatBatchWait = 5 * time.Millisecond
 	}
 	return c
 }
@@ -139,20 +145,38 @@ func (r *Resolver) proof(ctx context.Context, in model.ProofInput) (*model.Proof
 	var res model.ProofResult
 	err = r.deviceWrite(ctx, "submitProof", func(ctx context.Context, p deviceauth.Principal) error {
 		rec := db.ProofRecord{DeviceID: p.DeviceID, ChallengeID: challengeID, Snapshot: &snap}
-		ch, reason, err := r.DB.ConsumeChallenge(ctx, p.DeviceID, challengeID)
+		ch, reason, err := r.DB.OpenChallenge(ctx, p.DeviceID, challengeID)
 		if err != nil {
 			return err
 		}
-		if reason != "" {
-			rec.Findings = []attest.Finding{{Reason: reason, Detail: reason.Description()}}
-		} else {
+		var verdict db.AttestationVerdict
+		var reasons []string
+		var state db.VerificationState
+		if reason == "" {
 			rec.Findings, rec.Accomplices, err = r.judge(ctx, p, ch, attest.Proof{ChallengeID: challengeID,
 				Counter: counter, Snapshot: snap, SnapshotHash: claimedHash, Signature: sig})
 			if err != nil {
 				return err
 			}
+			var consumed bool
+			if consumed, verdict, reasons, state, err = r.DB.ConsumeAndRecord(ctx, rec); err != nil {
+				return err
+			}
+			if !consumed { // a concurrent submission or the clock got there first
+				if _, reason, err = r.DB.OpenChallenge(ctx, p.DeviceID, challengeID); err != nil {
+					return err
+				}
+				if reason == "" {
+					reason = attest.ReasonChallengeReplayed
+				}
+			}
 		}
-		verdict, reasons, state, err := r.DB.RecordProof(ctx, rec)
+		if reason != "" {
+			rec.Findings, rec.Accomplices = []attest.Finding{{Reason: reason, Detail: reason.Description()}}, nil
+			if verdict, reasons, state, err = r.DB.RecordProof(ctx, rec); err != nil {
+				return err
+			}
+		}
 		res = model.ProofResult{Verdict: verdict, Reasons: reasons, Verification: state}
 		return err
 	})
@@ -174,7 +198,7 @@ func (r *Resolver) judge(ctx context.Context, p deviceauth.Principal, ch db.Issu
 		return []attest.Finding{{Reason: reason, Detail: reason.Description()}}, nil, nil
 	}
 	findings := attest.CheckSnapshot(proof.Snapshot)
-	enrolled, err := r.DB.EnrollmentSnapshot(ctx, p.DeviceID)
+	enrolled, err := r.enrollmentSnapshot(ctx, p.DeviceID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -202,7 +226,7 @@ func (r *Resolver) heartbeat(ctx context.Context, in model.HeartbeatInput) (*mod
 	}
 	var st db.DeviceStatus
 	err = r.deviceWrite(ctx, "heartbeat", func(ctx context.Context, p deviceauth.Principal) error {
-		st, err = r.DB.Heartbeat(ctx, p.DeviceID, readings)
+		st, err = r.heartbeats.Record(ctx, p.DeviceID, readings)
 		return err
 	})
 	if err != nil {
@@ -220,4 +244,16 @@ func decodeB64(s string) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("not base64")
+}
+
+// enrollmentSnapshot returns the (immutable) snapshot a device enrolled with, cached.
+func (r *Resolver) enrollmentSnapshot(ctx context.Context, deviceID string) (attest.Snapshot, error) {
+	if s, ok := r.enrolled.Get(deviceID); ok {
+		return s, nil
+	}
+	s, err := r.DB.EnrollmentSnapshot(ctx, deviceID)
+	if err == nil {
+		r.enrolled.Add(deviceID, s)
+	}
+	return s, err
 }

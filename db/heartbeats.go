@@ -1,0 +1,127 @@
+package db
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// Heartbeats coalesces concurrent heartbeats into one UPDATE: a worker's heartbeat waits at most
+// a few milliseconds for others to join its batch, and a thousand devices then cost one
+// statement and one commit instead of a thousand. A device's row changes exactly as with
+// Heartbeat.
+type Heartbeats struct {
+	d       *DB
+	wait    time.Duration
+	max     int
+	mu      sync.Mutex
+	pending []*pendingBeat
+	timer   *time.Timer
+}
+
+type pendingBeat struct {
+	device   string
+	readings []byte
+	status   DeviceStatus
+	err      error
+	done     chan struct{}
+}
+
+// NewHeartbeats returns a coalescer that flushes after wait or at max heartbeats, whichever
+// comes first.
+func (d *DB) NewHeartbeats(wait time.Duration, max int) *Heartbeats {
+	if max <= 0 {
+		max = 500
+	}
+	return &Heartbeats{d: d, wait: wait, max: max}
+}
+
+// Record records one heartbeat and returns the device's status, or a NotFound error for an
+// unknown device. It returns ctx.Err() if ctx ends first (the heartbeat may still be written).
+func (h *Heartbeats) Record(ctx context.Context, deviceID string, readings []byte) (DeviceStatus, error) {
+	if h.wait <= 0 {
+		return h.d.Heartbeat(ctx, deviceID, readings)
+	}
+	b := &pendingBeat{device: deviceID, readings: readings, done: make(chan struct{})}
+	h.mu.Lock()
+	h.pending = append(h.pending, b)
+	switch {
+	case len(h.pending) >= h.max:
+		batch := h.take()
+		h.mu.Unlock()
+		go h.flush(batch)
+	case len(h.pending) == 1:
+		h.timer = time.AfterFunc(h.wait, func() {
+			h.mu.Lock()
+			batch := h.take()
+			h.mu.Unlock()
+			h.flush(batch)
+		})
+		h.mu.Unlock()
+	default:
+		h.mu.Unlock()
+	}
+	select {
+	case <-b.done:
+		return b.status, b.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// take empties the pending batch; h.mu must be held.
+func (h *Heartbeats) take() []*pendingBeat {
+	batch := h.pending
+	h.pending = nil
+	if h.timer != nil {
+		h.timer.Stop()
+		h.timer = nil
+	}
+	return batch
+}
+
+func (h *Heartbeats) flush(batch []*pendingBeat) {
+	if len(batch) == 0 {
+		return
+	}
+	// The last heartbeat of a device in the batch wins; each caller gets its device's status.
+	last := map[string]int{}
+	for i, b := range batch {
+		last[b.device] = i
+	}
+	ids := make([]string, 0, len(last))
+	readings := make([]string, 0, len(last))
+	for dev, i := range last {
+		ids = append(ids, dev)
+		readings = append(readings, string(batch[i].readings))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var rows []struct {
+		ID     string       `db:"id"`
+		Status DeviceStatus `db:"status"`
+	}
+	err := sqlx.SelectContext(ctx, h.d.x, &rows, `UPDATE devices d SET last_seen_at = now(), heartbeat = b.readings,
+		status = CASE WHEN d.quarantined_at IS NOT NULL THEN 'QUARANTINED' WHEN d.paused THEN 'PAUSED' ELSE 'UP' END
+		FROM unnest($1::uuid[], $2::jsonb[]) AS b(id, readings)
+		WHERE d.id = b.id RETURNING d.id, d.status`, pq.Array(ids), pq.Array(readings))
+	err = translate("heartbeat", err)
+	status := make(map[string]DeviceStatus, len(rows))
+	for _, r := range rows {
+		status[r.ID] = r.Status
+	}
+	for _, b := range batch {
+		switch st, ok := status[b.device]; {
+		case err != nil:
+			b.err = err
+		case !ok:
+			b.err = NotFoundf("device not found")
+		default:
+			b.status = st
+		}
+		close(b.done)
+	}
+}
