@@ -430,7 +430,27 @@ func runMigrate(args []string) error {
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	log, _ := newLogger("text", "info", os.Stderr)
+	return withDatabase(dbf, "info", func(ctx context.Context, d *database) error {
+		applied, err := db.Migrate(ctx, d.store.SQL().DB)
+		if err != nil {
+			return err
+		}
+		if len(applied) == 0 {
+			fmt.Println("migrations: already current")
+			return nil
+		}
+		fmt.Printf("migrations applied: %v\n", applied)
+		return nil
+	})
+}
+
+// withDatabase runs a one-shot command against the database (the embedded one without
+// DATABASE_URL), stopping on SIGINT/SIGTERM and closing everything afterwards.
+func withDatabase(dbf dbFlags, level string, fn func(ctx context.Context, d *database) error) error {
+	log, err := newLogger("text", level, os.Stderr)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := openDatabase(ctx, dbf, 0, log)
@@ -438,16 +458,7 @@ func runMigrate(args []string) error {
 		return err
 	}
 	defer d.close(log)
-	applied, err := db.Migrate(ctx, d.store.SQL().DB)
-	if err != nil {
-		return err
-	}
-	if len(applied) == 0 {
-		fmt.Println("migrations: already current")
-		return nil
-	}
-	fmt.Printf("migrations applied: %v\n", applied)
-	return nil
+	return fn(ctx, d)
 }
 
 func runSeed(args []string) error {
@@ -457,28 +468,22 @@ func runSeed(args []string) error {
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	log, _ := newLogger("text", "info", os.Stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	d, err := openDatabase(ctx, dbf, 0, log)
-	if err != nil {
-		return err
-	}
-	defer d.close(log)
-	if _, err := db.Migrate(ctx, d.store.SQL().DB); err != nil {
-		return err
-	}
-	start := time.Now()
-	seeded, err := d.store.Seed(ctx, *n)
-	if err != nil {
-		return err
-	}
-	if !seeded {
-		fmt.Println("seed: the database already has devices; nothing loaded")
+	return withDatabase(dbf, "info", func(ctx context.Context, d *database) error {
+		if _, err := db.Migrate(ctx, d.store.SQL().DB); err != nil {
+			return err
+		}
+		start := time.Now()
+		seeded, err := d.store.Seed(ctx, *n)
+		if err != nil {
+			return err
+		}
+		if !seeded {
+			fmt.Println("seed: the database already has devices; nothing loaded")
+			return nil
+		}
+		fmt.Printf("seed: %d devices loaded in %s\n", *n, time.Since(start).Round(time.Millisecond))
 		return nil
-	}
-	fmt.Printf("seed: %d devices loaded in %s\n", *n, time.Since(start).Round(time.Millisecond))
-	return nil
+	})
 }
 
 func splitList(s string) []string {
@@ -654,9 +659,6 @@ func runUsers(args []string) error {
 	if err := f.parse(args[1:]); err != nil {
 		return err
 	}
-	log, _ := newLogger("text", "warn", os.Stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	o := userimport.Options{Issuer: *issuer, LegacyTable: *legacyTable, Progress: userimport.NewProgressBar(os.Stderr)}
 	for _, in := range []struct {
 		path string
@@ -672,22 +674,19 @@ func runUsers(args []string) error {
 		defer file.Close()
 		*in.dst = file
 	}
-	d, err := openDatabase(ctx, dbf, 0, log)
-	if err != nil {
-		return err
-	}
-	defer d.close(log)
-	if _, err := db.Migrate(ctx, d.store.SQL().DB); err != nil {
-		return err
-	}
-	start := time.Now()
-	sum, err := userimport.Run(ctx, d.store.SQL(), o)
-	fmt.Println(sum.String())
-	if err != nil {
-		return err
-	}
-	fmt.Printf("took %s\n", time.Since(start).Round(time.Millisecond))
-	return nil
+	return withDatabase(dbf, "warn", func(ctx context.Context, d *database) error {
+		if _, err := db.Migrate(ctx, d.store.SQL().DB); err != nil {
+			return err
+		}
+		start := time.Now()
+		sum, err := userimport.Run(ctx, d.store.SQL(), o)
+		fmt.Println(sum.String())
+		if err != nil {
+			return err
+		}
+		fmt.Printf("took %s\n", time.Since(start).Round(time.Millisecond))
+		return nil
+	})
 }
 
 // serveDebug exposes the Go profiler on a loopback address, for operators measuring the gateway.
