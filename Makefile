@@ -1,7 +1,7 @@
 # gpugate developer targets. `make run` and `make test` are the README's two commands.
 GO ?= go
 
-.PHONY: run test check generate lint bench
+.PHONY: run test check generate lint bench bench-ingest
 
 run: ## run the gateway with its own PostgreSQL, demo data and GraphiQL
 	@scripts/ensure-postgres
@@ -22,3 +22,6 @@ lint: ## gofmt, go vet, and graph/ matches its generator
 
 bench: ## seed 1,000,000 devices and measure the gateway next to pgbench
 	bench/run.sh
+
+bench-ingest: ## worker ingestion: heartbeats/s and proofs/s at 64 signed workers
+	bench/ingest.sh 64 20

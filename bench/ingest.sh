@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Worker ingestion benchmark: a dev-mode gateway with its own PostgreSQL, 64 simulated workers
+# sending signed heartbeats, then signed proofs, over HTTP on loopback. Prints heartbeats/s and
+# proofs/s with p50/p99. Usage: bench/ingest.sh [workers] [seconds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+workers=${1:-64}
+secs=${2:-20}
+work=$(mktemp -d /tmp/gpugate-ingest.XXXXXX)
+chmod 755 "$work"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cleanup() { [ -n "${gw:-}" ] && kill "$gw" 2>/dev/null && wait "$gw" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+go build -o "$work/gpugate" .
+go build -o "$work/ingest" ./bench/ingest
+# Difficulty 8 keeps the load generator's own proof-of-work cheap; the server's verification
+# costs the same at any difficulty (one hash, one signature). The down-marking job is off so the
+# benchmark's devices stay UP.
+"$work/gpugate" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --seed 1000 \
+  --pow-difficulty 8 --heartbeat-timeout 0 --log-level warn >"$work/serve.log" 2>&1 &
+gw=$!
+for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.5; done
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$work/ingest" --server "http://127.0.0.1:$port" --workers "$workers" --duration "${secs}s" --proofs-per-worker 400
+echo "gateway peak RSS: $(awk '/VmHWM/ {print $2/1024 " MB"}' /proc/$gw/status)"

@@ -1,0 +1,302 @@
+// Command ingest measures the worker ingestion path of a running gateway over HTTP: heartbeats
+// and proofs accepted per second, with signature checks, proof verification and the database
+// write, at N concurrent simulated workers. It enrolls its own devices through the dev-mode
+// sign-in (`gpugate serve` with its embedded database), so point it at a dev gateway:
+//
+//	go run ./bench/ingest --server http://127.0.0.1:8080 --workers 64 --duration 20s
+//
+// Proofs are solved before the timed phase (the load generator shares the machine's cores; the
+// server's verification cost does not depend on the difficulty: one hash and one signature).
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/oidc/devissuer"
+)
+
+func main() {
+	server := flag.String("server", "http://127.0.0.1:8080", "dev-mode gateway")
+	workers := flag.Int("workers", 64, "concurrent simulated workers")
+	duration := flag.Duration("duration", 20*time.Second, "length of each timed phase")
+	proofsPer := flag.Int("proofs-per-worker", 400, "proofs each worker prepares for the proof phase")
+	user := flag.String("user", "alice", "demo user who owns the benchmark devices")
+	flag.Parse()
+	if err := run(*server, *user, *workers, *duration, *proofsPer); err != nil {
+		fmt.Fprintln(os.Stderr, "ingest:", err)
+		os.Exit(1)
+	}
+}
+
+type client struct {
+	server string
+	http   *http.Client
+}
+
+type gqlResponse struct {
+	Data   json.RawMessage `json:"data"`
+	Errors []struct {
+		Message string `json:"message"`
+	} `json:"errors"`
+}
+
+// do sends one operation, signed by key as device when key is set.
+func (c *client) do(ctx context.Context, bearer string, key ed25519.PrivateKey, device, query string, vars map[string]any, out any) error {
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.server+"/graphql", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	if key != nil {
+		req.Header.Set(attest.SignatureHeader, attest.SignRequest(key, device, "POST", "/graphql", time.Now(), body))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	var r gqlResponse
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, raw)
+	}
+	if len(r.Errors) > 0 {
+		return errors.New(r.Errors[0].Message)
+	}
+	if out != nil {
+		return json.Unmarshal(r.Data, out)
+	}
+	return nil
+}
+
+type device struct {
+	id   string
+	key  ed25519.PrivateKey
+	snap attest.Snapshot
+}
+
+func host(seed int) attest.Snapshot {
+	s := attest.Snapshot{DriverVersion: "550.54.15", NVMLVersion: "12.550.54.15", CUDADriverVersion: 12040}
+	for i := range 8 {
+		s.GPUs = append(s.GPUs, attest.GPU{
+			UUID: fmt.Sprintf("GPU-b%07x-%04x-4000-8000-%012x", seed, i, time.Now().UnixNano()&0xffffffffffff), Name: "NVIDIA H100 80GB HBM3",
+			PCIDeviceID: 0x2330, PCIVendorID: attest.VendorNVIDIA, BusID: fmt.Sprintf("00000000:%02X:00.0", 0x18+i),
+			MemoryTotalBytes: 81559 << 20, Architecture: "Hopper", ComputeMajor: 9, ComputeMinor: 0,
+		})
+	}
+	return s
+}
+
+func run(server, user string, n int, d time.Duration, proofsPer int) error {
+	ctx := context.Background()
+	c := &client{server: server, http: &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: n * 2, MaxConnsPerHost: n * 2}}}
+	var info struct{ Issuer, ClientID, RedirectURI string }
+	resp, err := http.Get(server + "/dev/oidc")
+	if err != nil {
+		return err
+	}
+	err = json.NewDecoder(resp.Body).Decode(&info)
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("/dev/oidc: %w (is the gateway in dev mode?)", err)
+	}
+	token, err := devissuer.FetchToken(ctx, info.Issuer, info.ClientID, info.RedirectURI, user)
+	if err != nil {
+		return err
+	}
+
+	start := time.Now()
+	devices := make([]*device, n)
+	for i := range devices {
+		var tok struct{ CreateEnrollmentToken struct{ Token string } }
+		if err := c.do(ctx, token, nil, "", `mutation { createEnrollmentToken { token } }`, nil, &tok); err != nil {
+			return fmt.Errorf("enrollment token: %w", err)
+		}
+		_, priv, _ := ed25519.GenerateKey(rand.Reader)
+		dv := &device{key: priv, snap: host(i)}
+		snap, _ := json.Marshal(dv.snap)
+		var out struct{ EnrollDevice struct{ DeviceID string } }
+		err := c.do(ctx, "", priv, "", `mutation($in: EnrollDeviceInput!) { enrollDevice(input: $in) { deviceId } }`,
+			map[string]any{"in": map[string]any{"token": tok.CreateEnrollmentToken.Token, "region": "bench",
+				"publicKey": base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)), "snapshot": string(snap)}}, &out)
+		if err != nil {
+			return fmt.Errorf("enroll: %w", err)
+		}
+		dv.id = out.EnrollDevice.DeviceID
+		devices[i] = dv
+	}
+	fmt.Printf("enrolled %d devices in %s\n", n, time.Since(start).Round(time.Millisecond))
+
+	const hbQuery = `mutation($d: ID!, $in: HeartbeatInput!) { heartbeat(deviceId: $d, input: $in) { status } }`
+	hb := phase(n, d, func(i int) error {
+		dv := devices[i]
+		readings := make([]map[string]any, len(dv.snap.GPUs))
+		for j, g := range dv.snap.GPUs {
+			readings[j] = map[string]any{"uuid": g.UUID, "utilizationPercent": 90, "temperatureC": 60, "memoryUsedMiB": 40000, "powerWatts": 650}
+		}
+		return c.do(ctx, "", dv.key, dv.id, hbQuery, map[string]any{"d": dv.id, "in": map[string]any{"gpus": readings}}, nil)
+	})
+	report("heartbeat", hb)
+
+	// Prepare proofs: challenges requested and solved before the clock starts.
+	start = time.Now()
+	type prepared struct{ vars map[string]any }
+	queues := make([][]prepared, n)
+	var wg sync.WaitGroup
+	var prepErr atomic.Value
+	for i := range devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dv := devices[i]
+			for range proofsPer {
+				var ch struct {
+					RequestChallenge struct {
+						ID, Nonce  string
+						Difficulty int
+					}
+				}
+				if err := c.do(ctx, "", dv.key, dv.id, `mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty } }`,
+					map[string]any{"d": dv.id}, &ch); err != nil {
+					prepErr.Store(err)
+					return
+				}
+				nonce, _ := base64.StdEncoding.DecodeString(ch.RequestChallenge.Nonce)
+				p, err := attest.Prove(ctx, dv.key, ch.RequestChallenge.ID, nonce, ch.RequestChallenge.Difficulty, dv.snap)
+				if err != nil {
+					prepErr.Store(err)
+					return
+				}
+				snap, _ := json.Marshal(p.Snapshot)
+				queues[i] = append(queues[i], prepared{map[string]any{"d": dv.id, "in": map[string]any{
+					"challengeId": p.ChallengeID, "counter": strconv.FormatUint(p.Counter, 10), "snapshot": string(snap),
+					"signature": base64.StdEncoding.EncodeToString(p.Signature)}}})
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := prepErr.Load().(error); ok {
+		return fmt.Errorf("preparing proofs: %w", err)
+	}
+	fmt.Printf("prepared %d proofs in %s\n", n*proofsPer, time.Since(start).Round(time.Millisecond))
+	next := make([]int, n)
+	var flagged atomic.Int64
+	const submit = `mutation($d: ID!, $in: ProofInput!) { submitProof(deviceId: $d, input: $in) { verdict } }`
+	pr := phase(n, d, func(i int) error {
+		if next[i] >= len(queues[i]) {
+			return errExhausted
+		}
+		p := queues[i][next[i]]
+		next[i]++
+		var out struct{ SubmitProof struct{ Verdict string } }
+		dv := devices[i]
+		if err := c.do(ctx, "", dv.key, dv.id, submit, p.vars, &out); err != nil {
+			return err
+		}
+		if out.SubmitProof.Verdict != "PASSED" {
+			flagged.Add(1)
+		}
+		return nil
+	})
+	report("submitProof", pr)
+	if flagged.Load() > 0 {
+		fmt.Printf("warning: %d proofs were flagged\n", flagged.Load())
+	}
+	return nil
+}
+
+var errExhausted = errors.New("no prepared proofs left")
+
+type result struct {
+	n, errs   int
+	elapsed   time.Duration
+	latencies []time.Duration
+	firstErr  error
+}
+
+// phase runs fn on n goroutines until d has passed (or fn runs out of work) and collects
+// latencies.
+func phase(n int, d time.Duration, fn func(i int) error) result {
+	var mu sync.Mutex
+	var res result
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat []time.Duration
+			errs := 0
+			var first error
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				err := fn(i)
+				if errors.Is(err, errExhausted) {
+					break
+				}
+				if err != nil {
+					errs++
+					if first == nil {
+						first = err
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			res.latencies = append(res.latencies, lat...)
+			res.errs += errs
+			if res.firstErr == nil {
+				res.firstErr = first
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.n = len(res.latencies)
+	return res
+}
+
+func report(name string, r result) {
+	slices.Sort(r.latencies)
+	pct := func(p float64) time.Duration {
+		if len(r.latencies) == 0 {
+			return 0
+		}
+		return r.latencies[int(p*float64(len(r.latencies)-1))]
+	}
+	fmt.Printf("%-12s %7d ok %5d errors in %5.1fs: %7.0f/s  p50 %6.1f ms  p99 %6.1f ms\n", name, r.n, r.errs,
+		r.elapsed.Seconds(), float64(r.n)/r.elapsed.Seconds(), ms(pct(0.50)), ms(pct(0.99)))
+	if r.firstErr != nil {
+		fmt.Printf("             first error: %v\n", r.firstErr)
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
