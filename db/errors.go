@@ -64,7 +64,7 @@ func translate(op string, err error) error {
 		switch pqErr.Code {
 		case "23505": // unique_violation
 			return fmt.Errorf("%s: %w", op, ErrConflict)
-		case "22P02", "22001", "23514": // invalid text representation, string too long, check violation
+		case "22P02", "22001", "23514", "22021", "22P05": // invalid text, too long, check violation, bad encoding / NUL
 			return fmt.Errorf("%s: %w: %w", op, ErrInvalid, err)
 		}
 	}

@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -93,10 +94,13 @@ func (h *Heartbeats) flush(batch []*pendingBeat) {
 		last[b.device] = i
 	}
 	ids := make([]string, 0, len(last))
-	readings := make([]string, 0, len(last))
-	for dev, i := range last {
+	for dev := range last {
 		ids = append(ids, dev)
-		readings = append(readings, string(batch[i].readings))
+	}
+	slices.Sort(ids) // one lock order for every batch
+	readings := make([]string, len(ids))
+	for i, dev := range ids {
+		readings[i] = string(batch[last[dev]].readings)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -109,6 +113,14 @@ func (h *Heartbeats) flush(batch []*pendingBeat) {
 		FROM unnest($1::uuid[], $2::jsonb[]) AS b(id, readings)
 		WHERE d.id = b.id RETURNING d.id, d.status`, pq.Array(ids), pq.Array(readings))
 	err = translate("heartbeat", err)
+	if err != nil && len(batch) > 1 {
+		// One bad row must fail only its sender: write each heartbeat alone.
+		for _, b := range batch {
+			b.status, b.err = h.d.Heartbeat(ctx, b.device, b.readings)
+			close(b.done)
+		}
+		return
+	}
 	status := make(map[string]DeviceStatus, len(rows))
 	for _, r := range rows {
 		status[r.ID] = r.Status

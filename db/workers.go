@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -312,13 +313,21 @@ func (d *DB) OpenChallenge(ctx context.Context, deviceID, challengeID string) (I
 	return c.IssuedChallenge, "", nil
 }
 
-// EnrollmentSnapshot returns the snapshot the device enrolled with.
-func (d *DB) EnrollmentSnapshot(ctx context.Context, deviceID string) (attest.Snapshot, error) {
+// EnrollmentSnapshot returns the snapshot the device enrolled with, and false for a device that
+// has none (created before workers enrolled themselves: its first passing proof sets it).
+func (d *DB) EnrollmentSnapshot(ctx context.Context, deviceID string) (attest.Snapshot, bool, error) {
 	var raw []byte
 	if err := d.x.GetContext(ctx, &raw, `SELECT enrollment_snapshot FROM devices WHERE id = $1`, deviceID); err != nil {
-		return attest.Snapshot{}, translate("enrollment snapshot", err)
+		return attest.Snapshot{}, false, translate("enrollment snapshot", err)
 	}
-	return attest.ParseSnapshot(raw)
+	if raw == nil {
+		return attest.Snapshot{}, false, nil
+	}
+	s, err := attest.ParseSnapshot(raw)
+	if err != nil {
+		return attest.Snapshot{}, false, fmt.Errorf("enrollment snapshot of %s: %w", deviceID, err)
+	}
+	return s, true, nil
 }
 
 // GPUClaims returns, for the GPU UUIDs and serials of a snapshot, the other devices that already
@@ -357,6 +366,7 @@ func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) 
 	for id, reason := range others {
 		acc = append(acc, Accomplice{DeviceID: id, Reason: reason})
 	}
+	slices.SortFunc(acc, func(a, b Accomplice) int { return strings.Compare(a.DeviceID, b.DeviceID) })
 	return findings, acc, nil
 }
 
@@ -372,8 +382,9 @@ type ProofRecord struct {
 	ChallengeID string
 	Findings    []attest.Finding
 	Snapshot    *attest.Snapshot
-	// Accomplices are other devices implicated by the findings (they hold a cloned GPU
-	// identity); they are flagged too, with their own reason.
+	// Accomplices are other devices that already hold a GPU identity this proof claims. They
+	// keep their claim and their public verification (a newcomer listing public UUIDs must not
+	// be able to flag other owners' devices); the conflict is for an admin to review.
 	Accomplices []Accomplice
 }
 
@@ -393,22 +404,13 @@ func (d *DB) ConsumeAndRecord(ctx context.Context, p ProofRecord) (consumed bool
 			WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now() RETURNING id),
 		a AS (INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report)
 			SELECT $2, $3, $4, id, $5, $6 FROM c RETURNING 1),
-		u AS (UPDATE devices SET verification = $7, updated_at = now() WHERE id = $2 AND EXISTS (SELECT 1 FROM c) RETURNING 1)
+		u AS (UPDATE devices SET verification = $7, updated_at = now(),
+			enrollment_snapshot = COALESCE(enrollment_snapshot, CASE WHEN $7 = 'VERIFIED' THEN $5::jsonb END)
+			WHERE id = $2 AND EXISTS (SELECT 1 FROM c) RETURNING 1)
 		SELECT (SELECT count(*) FROM c) + 0 * (SELECT count(*) FROM a) + 0 * (SELECT count(*) FROM u)`,
 		p.ChallengeID, p.DeviceID, verdict, pq.Array(reasons), snap, cc, state)
 	if err != nil || n == 0 {
 		return false, "", nil, "", translate("record proof", err)
-	}
-	if len(p.Accomplices) > 0 {
-		tx, err := d.x.BeginTxx(ctx, nil)
-		if err != nil {
-			return true, verdict, reasons, state, translate("record proof", err)
-		}
-		defer func() { _ = tx.Rollback() }()
-		if err := flagAccomplices(ctx, tx, p.Accomplices); err != nil {
-			return true, verdict, reasons, state, err
-		}
-		return true, verdict, reasons, state, translate("record proof", tx.Commit())
 	}
 	return true, verdict, reasons, state, nil
 }
@@ -431,20 +433,6 @@ func proofJSON(p ProofRecord) (snap, cc []byte, err error) {
 		cc, _ = json.Marshal(p.Snapshot.Attestation)
 	}
 	return snap, cc, nil
-}
-
-func flagAccomplices(ctx context.Context, x sqlx.ExtContext, acc []Accomplice) error {
-	for _, a := range acc {
-		if _, err := x.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons) VALUES ($1, 'FLAGGED', $2)`,
-			a.DeviceID, pq.Array([]string{string(a.Reason)})); err != nil {
-			return translate("record proof", err)
-		}
-		if _, err := x.ExecContext(ctx, `UPDATE devices SET verification = 'FLAGGED', updated_at = now() WHERE id = $1`,
-			a.DeviceID); err != nil {
-			return translate("record proof", err)
-		}
-	}
-	return nil
 }
 
 // RecordProof stores the verdict (FLAGGED when a finding flags, else PASSED; every finding's reason
@@ -473,9 +461,6 @@ func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict
 	if _, err := tx.ExecContext(ctx, `UPDATE devices SET verification = $2, updated_at = now() WHERE id = $1`,
 		p.DeviceID, state); err != nil {
 		return "", nil, "", translate("record proof", err)
-	}
-	if err := flagAccomplices(ctx, tx, p.Accomplices); err != nil {
-		return "", nil, "", err
 	}
 	return verdict, reasons, state, translate("record proof", tx.Commit())
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"github.com/gpugate/gpugate/attest"
@@ -28,6 +29,9 @@ func (e *refusal) Error() string { return e.msg }
 func (e *refusal) Unwrap() error { return ErrUnauthenticated }
 
 func refuse(msg string) error { return &refusal{msg} }
+
+// MaxBody is the largest request body a signature is checked over.
+const MaxBody = 1 << 20
 
 // Key is an unrevoked public key of a device.
 type Key struct {
@@ -78,14 +82,13 @@ func EnrollmentFrom(ctx context.Context) (*Enrollment, bool) {
 	return e, ok
 }
 
-// VerifyEnrollment checks the enrollment request was signed by pub (proof that the worker holds
-// the key it enrolls) and was not seen before.
+// VerifyEnrollment checks the enrollment request was signed by pub, fresh: proof that the worker
+// holds the key it enrolls.
 func (e *Enrollment) VerifyEnrollment(pub ed25519.PublicKey) error {
+	// No replay record here: the enrollment token is single use, so a replayed enrollment is
+	// refused by the token, and anonymous callers cannot grow the replay set.
 	if err := attest.VerifyRequest(pub, e.signed, e.method, e.path, e.body, e.auth.now(), e.auth.window); err != nil {
 		return refuse("enrollment signature invalid: sign the request with the key being enrolled")
-	}
-	if !e.auth.firstUse(e.signed) {
-		return refuse("replayed request")
 	}
 	return nil
 }
@@ -163,8 +166,8 @@ func (a *Authenticator) Middleware(reject func(http.ResponseWriter, *http.Reques
 				reject(w, r, refuse("malformed device signature"))
 				return
 			}
-			body, err := io.ReadAll(r.Body)
-			if err != nil {
+			body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+			if err != nil || len(body) > MaxBody {
 				reject(w, r, refuse("could not read the request body"))
 				return
 			}
@@ -186,6 +189,9 @@ func (a *Authenticator) Middleware(reject func(http.ResponseWriter, *http.Reques
 }
 
 func (a *Authenticator) verify(ctx context.Context, s attest.Signed, method, path string, body []byte) (Principal, error) {
+	if u, err := uuid.Parse(s.DeviceID); err != nil || u.String() != s.DeviceID {
+		return Principal{}, refuse("device signature invalid: device must be the device ID as issued")
+	}
 	keys, ok := a.cache.Get(s.DeviceID)
 	if !ok {
 		var err error

@@ -120,6 +120,7 @@ func graphqlOnly(max int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method {
 		case http.MethodGet, http.MethodOptions:
+			r.Body = http.MaxBytesReader(w, r.Body, 0) // these carry no body
 			next.ServeHTTP(w, r)
 			return
 		case http.MethodPost:

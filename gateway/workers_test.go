@@ -346,3 +346,65 @@ func TestKeyRotationAndRevocation(t *testing.T) {
 		t.Fatal("the new key stopped working after the old one was revoked")
 	}
 }
+
+// A bad heartbeat fails only its sender, never the batch it shared with other devices.
+func TestBadHeartbeatFailsOnlyItsSender(t *testing.T) {
+	t.Parallel()
+	o := newWorkerOwners(t)
+	good, bad := newWorker(o), newWorker(o)
+	good.enroll(t, o.enrollmentToken(t, "alice"), h100Host(7))
+	bad.enroll(t, o.enrollmentToken(t, "bob"), h100Host(8))
+	hb := `mutation($d: ID!, $in: HeartbeatInput!) { heartbeat(deviceId: $d, input: $in) { status } }`
+	for _, uuid := range []string{"GPU-a\x00", "GPU-\u202e", strings.Repeat("x", 97)} {
+		done := make(chan response, 1)
+		go func() {
+			done <- good.call(hb, map[string]any{"d": good.deviceID, "in": map[string]any{"gpus": []map[string]any{{"uuid": "GPU-ok"}}}})
+		}()
+		bad.call(hb, map[string]any{"d": bad.deviceID, "in": map[string]any{"gpus": []map[string]any{{"uuid": uuid}}}}).
+			wantError(t, "BAD_USER_INPUT", "gpus.uuid")
+		if r := <-done; len(r.Errors) > 0 {
+			t.Fatalf("a good heartbeat failed next to a bad one: %s", r.RawBody)
+		}
+	}
+}
+
+// A device created before workers enrolled themselves (no enrollment snapshot) gets a worker
+// key from its owner; its first passing proof becomes the baseline.
+func TestDeviceWithoutEnrollmentSnapshotCanProve(t *testing.T) {
+	t.Parallel()
+	o := newWorkerOwners(t)
+	w := newWorker(o)
+	w.deviceID = o.aliceDevice
+	o.as(bearer(o.idp.sign(o.idp.claims("alice"))), `mutation($id: ID!, $k: String!) { addDeviceKey(id: $id, publicKey: $k) { id } }`,
+		map[string]any{"id": w.deviceID, "k": w.pub()}).data(t, &struct{}{})
+	prove := func() string {
+		var ch struct {
+			RequestChallenge struct {
+				ID, Nonce  string
+				Difficulty int
+			}
+		}
+		w.call(`mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty } }`, map[string]any{"d": w.deviceID}).data(t, &ch)
+		nonce, _ := base64.StdEncoding.DecodeString(ch.RequestChallenge.Nonce)
+		p, err := attest.Prove(context.Background(), w.priv, ch.RequestChallenge.ID, nonce, ch.RequestChallenge.Difficulty, h100Host(9))
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, _ := json.Marshal(p.Snapshot)
+		var res struct{ SubmitProof struct{ Verdict string } }
+		w.call(`mutation($d: ID!, $in: ProofInput!) { submitProof(deviceId: $d, input: $in) { verdict } }`,
+			map[string]any{"d": w.deviceID, "in": map[string]any{"challengeId": p.ChallengeID, "counter": strconv.FormatUint(p.Counter, 10),
+				"snapshot": string(snap), "signature": base64.StdEncoding.EncodeToString(p.Signature)}}).data(t, &res)
+		return res.SubmitProof.Verdict
+	}
+	if v := prove(); v != "PASSED" {
+		t.Fatalf("first proof: %s", v)
+	}
+	var baseline bool
+	if err := o.x.Get(&baseline, `SELECT enrollment_snapshot IS NOT NULL FROM devices WHERE id = $1`, w.deviceID); err != nil || !baseline {
+		t.Fatalf("no baseline after the first passing proof: %v", err)
+	}
+	if v := prove(); v != "PASSED" {
+		t.Fatalf("second proof against the baseline: %s", v)
+	}
+}

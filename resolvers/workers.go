@@ -198,14 +198,21 @@ func (r *Resolver) judge(ctx context.Context, p deviceauth.Principal, ch db.Issu
 		return []attest.Finding{{Reason: reason, Detail: reason.Description()}}, nil, nil
 	}
 	findings := attest.CheckSnapshot(proof.Snapshot)
-	enrolled, err := r.enrollmentSnapshot(ctx, p.DeviceID)
+	enrolled, ok, err := r.enrollmentSnapshot(ctx, p.DeviceID)
 	if err != nil {
 		return nil, nil, err
 	}
-	findings = append(findings, attest.CompareEnrollment(enrolled, proof.Snapshot)...)
+	if ok {
+		findings = append(findings, attest.CompareEnrollment(enrolled, proof.Snapshot)...)
+	}
 	claims, accomplices, err := r.DB.GPUClaims(ctx, p.DeviceID, proof.Snapshot)
 	if err != nil {
 		return nil, nil, err
+	}
+	for _, a := range accomplices {
+		// Not a verdict on the earlier device: anyone can list public UUIDs. An admin decides.
+		r.Guard.Denied(ctx, guard.Write{Op: "submitProof", Actor: "device:" + p.DeviceID, Target: a.DeviceID},
+			"GPU identity conflict ("+string(a.Reason)+"): review both devices")
 	}
 	return append(findings, claims...), accomplices, nil
 }
@@ -215,6 +222,9 @@ func (r *Resolver) heartbeat(ctx context.Context, in model.HeartbeatInput) (*mod
 		return nil, db.Invalidf("gpus: at most %d readings", maxHeartbeatGPUs)
 	}
 	for _, g := range in.Gpus {
+		if _, err := db.CleanText("gpus.uuid", g.UUID, 96); err != nil {
+			return nil, err
+		}
 		if len(g.UUID) > 96 || !inRange(g.UtilizationPercent, 0, 100) || !inRange(g.TemperatureC, -50, 200) ||
 			!inRange(g.MemoryUsedMiB, 0, 1<<24) || !inRange(g.PowerWatts, 0, 100_000) {
 			return nil, db.Invalidf("gpus: a reading is out of range (uuid <= 96 bytes, utilization 0..100, temperature -50..200)")
@@ -247,13 +257,13 @@ func decodeB64(s string) ([]byte, error) {
 }
 
 // enrollmentSnapshot returns the (immutable) snapshot a device enrolled with, cached.
-func (r *Resolver) enrollmentSnapshot(ctx context.Context, deviceID string) (attest.Snapshot, error) {
+func (r *Resolver) enrollmentSnapshot(ctx context.Context, deviceID string) (attest.Snapshot, bool, error) {
 	if s, ok := r.enrolled.Get(deviceID); ok {
-		return s, nil
+		return s, true, nil
 	}
-	s, err := r.DB.EnrollmentSnapshot(ctx, deviceID)
-	if err == nil {
+	s, ok, err := r.DB.EnrollmentSnapshot(ctx, deviceID)
+	if err == nil && ok {
 		r.enrolled.Add(deviceID, s)
 	}
-	return s, err
+	return s, ok, err
 }
