@@ -678,13 +678,11 @@ func runUsers(args []string) error {
 		if _, err := db.Migrate(ctx, d.store.SQL().DB); err != nil {
 			return err
 		}
-		start := time.Now()
 		sum, err := userimport.Run(ctx, d.store.SQL(), o)
-		fmt.Println(sum.String())
+		fmt.Print(sum)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("took %s\n", time.Since(start).Round(time.Millisecond))
 		return nil
 	})
 }

@@ -17,9 +17,10 @@ go build -o "$work/ingest" ./bench/ingest
 # costs the same at any difficulty (one hash, one signature). The down-marking job is off so the
 # benchmark's devices stay UP.
 "$work/gpugate" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --seed 1000 \
-  --pow-difficulty 8 --heartbeat-timeout 0 --log-level warn >"$work/serve.log" 2>&1 &
+  --pow-difficulty 8 --challenge-ttl 5m --heartbeat-timeout 0 --log-level warn >"$work/serve.log" 2>&1 &
 gw=$!
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.5; done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$work/ingest" --server "http://127.0.0.1:$port" --workers "$workers" --duration "${secs}s" --proofs-per-worker 400
+"$work/ingest" --server "http://127.0.0.1:$port" --workers "$workers" --duration "${secs}s" --proofs-per-worker 800 \
+  --heartbeat-rate 3000 --proof-rate 1000
 echo "gateway peak RSS: $(awk '/VmHWM/ {print $2/1024 " MB"}' /proc/$gw/status)"

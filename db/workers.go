@@ -399,7 +399,8 @@ func (d *DB) ConsumeAndRecord(ctx context.Context, p ProofRecord) (consumed bool
 		return false, "", nil, "", err
 	}
 	var n int
-	err = d.x.GetContext(ctx, &n, `WITH c AS (
+	err = d.lossTolerant(ctx, func(tx *sqlx.Tx) error {
+		return tx.GetContext(ctx, &n, `WITH c AS (
 			UPDATE challenges SET consumed_at = now()
 			WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now() RETURNING id),
 		a AS (INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report)
@@ -408,7 +409,8 @@ func (d *DB) ConsumeAndRecord(ctx context.Context, p ProofRecord) (consumed bool
 			enrollment_snapshot = COALESCE(enrollment_snapshot, CASE WHEN $7 = 'VERIFIED' THEN $5::jsonb END)
 			WHERE id = $2 AND EXISTS (SELECT 1 FROM c) RETURNING 1)
 		SELECT (SELECT count(*) FROM c) + 0 * (SELECT count(*) FROM a) + 0 * (SELECT count(*) FROM u)`,
-		p.ChallengeID, p.DeviceID, verdict, pq.Array(reasons), snap, cc, state)
+			p.ChallengeID, p.DeviceID, verdict, pq.Array(reasons), snap, cc, state)
+	})
 	if err != nil || n == 0 {
 		return false, "", nil, "", translate("record proof", err)
 	}
@@ -538,4 +540,23 @@ func (d *DB) PulseDemoDevices(ctx context.Context) error {
 	_, err := d.x.ExecContext(ctx, `UPDATE devices SET last_seen_at = now()
 		WHERE status = 'UP' AND NOT EXISTS (SELECT 1 FROM device_credentials c WHERE c.device_id = devices.id)`)
 	return translate("pulse demo devices", err)
+}
+
+// lossTolerant runs fn in a transaction that commits without waiting for the WAL flush. Only for
+// writes a crash may lose without leaving anything inconsistent: a proof's verdict together with
+// its challenge (lost, the worker simply proves again), heartbeats (the next one comes in
+// seconds). Ownership, enrollment and key changes always commit synchronously.
+func (d *DB) lossTolerant(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := d.x.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit TO OFF`); err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
 }

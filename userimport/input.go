@@ -43,9 +43,11 @@ func (p Problem) String() string {
 }
 
 // InputError reports malformed input: Run validates every input before it writes anything,
-// so nothing was changed. Problems lists up to 10 rows (reading stops at the 10th).
+// so nothing was changed. Problems lists up to 10 rows per input: reading an input stops at its
+// 10th problem (Stopped).
 type InputError struct {
 	Problems []Problem
+	Stopped  bool
 }
 
 func (e *InputError) Error() string {
@@ -54,8 +56,8 @@ func (e *InputError) Error() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "userimport: malformed input (%d problems", len(e.Problems))
-	if len(e.Problems) >= maxInputProblems {
-		b.WriteString(", reading stopped there")
+	if e.Stopped {
+		b.WriteString("; reading stops at an input's 10th")
 	}
 	b.WriteString("):")
 	for _, p := range e.Problems {
@@ -81,7 +83,7 @@ func (p *problems) err() error {
 	if len(p.list) == 0 {
 		return nil
 	}
-	return &InputError{Problems: p.list}
+	return &InputError{Problems: p.list, Stopped: p.full()}
 }
 
 // csvInput reads a CSV file with a header row naming its columns (in any order, case-insensitive;
@@ -200,13 +202,13 @@ func (in *csvInput) next(fields []string) (line int, ok bool, err error) {
 }
 
 // checkLen records a problem when v is empty (and required) or longer than max characters.
-func (in *csvInput) checkLen(line int, name, v string, required bool, max int) bool {
+func (in *csvInput) checkLen(line int, name, v string, required bool, limit int) bool {
 	if required && v == "" {
 		in.prob.add(line, "empty %s", name)
 		return false
 	}
-	if n := utf8.RuneCountInString(v); n > max {
-		in.prob.add(line, "%s is %d characters long (at most %d)", name, n, max)
+	if n := utf8.RuneCountInString(v); n > limit {
+		in.prob.add(line, "%s is %d characters long (at most %d)", name, n, limit)
 		return false
 	}
 	return true

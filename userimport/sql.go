@@ -4,31 +4,34 @@ package userimport
 // exception is the legacy table's name, validated against tableNameRE and quoted with
 // pq.QuoteIdentifier (see stageLegacyTable).
 //
-// Staging tables are TEMPORARY (not WAL-logged, private to the session, dropped when it ends);
-// Run pins one connection for them and discards it at the end.
+// The staging tables are UNLOGGED (no WAL) ordinary tables, not TEMPORARY ones, so that several
+// sessions can load and link in parallel and PostgreSQL can use parallel query on them. Their
+// fixed gpugate_import_ names are safe because one import runs at a time (advisory lock). Run
+// drops them when it ends; if the process is killed, the next import drops them first.
 
 // wsSQL is the whitespace trimmed from identifiers and emails: the same set as space in Go.
 const wsSQL = `E' \t\r\n\x0B\f'`
 
-const createStagingSQL = `
-DROP TABLE IF EXISTS pg_temp.gpugate_import_legacy, pg_temp.gpugate_import_ident,
-    pg_temp.gpugate_import_map, pg_temp.gpugate_import_email, pg_temp.gpugate_import_plan;
-CREATE TEMP TABLE gpugate_import_legacy (
+const dropStagingSQL = `DROP TABLE IF EXISTS gpugate_import_legacy, gpugate_import_ident,
+    gpugate_import_map, gpugate_import_email, gpugate_import_shared, gpugate_import_ml,
+    gpugate_import_ms, gpugate_import_plan`
+
+const createStagingSQL = dropStagingSQL + `;
+CREATE UNLOGGED TABLE gpugate_import_legacy (
     line         bigint NOT NULL,
     legacy_id    text,
     email        text,
     display_name text NOT NULL DEFAULT '',
-    from_db      boolean NOT NULL DEFAULT false,
     nemail       text GENERATED ALWAYS AS (lower(email)) STORED
 );
-CREATE TEMP TABLE gpugate_import_ident (
+CREATE UNLOGGED TABLE gpugate_import_ident (
     line     bigint NOT NULL,
     subject  text NOT NULL,
     email    text,
     verified boolean NOT NULL,
     nemail   text GENERATED ALWAYS AS (lower(email)) STORED
 );
-CREATE TEMP TABLE gpugate_import_map (
+CREATE UNLOGGED TABLE gpugate_import_map (
     line      bigint NOT NULL,
     legacy_id text NOT NULL,
     subject   text NOT NULL
@@ -45,7 +48,8 @@ const legacyTableColumnsSQL = `
 SELECT a.attname FROM pg_attribute a
 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`
 
-// stageLegacyTableSQL is completed with the quoted table name; %s is the display_name expression.
+// stageLegacyTableSQL is completed with the quoted table name; %s is the display_name
+// expression. Table rows are numbered as lines.
 const stageLegacyTableSQL = `
 INSERT INTO gpugate_import_legacy (line, legacy_id, email, display_name)
 SELECT row_number() OVER (), btrim(t.legacy_id::text, ` + wsSQL + `), nullif(btrim(t.email::text, ` + wsSQL + `), ''), %s
@@ -86,14 +90,21 @@ FROM gpugate_import_ident GROUP BY subject HAVING count(*) > 1 ORDER BY min(line
 // when the legacy input does not list them (a mapping-only run after an earlier import). They
 // come after the input's lines.
 const pullMappedUsersSQL = `
-INSERT INTO gpugate_import_legacy (line, legacy_id, email, display_name, from_db)
+INSERT INTO gpugate_import_legacy (line, legacy_id, email, display_name)
 SELECT (SELECT coalesce(max(line), 0) FROM gpugate_import_legacy) + row_number() OVER (),
-       u.legacy_id, nullif(btrim(u.email, ` + wsSQL + `), ''), u.display_name, true
+       u.legacy_id, nullif(btrim(u.email, ` + wsSQL + `), ''), u.display_name
 FROM users u
 WHERE u.legacy_id IN (SELECT legacy_id FROM gpugate_import_map)
   AND NOT EXISTS (SELECT 1 FROM gpugate_import_legacy l WHERE l.legacy_id = u.legacy_id)`
 
-const analyzeSQL = `ANALYZE gpugate_import_legacy, gpugate_import_ident, gpugate_import_map`
+// analyzeSQL refreshes the statistics of the staging tables, and of users and user_identities:
+// a previous import may have just grown them by a million rows, and the chunks' per-row lookups
+// must be planned on their real size. (Without ownership of users and user_identities, ANALYZE
+// skips them with a warning: autovacuum's statistics then serve.)
+const analyzeSQL = `ANALYZE gpugate_import_legacy, gpugate_import_ident, gpugate_import_map, users, user_identities`
+
+const countInputsSQL = `SELECT (SELECT count(*) FROM gpugate_import_legacy),
+    (SELECT count(*) FROM gpugate_import_ident), (SELECT count(*) FROM gpugate_import_map)`
 
 // unknownMappingSQL lists mapping rows naming no legacy account ($1: how many to describe).
 const unknownMappingSQL = `
@@ -103,34 +114,28 @@ WHERE NOT EXISTS (SELECT 1 FROM gpugate_import_legacy l WHERE l.legacy_id = m.le
 ORDER BY m.line
 LIMIT $1`
 
-// emailSQL counts, per normalized email: the legacy accounts of this import (nl), the existing
-// users with a legacy_id not in this import (nold), the verified identities (ni) and those of
-// them the mapping does not name (nfree). One aggregation serves the plan and the identity
-// counts. Only emails some verified identity has are kept.
+// emailSQL groups the verified identities by normalized email: how many have it (ni), how
+// many of those the mapping does not name (nfree), and the subject and email of one of them.
 const emailSQL = `
-CREATE TEMP TABLE gpugate_import_email AS
-SELECT nemail,
-       count(*) FILTER (WHERE src = 'l') AS nl,
-       count(*) FILTER (WHERE src = 'o') AS nold,
-       count(*) FILTER (WHERE src = 'i') AS ni,
-       count(*) FILTER (WHERE src = 'i' AND NOT mapped) AS nfree,
-       min(subject) AS subject,
-       min(email) AS email
-FROM (
-    SELECT nemail, 'l' AS src, NULL::text AS subject, NULL::text AS email, false AS mapped
-    FROM gpugate_import_legacy WHERE nemail IS NOT NULL
-    UNION ALL
-    SELECT lower(nullif(btrim(u.email, ` + wsSQL + `), '')), 'o', NULL, NULL, false
-    FROM users u
-    WHERE u.legacy_id IS NOT NULL AND u.email IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM gpugate_import_legacy l WHERE l.legacy_id = u.legacy_id)
-    UNION ALL
-    SELECT i.nemail, 'i', i.subject, i.email, EXISTS (SELECT 1 FROM gpugate_import_map m WHERE m.subject = i.subject)
-    FROM gpugate_import_ident i WHERE i.verified AND i.nemail IS NOT NULL
-) s
-WHERE nemail IS NOT NULL
-GROUP BY nemail
-HAVING count(*) FILTER (WHERE src = 'i') > 0`
+CREATE UNLOGGED TABLE gpugate_import_email AS
+SELECT i.nemail, count(*) AS ni, count(*) FILTER (WHERE m.subject IS NULL) AS nfree,
+       min(i.subject) AS subject, min(i.email) AS email
+FROM gpugate_import_ident i
+LEFT JOIN (SELECT DISTINCT subject FROM gpugate_import_map) m ON m.subject = i.subject
+WHERE i.verified AND i.nemail IS NOT NULL
+GROUP BY i.nemail`
+
+// sharedSQL lists the normalized emails shared by legacy accounts: by two of this import, or
+// by one of this import and an existing user with a legacy_id this import does not list.
+const sharedSQL = `
+CREATE UNLOGGED TABLE gpugate_import_shared AS
+SELECT nemail FROM gpugate_import_legacy WHERE nemail IS NOT NULL GROUP BY nemail HAVING count(*) > 1
+UNION
+SELECT lower(nullif(btrim(u.email, ` + wsSQL + `), ''))
+FROM users u
+WHERE u.legacy_id IS NOT NULL AND u.email IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM gpugate_import_legacy l WHERE l.legacy_id = u.legacy_id)
+  AND lower(nullif(btrim(u.email, ` + wsSQL + `), '')) IN (SELECT nemail FROM gpugate_import_legacy)`
 
 // identityCountsSQL counts the identities no legacy account can take by email: unverified (and
 // not mapped), and verified (and not mapped) with an email no legacy account of the import has.
@@ -138,7 +143,8 @@ const identityCountsSQL = `
 SELECT (SELECT count(*) FROM gpugate_import_ident i
         WHERE (NOT i.verified OR i.nemail IS NULL)
           AND NOT EXISTS (SELECT 1 FROM gpugate_import_map m WHERE m.subject = i.subject)),
-       (SELECT coalesce(sum(nfree), 0) FROM gpugate_import_email WHERE nl = 0)`
+       (SELECT coalesce(sum(e.nfree), 0) FROM gpugate_import_email e
+        WHERE NOT EXISTS (SELECT 1 FROM gpugate_import_legacy l WHERE l.nemail = e.nemail))`
 
 // planSQL decides, from the inputs alone, what each legacy account should become: a candidate
 // link (subject, linked_by, email), nothing (unmatched), or a conflict (problem). What the
@@ -149,18 +155,24 @@ SELECT (SELECT count(*) FROM gpugate_import_ident i
 //   - Any other legacy account is linked by email when exactly one identity has that email,
 //     verified; unless another legacy account (in the input, or an existing user with a
 //     legacy_id) has the same email, or the mapping gives that identity to someone else.
+//
+// It also notes the id of the user that already has the legacy_id, if any.
+// mappingSQL groups the mapping by legacy_id (gpugate_import_ml) and by subject
+// (gpugate_import_ms), identical rows counted once.
+const mappingSQL = `
+CREATE UNLOGGED TABLE gpugate_import_ml AS
+SELECT legacy_id, count(*) AS n, min(subject) AS subject, string_agg(line::text, ', ' ORDER BY line) AS lines
+FROM (SELECT legacy_id, subject, min(line) AS line FROM gpugate_import_map GROUP BY legacy_id, subject) m
+GROUP BY legacy_id;
+CREATE UNLOGGED TABLE gpugate_import_ms AS
+SELECT subject, count(*) AS n, min(legacy_id) AS legacy_id
+FROM (SELECT DISTINCT legacy_id, subject FROM gpugate_import_map) m
+GROUP BY subject;
+ANALYZE gpugate_import_email, gpugate_import_shared, gpugate_import_ml, gpugate_import_ms`
+
 const planSQL = `
-CREATE TEMP TABLE gpugate_import_plan AS
-WITH m AS (
-    SELECT legacy_id, subject, min(line) AS line FROM gpugate_import_map GROUP BY legacy_id, subject
-), ml AS (
-    SELECT legacy_id, count(*) AS n, min(subject) AS subject,
-           string_agg(line::text, ', ' ORDER BY line) AS lines
-    FROM m GROUP BY legacy_id
-), ms AS (
-    SELECT subject, count(*) AS n, min(legacy_id) AS legacy_id FROM m GROUP BY subject
-)
-SELECT l.line, l.legacy_id, l.email, l.display_name, l.from_db,
+CREATE UNLOGGED TABLE gpugate_import_plan AS
+SELECT l.line, l.legacy_id, l.email, l.display_name, u.id AS existing_id,
     CASE
         WHEN ml.legacy_id IS NOT NULL THEN
             CASE
@@ -168,91 +180,100 @@ SELECT l.line, l.legacy_id, l.email, l.display_name, l.from_db,
                 WHEN ms.n > 1 THEN format('legacy_id %s: the mapping gives subject %s to %s legacy accounts; none linked', l.legacy_id, ml.subject, ms.n)
             END
         WHEN e.nemail IS NULL THEN NULL
-        WHEN e.nl + e.nold > 1 THEN format('legacy_id %s: email %s is shared by several legacy accounts; none linked, never merged', l.legacy_id, l.email)
+        WHEN sh.nemail IS NOT NULL THEN format('legacy_id %s: email %s is shared by several legacy accounts; none linked, never merged', l.legacy_id, l.email)
         WHEN e.ni > 1 THEN format('legacy_id %s: %s identities have the verified email %s; none linked', l.legacy_id, e.ni, l.email)
         WHEN ms2.subject IS NOT NULL THEN format('legacy_id %s: identity %s has its email but the mapping gives it to legacy_id %s; not linked by email', l.legacy_id, e.subject, ms2.legacy_id)
     END AS problem,
     CASE
         WHEN ml.legacy_id IS NOT NULL THEN CASE WHEN ml.n = 1 AND ms.n = 1 THEN ml.subject END
-        WHEN e.nl + e.nold = 1 AND e.ni = 1 AND ms2.subject IS NULL THEN e.subject
+        WHEN e.ni = 1 AND sh.nemail IS NULL AND ms2.subject IS NULL THEN e.subject
     END AS subject,
     CASE WHEN ml.legacy_id IS NOT NULL THEN 'mapping' ELSE 'email' END AS linked_by,
     CASE WHEN ml.legacy_id IS NOT NULL THEN CASE WHEN mi.verified THEN mi.email END ELSE e.email END AS iemail
 FROM gpugate_import_legacy l
-LEFT JOIN ml ON ml.legacy_id = l.legacy_id
-LEFT JOIN ms ON ms.subject = ml.subject
+LEFT JOIN users u ON u.legacy_id = l.legacy_id
+LEFT JOIN gpugate_import_ml ml ON ml.legacy_id = l.legacy_id
+LEFT JOIN gpugate_import_ms ms ON ms.subject = ml.subject
 LEFT JOIN gpugate_import_ident mi ON mi.subject = ml.subject
 LEFT JOIN gpugate_import_email e ON ml.legacy_id IS NULL AND e.nemail = l.nemail
-LEFT JOIN ms AS ms2 ON ms2.subject = e.subject`
+LEFT JOIN gpugate_import_shared sh ON ml.legacy_id IS NULL AND sh.nemail = l.nemail
+LEFT JOIN gpugate_import_ms ms2 ON ms2.subject = e.subject`
 
 const indexPlanSQL = `CREATE UNIQUE INDEX ON gpugate_import_plan (line); ANALYZE gpugate_import_plan`
 
-// chunkSQL handles the next $3 legacy accounts of the plan after line $2, for issuer $1, in one
-// statement: it creates their users (an existing user with the legacy_id is left as it is) and
-// their links, checking what the database holds: an identity already linked to the same user is
-// AlreadyLinked; linked to another user, a conflict (never re-pointed); a user already linked to
-// another subject of this issuer, a conflict (never two accounts of one IdP on one user). A new
-// user has no link yet, so only existing users are looked up. It returns, per outcome, the
-// count and the first $4 details, with the users created and the last line handled.
+// chunksSQL cuts the plan into chunks of $1 legacy accounts, in line order.
+const chunksSQL = `
+SELECT min(line), max(line), count(*)
+FROM (SELECT line, (row_number() OVER (ORDER BY line) - 1) / $1 AS c FROM gpugate_import_plan) s
+GROUP BY c ORDER BY c`
+
+// chunkSQL handles the legacy accounts of the plan with lines $2..$3, for issuer $1, in one
+// statement. It creates the users the plan found missing, with a time-ordered id (UUID version
+// 7: $5 is the run's 48-bit millisecond timestamp, the version and 12 random bits, as 16 hex
+// digits; the variant and the line fill the rest) so that the primary key grows at its right
+// edge instead of all over the index. It creates the links, checking what the database holds:
+// an identity already linked to the same user is AlreadyLinked; linked to another user, a
+// conflict (never re-pointed); a user already linked to another subject of this issuer, a
+// conflict (never two accounts of one IdP on one user); an unmatched user with a link to this
+// issuer, AlreadyLinked. A new user has no link yet, so only existing users are looked up; ON
+// CONFLICT catches an identity linked meanwhile. It returns, per outcome, the count and the
+// first $4 details, with the number of users created.
+//
+// Every join is between the chunk's own rows: run it with enable_nestloop off (see tx), so that
+// an underestimated CTE never turns one into a quadratic nested loop. The per-row lookups can
+// only use the index on (issuer, subject) and the one on user_id (the min over a CASE keeps the
+// planner from scanning the primary key in subject order for the issuer's first match).
 const chunkSQL = `
 WITH chunk AS MATERIALIZED (
-    SELECT * FROM gpugate_import_plan WHERE line > $2 ORDER BY line LIMIT $3
+    SELECT p.*, p.existing_id IS NOT NULL AS existing,
+           coalesce(p.existing_id, ($5 || '8' || lpad(to_hex(p.line), 15, '0'))::uuid) AS user_id
+    FROM gpugate_import_plan p WHERE p.line BETWEEN $2 AND $3
 ), nu AS (
-    INSERT INTO users (email, display_name, legacy_id)
-    SELECT email, display_name, legacy_id FROM chunk WHERE NOT from_db ORDER BY line
-    ON CONFLICT (legacy_id) DO NOTHING
-    RETURNING id, legacy_id
-), c AS (
-    SELECT ch.line, ch.legacy_id, ch.subject, ch.iemail, ch.linked_by, ch.problem,
-           nu.id IS NOT NULL AS new,
-           coalesce(nu.id, (SELECT u.id FROM users u WHERE u.legacy_id = ch.legacy_id)) AS user_id
-    FROM chunk ch LEFT JOIN nu ON nu.legacy_id = ch.legacy_id
-), k AS (
-    SELECT c.line, c.subject, c.user_id, c.iemail, c.linked_by,
-        CASE WHEN NOT c.new THEN
+    INSERT INTO users (id, email, display_name, legacy_id)
+    SELECT user_id, email, display_name, legacy_id FROM chunk WHERE NOT existing ORDER BY line
+    RETURNING 1
+), k AS MATERIALIZED (
+    SELECT c.line, c.legacy_id, c.subject, c.user_id, c.iemail, c.linked_by, c.problem,
+        CASE WHEN c.existing AND c.problem IS NULL AND c.subject IS NOT NULL THEN
             (SELECT ui.user_id FROM user_identities ui WHERE ui.issuer = $1 AND ui.subject = c.subject)
         END AS linked_to,
-        CASE WHEN NOT c.new THEN
-            (SELECT min(ui.subject) FROM user_identities ui WHERE ui.user_id = c.user_id AND ui.issuer = $1)
+        CASE WHEN c.existing AND c.problem IS NULL THEN
+            (SELECT min(CASE WHEN ui.issuer = $1 THEN ui.subject END)
+             FROM user_identities ui WHERE ui.user_id = c.user_id)
         END AS user_subject
-    FROM c
-    WHERE c.problem IS NULL AND c.subject IS NOT NULL
+    FROM chunk c
 ), ins AS (
     INSERT INTO user_identities (issuer, subject, user_id, email, linked_by)
     SELECT $1, k.subject, k.user_id, k.iemail, k.linked_by
     FROM k
-    WHERE k.linked_to IS NULL AND k.user_subject IS NULL
+    WHERE k.problem IS NULL AND k.subject IS NOT NULL AND k.linked_to IS NULL AND k.user_subject IS NULL
     ORDER BY k.line
     ON CONFLICT DO NOTHING
     RETURNING subject
 ), o AS (
-    SELECT c.line,
+    SELECT k.line,
         CASE
-            WHEN c.problem IS NOT NULL THEN 'conflict'
-            WHEN c.subject IS NULL THEN
-                CASE WHEN NOT c.new AND EXISTS (SELECT 1 FROM user_identities ui WHERE ui.user_id = c.user_id AND ui.issuer = $1)
-                     THEN 'already' ELSE 'unmatched' END
-            WHEN k.linked_to = c.user_id THEN 'already'
+            WHEN k.problem IS NOT NULL THEN 'conflict'
+            WHEN k.subject IS NULL THEN CASE WHEN k.user_subject IS NOT NULL THEN 'already' ELSE 'unmatched' END
+            WHEN k.linked_to = k.user_id THEN 'already'
             WHEN ins.subject IS NOT NULL THEN 'linked'
             ELSE 'conflict'
         END AS outcome,
         CASE
-            WHEN c.problem IS NOT NULL THEN c.problem
-            WHEN c.subject IS NULL OR k.linked_to = c.user_id OR ins.subject IS NOT NULL THEN NULL
+            WHEN k.problem IS NOT NULL THEN k.problem
+            WHEN k.subject IS NULL OR k.linked_to = k.user_id OR ins.subject IS NOT NULL THEN NULL
             WHEN k.linked_to IS NULL AND k.user_subject IS NOT NULL THEN
-                format('legacy_id %s: its user is already linked to subject %s of this issuer; %s not linked (%s)', c.legacy_id, k.user_subject, c.subject, c.linked_by)
+                format('legacy_id %s: its user is already linked to subject %s of this issuer; %s not linked (%s)', k.legacy_id, k.user_subject, k.subject, k.linked_by)
             ELSE coalesce(
-                (SELECT format('legacy_id %s: identity %s is already linked to another user (%s); not re-pointed', c.legacy_id, c.subject, ui.user_id)
-                 FROM user_identities ui WHERE ui.issuer = $1 AND ui.subject = c.subject),
-                format('legacy_id %s: identity %s was linked by someone else during the import; rerun to see to whom', c.legacy_id, c.subject))
+                (SELECT format('legacy_id %s: identity %s is already linked to another user (%s); not re-pointed', k.legacy_id, k.subject, ui.user_id)
+                 FROM user_identities ui WHERE ui.issuer = $1 AND ui.subject = k.subject),
+                format('legacy_id %s: identity %s was linked by someone else during the import; rerun to see to whom', k.legacy_id, k.subject))
         END AS detail
-    FROM c
-    LEFT JOIN k ON k.line = c.line
-    LEFT JOIN ins ON ins.subject = c.subject
+    FROM k
+    LEFT JOIN ins ON ins.subject = k.subject
 )
 SELECT outcome, count(*),
        coalesce((array_agg(detail ORDER BY line) FILTER (WHERE detail IS NOT NULL))[1:$4], '{}'),
-       (SELECT count(*) FROM nu),
-       (SELECT max(line) FROM chunk)
+       (SELECT count(*) FROM nu)
 FROM o
 GROUP BY outcome`

@@ -11,15 +11,15 @@ package userimport
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -28,6 +28,9 @@ import (
 
 // DefaultChunkSize is how many legacy accounts one transaction links (see Options.ChunkSize).
 const DefaultChunkSize = 50_000
+
+// DefaultParallel is how many connections link chunks at once (see Options.Parallel).
+const DefaultParallel = 2
 
 // MaxConflictDetails is how many conflicts Summary.ConflictDetails describes.
 const MaxConflictDetails = 20
@@ -61,12 +64,16 @@ type Options struct {
 
 	// Progress, when set, is called with the number of legacy accounts processed (committed)
 	// and their total: once with done == 0 when the inputs are loaded, then after each chunk.
-	// See NewProgressBar.
+	// Calls never overlap. See NewProgressBar.
 	Progress func(done, total int)
 
-	// ChunkSize is how many legacy accounts (in legacy_id order) each transaction creates and
-	// links: an interruption loses at most one chunk's work. Default DefaultChunkSize.
+	// ChunkSize is how many legacy accounts (in input order) each transaction creates and
+	// links: an interruption loses at most the chunks in flight. Default DefaultChunkSize.
 	ChunkSize int
+	// Parallel is how many connections link chunks at once (default DefaultParallel). Run
+	// also holds one connection throughout, so it needs Parallel+1 connections of the pool; it
+	// uses fewer when the pool's MaxOpenConns is lower.
+	Parallel int
 }
 
 // Summary counts what an import did. Linked + AlreadyLinked + Unmatched + Conflicts equals
@@ -83,7 +90,8 @@ type Summary struct {
 	Unmatched     int // legacy accounts with no identity to link: none with their verified email
 	Conflicts     int // legacy accounts (or mapping rows) left unlinked rather than merged or re-pointed
 
-	// ConflictDetails describes the first MaxConflictDetails conflicts, one line each.
+	// ConflictDetails describes the first MaxConflictDetails conflicts (in input order), one
+	// line each.
 	ConflictDetails []string
 
 	UnverifiedIdentities int // identities not linked by email because email_verified is false
@@ -166,56 +174,55 @@ func (o *Options) validate() error {
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = DefaultChunkSize
 	}
+	if o.Parallel <= 0 {
+		o.Parallel = DefaultParallel
+	}
 	return nil
 }
 
 // Run imports legacy accounts and links them to identities of o.Issuer. It validates every
 // input before writing anything: malformed input returns an *InputError and changes nothing.
-// It then commits chunk by chunk (o.ChunkSize legacy accounts, in legacy_id order), each chunk
-// creating its users and their links atomically; when ctx is cancelled or the database fails,
-// Run returns the error with the Summary of the chunks committed so far, and a rerun with the
-// same inputs finishes the job (what was done is then AlreadyLinked).
+// It then commits chunk by chunk (o.ChunkSize legacy accounts, in input order, o.Parallel at
+// a time), each chunk creating its users and their links atomically; when ctx is cancelled or
+// the database fails, Run returns the error with the Summary of the chunks committed so far,
+// and a rerun with the same inputs finishes the job (what was done is then AlreadyLinked).
 //
-// Run uses one connection of x for its whole duration, and closes it at the end (its
-// temporary tables go with it). Only one import runs at a time per database.
+// Only one import runs at a time per database; Run fails fast when another one holds the lock.
 func Run(ctx context.Context, x *sqlx.DB, o Options) (sum Summary, err error) {
 	start := time.Now()
 	defer func() { sum.Elapsed = time.Since(start) }()
 	if err := o.validate(); err != nil {
 		return sum, err
 	}
+	if limit := x.Stats().MaxOpenConnections; limit > 0 {
+		if limit < 2 {
+			return sum, errors.New("userimport: the connection pool must allow at least 2 connections")
+		}
+		o.Parallel = min(o.Parallel, limit-1)
+	}
 	conn, err := x.Conn(ctx)
 	if err != nil {
 		return sum, fmt.Errorf("userimport: %w", err)
 	}
-	defer func() {
-		// Release the lock now (the server ends a closed session asynchronously), then discard
-		// the session rather than return it to the pool: its temporary tables (up to hundreds
-		// of MB) and its settings end with it.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		_, _ = conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, advisoryLockKey)
-		cancel()
-		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		_ = conn.Close()
-	}()
-	r := &run{conn: conn, o: o}
-	if err := r.prepare(ctx); err != nil {
+	r := &run{x: x, conn: conn, o: o}
+	defer r.close(ctx)
+	if err := r.lock(ctx); err != nil {
 		return sum, err
 	}
 	if err := r.stage(ctx); err != nil {
 		return r.sum, err
 	}
-	if err := r.apply(ctx); err != nil {
-		return r.sum, err
-	}
-	return r.sum, nil
+	err = r.apply(ctx)
+	return r.sum, err
 }
 
 type run struct {
-	conn *sql.Conn
-	o    Options
-	sum  Summary
-	last time.Time // for traceHook
+	x      *sqlx.DB
+	conn   *sql.Conn // holds the advisory lock; stages and plans
+	locked bool
+	o      Options
+	sum    Summary
+	last   time.Time // for traceHook
 }
 
 // traceHook, when set (by the benchmark), receives the duration of each phase.
@@ -232,6 +239,28 @@ func (r *run) mark(phase string) {
 	r.last = now
 }
 
+func (r *run) lock(ctx context.Context) error {
+	if err := r.conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, advisoryLockKey).Scan(&r.locked); err != nil {
+		return fmt.Errorf("userimport: lock: %w", err)
+	}
+	if !r.locked {
+		return errors.New("userimport: another import is running on this database")
+	}
+	return nil
+}
+
+// close drops the staging tables (they hold a copy of the inputs), releases the lock and
+// returns the connection, even when ctx is already cancelled.
+func (r *run) close(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if r.locked {
+		_, _ = r.conn.ExecContext(cctx, dropStagingSQL)
+		_, _ = r.conn.ExecContext(cctx, `SELECT pg_advisory_unlock($1)`, advisoryLockKey)
+	}
+	_ = r.conn.Close()
+}
+
 func (r *run) exec(ctx context.Context, what, q string, args ...any) error {
 	if _, err := r.conn.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("userimport: %s: %w", what, err)
@@ -239,114 +268,171 @@ func (r *run) exec(ctx context.Context, what, q string, args ...any) error {
 	return nil
 }
 
-// prepare takes the import lock and tunes the session (which Run discards at the end).
-func (r *run) prepare(ctx context.Context) error {
-	var locked bool
-	if err := r.conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, advisoryLockKey).Scan(&locked); err != nil {
-		return fmt.Errorf("userimport: lock: %w", err)
+// tx runs f in a transaction on conn with settings for big set-based statements: enough memory
+// for the hashes and sorts of a million rows; hash joins, never nested loops (every join here
+// is an equi-join of big sets, and a nested loop over an underestimated CTE or fresh table is
+// quadratic); no JIT compilation (it costs more than it saves on statements that run once).
+func tx(ctx context.Context, conn *sql.Conn, f func(*sql.Tx) error) error {
+	t, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
 	}
-	if !locked {
-		return errors.New("userimport: another import is running on this database")
+	defer func() { _ = t.Rollback() }()
+	if _, err := t.ExecContext(ctx, `SET LOCAL work_mem = '256MB'; SET LOCAL maintenance_work_mem = '256MB';
+		SET LOCAL enable_nestloop = off; SET LOCAL jit = off`); err != nil {
+		return err
 	}
-	// temp_buffers can only change before the session's first use of a temporary table; a
-	// pooled session that already used one keeps its value (slower, not wrong).
-	_, _ = r.conn.ExecContext(ctx, `SET temp_buffers = '256MB'`)
-	// JIT compilation costs more than it saves on these one-shot statements.
-	return r.exec(ctx, "settings", `SET work_mem = '128MB'; SET jit = off`)
+	if err := f(t); err != nil {
+		return err
+	}
+	return t.Commit()
 }
 
-// stage loads and validates every input into the session's temporary tables, then plans.
+// stage loads and validates every input into the staging tables, then plans.
 func (r *run) stage(ctx context.Context) error {
 	r.mark("")
 	if err := r.exec(ctx, "create staging tables", createStagingSQL); err != nil {
 		return err
 	}
-	switch {
-	case r.o.LegacyCSV != nil:
-		if err := stageLegacyCSV(ctx, r.conn, r.o.LegacyCSV); err != nil {
-			return wrapStage(err)
-		}
-	case r.o.LegacyTable != "":
-		if err := r.stageLegacyTable(ctx); err != nil {
+	if err := r.load(ctx); err != nil {
+		return err
+	}
+	r.mark("load inputs")
+	err := tx(ctx, r.conn, func(t *sql.Tx) error {
+		if err := r.uniqueIndex(ctx, t, indexLegacySQL, dupLegacySQL, r.legacySource(), "legacy_id"); err != nil {
 			return err
 		}
-	}
-	r.mark("stage legacy accounts")
-	if r.o.IdentitiesCSV != nil {
-		if err := stageIdentitiesCSV(ctx, r.conn, r.o.IdentitiesCSV); err != nil {
-			return wrapStage(err)
-		}
-	}
-	r.mark("stage identities")
-	if r.o.MappingCSV != nil {
-		if err := stageMappingCSV(ctx, r.conn, r.o.MappingCSV); err != nil {
-			return wrapStage(err)
-		}
-	}
-	r.mark("stage mapping")
-	if err := r.uniqueIndex(ctx, indexLegacySQL, dupLegacySQL, r.legacySource(), "legacy_id"); err != nil {
-		return err
-	}
-	if err := r.uniqueIndex(ctx, indexIdentSQL, dupIdentSQL, "identities CSV", "subject"); err != nil {
-		return err
-	}
-	if err := r.exec(ctx, "index mapping", indexMapSQL); err != nil {
-		return err
-	}
-	if r.o.MappingCSV != nil {
-		if err := r.exec(ctx, "find mapped users", pullMappedUsersSQL); err != nil {
+		if err := r.uniqueIndex(ctx, t, indexIdentSQL, dupIdentSQL, "identities CSV", "subject"); err != nil {
 			return err
 		}
+		if _, err := t.ExecContext(ctx, indexMapSQL); err != nil {
+			return fmt.Errorf("userimport: index mapping: %w", err)
+		}
+		if r.o.MappingCSV != nil {
+			if _, err := t.ExecContext(ctx, pullMappedUsersSQL); err != nil {
+				return fmt.Errorf("userimport: find mapped users: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if err := r.exec(ctx, "analyze", analyzeSQL); err != nil {
 		return err
 	}
 	r.mark("index and analyze")
-	q := `SELECT (SELECT count(*) FROM gpugate_import_legacy), (SELECT count(*) FROM gpugate_import_ident), (SELECT count(*) FROM gpugate_import_map)`
-	if err := r.conn.QueryRowContext(ctx, q).Scan(&r.sum.Legacy, &r.sum.Identities, &r.sum.Mappings); err != nil {
+	if err := r.conn.QueryRowContext(ctx, countInputsSQL).Scan(&r.sum.Legacy, &r.sum.Identities, &r.sum.Mappings); err != nil {
 		return fmt.Errorf("userimport: count inputs: %w", err)
 	}
 	if err := r.unknownMappings(ctx); err != nil {
 		return err
 	}
-	r.mark("counts")
-	if err := r.exec(ctx, "match emails", emailSQL); err != nil {
-		return err
-	}
-	r.mark("match emails")
-	if err := r.exec(ctx, "plan", planSQL); err != nil {
-		return err
-	}
-	r.mark("plan")
-	if err := r.exec(ctx, "index plan", indexPlanSQL); err != nil {
-		return err
-	}
-	r.mark("index plan")
-	if err := r.conn.QueryRowContext(ctx, identityCountsSQL).Scan(&r.sum.UnverifiedIdentities, &r.sum.UnmatchedIdentities); err != nil {
-		return fmt.Errorf("userimport: count identities: %w", err)
-	}
-	r.mark("count identities")
-	return nil
+	err = tx(ctx, r.conn, func(t *sql.Tx) error {
+		if _, err := t.ExecContext(ctx, emailSQL); err != nil {
+			return fmt.Errorf("userimport: match emails: %w", err)
+		}
+		if _, err := t.ExecContext(ctx, sharedSQL); err != nil {
+			return fmt.Errorf("userimport: shared emails: %w", err)
+		}
+		if _, err := t.ExecContext(ctx, mappingSQL); err != nil {
+			return fmt.Errorf("userimport: group mapping: %w", err)
+		}
+		r.mark("match emails")
+		if _, err := t.ExecContext(ctx, planSQL); err != nil {
+			return fmt.Errorf("userimport: plan: %w", err)
+		}
+		r.mark("plan")
+		if _, err := t.ExecContext(ctx, indexPlanSQL); err != nil {
+			return fmt.Errorf("userimport: index plan: %w", err)
+		}
+		if err := t.QueryRowContext(ctx, identityCountsSQL).Scan(&r.sum.UnverifiedIdentities, &r.sum.UnmatchedIdentities); err != nil {
+			return fmt.Errorf("userimport: count identities: %w", err)
+		}
+		return nil
+	})
+	r.mark("index plan, count identities")
+	return err
 }
 
-func wrapStage(err error) error {
-	var ie *InputError
-	if errors.As(err, &ie) {
-		return err
+// load copies the inputs into the staging tables, each CSV on its own connection, at once.
+// Malformed rows of every input are reported together.
+func (r *run) load(ctx context.Context) error {
+	if r.o.LegacyTable != "" {
+		if err := r.stageLegacyTable(ctx); err != nil {
+			return err
+		}
 	}
-	return fmt.Errorf("userimport: load input: %w", err)
+	type job struct {
+		src   io.Reader
+		stage func(context.Context, *sql.Conn, io.Reader) error
+	}
+	var jobs []job
+	if r.o.LegacyCSV != nil {
+		jobs = append(jobs, job{r.o.LegacyCSV, stageLegacyCSV})
+	}
+	if r.o.IdentitiesCSV != nil {
+		jobs = append(jobs, job{r.o.IdentitiesCSV, stageIdentitiesCSV})
+	}
+	if r.o.MappingCSV != nil {
+		jobs = append(jobs, job{r.o.MappingCSV, stageMappingCSV})
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, r.o.Parallel)
+	for i, j := range jobs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			err := func() error {
+				conn, err := r.x.Conn(ctx)
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				return j.stage(ctx, conn, j.src)
+			}()
+			var ie *InputError
+			if err != nil && !errors.As(err, &ie) {
+				cancel(err) // the database failed: stop the others; malformed input lets them finish
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return fmt.Errorf("userimport: load input: %w", err)
+	}
+	var all InputError
+	for _, err := range errs {
+		var ie *InputError
+		if errors.As(err, &ie) {
+			all.Problems = append(all.Problems, ie.Problems...)
+			all.Stopped = all.Stopped || ie.Stopped
+		}
+	}
+	if len(all.Problems) > 0 {
+		return &all
+	}
+	return nil
 }
 
 func (r *run) legacySource() string {
 	if r.o.LegacyTable != "" {
-		return "legacy table"
+		return "legacy table " + r.o.LegacyTable
 	}
 	return "legacy CSV"
 }
 
 // uniqueIndex builds a unique staging index; when the input has duplicates it reports them.
-func (r *run) uniqueIndex(ctx context.Context, indexSQL, dupSQL, source, key string) error {
-	_, err := r.conn.ExecContext(ctx, indexSQL)
+// The index is built in a savepoint so that the report can follow in the same transaction.
+func (r *run) uniqueIndex(ctx context.Context, t *sql.Tx, indexSQL, dupSQL, source, key string) error {
+	if _, err := t.ExecContext(ctx, `SAVEPOINT unique_index`); err != nil {
+		return fmt.Errorf("userimport: index %s: %w", source, err)
+	}
+	_, err := t.ExecContext(ctx, indexSQL)
 	if err == nil {
 		return nil
 	}
@@ -354,7 +440,10 @@ func (r *run) uniqueIndex(ctx context.Context, indexSQL, dupSQL, source, key str
 	if !errors.As(err, &pe) || pe.Code != "23505" { // unique_violation
 		return fmt.Errorf("userimport: index %s: %w", source, err)
 	}
-	rows, err := r.conn.QueryContext(ctx, dupSQL)
+	if _, err := t.ExecContext(ctx, `ROLLBACK TO SAVEPOINT unique_index`); err != nil {
+		return fmt.Errorf("userimport: index %s: %w", source, err)
+	}
+	rows, err := t.QueryContext(ctx, dupSQL)
 	if err != nil {
 		return fmt.Errorf("userimport: find duplicates: %w", err)
 	}
@@ -467,106 +556,159 @@ func (r *run) unknownMappings(ctx context.Context) error {
 	return nil
 }
 
-// apply creates users and links chunk by chunk, one transaction each, in the order of the
-// input's lines.
+// uuidPrefix returns the first 16 hex digits of this run's version-7 UUIDs: the 48-bit Unix
+// time in milliseconds, the version (7), and 12 random bits. chunkSQL appends the variant and
+// the line number.
+func uuidPrefix(t time.Time) string {
+	var b [2]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%012x7%03x", uint64(t.UnixMilli())&(1<<48-1), (uint(b[0])<<8|uint(b[1]))&0xfff)
+}
+
+// chunk is a range of the plan's lines and, once committed, what it did.
+type chunk struct {
+	first, last int64
+	n           int
+	done        bool
+	sum         Summary // UsersCreated and the outcome counts
+	conflicts   []string
+}
+
+// apply cuts the plan into chunks and links them, o.Parallel connections at once, each chunk
+// in its own transaction. The summary adds up the committed chunks, their conflict details in
+// input order.
 func (r *run) apply(ctx context.Context) error {
+	chunks, err := r.chunks(ctx)
+	if err != nil {
+		return err
+	}
 	total := r.sum.Legacy
+	var mu sync.Mutex // guards done and the Progress calls
+	done := 0
 	if r.o.Progress != nil {
 		r.o.Progress(0, total)
 	}
-	done, after := 0, int64(0)
-	for done < total {
-		n := min(r.o.ChunkSize, total-done)
-		// Every commit but the last may be asynchronous: a crash can lose only whole chunks,
-		// which a rerun redoes; the last, synchronous commit flushes them all.
-		last, err := r.chunk(ctx, after, n, done+n < total)
-		if err != nil {
-			return err
+	prefix := uuidPrefix(time.Now())
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan *chunk)
+	go func() {
+		defer close(next)
+		for _, c := range chunks {
+			select {
+			case next <- c:
+			case <-ctx.Done():
+				return
+			}
 		}
-		done += n
-		after = last
-		if r.o.Progress != nil {
-			r.o.Progress(done, total)
+	}()
+	var wg sync.WaitGroup
+	for range min(r.o.Parallel, len(chunks)) {
+		wg.Go(func() {
+			conn, err := r.x.Conn(ctx)
+			if err != nil {
+				cancel(err)
+				return
+			}
+			defer conn.Close()
+			for c := range next {
+				if err := linkChunk(ctx, conn, r.o.Issuer, prefix, c); err != nil {
+					cancel(err)
+					return
+				}
+				mu.Lock()
+				done += c.n
+				if r.o.Progress != nil {
+					r.o.Progress(done, total)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range chunks {
+		if !c.done {
+			continue
 		}
+		r.sum.UsersCreated += c.sum.UsersCreated
+		r.sum.Linked += c.sum.Linked
+		r.sum.AlreadyLinked += c.sum.AlreadyLinked
+		r.sum.Unmatched += c.sum.Unmatched
+		r.sum.addConflicts(c.sum.Conflicts, c.conflicts)
+	}
+	r.mark("link")
+	if done < total {
+		err := context.Cause(ctx)
+		if err == nil {
+			err = errors.New("internal error: chunks left")
+		}
+		return fmt.Errorf("userimport: stopped after %d of %d legacy accounts (rerun to finish): %w", done, total, err)
 	}
 	return nil
 }
 
-// chunk handles the n legacy accounts after line after, and returns the last line handled.
-func (r *run) chunk(ctx context.Context, after int64, n int, async bool) (last int64, err error) {
-	tx, err := r.conn.BeginTx(ctx, nil)
+func (r *run) chunks(ctx context.Context) ([]*chunk, error) {
+	rows, err := r.conn.QueryContext(ctx, chunksSQL, r.o.ChunkSize)
 	if err != nil {
-		return 0, fmt.Errorf("userimport: begin: %w", err)
+		return nil, fmt.Errorf("userimport: chunks: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
-	if async {
-		if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-			return 0, fmt.Errorf("userimport: settings: %w", err)
+	defer rows.Close()
+	var chunks []*chunk
+	for rows.Next() {
+		c := &chunk{}
+		if err := rows.Scan(&c.first, &c.last, &c.n); err != nil {
+			return nil, fmt.Errorf("userimport: chunks: %w", err)
 		}
+		chunks = append(chunks, c)
 	}
-	if os.Getenv("UI_EXPLAIN") != "" && (after == 0 || after > 600000) {
-		for _, q := range []string{emailSQL, planSQL} {
-			if after > 0 { break }
-			_, _ = tx.ExecContext(ctx, "DROP TABLE IF EXISTS gpugate_import_email_x; DROP TABLE IF EXISTS gpugate_import_plan_x")
-			q = strings.Replace(q, "CREATE TEMP TABLE gpugate_import_email AS", "CREATE TEMP TABLE gpugate_import_email_x AS", 1)
-			q = strings.Replace(q, "CREATE TEMP TABLE gpugate_import_plan AS", "CREATE TEMP TABLE gpugate_import_plan_x AS", 1)
-			rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+q)
-			if err != nil { fmt.Fprintln(os.Stderr, err); continue }
-			for rows.Next() { var l string; rows.Scan(&l); fmt.Fprintln(os.Stderr, l) }
-			rows.Close()
-		}
-		rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+chunkSQL, r.o.Issuer, after, n, MaxConflictDetails)
-		if err != nil { fmt.Fprintln(os.Stderr, err) } else {
-		for rows.Next() { var l string; rows.Scan(&l); fmt.Fprintln(os.Stderr, l) }
-		rows.Close() }
-		if after > 0 { return 0, errors.New("explained") }
-		_, _ = tx.ExecContext(ctx, "ROLLBACK")
-		tx, _ = r.conn.BeginTx(ctx, nil)
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("userimport: chunks: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, chunkSQL, r.o.Issuer, after, n, MaxConflictDetails)
-	if err != nil {
-		return 0, fmt.Errorf("userimport: link: %w", err)
-	}
+	return chunks, nil
+}
+
+// linkChunk creates the users and links of one chunk in one transaction and records what it did.
+func linkChunk(ctx context.Context, conn *sql.Conn, issuer, prefix string, c *chunk) error {
 	var part Summary
 	var conflicts []string
-	handled, created := 0, 0
-	for rows.Next() {
-		var outcome string
-		var k int
-		var details []string
-		if err := rows.Scan(&outcome, &k, pq.Array(&details), &created, &last); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("userimport: link: %w", err)
+	err := tx(ctx, conn, func(t *sql.Tx) error {
+		rows, err := t.QueryContext(ctx, chunkSQL, issuer, c.first, c.last, MaxConflictDetails, prefix)
+		if err != nil {
+			return err
 		}
-		handled += k
-		switch outcome {
-		case "linked":
-			part.Linked = k
-		case "already":
-			part.AlreadyLinked = k
-		case "unmatched":
-			part.Unmatched = k
-		case "conflict":
-			part.Conflicts = k
-			conflicts = details
+		defer rows.Close()
+		handled := 0
+		for rows.Next() {
+			var outcome string
+			var n int
+			var details []string
+			if err := rows.Scan(&outcome, &n, pq.Array(&details), &part.UsersCreated); err != nil {
+				return err
+			}
+			handled += n
+			switch outcome {
+			case "linked":
+				part.Linked = n
+			case "already":
+				part.AlreadyLinked = n
+			case "unmatched":
+				part.Unmatched = n
+			case "conflict":
+				part.Conflicts = n
+				conflicts = details
+			}
 		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if handled != c.n {
+			return fmt.Errorf("internal error: lines %d..%d: %d legacy accounts handled, %d planned", c.first, c.last, handled, c.n)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("link lines %d..%d: %w", c.first, c.last, err)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("userimport: link: %w", err)
-	}
-	if handled != n {
-		return 0, fmt.Errorf("userimport: internal error: a chunk of %d legacy accounts after line %d handled %d", n, after, handled)
-	}
-	r.mark("chunk")
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("userimport: commit: %w", err)
-	}
-	r.mark("chunk: commit")
-	r.sum.UsersCreated += created
-	r.sum.Linked += part.Linked
-	r.sum.AlreadyLinked += part.AlreadyLinked
-	r.sum.Unmatched += part.Unmatched
-	r.sum.addConflicts(part.Conflicts, conflicts)
-	return last, nil
+	c.sum, c.conflicts, c.done = part, conflicts, true
+	return nil
 }

@@ -38,7 +38,10 @@ func main() {
 	duration := flag.Duration("duration", 20*time.Second, "length of each timed phase")
 	proofsPer := flag.Int("proofs-per-worker", 400, "proofs each worker prepares for the proof phase")
 	user := flag.String("user", "alice", "demo user who owns the benchmark devices")
+	hbRate := flag.Int("heartbeat-rate", 0, "offered heartbeats/s for a second, open-loop heartbeat phase (0: skip)")
+	proofRate := flag.Int("proof-rate", 0, "offered proofs/s for a second, open-loop proof phase (0: skip)")
 	flag.Parse()
+	rates = [2]int{*hbRate, *proofRate}
 	if err := run(*server, *user, *workers, *duration, *proofsPer); err != nil {
 		fmt.Fprintln(os.Stderr, "ingest:", err)
 		os.Exit(1)
@@ -153,15 +156,19 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 	fmt.Printf("enrolled %d devices in %s\n", n, time.Since(start).Round(time.Millisecond))
 
 	const hbQuery = `mutation($d: ID!, $in: HeartbeatInput!) { heartbeat(deviceId: $d, input: $in) { status } }`
-	hb := phase(n, d, func(i int) error {
+	hbOnce := func(i int) error {
 		dv := devices[i]
 		readings := make([]map[string]any, len(dv.snap.GPUs))
 		for j, g := range dv.snap.GPUs {
 			readings[j] = map[string]any{"uuid": g.UUID, "utilizationPercent": 90, "temperatureC": 60, "memoryUsedMiB": 40000, "powerWatts": 650}
 		}
 		return c.do(ctx, "", dv.key, dv.id, hbQuery, map[string]any{"d": dv.id, "in": map[string]any{"gpus": readings}}, nil)
-	})
+	}
+	hb := phase(n, d, hbOnce)
 	report("heartbeat", hb)
+	if rates[0] > 0 {
+		report(fmt.Sprintf("heartbeat@%d", rates[0]), openPhase(n, rates[0], d, hbOnce))
+	}
 
 	// Prepare proofs: challenges requested and solved before the clock starts.
 	start = time.Now()
@@ -207,7 +214,7 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 	next := make([]int, n)
 	var flagged atomic.Int64
 	const submit = `mutation($d: ID!, $in: ProofInput!) { submitProof(deviceId: $d, input: $in) { verdict } }`
-	pr := phase(n, d, func(i int) error {
+	proofOnce := func(i int) error {
 		if next[i] >= len(queues[i]) {
 			return errExhausted
 		}
@@ -222,8 +229,11 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 			flagged.Add(1)
 		}
 		return nil
-	})
-	report("submitProof", pr)
+	}
+	report("submitProof", phase(n, d, proofOnce))
+	if rates[1] > 0 {
+		report(fmt.Sprintf("submitProof@%d", rates[1]), openPhase(n, rates[1], d, proofOnce))
+	}
 	if flagged.Load() > 0 {
 		fmt.Printf("warning: %d proofs were flagged\n", flagged.Load())
 	}
@@ -231,6 +241,59 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 }
 
 var errExhausted = errors.New("no prepared proofs left")
+
+// rates are the offered loads of the open-loop phases (heartbeats, proofs).
+var rates [2]int
+
+// openPhase offers rate requests per second for d, spread over n workers; each request's latency
+// counts from when it was due, so a server that falls behind shows it (no coordinated omission).
+func openPhase(n, rate int, d time.Duration, fn func(i int) error) result {
+	due := make(chan time.Time, rate*int(d.Seconds()+1))
+	start := time.Now()
+	go func() {
+		interval := time.Second / time.Duration(rate)
+		for k := 0; ; k++ {
+			at := start.Add(time.Duration(k) * interval)
+			if at.After(start.Add(d)) {
+				close(due)
+				return
+			}
+			time.Sleep(time.Until(at))
+			due <- at
+		}
+	}()
+	var mu sync.Mutex
+	var res result
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for at := range due {
+				err := fn(i)
+				lat := time.Since(at)
+				mu.Lock()
+				if errors.Is(err, errExhausted) {
+					mu.Unlock()
+					return
+				}
+				if err != nil {
+					res.errs++
+					if res.firstErr == nil {
+						res.firstErr = err
+					}
+				} else {
+					res.latencies = append(res.latencies, lat)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.n = len(res.latencies)
+	return res
+}
 
 type result struct {
 	n, errs   int
