@@ -411,9 +411,6 @@ func runServe(args []string) error {
 	if *heartbeatTimeout > 0 {
 		go markDownJob(jobs, d.store, *heartbeatTimeout, log)
 	}
-	if d.embedded && *dev {
-		go demoFleetPulse(jobs, d.store, log)
-	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var localDone <-chan struct{}
@@ -634,26 +631,6 @@ func markDownJob(ctx context.Context, store *db.DB, timeout time.Duration, log *
 			}
 		}
 		cancel()
-	}
-}
-
-// demoFleetPulse stands in for the workers of the seeded demo devices (dev mode with the
-// embedded database only), so the explorer does not go DOWN a few minutes after start. Devices
-// enrolled by a real worker are left to their own heartbeats.
-func demoFleetPulse(ctx context.Context, store *db.DB, log *slog.Logger) {
-	tick := time.NewTicker(30 * time.Second)
-	defer tick.Stop()
-	for {
-		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		if err := store.PulseDemoDevices(qctx); err != nil && ctx.Err() == nil {
-			log.Warn("demo fleet pulse", "err", err)
-		}
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
 	}
 }
 

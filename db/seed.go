@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -22,15 +23,15 @@ type GPUSpec struct {
 
 // DemoCatalogue is the set of GPU models the demo data uses.
 var DemoCatalogue = []GPUSpec{
-	{"NVIDIA A100-SXM4-40GB", 0x20B0, 40960, "Ampere", "8.0", 8, true, "a100"},
-	{"NVIDIA A100-SXM4-80GB", 0x20B2, 81920, "Ampere", "8.0", 8, true, "a100x"},
-	{"NVIDIA H100 80GB HBM3", 0x2330, 81559, "Hopper", "9.0", 8, true, "h100"},
-	{"NVIDIA H200", 0x2335, 143771, "Hopper", "9.0", 8, true, "h200"},
+	{"NVIDIA A100 SXM4 40GB", 0x20B0, 40960, "Ampere", "8.0", 8, true, "a100"},
+	{"NVIDIA A100 SXM4 80GB", 0x20B2, 81920, "Ampere", "8.0", 8, true, "a100x"},
+	{"NVIDIA H100 SXM5 80GB", 0x2330, 81559, "Hopper", "9.0", 8, true, "h100"},
+	{"NVIDIA H200 SXM 141GB", 0x2335, 143771, "Hopper", "9.0", 8, true, "h200"},
 	{"NVIDIA B200", 0x2901, 183359, "Blackwell", "10.0", 8, true, "b200"},
 	{"NVIDIA L40S", 0x26B9, 46068, "Ada Lovelace", "8.9", 4, false, "l40s"},
 	{"NVIDIA GeForce RTX 4090", 0x2684, 24564, "Ada Lovelace", "8.9", 4, false, "rtx4090"},
 	{"NVIDIA GeForce RTX 3090", 0x2204, 24576, "Ampere", "8.6", 4, false, "rtx3090"},
-	{"Tesla T4", 0x1EB8, 15360, "Turing", "7.5", 4, false, "t4"},
+	{"NVIDIA T4", 0x1EB8, 15360, "Turing", "7.5", 4, false, "t4"},
 }
 
 // DemoRegions are the regions the demo data spreads devices over.
@@ -52,55 +53,132 @@ SELECT overlay(overlay(md5('gpugate-user-' || i) placing '4' from 13) placing '8
        'operator' || i || '@example.com', 'Operator ' || i
 FROM generate_series(1, $2::int) AS i`
 
-const seedDevicesSQL = `
-WITH models AS (
-  SELECT m.*, (m.n - 1)::int AS k FROM unnest($1::text[], $2::int[], $3::bool[], $9::text[])
-    WITH ORDINALITY AS m(model, per_host, fixed, short, n)
-), named AS (SELECT array_length($4::text[], 1) AS nnamed)
+// uuidOf formats 16 bytes (a bytea expression that is evaluated once: a column of an OFFSET 0
+// subquery) as a version-4-looking UUID: the same value as
+// overlay(overlay(encode(b, 'hex') placing '4' from 13) placing '8' from 17)::uuid, computed on
+// bytes, which is several times cheaper than text overlays in a UTF-8 database.
+func uuidOf(b string) string {
+	return `encode(set_byte(set_byte(` + b + `, 6, (get_byte(` + b + `, 6) & 15) | 64), 8, (get_byte(` + b +
+		`, 8) & 15) | 128), 'hex')::uuid`
+}
+
+// The hash of a row is computed once, in an OFFSET 0 subquery (a flattened LATERAL would
+// evaluate md5 again for each of its uses), and the owner IDs come from two arrays computed once
+// (InitPlans) rather than one md5 per device. Rows are produced in generate_series order, so the
+// table is physically in created_at order.
+var seedDevicesSQL = `
 INSERT INTO devices (id, owner_id, name, status, region, verification, gpu_model, gpu_count,
-                     last_seen_at, created_at, updated_at)
-SELECT overlay(overlay(md5('gpugate-device-' || i) placing '4' from 13) placing '8' from 17)::uuid,
-       overlay(overlay(md5('gpugate-user-' || CASE
-           WHEN i <= 6 * nnamed THEN ($4::text[])[1 + (i - 1) / 6]
-           ELSE (1 + h.owner % $5::int)::text END) placing '4' from 13) placing '8' from 17)::uuid,
+                     last_seen_at, created_at, updated_at, hostname, ip_address, labels, enrolled_at, paused)
+SELECT ` + uuidOf("r.db") + `,
+       CASE WHEN r.i <= 6 * coalesce(array_length($4::text[], 1), 0)
+            THEN (SELECT array_agg(` + uuidOf("u.b") + ` ORDER BY u.n)
+                  FROM (SELECT decode(md5('gpugate-user-' || x.u), 'hex') AS b, x.n
+                        FROM unnest($4::text[]) WITH ORDINALITY AS x(u, n) OFFSET 0) u)[1 + (r.i - 1) / 6]
+            ELSE (SELECT array_agg(` + uuidOf("o.b") + ` ORDER BY o.k)
+                  FROM (SELECT decode(md5('gpugate-user-' || k), 'hex') AS b, k
+                        FROM generate_series(1, $5::int) AS k OFFSET 0) o)[1 + h.owner % $5::int] END,
        (ARRAY['atlas','nebula','orion','vega','lyra','zephyr','kestrel','aurora','titan','quasar',
               'cobalt','ember','falcon','helix','ion','juno'])[1 + h.word % 16]
-         || '-' || m.short
-         || '-' || lpad(i::text, 6, '0'),
+         || '-' || ($9::text[])[h.m]
+         || '-' || lpad(r.i::text, 6, '0'),
        CASE WHEN h.st < 70 THEN 'UP' WHEN h.st < 90 THEN 'DOWN' ELSE 'PAUSED' END,
        ($6::text[])[1 + h.region % array_length($6::text[], 1)],
        CASE WHEN h.ver < 75 THEN 'VERIFIED' WHEN h.ver < 90 THEN 'PENDING' ELSE 'FLAGGED' END,
-       m.model,
-       CASE WHEN m.fixed THEN m.per_host ELSE 1 + h.cnt % m.per_host END,
+       ($1::text[])[h.m],
+       CASE WHEN ($3::bool[])[h.m] THEN ($2::int[])[h.m] ELSE 1 + h.cnt % ($2::int[])[h.m] END,
        CASE WHEN h.st < 70 THEN now() - make_interval(secs => h.seen % 120)
             WHEN h.st < 90 THEN now() - make_interval(mins => 10 + h.seen % 5000)
             ELSE now() - make_interval(hours => h.seen % 72) END,
-       timestamptz '2025-01-01 00:00:00+00' + make_interval(secs => (i::float8 * 31536000 / $7::int)),
-       timestamptz '2025-01-01 00:00:00+00' + make_interval(secs => (i::float8 * 31536000 / $7::int))
-FROM generate_series($8::int, $7::int) AS i
-CROSS JOIN named
-CROSS JOIN LATERAL (SELECT decode(md5('gpugate-h-' || i), 'hex') AS b) r
-CROSS JOIN LATERAL (SELECT get_byte(b, 0) * 256 + get_byte(b, 1) AS owner,
-                           get_byte(b, 2) AS word, get_byte(b, 3) % 100 AS st,
-                           get_byte(b, 4) AS region, get_byte(b, 5) % 100 AS ver,
-                           get_byte(b, 6) AS cnt, get_byte(b, 7) * 256 + get_byte(b, 8) AS seen,
-                           get_byte(b, 9) AS model) h
-JOIN models m ON m.k = h.model % (SELECT count(*) FROM models)`
+       r.ts,
+       r.ts,
+       'gpu-host-' || lpad(r.i::text, 6, '0') || '.' || ($6::text[])[1 + h.region % array_length($6::text[], 1)] || '.internal',
+       ('10.' || get_byte(r.hb, 10) || '.' || get_byte(r.hb, 11) || '.' || (1 + get_byte(r.hb, 12) % 254))::inet,
+       string_to_array((ARRAY['rack-a,prod', 'rack-b,prod', 'lab,spare', 'rack-c,batch'])[1 + get_byte(r.hb, 13) % 4], ','),
+       r.ts,
+       h.st >= 90
+FROM (SELECT i, decode(md5('gpugate-h-' || i), 'hex') AS hb, decode(md5('gpugate-device-' || i), 'hex') AS db,
+             timestamptz '2025-01-01 00:00:00+00' + make_interval(secs => (i::float8 * 31536000 / $7::int)) AS ts
+      FROM generate_series($8::int, $7::int) AS i OFFSET 0) r
+CROSS JOIN LATERAL (SELECT get_byte(r.hb, 0) * 256 + get_byte(r.hb, 1) AS owner,
+                           get_byte(r.hb, 2) AS word, get_byte(r.hb, 3) % 100 AS st,
+                           get_byte(r.hb, 4) AS region, get_byte(r.hb, 5) % 100 AS ver,
+                           get_byte(r.hb, 6) AS cnt, get_byte(r.hb, 7) * 256 + get_byte(r.hb, 8) AS seen,
+                           1 + get_byte(r.hb, 9) % array_length($1::text[], 1) AS m) h`
 
-const seedGPUsSQL = `
+var seedGPUsSQL = `
 WITH specs AS (
   SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[])
     AS s(model, pci, mem, arch, cc)
 )
 INSERT INTO gpus (device_id, idx, uuid, model, pci_device_id, memory_mib, architecture, compute_capability)
-SELECT d.id, g.idx,
-       'GPU-' || overlay(overlay(md5('gpugate-gpu-' || d.id || '-' || g.idx) placing '4' from 13)
-                         placing '8' from 17)::uuid,
-       s.model, s.pci, s.mem, s.arch, s.cc
-FROM devices d
-JOIN specs s ON s.model = d.gpu_model
-CROSS JOIN LATERAL generate_series(0, d.gpu_count - 1) AS g(idx)
-WHERE NOT EXISTS (SELECT 1 FROM gpus x WHERE x.device_id = d.id)`
+SELECT z.id, z.idx, 'GPU-' || ` + uuidOf("z.b") + `, z.model, z.pci, z.mem, z.arch, z.cc
+FROM (SELECT d.id, g.idx, s.model, s.pci, s.mem, s.arch, s.cc,
+             decode(md5('gpugate-gpu-' || d.id || '-' || g.idx), 'hex') AS b
+      FROM devices d
+      JOIN specs s ON s.model = d.gpu_model
+      CROSS JOIN LATERAL generate_series(0, d.gpu_count - 1) AS g(idx)
+      WHERE NOT EXISTS (SELECT 1 FROM gpus x WHERE x.device_id = d.id)
+      OFFSET 0) z`
+
+// bulkSeedMin is the seed size from which the load runs without the indexes and the key
+// constraints of devices and gpus: maintaining a dozen indexes (one of them a trigram GIN) and
+// the foreign keys row by row costs several times more than building them once afterwards. The
+// drops take exclusive locks on those tables (and the tables whose foreign keys reference them)
+// until the seed commits.
+const bulkSeedMin = 50_000
+
+// loadDDL lists, from the catalogue, what dropForLoad drops and what restores it: the
+// non-constraint indexes of devices and gpus, their primary/unique/exclusion constraints and every
+// foreign key on or referencing them (drops: foreign keys first; creates: foreign keys last).
+const loadDDL = `
+WITH t AS (SELECT unnest(ARRAY['devices'::regclass, 'gpus'::regclass]) AS rel)
+SELECT drop_sql, create_sql FROM (
+  SELECT 0 AS drop_order, c.conname::text AS name,
+         format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname) AS drop_sql,
+         format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
+                pg_get_constraintdef(c.oid)) AS create_sql
+  FROM pg_constraint c
+  WHERE c.contype = 'f' AND (c.conrelid IN (SELECT rel FROM t) OR c.confrelid IN (SELECT rel FROM t))
+  UNION ALL
+  SELECT 1, c.conname::text,
+         format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
+         format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
+                pg_get_constraintdef(c.oid))
+  FROM pg_constraint c
+  WHERE c.contype IN ('p', 'u', 'x') AND c.conrelid IN (SELECT rel FROM t)
+  UNION ALL
+  SELECT 2, i.indexrelid::regclass::text,
+         format('DROP INDEX %s', i.indexrelid::regclass),
+         pg_get_indexdef(i.indexrelid)
+  FROM pg_index i
+  WHERE i.indrelid IN (SELECT rel FROM t)
+    AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                    WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x'))
+) ddl ORDER BY drop_order, name`
+
+// dropForLoad drops the indexes and constraints of loadDDL inside the seed's transaction (so a
+// failed seed restores them with everything else) and returns the statements that recreate
+// them, in order.
+func dropForLoad(ctx context.Context, x sqlx.ExtContext) ([]string, error) {
+	var ddl []struct {
+		Drop   string `db:"drop_sql"`
+		Create string `db:"create_sql"`
+	}
+	if err := sqlx.SelectContext(ctx, x, &ddl, loadDDL); err != nil {
+		return nil, translate("seed: list indexes", err)
+	}
+	creates := make([]string, 0, len(ddl))
+	for _, s := range ddl {
+		if _, err := x.ExecContext(ctx, s.Drop); err != nil {
+			return nil, translate("seed: drop for load", err)
+		}
+		creates = append(creates, s.Create)
+	}
+	// The drops came foreign keys first; the creates go in the reverse order (indexes, then
+	// keys, then the foreign keys that need them).
+	slices.Reverse(creates)
+	return creates, nil
+}
 
 // Seed inserts deterministic demo data: the DemoUsers, one generated owner per ~50 devices and
 // n devices (the first six of each demo user belong to that user) with their GPUs. It does
@@ -150,6 +228,18 @@ func seed(ctx context.Context, x sqlx.ExtContext, n int) error {
 		ccs = append(ccs, s.ComputeCapability)
 		shorts = append(shorts, s.Short)
 	}
+	var rebuild []string
+	if n >= bulkSeedMin {
+		// Index builds sort: give them room. JIT compiling the generating expressions costs more
+		// than it saves (this transaction only).
+		if _, err := x.ExecContext(ctx, `SET LOCAL maintenance_work_mem = '512MB'; SET LOCAL jit = off`); err != nil {
+			return translate("seed", err)
+		}
+		var err error
+		if rebuild, err = dropForLoad(ctx, x); err != nil {
+			return err
+		}
+	}
 	if _, err := x.ExecContext(ctx, seedDevicesSQL, pq.Array(models), pq.Array(perHost), pq.Array(fixed),
 		pq.Array(DemoUsers), owners, pq.Array(DemoRegions), n, 1, pq.Array(shorts)); err != nil {
 		return translate("seed devices", err)
@@ -157,6 +247,11 @@ func seed(ctx context.Context, x sqlx.ExtContext, n int) error {
 	if _, err := x.ExecContext(ctx, seedGPUsSQL, pq.Array(models), pq.Array(pcis), pq.Array(mems),
 		pq.Array(archs), pq.Array(ccs)); err != nil {
 		return translate("seed gpus", err)
+	}
+	for _, stmt := range rebuild {
+		if _, err := x.ExecContext(ctx, stmt); err != nil {
+			return translate("seed: rebuild indexes", err)
+		}
 	}
 	if _, err := x.ExecContext(ctx, `ANALYZE devices; ANALYZE gpus`); err != nil {
 		return fmt.Errorf("seed: analyze: %w", err)

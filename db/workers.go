@@ -492,7 +492,8 @@ func (d *DB) Heartbeat(ctx context.Context, deviceID string, readings []byte) (D
 	return st, translate("heartbeat", err)
 }
 
-// MarkSilentDevicesDown shows DOWN every UP device whose last heartbeat is older than window. It
+// MarkSilentDevicesDown shows DOWN every UP device with a worker key whose last heartbeat is
+// older than window. It
 // returns how many changed. Several gateways may run it: an advisory lock lets one at a time work.
 func (d *DB) MarkSilentDevicesDown(ctx context.Context, window time.Duration) (int64, error) {
 	tx, err := d.x.BeginTxx(ctx, nil)
@@ -507,8 +508,11 @@ func (d *DB) MarkSilentDevicesDown(ctx context.Context, window time.Duration) (i
 	if !locked {
 		return 0, nil
 	}
+	// Only devices with a worker key have heartbeats to miss; devices created without one
+	// (imported, or the demo data) keep the status they were given.
 	res, err := tx.ExecContext(ctx, `UPDATE devices SET status = 'DOWN', updated_at = now()
-		WHERE status = 'UP' AND (last_seen_at IS NULL OR last_seen_at < now() - make_interval(secs => $1))`,
+		WHERE status = 'UP' AND (last_seen_at IS NULL OR last_seen_at < now() - make_interval(secs => $1))
+		  AND EXISTS (SELECT 1 FROM device_credentials c WHERE c.device_id = devices.id)`,
 		window.Seconds())
 	if err != nil {
 		return 0, translate("mark down", err)
@@ -532,14 +536,6 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 		}
 	}
 	return nil, Invalidf("publicKey must be a base64 Ed25519 public key (32 bytes)")
-}
-
-// PulseDemoDevices refreshes the heartbeat of the seeded demo devices that show UP (devices with
-// no worker key). Dev mode only: it stands in for workers that do not exist.
-func (d *DB) PulseDemoDevices(ctx context.Context) error {
-	_, err := d.x.ExecContext(ctx, `UPDATE devices SET last_seen_at = now()
-		WHERE status = 'UP' AND NOT EXISTS (SELECT 1 FROM device_credentials c WHERE c.device_id = devices.id)`)
-	return translate("pulse demo devices", err)
 }
 
 // lossTolerant runs fn in a transaction that commits without waiting for the WAL flush. Only for

@@ -182,7 +182,7 @@ func TestEveryFilterMatchesTheDatabase(t *testing.T) {
 		{"verification FLAGGED", map[string]any{"verification": "FLAGGED"}, "verification = 'FLAGGED'", nil},
 		{"verification PENDING", map[string]any{"verification": "PENDING"}, "verification = 'PENDING'", nil},
 		{"region", map[string]any{"region": "eu-west"}, "region = 'eu-west'", nil},
-		{"gpu model", map[string]any{"gpuModel": "NVIDIA H100 80GB HBM3"}, "gpu_model = 'NVIDIA H100 80GB HBM3'", nil},
+		{"gpu model", map[string]any{"gpuModel": "NVIDIA H100 SXM5 80GB"}, "gpu_model = 'NVIDIA H100 SXM5 80GB'", nil},
 		{"all combined", map[string]any{"status": "UP", "region": "us-east", "verification": "VERIFIED",
 			"gpuModel": "NVIDIA B200"},
 			"status = 'UP' AND region = 'us-east' AND verification = 'VERIFIED' AND gpu_model = 'NVIDIA B200'", nil},
