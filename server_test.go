@@ -23,6 +23,7 @@ import (
 	_ "github.com/lib/pq"
 
 	"github.com/gpugate/gpugate/db/dbtest"
+	"github.com/gpugate/gpugate/internal/testutil"
 )
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
@@ -68,30 +69,13 @@ func freeAddr(t *testing.T) string {
 type process struct {
 	cmd  *exec.Cmd
 	addr string
-	out  *syncBuffer
+	out  *testutil.SyncBuffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func start(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
-	g := &process{addr: freeAddr(t), out: &syncBuffer{}, done: make(chan error, 1)}
+	g := &process{addr: freeAddr(t), out: &testutil.SyncBuffer{}, done: make(chan error, 1)}
 	g.cmd = exec.Command(binary(t), append([]string{"serve", "--listen", g.addr}, args...)...)
 	g.cmd.Env = append(os.Environ(), env...)
 	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out

@@ -20,7 +20,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/db/dbtest"
 	"github.com/gpugate/gpugate/gateway"
+	"github.com/gpugate/gpugate/internal/testutil"
 	"github.com/gpugate/gpugate/oidc"
 )
 
@@ -101,7 +101,7 @@ func TestDexEndToEnd(t *testing.T) {
 		t.Fatalf("alice and bob share a subject or a user: %v", ids)
 	}
 
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cfg := gateway.Defaults()
 	cfg.Verifier = v
 	srv := httptest.NewServer(gateway.New(cfg, store, slog.New(slog.NewTextHandler(logs, nil))))
@@ -333,7 +333,7 @@ func tryStartDex(t *testing.T, bin string, users []dexUser) (*dexServer, error) 
 		return nil, err
 	}
 
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cmd := exec.Command(bin, "serve", path)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = sysProcAttr()
@@ -546,23 +546,4 @@ func (r response) data(t *testing.T, v any) {
 	if err := json.Unmarshal(r.Data, v); err != nil {
 		t.Fatalf("decode data %s: %v", r.Data, err)
 	}
-}
-
-// syncBuffer collects output written concurrently (a child process's stdout and stderr, a
-// server's log).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

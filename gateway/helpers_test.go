@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jmoiron/sqlx"
@@ -18,6 +17,7 @@ import (
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/db/dbtest"
 	"github.com/gpugate/gpugate/gateway"
+	"github.com/gpugate/gpugate/internal/testutil"
 )
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
@@ -28,7 +28,7 @@ type env struct {
 	x   *sqlx.DB
 	db  *db.DB
 	url string
-	log *syncBuffer
+	log *testutil.SyncBuffer
 }
 
 // newEnv starts a gateway in front of a fresh database seeded with n demo devices (none if 0).
@@ -41,7 +41,7 @@ func newEnv(t *testing.T, n int, cfg gateway.Config) *env {
 			t.Fatalf("seed: %v", err)
 		}
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	srv := httptest.NewServer(gateway.New(cfg, store, log))
 	t.Cleanup(srv.Close)
@@ -133,24 +133,6 @@ func (r response) wantErrors(t *testing.T, code, msg string) []gqlError {
 		}
 	}
 	return r.Errors
-}
-
-// syncBuffer collects log output written by concurrent requests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newBenchEnv serves a gateway on a fresh database with n demo devices and returns its URL.

@@ -13,12 +13,13 @@ import (
 
 	"github.com/gpugate/gpugate/gateway"
 	"github.com/gpugate/gpugate/graph"
+	"github.com/gpugate/gpugate/internal/testutil"
 )
 
 // newEnvOn starts a second gateway, with another configuration, on base's database.
 func newEnvOn(t *testing.T, base *env, cfg gateway.Config) *env {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	srv := httptest.NewServer(gateway.New(cfg, base.db, slog.New(slog.NewTextHandler(logs, nil))))
 	t.Cleanup(srv.Close)
 	e := *base
