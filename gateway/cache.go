@@ -75,7 +75,7 @@ func (c *publicCache) middleware(next http.Handler) http.Handler {
 			return
 		}
 		mark := &cacheMark{}
-		rec := &captureWriter{ResponseWriter: w}
+		rec := &captureWriter{statusRecorder: statusRecorder{ResponseWriter: w}}
 		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), cacheMarkKey{}, mark)))
 		mark.mu.Lock()
 		ok := mark.cacheable
@@ -108,30 +108,19 @@ func markCacheable(ctx context.Context, next graphql.OperationHandler) graphql.R
 	}
 }
 
+// captureWriter records the status (statusRecorder) and keeps a copy of the body, up to
+// maxCachedBody.
 type captureWriter struct {
-	http.ResponseWriter
+	statusRecorder
 	buf      bytes.Buffer
-	status   int
 	overflow bool
 }
 
-func (c *captureWriter) WriteHeader(code int) {
-	if c.status == 0 {
-		c.status = code
-	}
-	c.ResponseWriter.WriteHeader(code)
-}
-
 func (c *captureWriter) Write(b []byte) (int, error) {
-	if c.status == 0 {
-		c.status = http.StatusOK
-	}
 	if c.buf.Len()+len(b) > maxCachedBody {
 		c.overflow = true
 	} else if !c.overflow {
 		c.buf.Write(b)
 	}
-	return c.ResponseWriter.Write(b)
+	return c.statusRecorder.Write(b)
 }
-
-func (c *captureWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }

@@ -252,14 +252,13 @@ func copyRows(ctx context.Context, conn *sql.Conn, copySQL string, produce func(
 	return tx.Commit()
 }
 
-// stageLegacyCSV copies the legacy CSV (legacy_id,email[,display_name]) into the staging table.
-func stageLegacyCSV(ctx context.Context, conn *sql.Conn, src io.Reader) error {
-	in, err := openCSV(src, "legacy CSV", []string{"legacy_id", "email", "display_name"}, map[string]bool{"display_name": true})
-	if err != nil {
-		return err
-	}
-	return copyRows(ctx, conn, copyLegacySQL, func(emit func(...any) error) error {
-		f := make([]string, 3)
+// stageCSV copies one CSV input into its staging table: row checks a line's fields, records
+// problems on in, and returns the values to copy (ok false to skip the line). Once any problem is
+// recorded no more rows are sent: the run is doomed and the transaction rolls back with the list.
+func stageCSV(ctx context.Context, conn *sql.Conn, in *csvInput, copySQL string, columns int,
+	row func(line int, f []string) (values []any, ok bool)) error {
+	return copyRows(ctx, conn, copySQL, func(emit func(...any) error) error {
+		f := make([]string, columns)
 		for {
 			line, ok, err := in.next(f)
 			if err != nil {
@@ -268,18 +267,28 @@ func stageLegacyCSV(ctx context.Context, conn *sql.Conn, src io.Reader) error {
 			if !ok {
 				return in.prob.err()
 			}
-			if !in.checkLen(line, "legacy_id", f[0], true, maxLegacyID) ||
-				!in.checkLen(line, "email", f[1], false, maxEmail) ||
-				!in.checkLen(line, "display_name", f[2], false, maxDisplayName) {
+			values, ok := row(line, f)
+			if !ok || len(in.prob.list) > 0 {
 				continue
 			}
-			if len(in.prob.list) > 0 {
-				continue // no point sending rows once the run is doomed
-			}
-			if err := emit(int64(line), f[0], nullable(f[1]), f[2]); err != nil {
+			if err := emit(append([]any{int64(line)}, values...)...); err != nil {
 				return err
 			}
 		}
+	})
+}
+
+// stageLegacyCSV copies the legacy CSV (legacy_id,email[,display_name]) into the staging table.
+func stageLegacyCSV(ctx context.Context, conn *sql.Conn, src io.Reader) error {
+	in, err := openCSV(src, "legacy CSV", []string{"legacy_id", "email", "display_name"}, map[string]bool{"display_name": true})
+	if err != nil {
+		return err
+	}
+	return stageCSV(ctx, conn, in, copyLegacySQL, 3, func(line int, f []string) ([]any, bool) {
+		ok := in.checkLen(line, "legacy_id", f[0], true, maxLegacyID) &&
+			in.checkLen(line, "email", f[1], false, maxEmail) &&
+			in.checkLen(line, "display_name", f[2], false, maxDisplayName)
+		return []any{f[0], nullable(f[1]), f[2]}, ok
 	})
 }
 
@@ -289,32 +298,17 @@ func stageIdentitiesCSV(ctx context.Context, conn *sql.Conn, src io.Reader) erro
 	if err != nil {
 		return err
 	}
-	return copyRows(ctx, conn, copyIdentitiesSQL, func(emit func(...any) error) error {
-		f := make([]string, 3)
-		for {
-			line, ok, err := in.next(f)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return in.prob.err()
-			}
-			if !in.checkLen(line, "subject", f[0], true, maxSubject) ||
-				!in.checkLen(line, "email", f[1], false, maxEmail) {
-				continue
-			}
-			verified, ok := parseVerified(f[2])
-			if !ok {
-				in.prob.add(line, "email_verified is %q: expected true or false", f[2])
-				continue
-			}
-			if len(in.prob.list) > 0 {
-				continue
-			}
-			if err := emit(int64(line), f[0], nullable(f[1]), verified); err != nil {
-				return err
-			}
+	return stageCSV(ctx, conn, in, copyIdentitiesSQL, 3, func(line int, f []string) ([]any, bool) {
+		if !in.checkLen(line, "subject", f[0], true, maxSubject) ||
+			!in.checkLen(line, "email", f[1], false, maxEmail) {
+			return nil, false
 		}
+		verified, ok := parseVerified(f[2])
+		if !ok {
+			in.prob.add(line, "email_verified is %q: expected true or false", f[2])
+			return nil, false
+		}
+		return []any{f[0], nullable(f[1]), verified}, true
 	})
 }
 
@@ -338,26 +332,9 @@ func stageMappingCSV(ctx context.Context, conn *sql.Conn, src io.Reader) error {
 	if err != nil {
 		return err
 	}
-	return copyRows(ctx, conn, copyMappingSQL, func(emit func(...any) error) error {
-		f := make([]string, 2)
-		for {
-			line, ok, err := in.next(f)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return in.prob.err()
-			}
-			if !in.checkLen(line, "legacy_id", f[0], true, maxLegacyID) ||
-				!in.checkLen(line, "subject", f[1], true, maxSubject) {
-				continue
-			}
-			if len(in.prob.list) > 0 {
-				continue
-			}
-			if err := emit(int64(line), f[0], f[1]); err != nil {
-				return err
-			}
-		}
+	return stageCSV(ctx, conn, in, copyMappingSQL, 2, func(line int, f []string) ([]any, bool) {
+		ok := in.checkLen(line, "legacy_id", f[0], true, maxLegacyID) &&
+			in.checkLen(line, "subject", f[1], true, maxSubject)
+		return []any{f[0], f[1]}, ok
 	})
 }
