@@ -169,8 +169,8 @@ var sxmCounts = []int{1, 2, 4, 8}
 // Models is the reference table. PCI ids and capacities come from the PCI id database and
 // NVIDIA's datasheets (not from the mock); the Simulated rows and the mock's exact names are
 // taken from github.com/NVIDIA/go-nvml v0.13.4-1 pkg/nvml/mock/gpus so its DGX A100, H100,
-// H200 and B200 servers pass. Add a row before accepting a new model: an id missing here is
-// UNKNOWN_MODEL.
+// H200 and B200 servers pass. Add a row before accepting a new model, with its form, per-host
+// counts and sources in docs/attestation.md: an id missing here is UNKNOWN_MODEL.
 var Models = []Model{
 	{PCIDeviceID: 0x1EB8, Name: "T4", NamePatterns: []string{"t4"}, Architecture: "Turing", Compute: ComputeCapability{7, 5},
 		MemMinGiB: 14.5, MemMaxGiB: 16.1, Form: FormPCIe1, Serial: true},
