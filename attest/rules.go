@@ -572,13 +572,13 @@ func (s Snapshot) IdentityKeys() (uuids, serials []string) {
 // snapshot stored at enrollment and the current one that a genuine host cannot produce: a GPU
 // added or removed (by UUID), or a changed PCI device, vendor or subsystem id, memory total,
 // serial or board part number. Host versions, clocks, power limit, vBIOS, bus ids and ECC/MIG
-// modes may change. The memory total may drift by 2% (drivers change how much they reserve)
-// or by 7% when the ECC mode changed (ECC hides 1/16 of GDDR memory). An identifier (serial,
-// board part number, subsystem id) absent at enrollment and present now, or the reverse, is a
-// change like any other: a board's InfoROM does not gain or lose its identity, and accepting
-// "absent" as a wildcard would let a host enroll without identities and claim any later.
-// Placeholders ("N/A", a repeated digit) count as absent. It returns nil when nothing changed;
-// findings are in UUID order.
+// modes may change (the vBIOS and bus id in value, not in presence). The memory total may
+// drift by 2% (drivers change how much they reserve) or by 7% when the ECC mode changed (ECC
+// hides 1/16 of GDDR memory). An identifier absent at enrollment and present now, or the
+// reverse, is a change like any other: a board's InfoROM does not gain or lose its identity,
+// and accepting "absent" as a wildcard would let a host enroll without identities and claim
+// any later. Placeholders ("N/A", a repeated digit) count as absent. It returns nil when
+// nothing changed; findings are in UUID order.
 func CompareEnrollment(enrolled, current Snapshot) []Finding {
 	was, now := byUUID(enrolled), byUUID(current)
 	keys := make([]string, 0, len(was)+len(now))
@@ -621,6 +621,14 @@ func CompareEnrollment(enrolled, current Snapshot) []Finding {
 			}
 			if partKey(e.BoardPartNumber) != partKey(c.BoardPartNumber) {
 				fs.add(ReasonImmutableFieldChanged, "boardPartNumber %q → %q", trunc(e.BoardPartNumber), trunc(c.BoardPartNumber))
+			}
+			// The bus id and the vBIOS may change value (another slot, a firmware update) but
+			// not presence: NVML reports both for every GPU.
+			if placeholder(e.BusID) != placeholder(c.BusID) {
+				fs.add(ReasonImmutableFieldChanged, "busId %q → %q", trunc(e.BusID), trunc(c.BusID))
+			}
+			if placeholder(e.VBIOSVersion) != placeholder(c.VBIOSVersion) {
+				fs.add(ReasonImmutableFieldChanged, "vbiosVersion %q → %q", trunc(e.VBIOSVersion), trunc(c.VBIOSVersion))
 			}
 		}
 		out = append(out, fs.list...)

@@ -578,6 +578,8 @@ func TestCompareEnrollmentIdentifierPresenceIsImmutable(t *testing.T) {
 		{"board part number", func(g *GPU) { g.BoardPartNumber = "" }},
 		{"board part number as a placeholder", func(g *GPU) { g.BoardPartNumber = "N/A" }},
 		{"PCI subsystem id", func(g *GPU) { g.PCISubsystemID = 0 }},
+		{"bus id", func(g *GPU) { g.BusID = "" }},
+		{"vBIOS version", func(g *GPU) { g.VBIOSVersion = "N/A" }},
 	} {
 		bare := cloneSnapshot(enrolled)
 		tc.strip(&bare.GPUs[2])
