@@ -301,6 +301,8 @@ func runServe(args []string) error {
 		"loopback address of the dev OIDC issuer (dev mode only)")
 	difficulty := f.Int("pow-difficulty", "GPUGATE_POW_DIFFICULTY", 16, "leading zero bits a worker's proof of work must reach")
 	challengeTTL := f.Duration("challenge-ttl", "GPUGATE_CHALLENGE_TTL", 2*time.Minute, "how long a proof-of-work challenge stays valid")
+	allowSimulated := f.Bool("allow-simulated-gpus", "GPUGATE_ALLOW_SIMULATED_GPUS", false,
+		"accept the GPU ids only go-nvml's simulated hosts report (default: on in dev mode; off, they are flagged SIMULATED_GPU)")
 	heartbeatEvery := f.Duration("heartbeat-interval", "GPUGATE_HEARTBEAT_INTERVAL", 30*time.Second, "how often workers are told to send heartbeats")
 	heartbeatTimeout := f.Duration("heartbeat-timeout", "GPUGATE_HEARTBEAT_TIMEOUT", db.HeartbeatWindow,
 		"a device silent this long is shown DOWN by a background job (0 disables the job)")
@@ -335,6 +337,9 @@ func runServe(args []string) error {
 	if !f.explicit["introspection"] {
 		*introspection = *dev
 	}
+	if !f.explicit["allow-simulated-gpus"] {
+		*allowSimulated = *dev
+	}
 	if *migrate {
 		applied, err := db.Migrate(ctx, d.store.SQL().DB)
 		if err != nil {
@@ -357,7 +362,8 @@ func runServe(args []string) error {
 		Dev: *dev, Introspection: *introspection, MaxBodyBytes: int64(*maxBody), MaxTokens: *maxTokens,
 		MaxDepth: *maxDepth, MaxAliases: *maxAliases, MaxRootFields: *maxRoot, MaxDirectives: *maxDirectives,
 		RequestTimeout: *timeout, RoleNames: map[model.Role]string{model.RoleAdmin: *adminRole},
-		Workers:        resolvers.WorkerConfig{Difficulty: *difficulty, ChallengeTTL: *challengeTTL, HeartbeatEvery: *heartbeatEvery},
+		Workers: resolvers.WorkerConfig{Difficulty: *difficulty, ChallengeTTL: *challengeTTL, HeartbeatEvery: *heartbeatEvery,
+			AllowSimulatedGPUs: *allowSimulated},
 		PublicCacheTTL: *publicCache,
 	}
 	issuers := splitList(*oidcIssuers)

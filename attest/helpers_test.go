@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	mrand "math/rand/v2"
 	"testing"
 )
 
@@ -32,20 +33,27 @@ var (
 	mockB200SXM5      = mockGPU{"NVIDIA B200 180GB HBM3e", 10, 184320, 10, 0, 0x2B0010DE}
 )
 
-// busStyle is how a collector might fill GPU.BusID from the mock, which leaves
-// nvmlPciInfo_t's location fields zero.
+// busStyle is how GPU.BusID is filled. go-nvml's mock leaves nvmlPciInfo_t's location fields
+// zero and names its devices "0000:%02x:00.0"; the worker's simulator (worker/simulate.go)
+// fills them as NVML formats them on a real DGX, which is the only style that passes.
 type busStyle int
 
 const (
-	busAbsent   busStyle = iota // BusId string empty
-	busFromInfo                 // formatted from the zero Domain/Bus/Device fields
-	busFromMock                 // server.Device.PciBusID, "0000:%02x:00.0"
+	busNVML     busStyle = iota // "00000000:%02X:00.0" on the DGX bus numbers, as the simulator and NVML give
+	busAbsent                   // BusId string empty
+	busFromInfo                 // formatted from the mock's zero Domain/Bus/Device fields
+	busFromMock                 // the mock's server.Device.PciBusID, "0000:%02x:00.0"
 )
 
+// dgxBuses are the PCI bus numbers of a DGX's eight GPUs (as the worker's simulator uses them).
+var dgxBuses = []int{0x18, 0x2a, 0x3a, 0x5d, 0x9a, 0xab, 0xba, 0xdb}
+
 // mockHost builds the snapshot a worker collects from server.New(WithGPUs(gpus...),
-// WithDriverVersion(driver), WithNVMLVersion(nvmlV), WithCUDADriverVersion(cuda)): random
-// UUIDs as the mock makes them, MIG mode 0, and every function the mock leaves unset (serial,
-// board part number, vBIOS, clocks, power, ECC, subsystem) treated as not supported.
+// WithDriverVersion(driver), WithNVMLVersion(nvmlV), WithCUDADriverVersion(cuda)) after the
+// worker's simulator has personalised it: random UUIDs as the mock makes them, MIG mode 0,
+// 13-digit serials and bus ids (the mock leaves both unset; real boards always report them),
+// and the other functions the mock leaves unset (board part number, vBIOS, clocks, power,
+// ECC, subsystem) treated as not supported.
 func mockHost(t testing.TB, driver, nvmlV string, cuda int, bus busStyle, gpus ...mockGPU) Snapshot {
 	t.Helper()
 	s := Snapshot{DriverVersion: driver, NVMLVersion: nvmlV, CUDADriverVersion: cuda}
@@ -62,8 +70,11 @@ func mockHost(t testing.TB, driver, nvmlV string, cuda int, bus busStyle, gpus .
 			ComputeMajor:     m.ccMajor,
 			ComputeMinor:     m.ccMinor,
 			MIGEnabled:       &mig,
+			Serial:           fmt.Sprintf("16%011d", mrand.Int64N(1e11)),
 		}
 		switch bus {
+		case busNVML:
+			g.BusID = fmt.Sprintf("00000000:%02X:00.0", dgxBuses[i%len(dgxBuses)]+i/len(dgxBuses))
 		case busFromInfo:
 			g.BusID = "00000000:00:00.0"
 		case busFromMock:
@@ -173,4 +184,24 @@ func reasonsOf(fs []Finding) map[Reason]bool {
 		m[f.Reason] = true
 	}
 	return m
+}
+
+// hostOf returns a host of n GPUs like realH100's first after edit, each with its own UUID,
+// serial and bus id (the edit may change the model; it runs before the identities are set
+// only if it does not set them itself).
+func hostOf(n int, edit func(*GPU)) Snapshot {
+	s := realH100()
+	tmpl := s.GPUs[0]
+	s.GPUs = nil
+	for i := range n {
+		g := tmpl
+		g.UUID = seededUUID(fmt.Sprint("host-", i))
+		g.Serial = fmt.Sprintf("165322302%04d", i)
+		g.BusID = fmt.Sprintf("%08X:%02X:00.0", i/8, dgxBuses[i%8])
+		if edit != nil {
+			edit(&g)
+		}
+		s.GPUs = append(s.GPUs, g)
+	}
+	return s
 }

@@ -104,54 +104,111 @@ type Model struct {
 	// MinCUDADriver overrides the architecture's minimum CUDA driver version when non-zero.
 	MinCUDADriver int
 	MIG           bool // supports Multi-Instance GPU, so NVML may report MIG mode enabled
-	// Simulated marks ids that only go-nvml's mock servers report (not real silicon). They are
-	// accepted so simulated hosts verify; the server may label such devices as simulated.
+	// Form is how the board attaches to its host; it bounds how many fit in one (see
+	// HostCounts, MaxPCIeSlotWidths and docs/attestation.md, "Host topology").
+	Form Form
+	// HostCounts lists, for an SXM module, every number of GPUs of this model one host can
+	// show: a whole baseboard (HGX 4- or 8-GPU, an A100 16-GPU pair) or a cloud VM's
+	// power-of-two slice of one. Unused for PCIe cards, which the chassis bounds instead.
+	HostCounts []int
+	// Serial marks a datacenter board with an InfoROM: NVML reports its 13-digit board serial
+	// (the number on the board's label) and an NVIDIA board part number. GeForce boards answer
+	// ERROR_NOT_SUPPORTED, so their rows leave it false.
+	Serial bool
+	// Simulated marks ids that only go-nvml's mock servers report (not real silicon). They
+	// pass only under a Policy with AllowSimulated (the gateway's dev mode or
+	// --allow-simulated-gpus); otherwise they are a SIMULATED_GPU finding.
 	Simulated bool
 }
+
+// Form is how a GPU board attaches to its host.
+type Form uint8
+
+const (
+	// FormSXM is a module on a baseboard (HGX): one model per board, a fixed number per board.
+	FormSXM Form = iota + 1
+	// FormPCIe2 is a double-width PCIe card.
+	FormPCIe2
+	// FormPCIe1 is a single-width PCIe card.
+	FormPCIe1
+)
+
+// String names the form as the documentation does.
+func (f Form) String() string {
+	switch f {
+	case FormSXM:
+		return "SXM"
+	case FormPCIe2:
+		return "PCIe double-width"
+	case FormPCIe1:
+		return "PCIe single-width"
+	}
+	return "unknown form"
+}
+
+// slotWidths is how many single-width slots a card of this form takes.
+func (f Form) slotWidths() int {
+	switch f {
+	case FormPCIe2:
+		return 2
+	case FormPCIe1:
+		return 1
+	}
+	return 0
+}
+
+// MaxPCIeSlotWidths is the most PCIe GPU slot widths one host offers: 10 double-width cards
+// (4U GPU servers such as Supermicro's SYS-420GP-TNR or Gigabyte's G492) or 20 single-width
+// ones (Supermicro SYS-6049GP-TRT with T4s). A double-width card counts 2.
+const MaxPCIeSlotWidths = 20
+
+// sxmCounts are the GPU counts of one model an SXM host can show: an HGX 4- or 8-GPU
+// baseboard, or a cloud VM's 1-, 2- or 4-GPU slice of one (e.g. GCP a2-highgpu-1g, a3-highgpu-2g).
+var sxmCounts = []int{1, 2, 4, 8}
 
 // Models is the reference table. PCI ids and capacities come from the PCI id database and
 // NVIDIA's datasheets (not from the mock); the Simulated rows and the mock's exact names are
 // taken from github.com/NVIDIA/go-nvml v0.13.4-1 pkg/nvml/mock/gpus so its DGX A100, H100,
-// H200 and B200 servers pass. Add a row before accepting a new model: an id missing here is
-// UNKNOWN_MODEL.
+// H200 and B200 servers pass. Add a row before accepting a new model, with its form, per-host
+// counts and sources in docs/attestation.md: an id missing here is UNKNOWN_MODEL.
 var Models = []Model{
 	{PCIDeviceID: 0x1EB8, Name: "T4", NamePatterns: []string{"t4"}, Architecture: "Turing", Compute: ComputeCapability{7, 5},
-		MemMinGiB: 14.5, MemMaxGiB: 16.1},
+		MemMinGiB: 14.5, MemMaxGiB: 16.1, Form: FormPCIe1, Serial: true},
 	{PCIDeviceID: 0x20B0, Name: "A100 SXM4 40GB", NamePatterns: []string{"a100"}, Architecture: "Ampere", Compute: ComputeCapability{8, 0},
-		MemMinGiB: 38, MemMaxGiB: 40.1, MIG: true},
+		MemMinGiB: 38, MemMaxGiB: 40.1, MIG: true, Form: FormSXM, HostCounts: []int{1, 2, 4, 8, 16}, Serial: true},
 	{PCIDeviceID: 0x20B2, Name: "A100 SXM4 80GB", NamePatterns: []string{"a100"}, Architecture: "Ampere", Compute: ComputeCapability{8, 0},
-		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true},
+		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true, Form: FormSXM, HostCounts: sxmCounts, Serial: true},
 	{PCIDeviceID: 0x20B5, Name: "A100 PCIe 80GB", NamePatterns: []string{"a100"}, Architecture: "Ampere", Compute: ComputeCapability{8, 0},
-		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true},
+		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true, Form: FormPCIe2, Serial: true},
 	{PCIDeviceID: 0x20F1, Name: "A100 PCIe 40GB", NamePatterns: []string{"a100"}, Architecture: "Ampere", Compute: ComputeCapability{8, 0},
-		MemMinGiB: 38, MemMaxGiB: 40.1, MIG: true},
+		MemMinGiB: 38, MemMaxGiB: 40.1, MIG: true, Form: FormPCIe2, Serial: true},
 	{PCIDeviceID: 0x20B7, Name: "A30", NamePatterns: []string{"a30"}, Architecture: "Ampere", Compute: ComputeCapability{8, 0},
-		MemMinGiB: 22.5, MemMaxGiB: 24.1, MIG: true},
+		MemMinGiB: 22.5, MemMaxGiB: 24.1, MIG: true, Form: FormPCIe2, Serial: true},
 	{PCIDeviceID: 0x2204, Name: "GeForce RTX 3090", NamePatterns: []string{"rtx 3090"}, Architecture: "Ampere", Compute: ComputeCapability{8, 6},
-		MemMinGiB: 22.5, MemMaxGiB: 24.1, MinCUDADriver: 11010},
+		MemMinGiB: 22.5, MemMaxGiB: 24.1, MinCUDADriver: 11010, Form: FormPCIe2},
 	{PCIDeviceID: 0x2321, Name: "H100 NVL", NamePatterns: []string{"h100"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
-		MemMinGiB: 88, MemMaxGiB: 94.1, MIG: true},
+		MemMinGiB: 88, MemMaxGiB: 94.1, MIG: true, Form: FormPCIe2, Serial: true},
 	{PCIDeviceID: 0x2330, Name: "H100 SXM5 80GB", NamePatterns: []string{"h100"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
-		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true},
+		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true, Form: FormSXM, HostCounts: sxmCounts, Serial: true},
 	{PCIDeviceID: 0x2331, Name: "H100 PCIe", NamePatterns: []string{"h100"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
-		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true},
+		MemMinGiB: 76, MemMaxGiB: 80.1, MIG: true, Form: FormPCIe2, Serial: true},
 	{PCIDeviceID: 0x2335, Name: "H200 SXM 141GB", NamePatterns: []string{"h200"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
-		MemMinGiB: 132, MemMaxGiB: 141.1, MIG: true},
+		MemMinGiB: 132, MemMaxGiB: 141.1, MIG: true, Form: FormSXM, HostCounts: sxmCounts, Serial: true},
 	{PCIDeviceID: 0x233B, Name: "H200 NVL", NamePatterns: []string{"h200"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
-		MemMinGiB: 132, MemMaxGiB: 141.1, MIG: true},
+		MemMinGiB: 132, MemMaxGiB: 141.1, MIG: true, Form: FormPCIe2, Serial: true},
 	{PCIDeviceID: 0x2333, Name: "H200 141GB (go-nvml mock)", NamePatterns: []string{"h200"}, Architecture: "Hopper", Compute: ComputeCapability{9, 0},
-		MemMinGiB: 132, MemMaxGiB: 141.1, MIG: true, Simulated: true},
+		MemMinGiB: 132, MemMaxGiB: 141.1, MIG: true, Simulated: true, Form: FormSXM, HostCounts: sxmCounts, Serial: true},
 	{PCIDeviceID: 0x2684, Name: "GeForce RTX 4090", NamePatterns: []string{"rtx 4090"}, Architecture: "Ada Lovelace", Compute: ComputeCapability{8, 9},
-		MemMinGiB: 22.5, MemMaxGiB: 24.1},
+		MemMinGiB: 22.5, MemMaxGiB: 24.1, Form: FormPCIe2},
 	{PCIDeviceID: 0x26B9, Name: "L40S", NamePatterns: []string{"l40s"}, Architecture: "Ada Lovelace", Compute: ComputeCapability{8, 9},
-		MemMinGiB: 44, MemMaxGiB: 48.1},
+		MemMinGiB: 44, MemMaxGiB: 48.1, Form: FormPCIe2, Serial: true},
 	{PCIDeviceID: 0x27B8, Name: "L4", NamePatterns: []string{"l4"}, Architecture: "Ada Lovelace", Compute: ComputeCapability{8, 9},
-		MemMinGiB: 21.5, MemMaxGiB: 24.1},
+		MemMinGiB: 21.5, MemMaxGiB: 24.1, Form: FormPCIe1, Serial: true},
 	{PCIDeviceID: 0x2901, Name: "B200", NamePatterns: []string{"b200"}, Architecture: "Blackwell", Compute: ComputeCapability{10, 0},
-		MemMinGiB: 170, MemMaxGiB: 192.1, MIG: true},
+		MemMinGiB: 170, MemMaxGiB: 192.1, MIG: true, Form: FormSXM, HostCounts: sxmCounts, Serial: true},
 	// The mock's B200 host reports driver 560.28.03 / CUDA 12.6, older than real B200 support.
 	{PCIDeviceID: 0x2B00, Name: "B200 180GB (go-nvml mock)", NamePatterns: []string{"b200"}, Architecture: "Blackwell", Compute: ComputeCapability{10, 0},
-		MemMinGiB: 170, MemMaxGiB: 192.1, MinCUDADriver: 12060, MIG: true, Simulated: true},
+		MemMinGiB: 170, MemMaxGiB: 192.1, MinCUDADriver: 12060, MIG: true, Simulated: true, Form: FormSXM, HostCounts: sxmCounts, Serial: true},
 }
 
 // LookupModel returns the reference row for a 16-bit NVIDIA PCI device id, or false if the

@@ -29,6 +29,23 @@ const (
 	ReasonImplausibleGPUCount       Reason = "IMPLAUSIBLE_GPU_COUNT"
 	ReasonMalformedUUID             Reason = "MALFORMED_UUID"
 	ReasonUnknownModel              Reason = "UNKNOWN_MODEL"
+	// ReasonImplausibleTopology: the GPUs of a model on this host do not fit any real server
+	// of that model (an SXM count no baseboard has, SXM modules of two models on one host, more
+	// PCIe cards than a chassis holds).
+	ReasonImplausibleTopology Reason = "IMPLAUSIBLE_TOPOLOGY"
+	// ReasonMalformedBusID: the PCI bus id is absent or not NVML's DDDDDDDD:BB:DD.F form.
+	ReasonMalformedBusID Reason = "MALFORMED_BUS_ID"
+	// ReasonSerialMissing: a model whose boards carry a serial reports none (or a placeholder).
+	ReasonSerialMissing Reason = "SERIAL_MISSING"
+	// ReasonMalformedSerial: the serial is not the 13 decimal digits of an NVIDIA board serial.
+	ReasonMalformedSerial Reason = "MALFORMED_SERIAL"
+	// ReasonMalformedBoardPartNumber: the board part number is not NVIDIA's NNN-XXXXX-XXXX-XXX.
+	ReasonMalformedBoardPartNumber Reason = "MALFORMED_BOARD_PART_NUMBER"
+	// ReasonMalformedVBIOSVersion: the vBIOS version is not five dot-separated hex bytes.
+	ReasonMalformedVBIOSVersion Reason = "MALFORMED_VBIOS_VERSION"
+	// ReasonSimulatedGPU: the PCI device id is one only go-nvml's mock servers report, on a
+	// gateway that does not allow simulated GPUs (see Policy).
+	ReasonSimulatedGPU Reason = "SIMULATED_GPU"
 )
 
 // Reasons produced by CompareEnrollment and by the server's cross-device rules.
@@ -67,6 +84,13 @@ var reasonText = map[Reason]string{
 	ReasonImplausibleGPUCount:       "the host reports no GPU or more than a server can hold",
 	ReasonMalformedUUID:             "the GPU UUID is not NVML's GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx form",
 	ReasonUnknownModel:              "the PCI device id is not in the reference table, so the model is unverified",
+	ReasonImplausibleTopology:       "the number or mix of GPU models on the host fits no real server of those models",
+	ReasonMalformedBusID:            "the PCI bus id is absent or not NVML's DDDDDDDD:BB:DD.F form",
+	ReasonSerialMissing:             "the GPU's model has a board serial but the GPU reports none",
+	ReasonMalformedSerial:           "the board serial is not the 13 decimal digits of an NVIDIA board serial",
+	ReasonMalformedBoardPartNumber:  "the board part number is not NVIDIA's NNN-XXXXX-XXXX-XXX form",
+	ReasonMalformedVBIOSVersion:     "the vBIOS version is not five dot-separated hexadecimal bytes (e.g. 96.00.89.00.01)",
+	ReasonSimulatedGPU:              "the PCI device id exists only in go-nvml's simulated GPUs, which this gateway does not accept",
 	ReasonImmutableFieldChanged:     "a GPU or an immutable GPU field changed since enrollment",
 	ReasonUUIDOnAnotherDevice:       "a GPU UUID is already claimed by another device",
 	ReasonSerialOnAnotherDevice:     "a board serial is already claimed by another device",
@@ -86,6 +110,8 @@ func Reasons() []Reason {
 		ReasonComputeCapabilityMismatch, ReasonFeatureMismatch, ReasonNVMLDriverMismatch, ReasonCUDATooOld,
 		ReasonDuplicateUUIDInHost, ReasonDuplicateBusIDInHost, ReasonDuplicateSerialInHost,
 		ReasonImplausibleGPUCount, ReasonMalformedUUID, ReasonUnknownModel,
+		ReasonImplausibleTopology, ReasonMalformedBusID, ReasonSerialMissing, ReasonMalformedSerial,
+		ReasonMalformedBoardPartNumber, ReasonMalformedVBIOSVersion, ReasonSimulatedGPU,
 		ReasonImmutableFieldChanged, ReasonUUIDOnAnotherDevice, ReasonSerialOnAnotherDevice,
 		ReasonSnapshotHashMismatch, ReasonBadSignature, ReasonInsufficientWork, ReasonMalformedProof,
 		ReasonChallengeReplayed, ReasonChallengeExpired, ReasonChallengeForeign,
@@ -141,19 +167,30 @@ func Flagged(fs []Finding) bool {
 	return slices.ContainsFunc(fs, func(f Finding) bool { return f.Reason.Flags() })
 }
 
-// MaxGPUsPerHost is the most GPUs one host plausibly has (HGX/DGX boards carry 8, the largest
-// single-system designs 16).
-const MaxGPUsPerHost = 16
+// MaxGPUsPerHost is the most GPUs one host plausibly has: 20 single-width PCIe cards (see
+// MaxPCIeSlotWidths); SXM hosts carry at most 16 (two HGX A100 8-GPU boards).
+const MaxGPUsPerHost = 20
+
+// Policy is what a gateway accepts beyond real hardware. The zero value is production's.
+type Policy struct {
+	// AllowSimulated accepts the PCI ids only go-nvml's mock servers report (Model.Simulated):
+	// on in dev mode, so simulated workers verify; off in production, where such an id is a
+	// SIMULATED_GPU finding (nothing but a simulator reports it).
+	AllowSimulated bool
+}
 
 const gib = 1 << 30
 
-// CheckSnapshot runs every host-level counterfeit rule on s and returns the findings, host
-// findings first, then per GPU in UUID order, each reason at most once per GPU (details
-// joined). It returns nil when nothing is wrong. Cross-device rules (UUID or serial on another
-// device) need the database and are the server's; changes since enrollment are
+// CheckSnapshot is CheckSnapshotWith under the production Policy (no simulated GPUs).
+func CheckSnapshot(s Snapshot) []Finding { return CheckSnapshotWith(s, Policy{}) }
+
+// CheckSnapshotWith runs every host-level counterfeit rule on s under policy p and returns the
+// findings, host findings first, then per GPU in UUID order, each reason at most once per GPU
+// (details joined). It returns nil when nothing is wrong. Cross-device rules (UUID or serial
+// on another device) need the database and are the server's; changes since enrollment are
 // CompareEnrollment's. It assumes s passed Validate; on a snapshot that did not, it still
 // returns findings and does not panic.
-func CheckSnapshot(s Snapshot) []Finding {
+func CheckSnapshotWith(s Snapshot, p Policy) []Finding {
 	var out []Finding
 	host := func(r Reason, format string, args ...any) {
 		out = append(out, Finding{Reason: r, Detail: fmt.Sprintf(format, args...)})
@@ -170,6 +207,9 @@ func CheckSnapshot(s Snapshot) []Finding {
 	}
 	if s.CUDADriverVersion <= 0 {
 		host(ReasonCUDATooOld, "CUDA driver version absent")
+	}
+	for _, d := range topology(s.GPUs) {
+		host(ReasonImplausibleTopology, "%s", d)
 	}
 
 	order := make([]int, len(s.GPUs))
@@ -215,7 +255,7 @@ func CheckSnapshot(s Snapshot) []Finding {
 			fs.add(ReasonDuplicateSerialInHost, "serial %s reported by %d GPUs: %s", k, len(serials[k]), strings.Join(serials[k], ", "))
 			serials[k] = nil
 		}
-		checkGPU(&fs, g, s.CUDADriverVersion)
+		checkGPU(&fs, g, s.CUDADriverVersion, p)
 		out = append(out, fs.list...)
 	}
 	return out
@@ -238,13 +278,19 @@ func (f *findings) add(r Reason, format string, args ...any) {
 	f.list = append(f.list, Finding{Reason: r, GPU: f.gpu, Detail: d})
 }
 
-func checkGPU(fs *findings, g *GPU, cuda int) {
+func checkGPU(fs *findings, g *GPU, cuda int, p Policy) {
 	if !validUUID(g.UUID) {
 		fs.add(ReasonMalformedUUID, "%q", trunc(g.UUID))
+	}
+	if why := busIDProblem(g.BusID); why != "" {
+		fs.add(ReasonMalformedBusID, "%q: %s", trunc(g.BusID), why)
 	}
 	if g.PCIVendorID != VendorNVIDIA {
 		fs.add(ReasonVendorNotNVIDIA, "PCI vendor id %#06x", g.PCIVendorID)
 		return // an NVIDIA table says nothing about another vendor's ids
+	}
+	if v := g.VBIOSVersion; !placeholder(v) && !validVBIOS(v) {
+		fs.add(ReasonMalformedVBIOSVersion, "%q (want five dot-separated hex bytes, e.g. 96.00.89.00.01)", trunc(v))
 	}
 
 	name := normName(g.Name)
@@ -290,6 +336,20 @@ func checkGPU(fs *findings, g *GPU, cuda int) {
 		}
 		if cuda > 0 && cuda < row.minCUDA() {
 			fs.add(ReasonCUDATooOld, "CUDA %s, %s needs %s", cudaText(cuda), row.Name, cudaText(row.minCUDA()))
+		}
+		if row.Simulated && !p.AllowSimulated {
+			fs.add(ReasonSimulatedGPU, "PCI id %#06x (%s) is reported only by go-nvml's mock servers, never by real hardware", g.PCIDeviceID, row.Name)
+		}
+		if row.Serial {
+			switch _, usable := SerialKey(g.Serial); {
+			case !usable:
+				fs.add(ReasonSerialMissing, "serial %q: every %s board reports its 13-digit serial", trunc(g.Serial), row.Name)
+			case !validNVIDIASerial(g.Serial):
+				fs.add(ReasonMalformedSerial, "%q (want 13 decimal digits)", trunc(g.Serial))
+			}
+			if pn := g.BoardPartNumber; !placeholder(pn) && !validPartNumber(pn) {
+				fs.add(ReasonMalformedBoardPartNumber, "%q (want NNN-XXXXX-XXXX-XXX, e.g. 692-2G520-0200-000)", trunc(pn))
+			}
 		}
 	} else {
 		fs.add(ReasonUnknownModel, "PCI id %#06x is not in the reference table%s", g.PCIDeviceID, claimText(claimed))
@@ -469,14 +529,26 @@ func SerialKey(serial string) (string, bool) {
 	if strings.ContainsFunc(k, func(r rune) bool { return r == ' ' || r == '\t' || 'a' <= r && r <= 'z' || r >= 0x80 }) {
 		k = strings.ToUpper(strings.Join(strings.Fields(k), ""))
 	}
-	switch strings.TrimLeft(strings.TrimRight(k, "])"), "[(") {
-	case "", "NA", "N/A", "NONE", "NULL", "UNKNOWN", "NOTSUPPORTED", "NOTAVAILABLE", "DEFAULT", "TOBEFILLEDBYO.E.M.":
-		return "", false
-	}
-	if strings.Count(k, k[:1]) == len(k) {
+	if placeholderKey(k) || strings.Count(k, k[:1]) == len(k) {
 		return "", false
 	}
 	return k, true
+}
+
+// placeholderKey reports whether k (upper case, no spaces) is empty or a placeholder that
+// NVML, nvidia-smi or an OEM writes where a value is missing.
+func placeholderKey(k string) bool {
+	switch strings.TrimLeft(strings.TrimRight(k, "])"), "[(") {
+	case "", "NA", "N/A", "NONE", "NULL", "UNKNOWN", "NOTSUPPORTED", "NOTAVAILABLE", "DEFAULT", "TOBEFILLEDBYO.E.M.":
+		return true
+	}
+	return false
+}
+
+// placeholder reports whether an identifier string is absent: empty, blank or a placeholder
+// such as "N/A" or "[Not Supported]". Such a value is "not reported", never "malformed".
+func placeholder(v string) bool {
+	return placeholderKey(strings.ToUpper(strings.Join(strings.Fields(v), "")))
 }
 
 // IdentityKeys returns the values that must be unique across devices, for the server's
@@ -500,10 +572,13 @@ func (s Snapshot) IdentityKeys() (uuids, serials []string) {
 // snapshot stored at enrollment and the current one that a genuine host cannot produce: a GPU
 // added or removed (by UUID), or a changed PCI device, vendor or subsystem id, memory total,
 // serial or board part number. Host versions, clocks, power limit, vBIOS, bus ids and ECC/MIG
-// modes may change. The memory total may drift by 2% (drivers change how much they reserve)
-// or by 7% when the ECC mode changed (ECC hides 1/16 of GDDR memory). A serial, part number or
-// subsystem id enrolled as absent may appear later; one enrolled as present may not disappear.
-// It returns nil when nothing changed; findings are in UUID order.
+// modes may change (the vBIOS and bus id in value, not in presence). The memory total may
+// drift by 2% (drivers change how much they reserve) or by 7% when the ECC mode changed (ECC
+// hides 1/16 of GDDR memory). An identifier absent at enrollment and present now, or the
+// reverse, is a change like any other: a board's InfoROM does not gain or lose its identity,
+// and accepting "absent" as a wildcard would let a host enroll without identities and claim
+// any later. Placeholders ("N/A", a repeated digit) count as absent. It returns nil when
+// nothing changed; findings are in UUID order.
 func CompareEnrollment(enrolled, current Snapshot) []Finding {
 	was, now := byUUID(enrolled), byUUID(current)
 	keys := make([]string, 0, len(was)+len(now))
@@ -534,24 +609,39 @@ func CompareEnrollment(enrolled, current Snapshot) []Finding {
 			if e.PCIVendorID != c.PCIVendorID {
 				fs.add(ReasonImmutableFieldChanged, "pciVendorId %#06x → %#06x", e.PCIVendorID, c.PCIVendorID)
 			}
-			if e.PCISubsystemID != 0 && e.PCISubsystemID != c.PCISubsystemID {
-				fs.add(ReasonImmutableFieldChanged, "pciSubsystemId %#010x → %#010x", e.PCISubsystemID, c.PCISubsystemID)
+			if e.PCISubsystemID != c.PCISubsystemID {
+				fs.add(ReasonImmutableFieldChanged, "pciSubsystemId 0x%08x → 0x%08x", e.PCISubsystemID, c.PCISubsystemID)
 			}
 			if !memoryCompatible(e, c) {
 				fs.add(ReasonImmutableFieldChanged, "memoryTotalBytes %d → %d", e.MemoryTotalBytes, c.MemoryTotalBytes)
 			}
-			if ek, ok := SerialKey(e.Serial); ok {
-				if ck, _ := SerialKey(c.Serial); ck != ek {
-					fs.add(ReasonImmutableFieldChanged, "serial %q → %q", trunc(e.Serial), trunc(c.Serial))
-				}
+			ek, _ := SerialKey(e.Serial)
+			if ck, _ := SerialKey(c.Serial); ck != ek {
+				fs.add(ReasonImmutableFieldChanged, "serial %q → %q", trunc(e.Serial), trunc(c.Serial))
 			}
-			if ep := strings.TrimSpace(e.BoardPartNumber); ep != "" && ep != strings.TrimSpace(c.BoardPartNumber) {
+			if partKey(e.BoardPartNumber) != partKey(c.BoardPartNumber) {
 				fs.add(ReasonImmutableFieldChanged, "boardPartNumber %q → %q", trunc(e.BoardPartNumber), trunc(c.BoardPartNumber))
+			}
+			// The bus id and the vBIOS may change value (another slot, a firmware update) but
+			// not presence: NVML reports both for every GPU.
+			if placeholder(e.BusID) != placeholder(c.BusID) {
+				fs.add(ReasonImmutableFieldChanged, "busId %q → %q", trunc(e.BusID), trunc(c.BusID))
+			}
+			if placeholder(e.VBIOSVersion) != placeholder(c.VBIOSVersion) {
+				fs.add(ReasonImmutableFieldChanged, "vbiosVersion %q → %q", trunc(e.VBIOSVersion), trunc(c.VBIOSVersion))
 			}
 		}
 		out = append(out, fs.list...)
 	}
 	return out
+}
+
+// partKey is a board part number for comparison: trimmed, or "" for a placeholder.
+func partKey(pn string) string {
+	if placeholder(pn) {
+		return ""
+	}
+	return strings.TrimSpace(pn)
 }
 
 func byUUID(s Snapshot) map[string]GPU {
@@ -571,4 +661,134 @@ func memoryCompatible(e, c GPU) bool {
 	}
 	d := math.Abs(float64(e.MemoryTotalBytes) - float64(c.MemoryTotalBytes))
 	return d <= tol*float64(e.MemoryTotalBytes)
+}
+
+// topology returns one sentence per way the host's GPUs fit no real server (see
+// docs/attestation.md, "Host topology"), in reference-table order, or nil. Only GPUs whose
+// vendor and PCI id select a table row count: an unknown model's form is unknown.
+func topology(gpus []GPU) []string {
+	counts := make(map[*Model]int, 2)
+	for i := range gpus {
+		g := &gpus[i]
+		if g.PCIVendorID != VendorNVIDIA || g.PCIDeviceID > 0xFFFF {
+			continue
+		}
+		if row := lookupModel(uint16(g.PCIDeviceID)); row != nil {
+			counts[row]++
+		}
+	}
+	var out, sxm []string
+	widths, cards := 0, 0
+	for i := range Models {
+		m := &Models[i]
+		n := counts[m]
+		if n == 0 {
+			continue
+		}
+		switch m.Form {
+		case FormSXM:
+			sxm = append(sxm, m.Name)
+			if !slices.Contains(m.HostCounts, n) {
+				out = append(out, fmt.Sprintf("%d × %s: an SXM host shows %s of them (a 4- or 8-GPU baseboard or a VM's slice of one)",
+					n, m.Name, countsText(m.HostCounts)))
+			}
+		default:
+			widths += n * m.Form.slotWidths()
+			cards += n
+		}
+	}
+	if len(sxm) > 1 {
+		out = append(out, fmt.Sprintf("SXM modules of %d models (%s) on one host: a baseboard carries one model", len(sxm), strings.Join(sxm, ", ")))
+	}
+	if widths > MaxPCIeSlotWidths {
+		out = append(out, fmt.Sprintf("%d PCIe GPUs take %d slot widths: a chassis holds at most %d double-width or %d single-width cards",
+			cards, widths, MaxPCIeSlotWidths/2, MaxPCIeSlotWidths))
+	}
+	return out
+}
+
+func countsText(c []int) string {
+	parts := make([]string, len(c))
+	for i, n := range c {
+		parts[i] = strconv.Itoa(n)
+	}
+	if len(parts) < 2 {
+		return strings.Join(parts, "")
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " or " + parts[len(parts)-1]
+}
+
+// busIDProblem returns why id is not a GPU's bus id as NVML formats it in nvmlPciInfo_t.busId
+// (NVML_DEVICE_PCI_BUS_ID_FMT, "%08X:%02X:%02X.0": an 8-hex-digit domain, a 2-digit bus, a
+// 2-digit device below 0x20 and a function 0-7, upper-case hex), or "" when it is. An absent
+// id is a problem too: NVML reports it with the PCI ids, and without it the host-level
+// duplicate check has nothing to compare. 00000000:00:00.x is the host bridge, never a GPU
+// (go-nvml's mock leaves the location fields zero; the worker's simulator fills them).
+func busIDProblem(id string) string {
+	if id == "" {
+		return "absent (NVML always reports it)"
+	}
+	const form = "want DDDDDDDD:BB:DD.F in upper-case hex"
+	if len(id) != 16 || id[8] != ':' || id[11] != ':' || id[14] != '.' {
+		return form
+	}
+	for i := 0; i < len(id); i++ {
+		if i == 8 || i == 11 || i == 14 {
+			continue
+		}
+		if c := id[i]; !('0' <= c && c <= '9' || 'A' <= c && c <= 'F') {
+			return form
+		}
+	}
+	dev, _ := strconv.ParseUint(id[12:14], 16, 8)
+	switch {
+	case dev > 0x1f:
+		return fmt.Sprintf("device %#x is above 0x1f (PCI has 32 devices per bus)", dev)
+	case id[15] > '7':
+		return "function above 7 (PCI has 8 functions per device)"
+	case id[:14] == "00000000:00:00":
+		return "0000:00:00 is the host bridge, never a GPU"
+	}
+	return ""
+}
+
+// validVBIOS reports whether v is a vBIOS version as NVML reports it: five dot-separated
+// pairs of hex digits ("96.00.89.00.01", "95.02.3C.40.87").
+func validVBIOS(v string) bool {
+	if len(v) != 14 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if i%3 == 2 {
+			if c != '.' {
+				return false
+			}
+		} else if !('0' <= c && c <= '9' || 'A' <= c && c <= 'F' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// validNVIDIASerial reports whether s is an NVIDIA board serial as NVML reports it: exactly
+// 13 decimal digits (the number on the board's label, e.g. 1653223011234).
+func validNVIDIASerial(s string) bool { return len(s) == 13 && isDigits(s) }
+
+// validPartNumber reports whether pn is an NVIDIA board part number as the InfoROM holds it:
+// NNN-XXXXX-XXXX-XXX with digits and upper-case letters ("692-2G520-0200-000",
+// "900-2G183-0000-001").
+func validPartNumber(pn string) bool {
+	if len(pn) != 18 || pn[3] != '-' || pn[9] != '-' || pn[14] != '-' || !isDigits(pn[:3]) {
+		return false
+	}
+	for i := 4; i < len(pn); i++ {
+		if i == 9 || i == 14 {
+			continue
+		}
+		if c := pn[i]; !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }

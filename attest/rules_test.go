@@ -9,26 +9,77 @@ import (
 	"testing"
 )
 
+var simulatedHosts = map[string]func(testing.TB, busStyle) Snapshot{
+	"dgxa100": dgxA100, "dgxh100": dgxH100, "dgxh200": dgxH200, "dgxb200": dgxB200,
+	"custom A100 PCIe/SXM and A30": func(t testing.TB, bus busStyle) Snapshot {
+		return mockHost(t, "550.54.15", "12.550.54.15", 12040, bus,
+			mockA100PCIe40GB, mockA100PCIe80GB, mockA100SXM4_80GB, mockA30PCIe24GB)
+	},
+}
+
+// The go-nvml hosts as the worker's simulator completes them pass where simulated GPUs are
+// allowed (dev mode).
 func TestGenuineSimulatedHostsHaveNoFindings(t *testing.T) {
-	hosts := map[string]func(testing.TB, busStyle) Snapshot{
-		"dgxa100": dgxA100, "dgxh100": dgxH100, "dgxh200": dgxH200, "dgxb200": dgxB200,
-		"custom A100 PCIe/SXM and A30": func(t testing.TB, bus busStyle) Snapshot {
-			return mockHost(t, "550.54.15", "12.550.54.15", 12040, bus,
-				mockA100PCIe40GB, mockA100PCIe80GB, mockA100SXM4_80GB, mockA30PCIe24GB)
-		},
+	for name, build := range simulatedHosts {
+		t.Run(name, func(t *testing.T) {
+			s := build(t, busNVML)
+			if fs := CheckSnapshotWith(s, Policy{AllowSimulated: true}); len(fs) != 0 {
+				t.Fatalf("findings on a genuine simulated host: %v", fs)
+			}
+			if err := s.Validate(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
-	for name, build := range hosts {
-		for _, bus := range []busStyle{busAbsent, busFromInfo, busFromMock} {
-			t.Run(fmt.Sprintf("%s/bus style %d", name, bus), func(t *testing.T) {
-				s := build(t, bus)
-				if fs := CheckSnapshot(s); len(fs) != 0 {
-					t.Fatalf("findings on a genuine simulated host: %v", fs)
+}
+
+// In production (the zero Policy, which CheckSnapshot uses) the ids only go-nvml's mock
+// reports are SIMULATED_GPU on every GPU, and nothing else changes; ids of real silicon that
+// the mock also reports (DGX A100, H100) still pass.
+func TestSimulatedPCIIDsAreAFindingInProduction(t *testing.T) {
+	for name, build := range simulatedHosts {
+		t.Run(name, func(t *testing.T) {
+			s := build(t, busNVML)
+			fs := CheckSnapshot(s)
+			simulated := name == "dgxh200" || name == "dgxb200"
+			if !simulated {
+				if fs != nil {
+					t.Fatalf("findings: %v", fs)
 				}
-				if err := s.Validate(); err != nil {
-					t.Fatal(err)
+				return
+			}
+			if len(fs) != len(s.GPUs) || !Flagged(fs) {
+				t.Fatalf("want one SIMULATED_GPU per GPU, got %v", fs)
+			}
+			for _, f := range fs {
+				if f.Reason != ReasonSimulatedGPU || f.GPU == "" {
+					t.Fatalf("unexpected finding %v", f)
 				}
-			})
+			}
+			if !slices.Equal(CheckSnapshotWith(s, Policy{}), fs) {
+				t.Fatal("CheckSnapshot is not CheckSnapshotWith the zero Policy")
+			}
+		})
+	}
+}
+
+// What go-nvml's mock itself reports for the identifiers it leaves unset or fills loosely is
+// malformed for real hardware; the worker's simulator replaces it, and the rules say so.
+func TestRawGoNVMLMockIdentifiersAreFlagged(t *testing.T) {
+	for _, bus := range []busStyle{busAbsent, busFromInfo, busFromMock} {
+		s := dgxH100(t, bus)
+		fs := CheckSnapshot(s)
+		if r := reasonsOf(fs); len(r) != 1 || !r[ReasonMalformedBusID] || len(fs) != len(s.GPUs) {
+			t.Errorf("bus style %d: %v", bus, fs)
 		}
+	}
+	s := dgxH100(t, busNVML)
+	for i := range s.GPUs {
+		s.GPUs[i].Serial = "" // the mock's GetSerial is unset
+	}
+	fs := CheckSnapshot(s)
+	if r := reasonsOf(fs); len(r) != 1 || !r[ReasonSerialMissing] || len(fs) != len(s.GPUs) {
+		t.Errorf("serials absent: %v", fs)
 	}
 }
 
@@ -62,6 +113,39 @@ func TestGenuineRealHostsHaveNoFindings(t *testing.T) {
 			return s
 		}(),
 		"older driver names": gpu("A100-SXM4-40GB", 0x20B0, 40960, "Ampere", 8, 0, ptr(false)),
+		"HGX H100 4-GPU":     hostOf(4, nil),
+		"VM with 2 H100 SXM": hostOf(2, nil),
+		"16x A100 SXM4 40GB (two HGX A100 8-GPU boards)": hostOf(16, func(g *GPU) {
+			g.Name, g.PCIDeviceID, g.MemoryTotalBytes, g.Architecture, g.ComputeMajor = "NVIDIA A100-SXM4-40GB", 0x20B0, 40536<<20, "Ampere", 8
+		}),
+		"10x H100 PCIe": hostOf(10, func(g *GPU) { g.Name, g.PCIDeviceID = "NVIDIA H100 PCIe", 0x2331 }),
+		"20x L4": hostOf(20, func(g *GPU) {
+			g.Name, g.PCIDeviceID, g.MemoryTotalBytes, g.Architecture, g.ComputeMajor, g.ComputeMinor, g.MIGEnabled =
+				"NVIDIA L4", 0x27B8, 23034<<20, "Ada Lovelace", 8, 9, nil
+		}),
+		"RTX 4090 and RTX 3090, no serials": func() Snapshot {
+			s := hostOf(2, func(g *GPU) {
+				g.Name, g.PCIDeviceID, g.MemoryTotalBytes, g.Architecture, g.ComputeMajor, g.ComputeMinor, g.MIGEnabled =
+					"NVIDIA GeForce RTX 4090", 0x2684, 24564<<20, "Ada Lovelace", 8, 9, nil
+				g.Serial, g.BoardPartNumber, g.ECCEnabled = "", "", nil
+			})
+			s.GPUs[1].Name, s.GPUs[1].PCIDeviceID, s.GPUs[1].Architecture, s.GPUs[1].ComputeMinor = "NVIDIA GeForce RTX 3090", 0x2204, "Ampere", 6
+			return s
+		}(),
+		"HGX H100 and a PCIe L4": func() Snapshot {
+			s := realH100()
+			s.GPUs = append(s.GPUs, hostOf(1, func(g *GPU) {
+				g.UUID, g.BusID, g.Serial = seededUUID("l4"), "00000000:E1:00.0", "1322923010001"
+				g.Name, g.PCIDeviceID, g.MemoryTotalBytes, g.Architecture, g.ComputeMajor, g.ComputeMinor, g.MIGEnabled =
+					"NVIDIA L4", 0x27B8, 23034<<20, "Ada Lovelace", 8, 9, nil
+			}).GPUs...)
+			return s
+		}(),
+		"Hyper-V domain, QEMU bus 0": func() Snapshot {
+			s := hostOf(2, nil)
+			s.GPUs[0].BusID, s.GPUs[1].BusID = "0000BE9C:00:00.0", "00000000:00:05.0"
+			return s
+		}(),
 	}
 	for name, s := range hosts {
 		t.Run(name, func(t *testing.T) {
@@ -76,6 +160,34 @@ func TestGenuineRealHostsHaveNoFindings(t *testing.T) {
 func TestCounterfeitRules(t *testing.T) {
 	type R = Reason
 	host := func(edit func(*Snapshot)) Snapshot { s := realH100(); edit(&s); return s }
+	h100s := func(n int) Snapshot { return hostOf(n, nil) }
+	sxm := func(s Snapshot, i int, id uint32, name string, memMiB uint64, arch string, cc ComputeCapability) Snapshot {
+		g := &s.GPUs[i]
+		g.PCIDeviceID, g.Name, g.MemoryTotalBytes, g.Architecture, g.ComputeMajor, g.ComputeMinor = id, name, memMiB<<20, arch, cc.Major, cc.Minor
+		return s
+	}
+	a100 := func(s Snapshot, i int) Snapshot {
+		return sxm(s, i, 0x20B0, "NVIDIA A100-SXM4-40GB", 40536, "Ampere", ComputeCapability{8, 0})
+	}
+	pcie := func(n int, id uint32, name string, memMiB uint64, arch string, cc ComputeCapability) Snapshot {
+		return hostOf(n, func(g *GPU) {
+			g.PCIDeviceID, g.Name, g.MemoryTotalBytes, g.Architecture, g.ComputeMajor, g.ComputeMinor, g.MIGEnabled =
+				id, name, memMiB<<20, arch, cc.Major, cc.Minor, nil
+		})
+	}
+	l40s := func(n int) Snapshot {
+		return pcie(n, 0x26B9, "NVIDIA L40S", 46068, "Ada Lovelace", ComputeCapability{8, 9})
+	}
+	l4 := func(n int) Snapshot {
+		return pcie(n, 0x27B8, "NVIDIA L4", 23034, "Ada Lovelace", ComputeCapability{8, 9})
+	}
+	join := func(a, b Snapshot) Snapshot {
+		for i, g := range b.GPUs {
+			g.UUID, g.Serial, g.BusID = seededUUID(fmt.Sprint("join-", i)), fmt.Sprintf("17%011d", i), fmt.Sprintf("00000002:%02X:00.0", i)
+			a.GPUs = append(a.GPUs, g)
+		}
+		return a
+	}
 	tests := []struct {
 		name string
 		snap Snapshot
@@ -153,30 +265,119 @@ func TestCounterfeitRules(t *testing.T) {
 
 		// DUPLICATE_*_IN_HOST
 		{"duplicate UUID", host(func(s *Snapshot) { s.GPUs[5].UUID = s.GPUs[2].UUID }), []R{ReasonDuplicateUUIDInHost}},
-		{"duplicate bus id in another spelling", host(func(s *Snapshot) { s.GPUs[1].BusID = "0000:1b:00.0" }), []R{ReasonDuplicateBusIDInHost}},
-		{"bus ids all zero", host(func(s *Snapshot) {
-			for i := range s.GPUs {
-				s.GPUs[i].BusID = "00000000:00:00.0"
-			}
-		}), nil},
-		{"bus ids absent", host(func(s *Snapshot) {
-			for i := range s.GPUs {
-				s.GPUs[i].BusID = ""
-			}
-		}), nil},
+		{"duplicate bus id", host(func(s *Snapshot) { s.GPUs[1].BusID = s.GPUs[0].BusID }), []R{ReasonDuplicateBusIDInHost}},
+		{"duplicate bus id in another spelling", host(func(s *Snapshot) { s.GPUs[1].BusID = "0000:1b:00.0" }),
+			[]R{ReasonDuplicateBusIDInHost, ReasonMalformedBusID}},
+		{"duplicate serial", host(func(s *Snapshot) { s.GPUs[3].Serial = s.GPUs[0].Serial }), []R{ReasonDuplicateSerialInHost}},
 		{"duplicate serial with other spacing and case", host(func(s *Snapshot) {
 			s.GPUs[0].Serial, s.GPUs[3].Serial = "ab1234567", " AB 1234567 "
-		}), []R{ReasonDuplicateSerialInHost}},
+		}), []R{ReasonDuplicateSerialInHost, ReasonMalformedSerial}},
+
+		// IMPLAUSIBLE_GPU_COUNT
+		{"no GPUs", host(func(s *Snapshot) { s.GPUs = nil }), []R{ReasonImplausibleGPUCount}},
+		{"21 single-width GPUs", l4(21), []R{ReasonImplausibleGPUCount, ReasonImplausibleTopology}},
+		{"21 GPUs of an unknown model", hostOf(21, func(g *GPU) { g.Name, g.PCIDeviceID = "NVIDIA Thing", 0x2399 }),
+			[]R{ReasonImplausibleGPUCount, ReasonUnknownModel}},
+
+		// IMPLAUSIBLE_TOPOLOGY: SXM counts a baseboard (or a VM's slice of one) has
+		{"16 H100 SXM", h100s(16), []R{ReasonImplausibleTopology}},
+		{"12 H100 SXM", h100s(12), []R{ReasonImplausibleTopology}},
+		{"6 H100 SXM", h100s(6), []R{ReasonImplausibleTopology}},
+		{"3 H100 SXM", h100s(3), []R{ReasonImplausibleTopology}},
+		{"9 H100 SXM, the ninth with a duplicate UUID", host(func(s *Snapshot) {
+			s.GPUs = append(s.GPUs, s.GPUs[0])
+			s.GPUs[8].BusID, s.GPUs[8].Serial = "00000000:E0:00.0", "1653223019999"
+		}), []R{ReasonImplausibleTopology, ReasonDuplicateUUIDInHost}},
+		{"4 H100 SXM", h100s(4), nil},
+		{"1 H100 SXM", h100s(1), nil},
+		{"16 A100 SXM4 80GB", func() Snapshot {
+			s := h100s(16)
+			for i := range s.GPUs {
+				s = sxm(s, i, 0x20B2, "NVIDIA A100-SXM4-80GB", 81920, "Ampere", ComputeCapability{8, 0})
+			}
+			return s
+		}(), []R{ReasonImplausibleTopology}},
+		// IMPLAUSIBLE_TOPOLOGY: one SXM model per host
+		{"4 H100 SXM and 4 A100 SXM4", func() Snapshot {
+			s := h100s(8)
+			for i := 4; i < 8; i++ {
+				s = a100(s, i)
+			}
+			return s
+		}(), []R{ReasonImplausibleTopology}},
+		{"8 H100 SXM and 8 A100 SXM4", func() Snapshot {
+			s := h100s(16)
+			for i := 8; i < 16; i++ {
+				s = a100(s, i)
+			}
+			return s
+		}(), []R{ReasonImplausibleTopology}},
+		{"7 H100 SXM and 1 H200 SXM", sxm(h100s(8), 7, 0x2335, "NVIDIA H200", 143771, "Hopper", ComputeCapability{9, 0}),
+			[]R{ReasonImplausibleTopology}},
+		// IMPLAUSIBLE_TOPOLOGY: PCIe chassis (10 double-width or 20 single-width)
+		{"11 H100 PCIe", pcie(11, 0x2331, "NVIDIA H100 PCIe", 81559, "Hopper", ComputeCapability{9, 0}), []R{ReasonImplausibleTopology}},
+		{"11 L40S", l40s(11), []R{ReasonImplausibleTopology}},
+		{"6 L40S and 8 L4", join(l40s(6), l4(8)), nil},
+		{"6 L40S and 9 L4", join(l40s(6), l4(9)), []R{ReasonImplausibleTopology}},
+
+		// MALFORMED_BUS_ID
+		{"bus id in lower case", one(func(g *GPU) { g.BusID = "00000000:1b:00.0" }), []R{ReasonMalformedBusID}},
+		{"bus id with a 4-digit domain", one(func(g *GPU) { g.BusID = "0000:1B:00.0" }), []R{ReasonMalformedBusID}},
+		{"bus id without a domain", one(func(g *GPU) { g.BusID = "1B:00.0" }), []R{ReasonMalformedBusID}},
+		{"bus id with device 0x20", one(func(g *GPU) { g.BusID = "00000000:1B:20.0" }), []R{ReasonMalformedBusID}},
+		{"bus id with function 8", one(func(g *GPU) { g.BusID = "00000000:1B:00.8" }), []R{ReasonMalformedBusID}},
+		{"bus id of the host bridge", one(func(g *GPU) { g.BusID = "00000000:00:00.0" }), []R{ReasonMalformedBusID}},
+		{"bus id not hex", one(func(g *GPU) { g.BusID = "0000000G:1B:00.0" }), []R{ReasonMalformedBusID}},
+		{"bus id with trailing space", one(func(g *GPU) { g.BusID = "00000000:1B:00.0 " }), []R{ReasonMalformedBusID}},
+		{"bus id absent", one(func(g *GPU) { g.BusID = "" }), []R{ReasonMalformedBusID}},
+		{"bus id of another vendor's GPU", one(func(g *GPU) { g.PCIVendorID, g.BusID = 0x1002, "weird" }),
+			[]R{ReasonVendorNotNVIDIA, ReasonMalformedBusID}},
+		{"bus id function 1", one(func(g *GPU) { g.BusID = "00000000:1B:00.1" }), nil},
+		{"bus id on a high domain", one(func(g *GPU) { g.BusID = "0001A2B3:00:00.0" }), nil},
+
+		// SERIAL_MISSING and MALFORMED_SERIAL
+		{"serial absent", one(func(g *GPU) { g.Serial = "" }), []R{ReasonSerialMissing}},
 		{"placeholder serials", host(func(s *Snapshot) {
 			for i := range s.GPUs {
 				s.GPUs[i].Serial = []string{"0000000000000", "N/A", "[N/A]", "", " ", "Not Supported", "[Not Supported]", "0"}[i]
 			}
-		}), nil},
+		}), []R{ReasonSerialMissing}},
+		{"serial of 12 digits", one(func(g *GPU) { g.Serial = "165322301123" }), []R{ReasonMalformedSerial}},
+		{"serial of 14 digits", one(func(g *GPU) { g.Serial = "16532230112345" }), []R{ReasonMalformedSerial}},
+		{"serial with a letter", one(func(g *GPU) { g.Serial = "1653223O11234" }), []R{ReasonMalformedSerial}},
+		{"serial with spaces", one(func(g *GPU) { g.Serial = " 1653223011234" }), []R{ReasonMalformedSerial}},
+		{"serial absent on an L4", pcie(1, 0x27B8, "NVIDIA L4", 23034, "Ada Lovelace", ComputeCapability{8, 9}), nil},
+		{"no serial on a GeForce", pcie(1, 0x2684, "NVIDIA GeForce RTX 4090", 24564, "Ada Lovelace", ComputeCapability{8, 9}), nil},
 
-		// IMPLAUSIBLE_GPU_COUNT
-		{"no GPUs", host(func(s *Snapshot) { s.GPUs = nil }), []R{ReasonImplausibleGPUCount}},
-		{"17 GPUs", host(func(s *Snapshot) { s.GPUs = append(s.GPUs, moreH100(9, 8)...) }), []R{ReasonImplausibleGPUCount}},
-		{"16 GPUs", host(func(s *Snapshot) { s.GPUs = append(s.GPUs, moreH100(8, 8)...) }), nil},
+		// MALFORMED_BOARD_PART_NUMBER
+		{"part number too short", one(func(g *GPU) { g.BoardPartNumber = "692-2G520-0200" }), []R{ReasonMalformedBoardPartNumber}},
+		{"part number without hyphens", one(func(g *GPU) { g.BoardPartNumber = "692 2G520 0200 000" }), []R{ReasonMalformedBoardPartNumber}},
+		{"part number in lower case", one(func(g *GPU) { g.BoardPartNumber = "692-2g520-0200-000" }), []R{ReasonMalformedBoardPartNumber}},
+		{"part number with a letter prefix", one(func(g *GPU) { g.BoardPartNumber = "A92-2G520-0200-000" }), []R{ReasonMalformedBoardPartNumber}},
+		{"part number absent", one(func(g *GPU) { g.BoardPartNumber = "" }), nil},
+		{"part number N/A", one(func(g *GPU) { g.BoardPartNumber = "N/A" }), nil},
+		{"PCIe product part number", one(func(g *GPU) { g.BoardPartNumber = "900-2G183-0000-001" }), nil},
+
+		// MALFORMED_VBIOS_VERSION
+		{"vBIOS of four bytes", one(func(g *GPU) { g.VBIOSVersion = "96.00.89.00" }), []R{ReasonMalformedVBIOSVersion}},
+		{"vBIOS of six bytes", one(func(g *GPU) { g.VBIOSVersion = "96.00.89.00.01.02" }), []R{ReasonMalformedVBIOSVersion}},
+		{"vBIOS with a short byte", one(func(g *GPU) { g.VBIOSVersion = "96.00.89.00.1" }), []R{ReasonMalformedVBIOSVersion}},
+		{"vBIOS not hex", one(func(g *GPU) { g.VBIOSVersion = "96.00.8G.00.01" }), []R{ReasonMalformedVBIOSVersion}},
+		{"vBIOS without dots", one(func(g *GPU) { g.VBIOSVersion = "9600890001" }), []R{ReasonMalformedVBIOSVersion}},
+		{"vBIOS with hex letters", one(func(g *GPU) { g.VBIOSVersion = "96.00.A5.00.01" }), nil},
+		{"vBIOS absent", one(func(g *GPU) { g.VBIOSVersion = "" }), nil},
+
+		// SIMULATED_GPU
+		{"go-nvml's H200 id in production", one(func(g *GPU) {
+			g.PCIDeviceID, g.Name, g.MemoryTotalBytes = 0x2333, "NVIDIA H200 141GB HBM3e", 144384<<20
+		}), []R{ReasonSimulatedGPU}},
+		{"go-nvml's B200 id in production", func() Snapshot {
+			s := one(func(g *GPU) {
+				g.PCIDeviceID, g.Name, g.MemoryTotalBytes, g.Architecture, g.ComputeMajor = 0x2B00, "NVIDIA B200 180GB HBM3e", 184320<<20, "Blackwell", 10
+			})
+			s.CUDADriverVersion = 12060
+			return s
+		}(), []R{ReasonSimulatedGPU}},
 
 		// MALFORMED_UUID
 		{"UUID upper case", one(func(g *GPU) { g.UUID = strings.ToUpper(g.UUID[:4]) + strings.ToUpper(g.UUID[4:]) }), []R{ReasonMalformedUUID}},
@@ -244,15 +445,15 @@ func moreH100(n, from int) []GPU {
 	return out
 }
 
-// The host-level scenarios of ATTESTATION.md.
+// The host-level scenarios of docs/attestation.md.
 func TestAttestationScenarios(t *testing.T) {
 	t.Run("genuine DGX H100 passes", func(t *testing.T) {
-		if fs := CheckSnapshot(dgxH100(t, busAbsent)); fs != nil {
+		if fs := CheckSnapshot(dgxH100(t, busNVML)); fs != nil {
 			t.Fatal(fs)
 		}
 	})
 	t.Run(`"H100" with 24 GiB`, func(t *testing.T) {
-		s := dgxH100(t, busAbsent)
+		s := dgxH100(t, busNVML)
 		s.GPUs[3].MemoryTotalBytes = 24 << 30
 		fs := CheckSnapshot(s)
 		if len(fs) != 1 || fs[0].Reason != ReasonMemoryOutOfBand || fs[0].GPU != s.GPUs[3].UUID {
@@ -260,7 +461,7 @@ func TestAttestationScenarios(t *testing.T) {
 		}
 	})
 	t.Run("H100 name with an RTX 4090 PCI id and Ada arch", func(t *testing.T) {
-		s := dgxH100(t, busAbsent)
+		s := dgxH100(t, busNVML)
 		g := &s.GPUs[0]
 		g.PCIDeviceID, g.Architecture, g.ComputeMajor, g.ComputeMinor, g.MemoryTotalBytes, g.MIGEnabled =
 			0x2684, "Ada Lovelace", 8, 9, 24564<<20, nil
@@ -276,7 +477,7 @@ func TestAttestationScenarios(t *testing.T) {
 		}
 	})
 	t.Run("duplicate UUID inside one host", func(t *testing.T) {
-		s := dgxH100(t, busFromMock)
+		s := dgxH100(t, busNVML)
 		s.GPUs[6].UUID = s.GPUs[1].UUID
 		fs := CheckSnapshot(s)
 		if len(fs) != 1 || fs[0].Reason != ReasonDuplicateUUIDInHost || fs[0].GPU != s.GPUs[1].UUID {
@@ -284,8 +485,9 @@ func TestAttestationScenarios(t *testing.T) {
 		}
 	})
 	// "snapshot edited after hashing" is TestVerifyProofRefuses; the cross-device scenarios
-	// (cloned UUID, replayed proof, expired challenge, another device's key, token reuse) need
-	// the server's state and are tested there, with the codes defined here.
+	// (a UUID cloned onto a later device, which flags that later claimant only, replayed proof,
+	// expired challenge, another device's key, token reuse) need the server's state and are
+	// tested there, with the codes defined here.
 }
 
 func TestCheckSnapshotIsDeterministic(t *testing.T) {
@@ -327,7 +529,6 @@ func TestCompareEnrollment(t *testing.T) {
 			s.GPUs[0].ECCEnabled = ptr(false)
 			s.GPUs[0].MemoryTotalBytes += s.GPUs[0].MemoryTotalBytes / 16
 		}, 0},
-		{"serial appears", func(s *Snapshot) {}, 0}, // enrolled with a serial already; see below
 		{"GPU removed", func(s *Snapshot) { s.GPUs = s.GPUs[1:] }, 1},
 		{"GPU added", func(s *Snapshot) { s.GPUs = append(s.GPUs, moreH100(1, 20)...) }, 1},
 		{"GPU swapped", func(s *Snapshot) { s.GPUs[0].UUID = seededUUID("swapped") }, 2},
@@ -340,6 +541,8 @@ func TestCompareEnrollment(t *testing.T) {
 		{"serial changed", func(s *Snapshot) { s.GPUs[0].Serial = "1653223019999" }, 1},
 		{"serial respelled", func(s *Snapshot) { s.GPUs[0].Serial = " " + s.GPUs[0].Serial + " " }, 0},
 		{"serial disappears", func(s *Snapshot) { s.GPUs[0].Serial = "" }, 1},
+		{"serial becomes a placeholder", func(s *Snapshot) { s.GPUs[0].Serial = "N/A" }, 1},
+		{"board part number disappears", func(s *Snapshot) { s.GPUs[0].BoardPartNumber = "" }, 1},
 		{"board part number", func(s *Snapshot) { s.GPUs[0].BoardPartNumber = "699-2G520-0200-000" }, 1},
 		{"several fields of one GPU", func(s *Snapshot) { s.GPUs[0].Serial, s.GPUs[0].BoardPartNumber = "x1", "y" }, 1},
 	}
@@ -359,13 +562,42 @@ func TestCompareEnrollment(t *testing.T) {
 		})
 	}
 
-	// Fields NVML did not report at enrollment may appear later.
-	bare := cloneSnapshot(enrolled)
-	for i := range bare.GPUs {
-		bare.GPUs[i].Serial, bare.GPUs[i].BoardPartNumber, bare.GPUs[i].PCISubsystemID = "", "", 0
+}
+
+// An identifier absent at enrollment and present later, or the reverse, is a change: a board
+// does not gain or lose its identity, and "absent" must not be a wildcard that lets a host
+// enroll without identities and claim any later. Absent and placeholder are the same.
+func TestCompareEnrollmentIdentifierPresenceIsImmutable(t *testing.T) {
+	enrolled := realH100()
+	for _, tc := range []struct {
+		name  string
+		strip func(*GPU)
+	}{
+		{"serial", func(g *GPU) { g.Serial = "" }},
+		{"serial as a placeholder", func(g *GPU) { g.Serial = "[N/A]" }},
+		{"board part number", func(g *GPU) { g.BoardPartNumber = "" }},
+		{"board part number as a placeholder", func(g *GPU) { g.BoardPartNumber = "N/A" }},
+		{"PCI subsystem id", func(g *GPU) { g.PCISubsystemID = 0 }},
+		{"bus id", func(g *GPU) { g.BusID = "" }},
+		{"vBIOS version", func(g *GPU) { g.VBIOSVersion = "N/A" }},
+	} {
+		bare := cloneSnapshot(enrolled)
+		tc.strip(&bare.GPUs[2])
+		for dir, pair := range map[string][2]Snapshot{"appears": {bare, enrolled}, "disappears": {enrolled, bare}} {
+			t.Run(tc.name+" "+dir, func(t *testing.T) {
+				fs := CompareEnrollment(pair[0], pair[1])
+				if len(fs) != 1 || fs[0].Reason != ReasonImmutableFieldChanged || fs[0].GPU != enrolled.GPUs[2].UUID {
+					t.Fatalf("findings = %v, want one IMMUTABLE_FIELD_CHANGED on GPU 2", fs)
+				}
+			})
+		}
 	}
-	if fs := CompareEnrollment(bare, enrolled); fs != nil {
-		t.Fatalf("fields appearing after enrollment: %v", fs)
+	// Absent and placeholder spellings of "not reported" are the same value.
+	a, b := cloneSnapshot(enrolled), cloneSnapshot(enrolled)
+	a.GPUs[0].Serial, b.GPUs[0].Serial = "", "N/A"
+	a.GPUs[0].BoardPartNumber, b.GPUs[0].BoardPartNumber = "[N/A]", " "
+	if fs := CompareEnrollment(a, b); fs != nil {
+		t.Fatalf("absent versus placeholder: %v", fs)
 	}
 }
 
@@ -487,7 +719,7 @@ func TestModelsTable(t *testing.T) {
 			}
 		}
 	}
-	// Every reference row of ATTESTATION.md, by id: nominal GiB, architecture, compute capability.
+	// Every reference row of docs/attestation.md, by id: nominal GiB, architecture, compute capability.
 	for _, r := range []struct {
 		id    uint16
 		gib   float64
@@ -512,6 +744,25 @@ func TestModelsTable(t *testing.T) {
 		}
 		if m.Simulated != (r.id == 0x2333 || r.id == 0x2B00) {
 			t.Errorf("%#04x Simulated = %v", r.id, m.Simulated)
+		}
+	}
+	// Topology and identity columns: every row has a form; SXM rows list the counts one host
+	// shows, always including a whole 8-GPU board; only GeForce rows lack a board serial.
+	for _, m := range Models {
+		switch m.Form {
+		case FormSXM:
+			if !slices.Contains(m.HostCounts, 8) || slices.ContainsFunc(m.HostCounts, func(n int) bool { return n < 1 || n > MaxGPUsPerHost }) {
+				t.Errorf("%s: SXM host counts %v", m.Name, m.HostCounts)
+			}
+		case FormPCIe1, FormPCIe2:
+			if m.HostCounts != nil {
+				t.Errorf("%s: a PCIe card's count is the chassis's, not %v", m.Name, m.HostCounts)
+			}
+		default:
+			t.Errorf("%s: no form", m.Name)
+		}
+		if m.Serial == strings.HasPrefix(m.Name, "GeForce") {
+			t.Errorf("%s: Serial = %v", m.Name, m.Serial)
 		}
 	}
 	if _, ok := Identify(GPU{PCIDeviceID: 0x2330, PCIVendorID: 0x1002}); ok {

@@ -27,6 +27,7 @@ func h100Host(seed byte) attest.Snapshot {
 			UUID: fmt.Sprintf("GPU-%02x%06x-1111-4222-8333-%012x", seed, i, i), Name: "NVIDIA H100 80GB HBM3",
 			PCIDeviceID: 0x2330, PCIVendorID: attest.VendorNVIDIA, BusID: fmt.Sprintf("00000000:%02X:00.0", 0x18+i),
 			MemoryTotalBytes: 81559 << 20, Architecture: "Hopper", ComputeMajor: 9, ComputeMinor: 0,
+			Serial: fmt.Sprintf("1653%03d%06d", seed, i), // H100 boards report their 13-digit serial
 		})
 	}
 	return s

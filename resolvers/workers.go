@@ -24,6 +24,9 @@ type WorkerConfig struct {
 	// HeartbeatBatchWait is how long a heartbeat may wait for others to share its write
 	// (default 5 ms; negative: write each alone).
 	HeartbeatBatchWait time.Duration
+	// AllowSimulatedGPUs accepts the PCI ids only go-nvml's mock servers report (off: each is a
+	// SIMULATED_GPU finding). The serve command turns it on in dev mode.
+	AllowSimulatedGPUs bool
 }
 
 func (c WorkerConfig) withDefaults() WorkerConfig {
@@ -197,7 +200,7 @@ func (r *Resolver) judge(ctx context.Context, p deviceauth.Principal, ch db.Issu
 		}
 		return []attest.Finding{{Reason: reason, Detail: reason.Description()}}, nil, nil
 	}
-	findings := attest.CheckSnapshot(proof.Snapshot)
+	findings := attest.CheckSnapshotWith(proof.Snapshot, attest.Policy{AllowSimulated: r.Workers.AllowSimulatedGPUs})
 	enrolled, ok, err := r.enrollmentSnapshot(ctx, p.DeviceID)
 	if err != nil {
 		return nil, nil, err

@@ -53,7 +53,7 @@ func TestAcceptanceCommand(t *testing.T) {
 
 func TestGenuineSimulatedHostsPass(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, resolvers.WorkerConfig{}, nil)
+	g := startGateway(t, resolvers.WorkerConfig{AllowSimulatedGPUs: true}, nil) // as in dev mode
 	for _, profile := range []string{"dgxa100", "dgxh100", "dgxh200", "dgxb200", "dgxh100-cc"} {
 		t.Run(profile, func(t *testing.T) {
 			t.Parallel()
@@ -72,6 +72,34 @@ func TestGenuineSimulatedHostsPass(t *testing.T) {
 			d := g.listed(t, id)
 			if d.Verification != client.VerificationStateVerified || d.Status != client.DeviceStatusUp || d.GpuCount != 8 {
 				t.Fatalf("public listing: %+v", d)
+			}
+		})
+	}
+}
+
+// A production gateway (simulated GPUs not allowed) flags the go-nvml hosts whose PCI ids exist
+// only in the mock, and still verifies those whose ids are real silicon.
+func TestSimulatedGPUsAreFlaggedInProduction(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, resolvers.WorkerConfig{}, nil)
+	for profile, want := range map[string][]string{"dgxh200": {"SIMULATED_GPU"}, "dgxb200": {"SIMULATED_GPU"}, "dgxh100": nil} {
+		t.Run(profile, func(t *testing.T) {
+			t.Parallel()
+			key := keyPath(t, "key.json")
+			err := Run(context.Background(), g.options(t, profile, key, g.token(t, "alice")))
+			rows := g.attestations(t, deviceOf(t, key))
+			if want == nil {
+				if err != nil || len(rows) != 1 || rows[0].Verdict != "PASSED" {
+					t.Fatalf("run: %v, attestations %+v", err, rows)
+				}
+				return
+			}
+			var flagged *FlaggedError
+			if !errors.As(err, &flagged) || !sameSet(flagged.Reasons, want) {
+				t.Fatalf("run: %v, want FLAGGED with %v", err, want)
+			}
+			if len(rows) != 1 || rows[0].Verdict != "FLAGGED" || !sameSet(rows[0].Reasons, want) {
+				t.Fatalf("attestations: %+v", rows)
 			}
 		})
 	}
