@@ -109,6 +109,7 @@ func host(seed int) attest.Snapshot {
 			UUID: fmt.Sprintf("GPU-b%07x-%04x-4000-8000-%012x", seed, i, time.Now().UnixNano()&0xffffffffffff), Name: "NVIDIA H100 80GB HBM3",
 			PCIDeviceID: 0x2330, PCIVendorID: attest.VendorNVIDIA, BusID: fmt.Sprintf("00000000:%02X:00.0", 0x18+i),
 			MemoryTotalBytes: 81559 << 20, Architecture: "Hopper", ComputeMajor: 9, ComputeMinor: 0,
+			Serial: fmt.Sprintf("16%05d%06d", seed%100000, i), // H100 boards report a 13-digit serial
 		})
 	}
 	return s
