@@ -44,7 +44,8 @@ type Options struct {
 	Addr  string
 	Users []User
 	// Audience is the "aud" of access tokens (the API), e.g. "gpugate-api".
-	// It must differ from ClientID.
+	// It must differ from ClientID, the only "aud" of ID tokens: an ID token
+	// is for the client and never verifies for the API.
 	Audience string
 	// ClientID is the single public client (no secret, PKCE S256 required).
 	ClientID string
