@@ -450,3 +450,48 @@ func TestIDTokenMessage(t *testing.T) {
 		t.Fatalf("ErrIDToken says %q", got)
 	}
 }
+
+// TestProviderTokenShapes: the access and ID tokens of each supported provider, as they issue
+// them (headers and claims), under the token type docs/security.md tells to configure for it.
+func TestProviderTokenShapes(t *testing.T) {
+	const client = "0oa1clientid"
+	tests := []struct {
+		name, tokenType string
+		typ             any
+		change          []any
+		wantErr         error
+	}{
+		// Okta custom authorization server: no typ; aud the authorization server's audience.
+		{"Okta access token", TokenTypeJWT, nil, []any{"ver", 1, "jti", "AT.x1", "cid", client, "uid", "00u1",
+			"scp", []string{"openid", "email"}, "auth_time", 1, "email", nil, "email_verified", nil}, nil},
+		{"Okta ID token", TokenTypeJWT, nil, []any{"ver", 1, "jti", "ID.x1", "aud", client, "amr", []string{"pwd"},
+			"idp", "00o1", "nonce", "n-1", "at_hash", "x4g6MQ0", "auth_time", 1}, ErrIDToken},
+		// Auth0, default ("Auth0") token profile: typ JWT; aud [API, /userinfo].
+		{"Auth0 access token (Auth0 profile)", TokenTypeJWT, "JWT", []any{"aud", []string{audA, "https://tenant.auth0.com/userinfo"},
+			"azp", client, "scope", "openid email", "permissions", []string{"read:devices"}}, nil},
+		{"Auth0 ID token", TokenTypeJWT, "JWT", []any{"aud", client, "nonce", "n-1", "sid", "s-1"}, ErrIDToken},
+		// Auth0, RFC 9068 token profile: typ at+jwt.
+		{"Auth0 access token (RFC 9068 profile)", TokenTypeATJWT, "at+jwt", []any{"client_id", client, "jti", "j-1",
+			"scope", "openid email"}, nil},
+		{"Auth0 ID token at an RFC 9068 issuer", TokenTypeATJWT, "JWT", []any{"aud", client, "nonce", "n-1", "sid", "s-1"}, ErrIDToken},
+		{"Auth0 ID token without nonce at an RFC 9068 issuer", TokenTypeATJWT, "JWT", []any{"aud", client, "sid", "s-1"}, ErrTokenType},
+		// Dex: access and ID tokens alike (no typ, at_hash, aud the client id).
+		{"Dex access token under the default type", TokenTypeJWT, nil, []any{"at_hash", "x4g6MQ0"}, ErrIDToken},
+		{"Dex access token under id-token", TokenTypeIDToken, nil, []any{"at_hash", "x4g6MQ0"}, nil},
+		{"Dex token for another client under id-token", TokenTypeIDToken, nil, []any{"aud", client, "at_hash", "x4g6MQ0"}, ErrAudienceMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.Issuers[0].TokenType = tt.tokenType })
+			tok := signTyp(t, "a-rsa", "a-rsa", jose.RS256, tt.typ, with(e.claimsA(), tt.change...))
+			got, err := e.V.Verify(context.Background(), tok)
+			if tt.wantErr != nil {
+				checkOutcome(t, got, err, nil, tt.wantErr)
+				return
+			}
+			if err != nil || got.Subject != "user-a" {
+				t.Fatalf("Verify = %+v, %v", got, err)
+			}
+		})
+	}
+}
