@@ -296,6 +296,8 @@ func runServe(args []string) error {
 	oidcAudience := f.String("oidc-audience", "GPUGATE_OIDC_AUDIENCE", "gpugate-api", "the API audience access tokens must carry")
 	oidcRoles := f.String("oidc-roles-claim", "GPUGATE_OIDC_ROLES_CLAIM", "groups",
 		"token claim holding roles (Okta/Dex: groups; Auth0: your namespaced claim)")
+	oidcTokenType := f.String("oidc-token-type", "GPUGATE_OIDC_TOKEN_TYPE", oidc.TokenTypeJWT,
+		"how the issuers' access tokens differ from their ID tokens: jwt (untyped: Okta, Auth0), at+jwt (RFC 9068), id-token (no distinct access tokens: Dex)")
 	adminRole := f.String("admin-role", "GPUGATE_ADMIN_ROLE", "ADMIN", "role name in tokens that grants the ADMIN role")
 	devIssuerAddr := f.String("dev-issuer-listen", "GPUGATE_DEV_ISSUER_LISTEN", "127.0.0.1:0",
 		"loopback address of the dev OIDC issuer (dev mode only)")
@@ -374,18 +376,19 @@ func runServe(args []string) error {
 		}
 		defer dev.server.Close(context.Background())
 		issuers, gcfg.DevInfo = []string{dev.server.Issuer()}, dev.info
+		*oidcTokenType = oidc.TokenTypeATJWT // the dev issuer types its access tokens (RFC 9068)
 	}
 	if len(issuers) > 0 {
 		var ics []oidc.IssuerConfig
 		for _, iss := range issuers {
-			ics = append(ics, oidc.IssuerConfig{URL: iss, Audience: *oidcAudience, RolesClaim: *oidcRoles})
+			ics = append(ics, oidc.IssuerConfig{URL: iss, Audience: *oidcAudience, RolesClaim: *oidcRoles, TokenType: *oidcTokenType})
 		}
 		v, err := oidc.New(ctx, oidc.Config{Issuers: ics})
 		if err != nil {
 			return fmt.Errorf("OIDC: %w", err)
 		}
 		gcfg.Verifier = v
-		log.Info("OIDC issuers trusted", "issuers", issuers, "audience", *oidcAudience)
+		log.Info("OIDC issuers trusted", "issuers", issuers, "audience", *oidcAudience, "token_type", *oidcTokenType)
 	} else {
 		log.Warn("no --oidc-issuer: every request is anonymous; owner and admin operations are unavailable")
 	}

@@ -68,13 +68,18 @@ func TestDexEndToEnd(t *testing.T) {
 	if _, err := store.Seed(ctx, 40); err != nil {
 		t.Fatalf("seed: %v", err)
 	}
-	v, err := oidc.New(ctx, oidc.Config{Issuers: []oidc.IssuerConfig{{URL: dex.issuer, Audience: clientID, RolesClaim: "groups"}}})
+	// Dex's access tokens are ID tokens (see "Dex issues no distinct access tokens" below): the
+	// issuer is trusted with token type "id-token", and its audience, the client id Dex puts in
+	// "aud", is what keeps tokens for other clients out.
+	v, err := oidc.New(ctx, oidc.Config{Issuers: []oidc.IssuerConfig{{
+		URL: dex.issuer, Audience: clientID, RolesClaim: "groups", TokenType: oidc.TokenTypeIDToken,
+	}}})
 	if err != nil {
 		t.Fatalf("oidc.New against Dex: %v", err)
 	}
 
-	aliceToken := dex.token(t, alice)
-	bobToken := dex.token(t, bob)
+	aliceToken, aliceIDToken := dex.tokens(t, alice)
+	bobToken, _ := dex.tokens(t, bob)
 	// Dex's subject is opaque (base64 of the user id and the connector id): learn it from the
 	// token, then link it as an operator would.
 	aliceClaims := claimsOf(t, aliceToken)
@@ -168,6 +173,36 @@ func TestDexEndToEnd(t *testing.T) {
 		}
 		if after := snapshot(t, x, aliceDevice); after != before {
 			t.Fatalf("refused, but the row changed:\nbefore %s\nafter  %s", before, after)
+		}
+	})
+
+	t.Run("Dex issues no distinct access tokens", func(t *testing.T) {
+		// Dex mints its access token with its ID-token code: same issuer, key, subject and
+		// audience, and an at_hash (of a random value) too. Nothing tells them apart, which is
+		// why the issuer needs the explicit token type "id-token".
+		for name, tok := range map[string]string{"access token": aliceToken, "ID token": aliceIDToken} {
+			c := claimsOf(t, tok)
+			if c.Sub != aliceClaims.Sub || !slices.Equal(c.Aud, aliceClaims.Aud) || c.AtHash == "" {
+				t.Fatalf("Dex's %s: %+v; want alice's sub and aud and an at_hash", name, c)
+			}
+		}
+		// Under the default token type, Dex's tokens are refused as the ID tokens they are.
+		def, err := oidc.New(ctx, oidc.Config{Issuers: []oidc.IssuerConfig{{URL: dex.issuer, Audience: clientID}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := def.Verify(ctx, aliceToken); err != oidc.ErrIDToken { //nolint:errorlint // the exact sentinel
+			t.Fatalf("Dex's access token under the default token type: %v, want %v", err, oidc.ErrIDToken)
+		}
+		// Under "id-token", the audience alone decides: a token for another API is refused.
+		other, err := oidc.New(ctx, oidc.Config{Issuers: []oidc.IssuerConfig{{
+			URL: dex.issuer, Audience: "another-api", TokenType: oidc.TokenTypeIDToken,
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.Verify(ctx, aliceIDToken); err != oidc.ErrAudienceMismatch { //nolint:errorlint
+			t.Fatalf("Dex's ID token for another audience: %v, want %v", err, oidc.ErrAudienceMismatch)
 		}
 	})
 
@@ -398,8 +433,9 @@ func discoveryReady(u, issuer string) (bool, error) {
 	return true, nil
 }
 
-// token gets an access token for u from Dex's token endpoint with the OAuth2 password grant.
-func (d *dexServer) token(t *testing.T, u dexUser) string {
+// tokens gets an access token and an ID token for u from Dex's token endpoint with the OAuth2
+// password grant.
+func (d *dexServer) tokens(t *testing.T, u dexUser) (access, id string) {
 	t.Helper()
 	form := url.Values{"grant_type": {"password"}, "username": {u.email}, "password": {u.password},
 		"scope": {"openid email profile"}}
@@ -426,14 +462,15 @@ func (d *dexServer) token(t *testing.T, u dexUser) string {
 	if !strings.EqualFold(tr.TokenType, "bearer") || strings.Count(tr.AccessToken, ".") != 2 {
 		t.Fatalf("Dex's access token for %s is not a bearer JWT: type %q, %q", u.email, tr.TokenType, tr.AccessToken)
 	}
-	return tr.AccessToken
+	return tr.AccessToken, tr.IDToken
 }
 
 type claims struct {
-	Iss   string
-	Sub   string
-	Aud   audience
-	Email string
+	Iss    string
+	Sub    string
+	Aud    audience
+	Email  string
+	AtHash string `json:"at_hash"`
 }
 
 // audience decodes "aud", which Dex writes as a string (one audience) or a list.

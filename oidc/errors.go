@@ -22,7 +22,17 @@ var (
 	// ErrSignatureInvalid: the key named by "kid" (or, without kid, every key of the alg) does
 	// not verify the signature: forged, tampered or signed by another issuer's key.
 	ErrSignatureInvalid = authError("access token signature invalid")
-	// ErrAudienceMismatch: "aud" lacks the issuer's configured API audience (e.g. an ID token).
+	// ErrIDToken: the token is its issuer's ID token, not an access token: it carries a claim only
+	// ID tokens carry (nonce, at_hash, c_hash, s_hash) and is not typed "at+jwt" (never for an
+	// issuer of IssuerConfig.TokenType "id-token"). An ID token tells a client who signed in; it
+	// is not a credential for the API.
+	ErrIDToken = authError("an ID token is not an access token")
+	// ErrTokenType: the "typ" header is not an access token's: not "at+jwt" at an issuer
+	// configured with TokenType "at+jwt"; neither absent, "JWT" nor "at+jwt" at the others
+	// (e.g. "logout+jwt").
+	ErrTokenType = authError(`not an access token: the "typ" header names another token type`)
+	// ErrAudienceMismatch: "aud" lacks the issuer's configured API audience (e.g. a token for
+	// another API, or an ID token not recognised as one).
 	ErrAudienceMismatch = authError("access token audience mismatch")
 	// ErrTokenExpired: "exp" is past by more than the allowed clock skew.
 	ErrTokenExpired = authError("access token expired")

@@ -7,6 +7,10 @@
 // and refetches it on an unknown key id at most once per Config.MinRefreshInterval, so forged key
 // ids cannot make the gateway hammer the identity provider.
 //
+// Only access tokens are bearer tokens: an issuer's ID tokens, signed with the same keys, are
+// refused by their "typ" header, their ID-token-only claims and their audience, as
+// IssuerConfig.TokenType says for that issuer (see docs/security.md).
+//
 // Only a verified token creates a Principal; headers such as X-User-Id mean nothing here.
 package oidc
 

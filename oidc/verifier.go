@@ -52,7 +52,38 @@ type IssuerConfig struct {
 	// Algorithms pins the accepted signature algorithms; default ["RS256", "ES256"]. New
 	// rejects HS*, "none" and unknown names.
 	Algorithms []string
+	// TokenType says how the issuer's access tokens differ from its ID tokens, which it signs
+	// with the same keys: TokenTypeJWT (the default), TokenTypeATJWT or TokenTypeIDToken. New
+	// rejects any other value.
+	TokenType string
 }
+
+// The token types an issuer may be configured with (IssuerConfig.TokenType). An ID token tells a
+// client who signed in; it is no credential for the API: an API that took one would let every
+// client the user signs in to (and whoever that client leaks its ID tokens to) call the API as
+// the user. See docs/security.md.
+const (
+	// TokenTypeJWT is for issuers whose access tokens are JWTs without RFC 9068's "typ" (Okta,
+	// Auth0's default token profile): the "typ" header must be absent, "JWT" or "at+jwt"; a token
+	// carrying a claim only ID tokens carry (nonce, at_hash, c_hash, s_hash) and not typed
+	// "at+jwt" is refused as an ID token; "aud" must hold the API audience.
+	TokenTypeJWT = "jwt"
+	// TokenTypeATJWT is for issuers that type every access token per RFC 9068 (Auth0's RFC 9068
+	// profile, gpugate's dev issuer): the "typ" header must be "at+jwt" or "application/at+jwt"
+	// (RFC 9068 §4); "aud" must hold the API audience.
+	TokenTypeATJWT = "at+jwt"
+	// TokenTypeIDToken is for issuers that issue no access token distinct from their ID tokens:
+	// Dex mints its access tokens with its ID-token code (same claims, at_hash of a random value,
+	// the sign-in's nonce, the client id in "aud"), so no rule on claims tells them apart. Tokens
+	// are accepted on "aud" alone (which must hold the API audience), ID tokens included: the
+	// audience must name a client that only gpugate's own front ends sign in to. The "typ"
+	// header is checked as for TokenTypeJWT. New logs a warning for such an issuer.
+	TokenTypeIDToken = "id-token"
+)
+
+// idTokenClaims are claims OpenID Connect defines for ID tokens only (Core §2, §3.3.2.11; FAPI's
+// s_hash): an access token has no reason to carry them.
+var idTokenClaims = []string{"nonce", "at_hash", "c_hash", "s_hash"}
 
 // Config configures New.
 type Config struct {
@@ -84,14 +115,15 @@ type issuer struct {
 	audience   string
 	rolesClaim string
 	algs       []jose.SignatureAlgorithm
+	tokenType  string
 	keys       *keySet
 	verifier   *gooidc.IDTokenVerifier
 }
 
 // New runs OIDC discovery for every issuer once, fetches each JWKS and builds the verifiers. It
 // returns an error (not wrapping ErrUnauthenticated) if the configuration is invalid (no issuers,
-// missing URL or Audience, duplicate issuers, an HS*/"none"/unknown algorithm, a negative
-// MinRefreshInterval), or if an issuer is unreachable, its discovery document names another
+// missing URL or Audience, duplicate issuers, an HS*/"none"/unknown algorithm, an unknown
+// TokenType, a negative MinRefreshInterval), or if an issuer is unreachable, its discovery document names another
 // issuer, or its JWKS has no key usable with the pinned algorithms.
 func New(ctx context.Context, c Config) (*Verifier, error) {
 	if len(c.Issuers) == 0 {
@@ -163,6 +195,18 @@ func newIssuer(ctx context.Context, ic IssuerConfig, client *http.Client, minRef
 	if rolesClaim == "" {
 		rolesClaim = defaultRolesClaim
 	}
+	tokenType := ic.TokenType
+	switch tokenType {
+	case "":
+		tokenType = TokenTypeJWT
+	case TokenTypeJWT, TokenTypeATJWT:
+	case TokenTypeIDToken:
+		log.Warn("oidc: issuer's ID tokens are accepted as API bearer tokens (token type id-token): its audience must be a client dedicated to gpugate",
+			"issuer", ic.URL, "audience", ic.Audience)
+	default:
+		return nil, fmt.Errorf("oidc: issuer %q: token type %q unknown (want %q, %q or %q)",
+			ic.URL, tokenType, TokenTypeJWT, TokenTypeATJWT, TokenTypeIDToken)
+	}
 
 	// go-oidc checks that the discovery document's "issuer" equals ic.URL exactly.
 	provider, err := gooidc.NewProvider(gooidc.ClientContext(ctx, client), ic.URL)
@@ -199,6 +243,7 @@ func newIssuer(ctx context.Context, ic IssuerConfig, client *http.Client, minRef
 		audience:   ic.Audience,
 		rolesClaim: rolesClaim,
 		algs:       algs,
+		tokenType:  tokenType,
 		keys:       ks,
 		verifier: gooidc.NewVerifier(ic.URL, ks, &gooidc.Config{
 			ClientID:             ic.Audience, // never SkipClientIDCheck
@@ -227,9 +272,11 @@ func (v *Verifier) Issuers() []string {
 
 // Verify checks a raw access token (a compact JWS) and returns its principal. On failure it
 // returns nil and one of the Err* sentinels of this package, all wrapping ErrUnauthenticated:
-// ErrMalformedToken (not a JWT, larger than MaxTokenSize, no exp or sub, bad claim types),
-// ErrIssuerNotTrusted, ErrAlgorithmNotAllowed, ErrUnknownSigningKey, ErrSignatureInvalid,
-// ErrAudienceMismatch, ErrTokenExpired, ErrTokenNotYetValid or ErrProviderUnavailable.
+// ErrMalformedToken (not a JWT, larger than MaxTokenSize, no exp or sub, bad claim or header
+// types), ErrIssuerNotTrusted, ErrAlgorithmNotAllowed, ErrUnknownSigningKey, ErrSignatureInvalid,
+// ErrIDToken, ErrTokenType, ErrAudienceMismatch, ErrTokenExpired, ErrTokenNotYetValid or
+// ErrProviderUnavailable. The token type is checked right after the signature, before the
+// audience, so that an ID token is named as such.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 	if len(raw) == 0 || len(raw) > MaxTokenSize {
 		return nil, ErrMalformedToken
@@ -255,7 +302,14 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 	if err != nil {
 		return nil, classify(is, st, err)
 	}
-	return v.principal(is, tok, st.payload)
+	var claims map[string]json.RawMessage
+	if err := json.Unmarshal(st.payload, &claims); err != nil {
+		return nil, ErrMalformedToken
+	}
+	if err := is.checkTokenType(jws, claims); err != nil {
+		return nil, err
+	}
+	return v.principal(is, tok, claims)
 }
 
 // peek reads the unverified "alg" header and "iss" claim, only to pick the issuer and fail fast.
@@ -297,7 +351,15 @@ func classify(is *issuer, st *sigState, err error) error {
 	if st.payload == nil {
 		return ErrMalformedToken // go-oidc refused the JWS before asking for the signature
 	}
-	// The signature is valid: go-oidc refused the claims (issuer, audience or their types).
+	// The signature is valid: go-oidc refused the claims (issuer, audience or their types). An ID
+	// token (whose audience is a client's) is named as such rather than as an audience mismatch.
+	var claims map[string]json.RawMessage
+	if json.Unmarshal(st.payload, &claims) != nil {
+		return ErrMalformedToken
+	}
+	if err := is.checkTokenType(st.jws, claims); err != nil {
+		return err
+	}
 	var c struct {
 		Iss string          `json:"iss"`
 		Aud json.RawMessage `json:"aud"`
@@ -312,6 +374,42 @@ func classify(is *issuer, st *sigState, err error) error {
 		return ErrAudienceMismatch
 	}
 	return ErrMalformedToken
+}
+
+// checkTokenType applies the issuer's TokenType to a token whose signature verified (so its
+// protected header and claims are the issuer's). It returns nil, ErrTokenType, ErrIDToken or
+// ErrMalformedToken (a "typ" that is not a string).
+func (is *issuer) checkTokenType(jws *jose.JSONWebSignature, claims map[string]json.RawMessage) error {
+	typ := ""
+	if raw, ok := jws.Signatures[0].Protected.ExtraHeaders[jose.HeaderType]; ok && raw != nil {
+		s, ok := raw.(string)
+		if !ok {
+			return ErrMalformedToken
+		}
+		typ = s
+	}
+	carriesIDClaims := false
+	for _, name := range idTokenClaims {
+		if v, ok := claims[name]; ok && string(v) != "null" {
+			carriesIDClaims = true
+		}
+	}
+
+	// Media types compare case-insensitively (RFC 7515 §4.1.9); "application/" may be omitted.
+	mt := strings.TrimPrefix(strings.ToLower(typ), "application/")
+	switch {
+	case mt == "at+jwt":
+		return nil // typed by its issuer as an access token (RFC 9068)
+	case carriesIDClaims && is.tokenType != TokenTypeIDToken:
+		return ErrIDToken
+	case is.tokenType == TokenTypeATJWT:
+		// The issuer types its access tokens; what else it signs with the same keys (its ID
+		// tokens, "JWT" or untyped; logout tokens...) is not one.
+		return ErrTokenType
+	case mt != "" && mt != "jwt":
+		return ErrTokenType // e.g. "logout+jwt", "secevent+jwt": never an access token
+	}
+	return nil
 }
 
 // audience decodes "aud", a string or a list of strings; a missing aud is an empty list.
@@ -331,12 +429,8 @@ func audience(raw json.RawMessage) ([]string, bool) {
 }
 
 // principal checks the time claims with the configured skew and builds the Principal from the
-// verified payload.
-func (v *Verifier) principal(is *issuer, tok *gooidc.IDToken, payload []byte) (*Principal, error) {
-	var claims map[string]json.RawMessage
-	if err := json.Unmarshal(payload, &claims); err != nil {
-		return nil, ErrMalformedToken
-	}
+// verified claims.
+func (v *Verifier) principal(is *issuer, tok *gooidc.IDToken, claims map[string]json.RawMessage) (*Principal, error) {
 	now := v.now()
 	exp, ok, err := numericDate(claims["exp"])
 	if err != nil || !ok {

@@ -1,7 +1,9 @@
 package oidc
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -341,5 +343,155 @@ func TestErrorMessagesAreClientSafe(t *testing.T) {
 	_, err := e.V.Verify(context.Background(), tok)
 	if err == nil || err.Error() != "access token audience mismatch" {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// signTyp signs claims with the named key; typ nil omits the "typ" header.
+func signTyp(t testing.TB, keyName, kid string, alg jose.SignatureAlgorithm, typ any, claims map[string]any) string {
+	t.Helper()
+	opts := (&jose.SignerOptions{}).WithHeader("kid", kid)
+	if typ != nil {
+		opts = opts.WithHeader(jose.HeaderType, typ)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key(keyName)}, opts)
+	if err != nil {
+		t.Fatalf("NewSigner: %v", err)
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	raw, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestVerifyTokenType: only access tokens are bearer tokens. Each token is validly signed by the
+// issuer, unexpired and (unless the case says otherwise) for the API audience: only its "typ"
+// header and its ID-token claims differ. Each column is one IssuerConfig.TokenType.
+func TestVerifyTokenType(t *testing.T) {
+	type outcome struct{ jwt, atjwt, idtoken error }
+	all := func(err error) outcome { return outcome{err, err, err} }
+	ok := all(nil)
+	tests := []struct {
+		name   string
+		typ    any // nil: no typ header
+		change []any
+		want   outcome
+	}{
+		{"typ at+jwt", "at+jwt", nil, ok},
+		{"typ application/at+jwt", "application/at+jwt", nil, ok},
+		{"typ AT+JWT (media types are case-insensitive)", "AT+JWT", nil, ok},
+		{"typ at+jwt with a nonce: typed by the issuer", "at+jwt", []any{"nonce", "n-1"}, ok},
+		{"typ JWT", "JWT", nil, outcome{nil, ErrTokenType, nil}},
+		{"typ application/jwt", "application/jwt", nil, outcome{nil, ErrTokenType, nil}},
+		{"no typ", nil, nil, outcome{nil, ErrTokenType, nil}},
+		{"typ JWT with a nonce", "JWT", []any{"nonce", "n-1"}, outcome{ErrIDToken, ErrIDToken, nil}},
+		{"no typ with a nonce", nil, []any{"nonce", "n-1"}, outcome{ErrIDToken, ErrIDToken, nil}},
+		{"no typ, nonce null (absent)", nil, []any{"nonce", json.RawMessage("null")}, outcome{nil, ErrTokenType, nil}},
+		{"no typ with at_hash", nil, []any{"at_hash", "x4g6MQ0"}, outcome{ErrIDToken, ErrIDToken, nil}},
+		{"typ JWT with c_hash", "JWT", []any{"c_hash", "x4g6MQ0"}, outcome{ErrIDToken, ErrIDToken, nil}},
+		{"no typ with s_hash", nil, []any{"s_hash", "x4g6MQ0"}, outcome{ErrIDToken, ErrIDToken, nil}},
+		{"an ID token (aud the client, nonce, at_hash): named, not an audience mismatch", "JWT",
+			[]any{"aud", "spa-client-id", "azp", "spa-client-id", "nonce", "n-1", "at_hash", "x4g6MQ0"},
+			outcome{ErrIDToken, ErrIDToken, ErrAudienceMismatch}},
+		{"a Dex-shaped token for another client (at_hash, no typ)", nil,
+			[]any{"aud", "spa-client-id", "at_hash", "x4g6MQ0"}, outcome{ErrIDToken, ErrIDToken, ErrAudienceMismatch}},
+		{"an expired ID token is named an ID token", nil,
+			[]any{"at_hash", "x4g6MQ0", "exp", 1000, "iat", 900}, outcome{ErrIDToken, ErrIDToken, ErrTokenExpired}},
+		{"untyped, for another audience", nil, []any{"aud", "spa-client-id"}, outcome{ErrAudienceMismatch, ErrTokenType, ErrAudienceMismatch}},
+		{"typ at+jwt, for another audience", "at+jwt", []any{"aud", "spa-client-id"}, all(ErrAudienceMismatch)},
+		{"typ logout+jwt (a back-channel logout token)", "logout+jwt", []any{"events", map[string]any{}}, all(ErrTokenType)},
+		{"typ id_token+jwt", "id_token+jwt", nil, all(ErrTokenType)},
+		{"typ not a string", 42, nil, all(ErrMalformedToken)},
+	}
+	for _, tokenType := range []string{"", TokenTypeJWT, TokenTypeATJWT, TokenTypeIDToken} {
+		e := newEnv(t, func(c *Config) { c.Issuers[0].TokenType = tokenType })
+		principalA := &Principal{Issuer: e.A.Issuer, Subject: "user-a", Email: "a@example.com", EmailVerified: true, Roles: []string{"owner", "admin"}}
+		for _, tt := range tests {
+			t.Run(cmp.Or(tokenType, "default")+"/"+tt.name, func(t *testing.T) {
+				wantErr := tt.want.jwt
+				switch tokenType {
+				case TokenTypeATJWT:
+					wantErr = tt.want.atjwt
+				case TokenTypeIDToken:
+					wantErr = tt.want.idtoken
+				}
+				var want *Principal
+				if wantErr == nil {
+					want = principalA
+				}
+				tok := signTyp(t, "a-rsa", "a-rsa", jose.RS256, tt.typ, with(e.claimsA(), tt.change...))
+				got, err := e.V.Verify(context.Background(), tok)
+				checkOutcome(t, got, err, want, wantErr)
+			})
+		}
+	}
+}
+
+func TestNewRefusesUnknownTokenType(t *testing.T) {
+	a := newIdP(t, false, pubKey{"a-rsa", "RS256", "a-rsa"})
+	for _, tt := range []string{"JWT", "at+JWT", "id", "none"} {
+		_, err := New(context.Background(), Config{Issuers: []IssuerConfig{{URL: a.Issuer, Audience: audA, TokenType: tt}}})
+		if err == nil || !strings.Contains(err.Error(), "token type") || errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("TokenType %q: New error = %v", tt, err)
+		}
+	}
+}
+
+func TestIDTokenMessage(t *testing.T) {
+	if got := ErrIDToken.Error(); got != "an ID token is not an access token" {
+		t.Fatalf("ErrIDToken says %q", got)
+	}
+}
+
+// TestProviderTokenShapes: the access and ID tokens of each supported provider, as they issue
+// them (headers and claims), under the token type docs/security.md tells to configure for it.
+func TestProviderTokenShapes(t *testing.T) {
+	const client = "0oa1clientid"
+	tests := []struct {
+		name, tokenType string
+		typ             any
+		change          []any
+		wantErr         error
+	}{
+		// Okta custom authorization server: no typ; aud the authorization server's audience.
+		{"Okta access token", TokenTypeJWT, nil, []any{"ver", 1, "jti", "AT.x1", "cid", client, "uid", "00u1",
+			"scp", []string{"openid", "email"}, "auth_time", 1, "email", nil, "email_verified", nil}, nil},
+		{"Okta ID token", TokenTypeJWT, nil, []any{"ver", 1, "jti", "ID.x1", "aud", client, "amr", []string{"pwd"},
+			"idp", "00o1", "nonce", "n-1", "at_hash", "x4g6MQ0", "auth_time", 1}, ErrIDToken},
+		// Auth0, default ("Auth0") token profile: typ JWT; aud [API, /userinfo].
+		{"Auth0 access token (Auth0 profile)", TokenTypeJWT, "JWT", []any{"aud", []string{audA, "https://tenant.auth0.com/userinfo"},
+			"azp", client, "scope", "openid email", "permissions", []string{"read:devices"}}, nil},
+		{"Auth0 ID token", TokenTypeJWT, "JWT", []any{"aud", client, "nonce", "n-1", "sid", "s-1"}, ErrIDToken},
+		// Auth0, RFC 9068 token profile: typ at+jwt.
+		{"Auth0 access token (RFC 9068 profile)", TokenTypeATJWT, "at+jwt", []any{"client_id", client, "jti", "j-1",
+			"scope", "openid email"}, nil},
+		{"Auth0 ID token at an RFC 9068 issuer", TokenTypeATJWT, "JWT", []any{"aud", client, "nonce", "n-1", "sid", "s-1"}, ErrIDToken},
+		{"Auth0 ID token without nonce at an RFC 9068 issuer", TokenTypeATJWT, "JWT", []any{"aud", client, "sid", "s-1"}, ErrTokenType},
+		// Dex: access and ID tokens alike (no typ, at_hash, aud the client id).
+		{"Dex access token under the default type", TokenTypeJWT, nil, []any{"at_hash", "x4g6MQ0"}, ErrIDToken},
+		{"Dex access token under id-token", TokenTypeIDToken, nil, []any{"at_hash", "x4g6MQ0"}, nil},
+		{"Dex token for another client under id-token", TokenTypeIDToken, nil, []any{"aud", client, "at_hash", "x4g6MQ0"}, ErrAudienceMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.Issuers[0].TokenType = tt.tokenType })
+			tok := signTyp(t, "a-rsa", "a-rsa", jose.RS256, tt.typ, with(e.claimsA(), tt.change...))
+			got, err := e.V.Verify(context.Background(), tok)
+			if tt.wantErr != nil {
+				checkOutcome(t, got, err, nil, tt.wantErr)
+				return
+			}
+			if err != nil || got.Subject != "user-a" {
+				t.Fatalf("Verify = %+v, %v", got, err)
+			}
+		})
 	}
 }

@@ -2,8 +2,8 @@
 //
 // It is a real provider built on github.com/zitadel/oidc/v3/pkg/op: discovery,
 // JWKS, authorization code + PKCE (S256, mandatory) for one public client, a
-// token endpoint issuing RS256 JWT access tokens for the API audience, and
-// userinfo. Sign-in is a page listing the configured demo users: clicking one
+// token endpoint issuing RS256 JWT access tokens for the API audience, typed
+// "at+jwt" (RFC 9068), and ID tokens for the client alone, and userinfo. Sign-in is a page listing the configured demo users: clicking one
 // signs in as that user, without a password. It must never run outside
 // development; it refuses to listen on anything but a loopback address.
 //
@@ -44,7 +44,8 @@ type Options struct {
 	Addr  string
 	Users []User
 	// Audience is the "aud" of access tokens (the API), e.g. "gpugate-api".
-	// It must differ from ClientID.
+	// It must differ from ClientID, the only "aud" of ID tokens: an ID token
+	// is for the client and never verifies for the API.
 	Audience string
 	// ClientID is the single public client (no secret, PKCE S256 required).
 	ClientID string
@@ -240,13 +241,15 @@ func newHandler(issuer string, o Options) (http.Handler, error) {
 	if _, err := rand.Read(cryptoKey[:]); err != nil {
 		return nil, err
 	}
-	provider, err := op.NewProvider(&op.Config{
+	var provider *op.Provider // set before the server starts; read by codeExchange per request
+	provider, err = op.NewProvider(&op.Config{
 		CryptoKey:                cryptoKey,
 		CryptoKeyId:              rand.Text(),
 		DefaultLogoutRedirectURI: loggedOutPath,
 		CodeMethodS256:           true,
 		SupportedUILocales:       []language.Tag{language.English},
-	}, st, op.StaticIssuer(issuer), op.WithAllowInsecure())
+	}, st, op.StaticIssuer(issuer), op.WithAllowInsecure(),
+		op.WithHttpInterceptors(codeExchange(func() *op.Provider { return provider }, st)))
 	if err != nil {
 		return nil, fmt.Errorf("devissuer: provider: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+
+	gwoidc "github.com/gpugate/gpugate/oidc"
 )
 
 const (
@@ -251,8 +254,8 @@ func TestPKCERequired(t *testing.T) {
 	if err != nil {
 		t.Fatalf("exchange with the right verifier: %v", err)
 	}
-	if tok == "" {
-		t.Fatal("empty token")
+	if tok.Access == "" || tok.ID == "" {
+		t.Fatalf("tokens = %+v", tok)
 	}
 	// Codes are single use.
 	if _, err := f.exchange(ctx, code, verifier); err == nil {
@@ -352,4 +355,125 @@ func jwtHeader(t *testing.T, tok string) map[string]any {
 		t.Fatal(err)
 	}
 	return m
+}
+
+func jwtClaims(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", tok)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestAccessAndIDTokensAreDistinct: the access token is an RFC 9068 access token for the API;
+// the ID token is for the client alone, so no API verifier takes it for an access token.
+func TestAccessAndIDTokensAreDistinct(t *testing.T) {
+	s := startTest(t)
+	ctx := t.Context()
+	tok, err := FetchTokens(ctx, s.Issuer(), testClientID, testRedirect, "admin")
+	if err != nil {
+		t.Fatalf("FetchTokens: %v", err)
+	}
+
+	if typ := jwtHeader(t, tok.Access)["typ"]; typ != "at+jwt" {
+		t.Errorf("access token typ = %v, want at+jwt", typ)
+	}
+	at := jwtClaims(t, tok.Access)
+	if aud, _ := at["aud"].([]any); len(aud) != 1 || aud[0] != testAudience {
+		t.Errorf("access token aud = %v, want [%s]", at["aud"], testAudience)
+	}
+	// RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope as requested.
+	for _, c := range []string{"iss", "exp", "sub", "client_id", "iat", "jti", "auth_time"} {
+		if _, ok := at[c]; !ok {
+			t.Errorf("access token lacks %s: %v", c, at)
+		}
+	}
+	if at["scope"] != "openid profile email" {
+		t.Errorf("access token scope = %v", at["scope"])
+	}
+	if g, _ := at["groups"].([]any); len(g) != 1 || g[0] != "ADMIN" {
+		t.Errorf("access token groups = %v", at["groups"])
+	}
+	for _, c := range []string{"nonce", "at_hash", "c_hash"} {
+		if _, ok := at[c]; ok {
+			t.Errorf("access token carries the ID token claim %s", c)
+		}
+	}
+
+	if typ := jwtHeader(t, tok.ID)["typ"]; typ == "at+jwt" {
+		t.Error("ID token typed at+jwt")
+	}
+	id := jwtClaims(t, tok.ID)
+	if aud, _ := id["aud"].([]any); len(aud) != 1 || aud[0] != testClientID {
+		t.Errorf("ID token aud = %v, want [%s] only", id["aud"], testClientID)
+	}
+	if id["at_hash"] == nil || id["c_hash"] == nil || id["sub"] != "dev|admin" {
+		t.Errorf("ID token claims = %v", id)
+	}
+	// The ID token is a valid one, for the client.
+	p, err := oidc.NewProvider(ctx, s.Issuer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, err := p.Verifier(&oidc.Config{ClientID: testClientID}).Verify(ctx, tok.ID)
+	if err != nil {
+		t.Fatalf("the ID token does not verify for the client: %v", err)
+	}
+	if err := idt.VerifyAccessToken(tok.Access); err != nil {
+		t.Errorf("at_hash does not match the access token: %v", err)
+	}
+	// ...and not for the API.
+	if _, err := p.Verifier(&oidc.Config{ClientID: testAudience}).Verify(ctx, tok.ID); err == nil {
+		t.Error("the ID token verifies with the API audience")
+	}
+}
+
+// TestGatewayVerifierRefusesTheIDToken runs the gateway's own verifier against the dev issuer
+// (discovery and JWKS over HTTP), with the token type gpugate configures for the dev issuer and
+// the default one.
+func TestGatewayVerifierRefusesTheIDToken(t *testing.T) {
+	s := startTest(t)
+	ctx := t.Context()
+	tok, err := FetchTokens(ctx, s.Issuer(), testClientID, testRedirect, "alice")
+	if err != nil {
+		t.Fatalf("FetchTokens: %v", err)
+	}
+	for _, tokenType := range []string{gwoidc.TokenTypeATJWT, gwoidc.TokenTypeJWT} {
+		t.Run(tokenType, func(t *testing.T) {
+			v, err := gwoidc.New(ctx, gwoidc.Config{Issuers: []gwoidc.IssuerConfig{{
+				URL: s.Issuer(), Audience: testAudience, TokenType: tokenType,
+			}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := v.Verify(ctx, tok.Access)
+			if err != nil || p.Subject != "dev|alice" || p.Email != "alice@example.com" {
+				t.Fatalf("access token: %+v, %v", p, err)
+			}
+			p, err = v.Verify(ctx, tok.ID)
+			if err != gwoidc.ErrIDToken { //nolint:errorlint // the exact sentinel is the contract
+				t.Fatalf("ID token: %+v, %v; want %v", p, err, gwoidc.ErrIDToken)
+			}
+		})
+	}
+	// Even an issuer configured to have its ID tokens taken (Dex's case) does not take the dev
+	// issuer's: they are not for the API audience.
+	v, err := gwoidc.New(ctx, gwoidc.Config{Issuers: []gwoidc.IssuerConfig{{
+		URL: s.Issuer(), Audience: testAudience, TokenType: gwoidc.TokenTypeIDToken,
+	}}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := v.Verify(ctx, tok.ID); err != gwoidc.ErrAudienceMismatch { //nolint:errorlint
+		t.Fatalf("ID token at an id-token issuer: %+v, %v; want %v", p, err, gwoidc.ErrAudienceMismatch)
+	}
 }

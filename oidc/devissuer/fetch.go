@@ -24,14 +24,30 @@ import (
 // from issuer's discovery document. It works against any issuer run by this
 // package, given its URL; it refuses non-loopback issuers.
 func FetchToken(ctx context.Context, issuer, clientID, redirectURI, username string) (string, error) {
+	t, err := FetchTokens(ctx, issuer, clientID, redirectURI, username)
+	return t.Access, err
+}
+
+// Tokens is the token endpoint's answer to one sign-in.
+type Tokens struct {
+	// Access is the API's bearer token: typ "at+jwt", aud the API audience.
+	Access string
+	// ID is the OpenID Connect ID token, for the client alone (aud the client
+	// id): it says who signed in and is no credential for the API.
+	ID string
+}
+
+// FetchTokens is FetchToken returning the ID token too. It returns the same
+// errors.
+func FetchTokens(ctx context.Context, issuer, clientID, redirectURI, username string) (Tokens, error) {
 	f, err := newFlow(ctx, issuer, clientID, redirectURI)
 	if err != nil {
-		return "", err
+		return Tokens{}, err
 	}
 	verifier := base64.RawURLEncoding.EncodeToString(randomBytes(32))
 	code, err := f.authorize(ctx, username, s256(verifier))
 	if err != nil {
-		return "", err
+		return Tokens{}, err
 	}
 	return f.exchange(ctx, code, verifier)
 }
@@ -168,7 +184,7 @@ func (f *flow) authorize(ctx context.Context, username, challenge string) (strin
 }
 
 // exchange redeems code at the token endpoint. An empty verifier sends none (for tests).
-func (f *flow) exchange(ctx context.Context, code, verifier string) (string, error) {
+func (f *flow) exchange(ctx context.Context, code, verifier string) (Tokens, error) {
 	form := url.Values{
 		"grant_type":   {"authorization_code"},
 		"code":         {code},
@@ -180,11 +196,12 @@ func (f *flow) exchange(ctx context.Context, code, verifier string) (string, err
 	}
 	resp, err := f.do(ctx, http.MethodPost, f.tokenURL, form)
 	if err != nil {
-		return "", fmt.Errorf("devissuer: token: %w", err)
+		return Tokens{}, fmt.Errorf("devissuer: token: %w", err)
 	}
 	defer resp.Body.Close()
 	var tr struct {
 		AccessToken string `json:"access_token"`
+		IDToken     string `json:"id_token"`
 		TokenType   string `json:"token_type"`
 		Error       string `json:"error"`
 		Description string `json:"error_description"`
@@ -193,13 +210,13 @@ func (f *flow) exchange(ctx context.Context, code, verifier string) (string, err
 	_ = json.Unmarshal(body, &tr)
 	switch {
 	case resp.StatusCode != http.StatusOK && tr.Error != "":
-		return "", fmt.Errorf("devissuer: token: %s: %s", tr.Error, tr.Description)
+		return Tokens{}, fmt.Errorf("devissuer: token: %s: %s", tr.Error, tr.Description)
 	case resp.StatusCode != http.StatusOK:
-		return "", fmt.Errorf("devissuer: token: %s: %s", resp.Status, snippet(body))
+		return Tokens{}, fmt.Errorf("devissuer: token: %s: %s", resp.Status, snippet(body))
 	case tr.AccessToken == "" || !strings.EqualFold(tr.TokenType, "bearer"):
-		return "", errors.New("devissuer: token: response has no bearer access_token")
+		return Tokens{}, errors.New("devissuer: token: response has no bearer access_token")
 	}
-	return tr.AccessToken, nil
+	return Tokens{Access: tr.AccessToken, ID: tr.IDToken}, nil
 }
 
 // do sends a GET (form == nil) or a form POST.
