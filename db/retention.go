@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"database/sql/driver"
 	"time"
 )
 
@@ -74,7 +75,11 @@ func (d *DB) Purge(ctx context.Context, r Retention) (Purged, error) {
 		return out, nil
 	}
 	defer func() {
-		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtext('gpugate:purge'))`)
+		// A session lock outlives a failed unlock: then the connection must not go back to the
+		// pool (driver.ErrBadConn makes database/sql close it, which releases the lock).
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtext('gpugate:purge'))`); err != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
 	}()
 	steps := []struct {
 		n     *int64
