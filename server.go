@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -308,10 +309,15 @@ func runServe(args []string) error {
 	heartbeatEvery := f.Duration("heartbeat-interval", "GPUGATE_HEARTBEAT_INTERVAL", 30*time.Second, "how often workers are told to send heartbeats")
 	heartbeatTimeout := f.Duration("heartbeat-timeout", "GPUGATE_HEARTBEAT_TIMEOUT", db.HeartbeatWindow,
 		"a device silent this long is shown DOWN by a background job (0 disables the job)")
+	ev := addEvidenceFlags(f)
 	debugListen := f.String("debug-listen", "GPUGATE_DEBUG_LISTEN", "", "serve /debug/pprof on this loopback address (empty: off)")
 	logFormat := f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if err := f.parse(args); err != nil {
+		return err
+	}
+	workers := resolvers.WorkerConfig{Difficulty: *difficulty, ChallengeTTL: *challengeTTL, HeartbeatEvery: *heartbeatEvery}
+	if err := ev.apply(&workers); err != nil {
 		return err
 	}
 	log, err := newLogger(*logFormat, *logLevel, os.Stderr)
@@ -342,6 +348,7 @@ func runServe(args []string) error {
 	if !f.explicit["allow-simulated-gpus"] {
 		*allowSimulated = *dev
 	}
+	workers.AllowSimulatedGPUs = *allowSimulated
 	if *migrate {
 		applied, err := db.Migrate(ctx, d.store.SQL().DB)
 		if err != nil {
@@ -364,8 +371,7 @@ func runServe(args []string) error {
 		Dev: *dev, Introspection: *introspection, MaxBodyBytes: int64(*maxBody), MaxTokens: *maxTokens,
 		MaxDepth: *maxDepth, MaxAliases: *maxAliases, MaxRootFields: *maxRoot, MaxDirectives: *maxDirectives,
 		RequestTimeout: *timeout, RoleNames: map[model.Role]string{model.RoleAdmin: *adminRole},
-		Workers: resolvers.WorkerConfig{Difficulty: *difficulty, ChallengeTTL: *challengeTTL, HeartbeatEvery: *heartbeatEvery,
-			AllowSimulatedGPUs: *allowSimulated},
+		Workers:        workers,
 		PublicCacheTTL: *publicCache,
 	}
 	issuers := splitList(*oidcIssuers)
@@ -417,9 +423,7 @@ func runServe(args []string) error {
 	}
 	jobs, stopJobs := context.WithCancel(context.Background())
 	defer stopJobs()
-	if *heartbeatTimeout > 0 {
-		go markDownJob(jobs, d.store, *heartbeatTimeout, log)
-	}
+	go markDownJob(jobs, d.store, *heartbeatTimeout, ev.retention(), *ev.purgeEvery, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var localDone <-chan struct{}
@@ -615,10 +619,18 @@ func runDev(args []string) error {
 	return nil
 }
 
-// markDownJob shows DOWN the devices whose workers went silent, and purges old challenges. Status
-// changes by time belong to a job, not to whichever request happens to look.
-func markDownJob(ctx context.Context, store *db.DB, timeout time.Duration, log *slog.Logger) {
-	tick := time.NewTicker(min(timeout/4, 15*time.Second))
+// markDownJob shows DOWN the devices whose workers went silent (timeout 0: never) and, every
+// purgeEvery (0: never), purges what the retention rules let go. Status changes by time belong
+// to a job, not to whichever request happens to look.
+func markDownJob(ctx context.Context, store *db.DB, timeout time.Duration, keep db.Retention, purgeEvery time.Duration, log *slog.Logger) {
+	if timeout <= 0 && purgeEvery <= 0 {
+		return
+	}
+	period := 15 * time.Second
+	if timeout > 0 {
+		period = min(timeout/4, period)
+	}
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	purge := time.Now()
 	for {
@@ -628,19 +640,102 @@ func markDownJob(ctx context.Context, store *db.DB, timeout time.Duration, log *
 		case <-tick.C:
 		}
 		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		if n, err := store.MarkSilentDevicesDown(qctx, timeout); err != nil {
-			log.Warn("marking silent devices down", "err", err)
-		} else if n > 0 {
-			log.Info("silent devices marked down", "devices", n)
-		}
-		if time.Since(purge) > 10*time.Minute {
-			purge = time.Now()
-			if err := store.PurgeChallenges(qctx); err != nil {
-				log.Warn("purging challenges", "err", err)
+		if timeout > 0 {
+			if n, err := store.MarkSilentDevicesDown(qctx, timeout); err != nil {
+				log.Warn("marking silent devices down", "err", err)
+			} else if n > 0 {
+				log.Info("silent devices marked down", "devices", n)
 			}
 		}
 		cancel()
+		if purgeEvery > 0 && time.Since(purge) >= purgeEvery {
+			purge = time.Now()
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			n, err := store.Purge(pctx, keep)
+			cancel()
+			if err != nil {
+				log.Warn("purging expired evidence", "err", err)
+			}
+			if n != (db.Purged{}) {
+				log.Info("purged", "challenges", n.Challenges, "enrollment_tokens", n.EnrollmentTokens,
+					"attestations", n.Attestations, "addresses", n.Addresses, "review_findings", n.Findings)
+			}
+		}
 	}
+}
+
+// evidenceFlags are the limits and retention of what workers send (docs/security.md, "Evidence").
+type evidenceFlags struct {
+	heartbeatRate, challengeRate, proofRate                 *string
+	churnLimit                                              *int
+	churnWindow, purgeEvery                                 *time.Duration
+	keepChallenges, keepTokens, keepAttestations, keepAddrs *time.Duration
+}
+
+func addEvidenceFlags(f *envFlags) evidenceFlags {
+	r := db.DefaultRetention()
+	churn := db.DefaultAddressChurn()
+	return evidenceFlags{
+		heartbeatRate: f.String("heartbeat-rate", "GPUGATE_HEARTBEAT_RATE", "",
+			"per device key: heartbeats as BURST/EVERY, e.g. 20/5s, or off (default: 20 per heartbeat-interval/6)"),
+		challengeRate: f.String("challenge-rate", "GPUGATE_CHALLENGE_RATE", "10/20s", "per device key: requestChallenge as BURST/EVERY, or off"),
+		proofRate:     f.String("proof-rate", "GPUGATE_PROOF_RATE", "10/20s", "per device key: submitProof as BURST/EVERY, or off"),
+		churnLimit: f.Int("address-churn-limit", "GPUGATE_ADDRESS_CHURN_LIMIT", churn.Limit,
+			"a device whose signed requests come from more distinct networks than this within --address-churn-window is reported ADDRESS_CHURN for review (never blocked)"),
+		churnWindow: f.Duration("address-churn-window", "GPUGATE_ADDRESS_CHURN_WINDOW", churn.Window, "the window of --address-churn-limit"),
+		purgeEvery:  f.Duration("purge-interval", "GPUGATE_PURGE_INTERVAL", 10*time.Minute, "how often expired evidence is purged (0 disables)"),
+		keepChallenges: f.Duration("challenge-retention", "GPUGATE_CHALLENGE_RETENTION", r.Challenges,
+			"how long an expired challenge is kept (late proofs are told CHALLENGE_EXPIRED, retries find their verdict)"),
+		keepTokens: f.Duration("enrollment-token-retention", "GPUGATE_ENROLLMENT_TOKEN_RETENTION", r.EnrollmentTokens,
+			"how long an expired enrollment token (used or not) is kept"),
+		keepAttestations: f.Duration("attestation-retention", "GPUGATE_ATTESTATION_RETENTION", r.Attestations,
+			"how long a PASSED verdict and its snapshot are kept (each device's latest verdict and every FLAGGED one are kept regardless)"),
+		keepAddrs: f.Duration("address-retention", "GPUGATE_ADDRESS_RETENTION", r.Addresses,
+			"how long a device's source address (and a review finding) is kept after it was last seen"),
+	}
+}
+
+func (e evidenceFlags) retention() db.Retention {
+	return db.Retention{Challenges: *e.keepChallenges, EnrollmentTokens: *e.keepTokens,
+		Attestations: *e.keepAttestations, Addresses: *e.keepAddrs}
+}
+
+// apply sets the worker limits of w from the flags; it fails on a malformed rate.
+func (e evidenceFlags) apply(w *resolvers.WorkerConfig) error {
+	for _, r := range []struct {
+		name string
+		v    string
+		dst  *resolvers.Rate
+	}{{"--heartbeat-rate", *e.heartbeatRate, &w.HeartbeatRate}, {"--challenge-rate", *e.challengeRate, &w.ChallengeRate},
+		{"--proof-rate", *e.proofRate, &w.ProofRate}} {
+		rate, err := parseRate(r.v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		*r.dst = rate
+	}
+	if *e.churnLimit < 1 || *e.churnLimit >= db.MaxAddressesPerDevice {
+		return fmt.Errorf("--address-churn-limit must be 1..%d", db.MaxAddressesPerDevice-1)
+	}
+	w.AddressChurn = db.AddressChurn{Limit: *e.churnLimit, Window: *e.churnWindow}
+	return nil
+}
+
+// parseRate reads BURST/EVERY ("10/20s"); "" is the default (zero Rate), "off" disables.
+func parseRate(s string) (resolvers.Rate, error) {
+	switch s = strings.TrimSpace(s); s {
+	case "":
+		return resolvers.Rate{}, nil
+	case "off":
+		return resolvers.Rate{Every: -1}, nil
+	}
+	burst, every, ok := strings.Cut(s, "/")
+	n, err := strconv.Atoi(burst)
+	d, derr := time.ParseDuration(every)
+	if !ok || err != nil || derr != nil || n < 1 || d <= 0 {
+		return resolvers.Rate{}, fmt.Errorf("want BURST/EVERY such as 10/20s, or off; got %q", s)
+	}
+	return resolvers.Rate{Every: d, Burst: n}, nil
 }
 
 func runUsers(args []string) error {

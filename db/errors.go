@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/lib/pq"
 )
@@ -20,6 +21,9 @@ var (
 	ErrInvalid = errors.New("invalid input")
 	// ErrForbidden: the caller may not do this (not the owner, missing role).
 	ErrForbidden = errors.New("forbidden")
+	// ErrRateLimited: the caller sent more of an operation than its limit allows; it may retry
+	// after the RateLimitError's RetryAfter. Nothing of the refused request was written.
+	ErrRateLimited = errors.New("rate limited")
 	// ErrMigrationsPending: the database lacks migrations this binary embeds.
 	ErrMigrationsPending = errors.New("database migrations pending: run `gpugate migrate`")
 )
@@ -34,6 +38,23 @@ func (e *Error) Error() string { return e.Msg }
 
 // Unwrap lets errors.Is match the Kind sentinel.
 func (e *Error) Unwrap() error { return e.Kind }
+
+// RateLimitError refuses a request over a rate or count limit. Msg is shown to the client and
+// RetryAfter is the earliest time a retry can succeed; errors.Is matches ErrRateLimited.
+type RateLimitError struct {
+	Msg        string
+	RetryAfter time.Duration
+}
+
+func (e *RateLimitError) Error() string { return e.Msg }
+
+// Unwrap lets errors.Is match ErrRateLimited.
+func (e *RateLimitError) Unwrap() error { return ErrRateLimited }
+
+// RetryAfterSeconds is RetryAfter rounded up to whole seconds, at least 1.
+func (e *RateLimitError) RetryAfterSeconds() int {
+	return max(1, int((e.RetryAfter+time.Second-1)/time.Second))
+}
 
 // Invalidf returns an ErrInvalid whose message is the formatted text (shown to the client).
 func Invalidf(format string, args ...any) error {

@@ -276,8 +276,14 @@ type IssuedChallenge struct {
 	ExpiresAt  time.Time `db:"expires_at"`
 }
 
-// CreateChallenge issues a challenge with 32 random bytes for the device.
+// CreateChallenge issues a challenge with 32 random bytes for the device. It returns a
+// RateLimitError when the device already holds MaxOpenChallenges open challenges.
 func (d *DB) CreateChallenge(ctx context.Context, deviceID string, difficulty int, ttl time.Duration) (IssuedChallenge, error) {
+	// Open-challenge cap (evidence flooding): checked apart from the insert; concurrent requests
+	// of one key are also bounded by the per-key rate limit, so a race overshoots by little.
+	if err := checkOpenChallenges(ctx, d.x, deviceID); err != nil {
+		return IssuedChallenge{}, err
+	}
 	nonce := make([]byte, 32)
 	if _, err := rand.Read(nonce); err != nil {
 		return IssuedChallenge{}, fmt.Errorf("challenge: %w", err)
@@ -381,7 +387,11 @@ type ProofRecord struct {
 	DeviceID    string
 	ChallengeID string
 	Findings    []attest.Finding
-	Snapshot    *attest.Snapshot
+	// Snapshot is stored as evidence; nil for a submission refused before its challenge
+	// checked out (its ProofHash is kept instead).
+	Snapshot *attest.Snapshot
+	// ProofHash (ProofHash of the submission) identifies a retry of the same proof.
+	ProofHash []byte
 	// Accomplices are other devices that already hold a GPU identity this proof claims. They
 	// keep their claim and their public verification (a newcomer listing public UUIDs must not
 	// be able to flag other owners' devices); the conflict is for an admin to review.
@@ -403,13 +413,13 @@ func (d *DB) ConsumeAndRecord(ctx context.Context, p ProofRecord) (consumed bool
 		return tx.GetContext(ctx, &n, `WITH c AS (
 			UPDATE challenges SET consumed_at = now()
 			WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now() RETURNING id),
-		a AS (INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report)
-			SELECT $2, $3, $4, id, $5, $6 FROM c RETURNING 1),
+		a AS (INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report, proof_hash)
+			SELECT $2, $3, $4, id, $5, $6, $8 FROM c RETURNING 1),
 		u AS (UPDATE devices SET verification = $7, updated_at = now(),
 			enrollment_snapshot = COALESCE(enrollment_snapshot, CASE WHEN $7 = 'VERIFIED' THEN $5::jsonb END)
 			WHERE id = $2 AND EXISTS (SELECT 1 FROM c) RETURNING 1)
 		SELECT (SELECT count(*) FROM c) + 0 * (SELECT count(*) FROM a) + 0 * (SELECT count(*) FROM u)`,
-			p.ChallengeID, p.DeviceID, verdict, pq.Array(reasons), snap, cc, state)
+			p.ChallengeID, p.DeviceID, verdict, pq.Array(reasons), snap, cc, state, p.ProofHash)
 	})
 	if err != nil || n == 0 {
 		return false, "", nil, "", translate("record proof", err)
@@ -437,10 +447,11 @@ func proofJSON(p ProofRecord) (snap, cc []byte, err error) {
 	return snap, cc, nil
 }
 
-// RecordProof stores the verdict (FLAGGED when a finding flags, else PASSED; every finding's reason
-// code is kept) and
-// updates the device's public verification state; accomplices are flagged with the same reason.
-// It returns the device's new verification state.
+// RecordProof stores the verdict of a submission refused before its challenge checked out
+// (FLAGGED when a finding flags, else PASSED; every finding's reason code is kept, with the
+// snapshot only if p.Snapshot is set and the submission's hash) and updates the device's public
+// verification state. It returns the verdict, its reason codes and the device's new
+// verification state, or a translated database error.
 func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict, []string, VerificationState, error) {
 	verdict, state, reasons := verdictOf(p.Findings)
 	snap, cc, err := proofJSON(p)
@@ -456,8 +467,8 @@ func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict
 		return "", nil, "", translate("record proof", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report)
-		VALUES ($1, $2, $3, $4, $5, $6)`, p.DeviceID, verdict, pq.Array(reasons), challenge, snap, cc); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report, proof_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, p.DeviceID, verdict, pq.Array(reasons), challenge, snap, cc, p.ProofHash); err != nil {
 		return "", nil, "", translate("record proof", err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE devices SET verification = $2, updated_at = now() WHERE id = $1`,
@@ -519,12 +530,6 @@ func (d *DB) MarkSilentDevicesDown(ctx context.Context, window time.Duration) (i
 	}
 	n, _ := res.RowsAffected()
 	return n, translate("mark down", tx.Commit())
-}
-
-// PurgeChallenges deletes challenges that expired more than an hour ago.
-func (d *DB) PurgeChallenges(ctx context.Context) error {
-	_, err := d.x.ExecContext(ctx, `DELETE FROM challenges WHERE expires_at < now() - interval '1 hour'`)
-	return translate("purge challenges", err)
 }
 
 // ParsePublicKey decodes a base64 (standard or URL, padded or not) Ed25519 public key.

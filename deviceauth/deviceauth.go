@@ -47,6 +47,7 @@ type Principal struct {
 	DeviceID     string
 	CredentialID string
 	PublicKey    ed25519.PublicKey // the key that signed the request
+	RemoteAddr   string            // the network address the request came from (owner-only)
 }
 
 // Enrollment is the signature of an enrollment request, which names no device: it is checked
@@ -183,6 +184,7 @@ func (a *Authenticator) Middleware(reject func(http.ResponseWriter, *http.Reques
 				reject(w, r, err)
 				return
 			}
+			p.RemoteAddr = r.RemoteAddr
 			next.ServeHTTP(w, r.WithContext(NewContext(ctx, p)))
 		})
 	}

@@ -27,6 +27,7 @@ const (
 	CodeTimeout         = "TIMEOUT"
 	CodeInternal        = "INTERNAL"
 	CodeLimit           = "QUERY_LIMIT"
+	CodeRateLimited     = "RATE_LIMITED" // extensions.retryAfterSeconds says when to retry
 
 	CodeIntrospectionDisabled = "INTROSPECTION_DISABLED"
 )
@@ -51,7 +52,12 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 	}
 	cause := gerr.Err
 	var clientErr *db.Error
+	var limited *db.RateLimitError
 	switch {
+	case errors.As(cause, &limited):
+		out := withCode(gerr, CodeRateLimited, limited.Msg)
+		out.Extensions["retryAfterSeconds"] = limited.RetryAfterSeconds()
+		return out
 	case errors.As(cause, &clientErr) && clientErr.Kind != nil:
 		return withCode(gerr, codeOf(clientErr.Kind), clientErr.Msg)
 	case errors.Is(cause, db.ErrInvalid):

@@ -145,7 +145,13 @@ func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 	if res.SubmitProof.Verdict != "PASSED" || res.SubmitProof.Verification != "VERIFIED" {
 		t.Fatalf("genuine proof: %+v", res.SubmitProof)
 	}
-	// The same proof again: the challenge is spent, the verdict says so.
+	// The same proof again (a retry): its original verdict, nothing stored.
+	w.call(submit, proofVars).data(t, &res)
+	if res.SubmitProof.Verdict != "PASSED" || res.SubmitProof.Verification != "VERIFIED" {
+		t.Fatalf("retried proof: %+v", res.SubmitProof)
+	}
+	// Another proof for the spent challenge: the challenge is spent, the verdict says so.
+	proofVars["in"].(map[string]any)["counter"] = strconv.FormatUint(proof.Counter+1, 10)
 	w.call(submit, proofVars).data(t, &res)
 	if res.SubmitProof.Verdict != "FLAGGED" || strings.Join(res.SubmitProof.Reasons, ",") != "CHALLENGE_REPLAYED" {
 		t.Fatalf("replayed proof: %+v", res.SubmitProof)

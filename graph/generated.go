@@ -73,6 +73,12 @@ type ComplexityRoot struct {
 		Verification func(childComplexity int) int
 	}
 
+	DeviceAddressReport struct {
+		Addresses func(childComplexity int) int
+		DeviceID  func(childComplexity int) int
+		Findings  func(childComplexity int) int
+	}
+
 	DeviceConnection struct {
 		Edges    func(childComplexity int) int
 		PageInfo func(childComplexity int) int
@@ -100,6 +106,7 @@ type ComplexityRoot struct {
 		Labels           func(childComplexity int) int
 		Paused           func(childComplexity int) int
 		QuarantineReason func(childComplexity int) int
+		SourceAddresses  func(childComplexity int) int
 	}
 
 	EnrolledDevice struct {
@@ -171,11 +178,12 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
-		Device        func(childComplexity int, id string) int
-		Devices       func(childComplexity int, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) int
-		NetworkStats  func(childComplexity int) int
-		SearchDevices func(childComplexity int, query string, first int, after *string) int
-		Viewer        func(childComplexity int) int
+		Device          func(childComplexity int, id string) int
+		DeviceAddresses func(childComplexity int, id string) int
+		Devices         func(childComplexity int, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) int
+		NetworkStats    func(childComplexity int) int
+		SearchDevices   func(childComplexity int, query string, first int, after *string) int
+		Viewer          func(childComplexity int) int
 	}
 
 	RegionCount struct {
@@ -186,6 +194,18 @@ type ComplexityRoot struct {
 
 	RemovedDevice struct {
 		ID func(childComplexity int) int
+	}
+
+	ReviewFinding struct {
+		CreatedAt func(childComplexity int) int
+		Detail    func(childComplexity int) int
+		Reason    func(childComplexity int) int
+	}
+
+	SourceAddress struct {
+		Address     func(childComplexity int) int
+		FirstSeenAt func(childComplexity int) int
+		LastSeenAt  func(childComplexity int) int
 	}
 
 	StatusCount struct {
@@ -219,6 +239,7 @@ type DeviceResolver interface {
 type DevicePrivateResolver interface {
 	Credentials(ctx context.Context, obj *db.DevicePrivate) ([]db.DeviceCredential, error)
 	Attestations(ctx context.Context, obj *db.DevicePrivate) ([]db.Attestation, error)
+	SourceAddresses(ctx context.Context, obj *db.DevicePrivate) ([]db.SourceAddress, error)
 }
 type MutationResolver interface {
 	UpdateDevice(ctx context.Context, id string, input db.UpdateDeviceInput) (*db.Device, error)
@@ -241,6 +262,7 @@ type QueryResolver interface {
 	SearchDevices(ctx context.Context, query string, first int, after *string) (*model.DeviceConnection, error)
 	NetworkStats(ctx context.Context) (*db.NetworkStats, error)
 	Viewer(ctx context.Context) (*db.User, error)
+	DeviceAddresses(ctx context.Context, id string) (*db.DeviceAddressReport, error)
 }
 type ViewerResolver interface {
 	Devices(ctx context.Context, obj *db.User, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) (*model.DeviceConnection, error)
@@ -381,6 +403,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Device.Verification(childComplexity), true
 
+	case "DeviceAddressReport.addresses":
+		if e.ComplexityRoot.DeviceAddressReport.Addresses == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeviceAddressReport.Addresses(childComplexity), true
+	case "DeviceAddressReport.deviceId":
+		if e.ComplexityRoot.DeviceAddressReport.DeviceID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeviceAddressReport.DeviceID(childComplexity), true
+	case "DeviceAddressReport.findings":
+		if e.ComplexityRoot.DeviceAddressReport.Findings == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeviceAddressReport.Findings(childComplexity), true
+
 	case "DeviceConnection.edges":
 		if e.ComplexityRoot.DeviceConnection.Edges == nil {
 			break
@@ -486,6 +527,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.DevicePrivate.QuarantineReason(childComplexity), true
+	case "DevicePrivate.sourceAddresses":
+		if e.ComplexityRoot.DevicePrivate.SourceAddresses == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DevicePrivate.SourceAddresses(childComplexity), true
 
 	case "EnrolledDevice.credentialId":
 		if e.ComplexityRoot.EnrolledDevice.CredentialID == nil {
@@ -813,6 +860,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Device(childComplexity, args["id"].(string)), true
+	case "Query.deviceAddresses":
+		if e.ComplexityRoot.Query.DeviceAddresses == nil {
+			break
+		}
+
+		args, err := ec.field_Query_deviceAddresses_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.DeviceAddresses(childComplexity, args["id"].(string)), true
 	case "Query.devices":
 		if e.ComplexityRoot.Query.Devices == nil {
 			break
@@ -874,6 +932,44 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.RemovedDevice.ID(childComplexity), true
+
+	case "ReviewFinding.createdAt":
+		if e.ComplexityRoot.ReviewFinding.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReviewFinding.CreatedAt(childComplexity), true
+	case "ReviewFinding.detail":
+		if e.ComplexityRoot.ReviewFinding.Detail == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReviewFinding.Detail(childComplexity), true
+	case "ReviewFinding.reason":
+		if e.ComplexityRoot.ReviewFinding.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReviewFinding.Reason(childComplexity), true
+
+	case "SourceAddress.address":
+		if e.ComplexityRoot.SourceAddress.Address == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SourceAddress.Address(childComplexity), true
+	case "SourceAddress.firstSeenAt":
+		if e.ComplexityRoot.SourceAddress.FirstSeenAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SourceAddress.FirstSeenAt(childComplexity), true
+	case "SourceAddress.lastSeenAt":
+		if e.ComplexityRoot.SourceAddress.LastSeenAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SourceAddress.LastSeenAt(childComplexity), true
 
 	case "StatusCount.devices":
 		if e.ComplexityRoot.StatusCount.Devices == nil {
@@ -1102,6 +1198,12 @@ type Query {
 
   "The signed-in user. Errors with UNAUTHENTICATED without a valid access token."
   viewer: Viewer! @authenticated
+
+  """
+  Admin: the source addresses of a device's signed worker requests and its review findings
+  (ADDRESS_CHURN: unusually many source networks; never a block). NOT_FOUND for no such device.
+  """
+  deviceAddresses(id: ID!): DeviceAddressReport! @hasRole(role: ADMIN)
 }
 
 """
@@ -1278,6 +1380,32 @@ type DevicePrivate {
   credentials: [DeviceCredential!]!
   "Proof verdicts, newest first (at most 50)."
   attestations: [Attestation!]!
+  "Addresses the worker's signed requests came from, most recently seen first (at most 32)."
+  sourceAddresses: [SourceAddress!]!
+}
+
+"A network address a device's signed worker requests came from."
+type SourceAddress {
+  address: String!
+  firstSeenAt: Time!
+  lastSeenAt: Time!
+}
+
+"What an admin reviews about a device's source addresses."
+type DeviceAddressReport {
+  deviceId: ID!
+  "Most recently seen first (at most 32)."
+  addresses: [SourceAddress!]!
+  "Findings that change no verdict, newest first (at most 100)."
+  findings: [ReviewFinding!]!
+}
+
+"A finding for an admin to review; it changes no verdict and blocks nothing."
+type ReviewFinding {
+  "Reason code, e.g. ADDRESS_CHURN."
+  reason: String!
+  detail: String!
+  createdAt: Time!
 }
 
 type DeviceCredential {
@@ -1477,6 +1605,18 @@ func (ec *executionContext) childFields_Device(ctx context.Context, field graphq
 	return nil, fmt.Errorf("no field named %q was found under type Device", field.Name)
 }
 
+func (ec *executionContext) childFields_DeviceAddressReport(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "deviceId":
+		return ec.fieldContext_DeviceAddressReport_deviceId(ctx, field)
+	case "addresses":
+		return ec.fieldContext_DeviceAddressReport_addresses(ctx, field)
+	case "findings":
+		return ec.fieldContext_DeviceAddressReport_findings(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeviceAddressReport", field.Name)
+}
+
 func (ec *executionContext) childFields_DeviceConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "edges":
@@ -1531,6 +1671,8 @@ func (ec *executionContext) childFields_DevicePrivate(ctx context.Context, field
 		return ec.fieldContext_DevicePrivate_credentials(ctx, field)
 	case "attestations":
 		return ec.fieldContext_DevicePrivate_attestations(ctx, field)
+	case "sourceAddresses":
+		return ec.fieldContext_DevicePrivate_sourceAddresses(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type DevicePrivate", field.Name)
 }
@@ -1657,6 +1799,30 @@ func (ec *executionContext) childFields_RemovedDevice(ctx context.Context, field
 		return ec.fieldContext_RemovedDevice_id(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type RemovedDevice", field.Name)
+}
+
+func (ec *executionContext) childFields_ReviewFinding(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "reason":
+		return ec.fieldContext_ReviewFinding_reason(ctx, field)
+	case "detail":
+		return ec.fieldContext_ReviewFinding_detail(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_ReviewFinding_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReviewFinding", field.Name)
+}
+
+func (ec *executionContext) childFields_SourceAddress(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "address":
+		return ec.fieldContext_SourceAddress_address(ctx, field)
+	case "firstSeenAt":
+		return ec.fieldContext_SourceAddress_firstSeenAt(ctx, field)
+	case "lastSeenAt":
+		return ec.fieldContext_SourceAddress_lastSeenAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SourceAddress", field.Name)
 }
 
 func (ec *executionContext) childFields_StatusCount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2082,6 +2248,20 @@ func (ec *executionContext) field_Query___type_args(ctx context.Context, rawArgs
 		return nil, err
 	}
 	args["name"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_deviceAddresses_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -2747,6 +2927,93 @@ func (ec *executionContext) fieldContext_Device_private(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _DeviceAddressReport_deviceId(ctx context.Context, field graphql.CollectedField, obj *db.DeviceAddressReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeviceAddressReport_deviceId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DeviceID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeviceAddressReport_deviceId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeviceAddressReport", field, false, false, "ID")
+}
+
+func (ec *executionContext) _DeviceAddressReport_addresses(ctx context.Context, field graphql.CollectedField, obj *db.DeviceAddressReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeviceAddressReport_addresses(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Addresses, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []db.SourceAddress) graphql.Marshaler {
+			return ec.marshalNSourceAddress2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐSourceAddressᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeviceAddressReport_addresses(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "DeviceAddressReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SourceAddress(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _DeviceAddressReport_findings(ctx context.Context, field graphql.CollectedField, obj *db.DeviceAddressReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeviceAddressReport_findings(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Findings, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []db.ReviewFinding) graphql.Marshaler {
+			return ec.marshalNReviewFinding2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐReviewFindingᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeviceAddressReport_findings(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "DeviceAddressReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReviewFinding(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _DeviceConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.DeviceConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3178,6 +3445,38 @@ func (ec *executionContext) fieldContext_DevicePrivate_attestations(_ context.Co
 		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Attestation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _DevicePrivate_sourceAddresses(ctx context.Context, field graphql.CollectedField, obj *db.DevicePrivate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DevicePrivate_sourceAddresses(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.DevicePrivate().SourceAddresses(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []db.SourceAddress) graphql.Marshaler {
+			return ec.marshalNSourceAddress2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐSourceAddressᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DevicePrivate_sourceAddresses(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "DevicePrivate",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SourceAddress(ctx, field)
 		},
 	}
 	return fc, nil
@@ -4843,6 +5142,68 @@ func (ec *executionContext) fieldContext_Query_viewer(_ context.Context, field g
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_deviceAddresses(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_deviceAddresses(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().DeviceAddresses(ctx, fc.Args["id"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *db.DeviceAddressReport
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *db.DeviceAddressReport
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.DeviceAddressReport) graphql.Marshaler {
+			return ec.marshalNDeviceAddressReport2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceAddressReport(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_deviceAddresses(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DeviceAddressReport(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_deviceAddresses_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5009,6 +5370,144 @@ func (ec *executionContext) _RemovedDevice_id(ctx context.Context, field graphql
 }
 func (ec *executionContext) fieldContext_RemovedDevice_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("RemovedDevice", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ReviewFinding_reason(ctx context.Context, field graphql.CollectedField, obj *db.ReviewFinding) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReviewFinding_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReviewFinding_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReviewFinding", field, false, false, "String")
+}
+
+func (ec *executionContext) _ReviewFinding_detail(ctx context.Context, field graphql.CollectedField, obj *db.ReviewFinding) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReviewFinding_detail(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Detail, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReviewFinding_detail(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReviewFinding", field, false, false, "String")
+}
+
+func (ec *executionContext) _ReviewFinding_createdAt(ctx context.Context, field graphql.CollectedField, obj *db.ReviewFinding) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReviewFinding_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReviewFinding_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReviewFinding", field, false, false, "Time")
+}
+
+func (ec *executionContext) _SourceAddress_address(ctx context.Context, field graphql.CollectedField, obj *db.SourceAddress) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SourceAddress_address(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Address, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SourceAddress_address(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SourceAddress", field, false, false, "String")
+}
+
+func (ec *executionContext) _SourceAddress_firstSeenAt(ctx context.Context, field graphql.CollectedField, obj *db.SourceAddress) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SourceAddress_firstSeenAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FirstSeenAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SourceAddress_firstSeenAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SourceAddress", field, false, false, "Time")
+}
+
+func (ec *executionContext) _SourceAddress_lastSeenAt(ctx context.Context, field graphql.CollectedField, obj *db.SourceAddress) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SourceAddress_lastSeenAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastSeenAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SourceAddress_lastSeenAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SourceAddress", field, false, false, "Time")
 }
 
 func (ec *executionContext) _StatusCount_status(ctx context.Context, field graphql.CollectedField, obj *db.StatusCount) (ret graphql.Marshaler) {
@@ -6944,6 +7443,49 @@ func (ec *executionContext) _Device(ctx context.Context, sel ast.SelectionSet, o
 	return out
 }
 
+var deviceAddressReportImplementors = []string{"DeviceAddressReport"}
+
+func (ec *executionContext) _DeviceAddressReport(ctx context.Context, sel ast.SelectionSet, obj *db.DeviceAddressReport) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, deviceAddressReportImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DeviceAddressReport")
+		case "deviceId":
+			out.Values[i] = ec._DeviceAddressReport_deviceId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "addresses":
+			out.Values[i] = ec._DeviceAddressReport_addresses(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "findings":
+			out.Values[i] = ec._DeviceAddressReport_findings(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var deviceConnectionImplementors = []string{"DeviceConnection"}
 
 func (ec *executionContext) _DeviceConnection(ctx context.Context, sel ast.SelectionSet, obj *model.DeviceConnection) graphql.Marshaler {
@@ -7125,6 +7667,12 @@ func (ec *executionContext) _DevicePrivate(ctx context.Context, sel ast.Selectio
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._DevicePrivate_attestations(ctx, field, obj)
+				})
+		case "sourceAddresses":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._DevicePrivate_sourceAddresses(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -7683,6 +8231,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_viewer(ctx, field)
 				})
+		case "deviceAddresses":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_deviceAddresses(ctx, field)
+				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -7770,6 +8324,92 @@ func (ec *executionContext) _RemovedDevice(ctx context.Context, sel ast.Selectio
 			out.Values[i] = graphql.MarshalString("RemovedDevice")
 		case "id":
 			out.Values[i] = ec._RemovedDevice_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var reviewFindingImplementors = []string{"ReviewFinding"}
+
+func (ec *executionContext) _ReviewFinding(ctx context.Context, sel ast.SelectionSet, obj *db.ReviewFinding) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, reviewFindingImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReviewFinding")
+		case "reason":
+			out.Values[i] = ec._ReviewFinding_reason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "detail":
+			out.Values[i] = ec._ReviewFinding_detail(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._ReviewFinding_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sourceAddressImplementors = []string{"SourceAddress"}
+
+func (ec *executionContext) _SourceAddress(ctx context.Context, sel ast.SelectionSet, obj *db.SourceAddress) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sourceAddressImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SourceAddress")
+		case "address":
+			out.Values[i] = ec._SourceAddress_address(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "firstSeenAt":
+			out.Values[i] = ec._SourceAddress_firstSeenAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lastSeenAt":
+			out.Values[i] = ec._SourceAddress_lastSeenAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -8347,6 +8987,14 @@ func (ec *executionContext) marshalNDevice2ᚖgithubᚗcomᚋgpugateᚋgpugate�
 	return ec._Device(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNDeviceAddressReport2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceAddressReport(ctx context.Context, sel ast.SelectionSet, v *db.DeviceAddressReport) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "DeviceAddressReport!")
+		return graphql.Null
+	}
+	return ec._DeviceAddressReport(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNDeviceConnection2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐDeviceConnection(ctx context.Context, sel ast.SelectionSet, v *model.DeviceConnection) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "DeviceConnection!")
@@ -8625,6 +9273,26 @@ func (ec *executionContext) marshalNRemovedDevice2ᚖgithubᚗcomᚋgpugateᚋgp
 	return ec._RemovedDevice(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNReviewFinding2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐReviewFinding(ctx context.Context, sel ast.SelectionSet, v db.ReviewFinding) graphql.Marshaler {
+	return ec._ReviewFinding(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNReviewFinding2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐReviewFindingᚄ(ctx context.Context, sel ast.SelectionSet, v []db.ReviewFinding) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNReviewFinding2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐReviewFinding(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
 	var res model.Role
 	err := res.UnmarshalGQL(v)
@@ -8633,6 +9301,26 @@ func (ec *executionContext) unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgr
 
 func (ec *executionContext) marshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx context.Context, sel ast.SelectionSet, v model.Role) graphql.Marshaler {
 	return v
+}
+
+func (ec *executionContext) marshalNSourceAddress2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐSourceAddress(ctx context.Context, sel ast.SelectionSet, v db.SourceAddress) graphql.Marshaler {
+	return ec._SourceAddress(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNSourceAddress2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐSourceAddressᚄ(ctx context.Context, sel ast.SelectionSet, v []db.SourceAddress) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNSourceAddress2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐSourceAddress(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) marshalNStatusCount2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐStatusCount(ctx context.Context, sel ast.SelectionSet, v db.StatusCount) graphql.Marshaler {

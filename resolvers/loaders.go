@@ -18,6 +18,7 @@ type loaders struct {
 	gpus         *dataloadgen.Loader[string, []db.GPU]
 	credentials  *dataloadgen.Loader[string, []db.DeviceCredential]
 	attestations *dataloadgen.Loader[string, []db.Attestation]
+	addresses    *dataloadgen.Loader[string, []db.SourceAddress]
 }
 
 // Loaders is an operation middleware that gives each operation its own dataloaders (results are
@@ -28,6 +29,7 @@ func (r *Resolver) Loaders(ctx context.Context, next graphql.OperationHandler) g
 		gpus:         dataloadgen.NewMappedLoader(r.DB.GPUsByDevice, opts...),
 		credentials:  dataloadgen.NewMappedLoader(r.DB.CredentialsByDevice, opts...),
 		attestations: dataloadgen.NewMappedLoader(r.DB.AttestationsByDevice, opts...),
+		addresses:    dataloadgen.NewMappedLoader(r.DB.AddressesByDevice, opts...),
 	}
 	return next(context.WithValue(ctx, loadersKey{}, l))
 }

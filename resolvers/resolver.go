@@ -30,6 +30,7 @@ type Resolver struct {
 	users      *users
 	heartbeats *db.Heartbeats
 	enrolled   *expirable.LRU[string, attest.Snapshot]
+	evidence   *evidenceState // worker rate limits and source addresses (workers.go)
 }
 
 // New returns a Resolver over store whose writes go through g.
@@ -37,5 +38,6 @@ func New(store *db.DB, g *guard.Guard, roleNames map[model.Role]string, workers 
 	workers = workers.withDefaults()
 	return &Resolver{DB: store, Guard: g, RoleNames: roleNames, Workers: workers, DeviceAuth: auth, users: newUsers(),
 		heartbeats: store.NewHeartbeats(workers.HeartbeatBatchWait, 500),
-		enrolled:   expirable.NewLRU[string, attest.Snapshot](10_000, nil, time.Hour)}
+		enrolled:   expirable.NewLRU[string, attest.Snapshot](10_000, nil, time.Hour),
+		evidence:   newEvidenceState(workers)}
 }

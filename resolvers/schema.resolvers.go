@@ -36,6 +36,12 @@ func (r *devicePrivateResolver) Attestations(ctx context.Context, obj *db.Device
 		r.DB.AttestationsByDevice, obj.DeviceID)
 }
 
+// SourceAddresses is the resolver for the sourceAddresses field.
+func (r *devicePrivateResolver) SourceAddresses(ctx context.Context, obj *db.DevicePrivate) ([]db.SourceAddress, error) {
+	return load(ctx, func(l *loaders) *dataloadgen.Loader[string, []db.SourceAddress] { return l.addresses },
+		r.DB.AddressesByDevice, obj.DeviceID)
+}
+
 // UpdateDevice is the resolver for the updateDevice field.
 func (r *mutationResolver) UpdateDevice(ctx context.Context, id string, input db.UpdateDeviceInput) (*db.Device, error) {
 	return ownerWrite(ctx, r.Resolver, "updateDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
@@ -182,6 +188,19 @@ func (r *queryResolver) Viewer(ctx context.Context) (*db.User, error) {
 		return nil, err
 	}
 	return &u, nil
+}
+
+// DeviceAddresses is the resolver for the deviceAddresses field.
+func (r *queryResolver) DeviceAddresses(ctx context.Context, id string) (*db.DeviceAddressReport, error) {
+	deviceID, err := db.ParseDeviceID(id)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := r.DB.AddressReport(ctx, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	return &rep, nil
 }
 
 // Devices is the resolver for the devices field.

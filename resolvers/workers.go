@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/expirable"
+
 	"github.com/gpugate/gpugate/attest"
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/deviceauth"
@@ -27,6 +29,17 @@ type WorkerConfig struct {
 	// AllowSimulatedGPUs accepts the PCI ids only go-nvml's mock servers report (off: each is a
 	// SIMULATED_GPU finding). The serve command turns it on in dev mode.
 	AllowSimulatedGPUs bool
+
+	// Per-device-key limits (token buckets), sized so a genuine worker (a heartbeat every
+	// HeartbeatEvery, a proof every few minutes at most, retries) never meets them. Defaults:
+	// heartbeats a burst of 20 then one per HeartbeatEvery/6 (5 s); challenges and proofs a
+	// burst of 10 then one per 20 s. A negative Every disables a limit.
+	HeartbeatRate, ChallengeRate, ProofRate Rate
+	// AddressChurn is when a device's changing source address becomes a review finding.
+	AddressChurn db.AddressChurn
+	// AddressRefresh is how often an unchanged source address is written again to refresh its
+	// last-seen time (default 10 min): the heartbeat path writes only when an address changes.
+	AddressRefresh time.Duration
 }
 
 func (c WorkerConfig) withDefaults() WorkerConfig {
@@ -42,7 +55,71 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 	if c.HeartbeatBatchWait == 0 {
 		c.HeartbeatBatchWait = 5 * time.Millisecond
 	}
+	if c.HeartbeatRate == (Rate{}) {
+		c.HeartbeatRate = Rate{Every: c.HeartbeatEvery / 6, Burst: 20}
+	}
+	if c.ChallengeRate == (Rate{}) {
+		c.ChallengeRate = Rate{Every: 20 * time.Second, Burst: 10}
+	}
+	if c.ProofRate == (Rate{}) {
+		c.ProofRate = Rate{Every: 20 * time.Second, Burst: 10}
+	}
+	c.AddressChurn = c.AddressChurn.WithDefaults()
+	if c.AddressRefresh <= 0 {
+		c.AddressRefresh = 10 * time.Minute
+	}
 	return c
+}
+
+// rate returns the per-key limit of a worker operation.
+func (c WorkerConfig) rate(op string) Rate {
+	switch op {
+	case "heartbeat":
+		return c.HeartbeatRate
+	case "requestChallenge":
+		return c.ChallengeRate
+	case "submitProof":
+		return c.ProofRate
+	}
+	return Rate{}
+}
+
+// evidenceState is the in-process state of the worker limits: the token buckets and the
+// (device, address) pairs written lately.
+type evidenceState struct {
+	limits    *limiter
+	addresses *expirable.LRU[string, struct{}]
+}
+
+func newEvidenceState(c WorkerConfig) *evidenceState {
+	refill := max(c.HeartbeatRate.Every*time.Duration(c.HeartbeatRate.Burst),
+		c.ChallengeRate.Every*time.Duration(c.ChallengeRate.Burst), c.ProofRate.Every*time.Duration(c.ProofRate.Burst))
+	return &evidenceState{limits: newLimiter(refill),
+		addresses: expirable.NewLRU[string, struct{}](200_000, nil, c.AddressRefresh)}
+}
+
+// recordAddress stores the request's source address for the device when it is new or was last
+// written more than AddressRefresh ago, so the hot heartbeat path writes only on a change. A
+// churn finding goes to the audit log for review; the request is never refused for it.
+func (r *Resolver) recordAddress(ctx context.Context, p deviceauth.Principal, w guard.Write) error {
+	host, _, err := net.SplitHostPort(p.RemoteAddr)
+	if err != nil || net.ParseIP(host) == nil {
+		return nil
+	}
+	key := p.DeviceID + "|" + host
+	if r.evidence.addresses.Contains(key) {
+		return nil
+	}
+	f, err := r.DB.RecordAddress(ctx, p.DeviceID, host, r.Workers.AddressChurn)
+	if err != nil {
+		return err
+	}
+	r.evidence.addresses.Add(key, struct{}{})
+	if f != nil {
+		r.Guard.Denied(ctx, w, fmt.Sprintf("%s: %d distinct source networks within %s (limit %d); review, not blocked",
+			db.ReasonAddressChurn, f.Distinct, r.Workers.AddressChurn.Window, r.Workers.AddressChurn.Limit))
+	}
+	return nil
 }
 
 const maxHeartbeatGPUs = 64
@@ -53,8 +130,16 @@ func (r *Resolver) deviceWrite(ctx context.Context, op string, fn func(ctx conte
 	if !ok { // the @device directive guarantees it; stay closed if a field forgot the directive
 		return fmt.Errorf("sign the request with the device key: %w", deviceauth.ErrUnauthenticated)
 	}
-	return r.Guard.Do(ctx, guard.Write{Op: op, Actor: "device:" + p.DeviceID, Target: p.DeviceID},
-		func(ctx context.Context) error { return fn(ctx, p) })
+	w := guard.Write{Op: op, Actor: "device:" + p.DeviceID, Target: p.DeviceID}
+	// The limit comes first: a limited request writes nothing, not even its address.
+	if err := r.evidence.limits.allow(op, p.CredentialID, r.Workers.rate(op)); err != nil {
+		r.Guard.Denied(ctx, w, "rate limited")
+		return err
+	}
+	if err := r.recordAddress(ctx, p, w); err != nil {
+		return err
+	}
+	return r.Guard.Do(ctx, w, func(ctx context.Context) error { return fn(ctx, p) })
 }
 
 func (r *Resolver) enrollmentToken(ctx context.Context) (*model.EnrollmentToken, error) {
@@ -90,6 +175,9 @@ func (r *Resolver) enroll(ctx context.Context, in model.EnrollDeviceInput) (*mod
 	snap, err := attest.ParseSnapshot([]byte(in.Snapshot))
 	if err != nil {
 		return nil, db.Invalidf("snapshot: %v", err)
+	}
+	if err := db.CheckSnapshotSize(len(in.Snapshot), len(snap.GPUs)); err != nil {
+		return nil, err
 	}
 	host, _, _ := net.SplitHostPort(e.RemoteAddr())
 	var out model.EnrolledDevice
@@ -137,17 +225,24 @@ func (r *Resolver) proof(ctx context.Context, in model.ProofInput) (*model.Proof
 			return nil, db.Invalidf("snapshotHash must be the base64 of 32 bytes")
 		}
 	}
+	if len(in.Snapshot) > db.MaxStoredSnapshotBytes { // before parsing: no host needs more
+		return nil, db.CheckSnapshotSize(len(in.Snapshot), db.SnapshotBudgetGPUs)
+	}
 	snap, err := attest.ParseSnapshot([]byte(in.Snapshot))
 	if err != nil {
 		return nil, db.Invalidf("snapshot: %v", err)
+	}
+	if err := db.CheckSnapshotSize(len(in.Snapshot), len(snap.GPUs)); err != nil {
+		return nil, err
 	}
 	challengeID, err := db.ParseDeviceID(in.ChallengeID) // challenge ids are UUIDs too
 	if err != nil {
 		return nil, db.Invalidf("challengeId is not a challenge ID")
 	}
+	proof := attest.Proof{ChallengeID: challengeID, Counter: counter, Snapshot: snap, SnapshotHash: claimedHash, Signature: sig}
 	var res model.ProofResult
 	err = r.deviceWrite(ctx, "submitProof", func(ctx context.Context, p deviceauth.Principal) error {
-		rec := db.ProofRecord{DeviceID: p.DeviceID, ChallengeID: challengeID, Snapshot: &snap}
+		rec := db.ProofRecord{DeviceID: p.DeviceID, ChallengeID: challengeID, Snapshot: &snap, ProofHash: db.ProofHash(proof)}
 		ch, reason, err := r.DB.OpenChallenge(ctx, p.DeviceID, challengeID)
 		if err != nil {
 			return err
@@ -156,8 +251,7 @@ func (r *Resolver) proof(ctx context.Context, in model.ProofInput) (*model.Proof
 		var reasons []string
 		var state db.VerificationState
 		if reason == "" {
-			rec.Findings, rec.Accomplices, err = r.judge(ctx, p, ch, attest.Proof{ChallengeID: challengeID,
-				Counter: counter, Snapshot: snap, SnapshotHash: claimedHash, Signature: sig})
+			rec.Findings, rec.Accomplices, err = r.judge(ctx, p, ch, proof)
 			if err != nil {
 				return err
 			}
@@ -175,6 +269,20 @@ func (r *Resolver) proof(ctx context.Context, in model.ProofInput) (*model.Proof
 			}
 		}
 		if reason != "" {
+			// A retry of a proof already judged (lost response, client or proxy retry) gets its
+			// original verdict and stores nothing; only a different proof is a finding.
+			var seen bool
+			if verdict, reasons, state, seen, err = r.DB.PriorVerdict(ctx, p.DeviceID, challengeID, rec.ProofHash); err != nil {
+				return err
+			}
+			if seen {
+				res = model.ProofResult{Verdict: verdict, Reasons: reasons, Verification: state}
+				return nil
+			}
+			// Refused before the challenge checked out: the finding and the submission's hash
+			// are kept, never its snapshot (anyone with a key could otherwise store a payload
+			// per made-up challenge id).
+			rec.Snapshot = nil
 			rec.Findings, rec.Accomplices = []attest.Finding{{Reason: reason, Detail: reason.Description()}}, nil
 			if verdict, reasons, state, err = r.DB.RecordProof(ctx, rec); err != nil {
 				return err

@@ -224,6 +224,8 @@ func prove(t *testing.T, k *KeyFile, ch Challenge, snap attest.Snapshot) attest.
 	return p
 }
 
+// A retried submission of the same proof (the worker's client re-signs it) gets the original
+// verdict; only a different proof for the spent challenge is flagged.
 func TestReplayedProofIsFlagged(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, resolvers.WorkerConfig{}, nil)
@@ -232,7 +234,11 @@ func TestReplayedProofIsFlagged(t *testing.T) {
 	if r := submit(t, c, k.DeviceID, p); r.Verdict != client.AttestationVerdictPassed {
 		t.Fatalf("first submission: %+v", r)
 	}
-	// The same proof again, bypassing the agent (which never submits twice).
+	// The same proof again, bypassing the agent (which never submits twice): a retry.
+	if r := submit(t, c, k.DeviceID, p); r.Verdict != client.AttestationVerdictPassed || r.Verification != client.VerificationStateVerified {
+		t.Fatalf("retry: %+v", r)
+	}
+	p.Counter++ // another proof for the same challenge
 	r := submit(t, c, k.DeviceID, p)
 	if r.Verdict != client.AttestationVerdictFlagged || !sameSet(r.Reasons, []string{"CHALLENGE_REPLAYED"}) {
 		t.Fatalf("replay: %+v", r)
