@@ -122,7 +122,8 @@ func LookupProfile(name string) (Profile, bool) {
 // Simulate returns a simulated NVML for the named profile. seed (the device's public key)
 // fixes the GPU identities (UUIDs, serials), so a restarted worker shows the same GPUs. With
 // cloneSeed non-empty, every GPU takes the UUID the host with that seed would report: a clone
-// of another host's GPUs, which the gateway flags as UUID_ON_ANOTHER_DEVICE on both devices.
+// of another host's GPUs, which the gateway flags as UUID_ON_ANOTHER_DEVICE on this device, the
+// later claimant (the device that enrolled the UUIDs first keeps its verdict).
 // It returns an error naming the valid profiles for an unknown name.
 func Simulate(profile string, seed, cloneSeed []byte) (nvml.Interface, error) {
 	p, ok := LookupProfile(profile)
