@@ -427,6 +427,21 @@ func TestHostileChallengeIsBounded(t *testing.T) {
 	})
 }
 
+// A gateway answer larger than any the worker needs is refused, not read into memory.
+func TestOversizedAnswerIsRefused(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, resolvers.WorkerConfig{}, nil)
+	h := newHostileGateway(t, g, func(ch map[string]any) { ch["nonce"] = strings.Repeat("A", 2*client.MaxResponseBytes) })
+	o := g.options(t, "dgxh100", keyPath(t, "k.json"), g.token(t, "alice"))
+	o.Server = h.url
+	if err := runBounded(t, context.Background(), o); !errors.Is(err, client.ErrResponseTooLarge) {
+		t.Fatalf("run: %v", err)
+	}
+	if len(h.served) != 1 || h.submits.Load() != 0 {
+		t.Fatalf("%d challenges served, %d proofs submitted; want 1 and 0", len(h.served), h.submits.Load())
+	}
+}
+
 func TestWorkBoundsCanOnlyBeLowered(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{

@@ -32,7 +32,8 @@ type SigningTransport struct {
 }
 
 // RoundTrip signs and sends req. It returns an error without sending when the key is not an
-// Ed25519 private key or the body cannot be read; otherwise whatever Base returns.
+// Ed25519 private key or the body cannot be read; otherwise whatever Base returns, with a
+// response body that fails with ErrResponseTooLarge past MaxResponseBytes.
 func (t *SigningTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if len(t.Key) != ed25519.PrivateKeySize {
 		return nil, errors.New("client: no device key to sign the request with")
@@ -64,7 +65,41 @@ func (t *SigningTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	return base.RoundTrip(signed)
+	resp, err := base.RoundTrip(signed)
+	if err == nil && resp.Body != nil {
+		resp.Body = &limitedBody{ReadCloser: resp.Body, left: MaxResponseBytes}
+	}
+	return resp, err
+}
+
+// MaxResponseBytes bounds each gateway answer the client reads. The worker's answers are a few
+// hundred bytes; a hostile or broken server must not fill the host's memory with one.
+const MaxResponseBytes = 1 << 20
+
+// ErrResponseTooLarge: the gateway's answer is larger than MaxResponseBytes.
+var ErrResponseTooLarge = fmt.Errorf("client: the gateway's answer exceeds %d bytes", MaxResponseBytes)
+
+// limitedBody reads at most left more bytes, then fails with ErrResponseTooLarge if the body
+// has more.
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		var one [1]byte
+		if n, err := b.ReadCloser.Read(one[:]); n == 0 {
+			return 0, err
+		}
+		return 0, ErrResponseTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // ErrRedirect: the gateway answered with a redirect, which the client does not follow.
