@@ -81,7 +81,8 @@ type Options struct {
 // Bounds on the work a gateway can ask for. They can be lowered (Options, flags), never raised:
 // they are what keeps a hostile or broken gateway from making the worker burn CPU without end.
 const (
-	// MaxDifficultyLimit: 2^32 SHA-256 blocks is minutes on one core; the gateway asks for 16.
+	// MaxDifficultyLimit: 2^32 hashes is a quarter of an hour or more of one core (attest's
+	// BenchmarkSolve: about 3.5 to 4 M hashes/s per core); the gateway asks for 16 by default.
 	MaxDifficultyLimit = 32
 	// MaxChallengeTTLLimit: five times the gateway's default challenge lifetime (2 minutes).
 	MaxChallengeTTLLimit = 10 * time.Minute

@@ -184,10 +184,9 @@ func TestSignatureCoversTheQueryString(t *testing.T) {
 func TestPlainHTTPOnlyOnLoopback(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		server             string
-		insecure           bool
-		ok, cleartext      bool
-		endpointHasGraphQL bool
+		server                    string
+		insecure                  bool
+		ok, cleartext, notTLSRule bool
 	}{
 		{server: "http://127.0.0.1:8080", ok: true},
 		{server: "http://127.9.8.7", ok: true},
@@ -205,12 +204,17 @@ func TestPlainHTTPOnlyOnLoopback(t *testing.T) {
 		{server: "http://10.1.2.3:8080", insecure: true, ok: true, cleartext: true},
 		{server: "http://127.0.0.1:8080", insecure: true, ok: true},
 		{server: "https://gateway.example", insecure: true, ok: true},
+		{server: "https://worker:secret@gateway.example", notTLSRule: true},
+		{server: "ftp://gateway.example", notTLSRule: true},
 	} {
 		_, cleartext, err := graphqlEndpoint(tc.server, tc.insecure)
 		if tc.ok != (err == nil) || cleartext != tc.cleartext {
 			t.Errorf("%s (insecure %v): cleartext %v, %v", tc.server, tc.insecure, cleartext, err)
 		}
-		if !tc.ok && (!errors.Is(err, ErrInsecureServer) || !strings.Contains(err.Error(), "--insecure")) {
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: the error shows the password: %v", tc.server, err)
+		}
+		if !tc.ok && !tc.notTLSRule && (!errors.Is(err, ErrInsecureServer) || !strings.Contains(err.Error(), "--insecure")) {
 			t.Errorf("%s: %v, want ErrInsecureServer naming --insecure", tc.server, err)
 		}
 	}
