@@ -64,8 +64,8 @@ var rtx4090AsH100 = gpus.Config{
 }
 
 // Profiles lists every --simulate profile: the four genuine go-nvml DGX servers, then one
-// counterfeit per scenario of ATTESTATION.md that a single host can show. (A UUID cloned from
-// another host is --clone-uuids-from on top of any profile.)
+// counterfeit per scenario of docs/attestation.md that a single host can show. (A UUID cloned
+// from another host is --clone-uuids-from on top of any profile.)
 var Profiles = []Profile{
 	{Name: "dgxa100", Description: "genuine DGX A100: 8x A100-SXM4-40GB (go-nvml mock)",
 		build: func(seed []byte) *server.Server { return personalize(dgxa100.New(), seed, a100Board) }},
