@@ -31,5 +31,10 @@
 //
 // Proof transcript signed by the device key, "gpugate/proof/v1" (see [Transcript]): the same
 // fields under its own tag. Request signatures, "gpugate/req/v1" (see [SignRequest]): a
-// newline-separated message. The three tags keep every signature usable in one place only.
+// newline-separated message over the device id, the method, the request URI (escaped path and
+// query string, as url.URL.RequestURI() gives them), the time, a nonce and the body hash:
+//
+//	gpugate/req/v1 \n device \n METHOD \n request-URI \n unix-seconds \n nonce-b64url \n hex(SHA-256(body))
+//
+// The three tags keep every signature usable in one place only.
 package attest

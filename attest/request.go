@@ -47,10 +47,12 @@ func (s Signed) String() string {
 
 // requestMessage is what the device key signs for one request:
 //
-//	gpugate/req/v1 \n device \n METHOD \n path \n unix-seconds \n nonce-b64url \n hex(SHA-256(body))
+//	gpugate/req/v1 \n device \n METHOD \n request-URI \n unix-seconds \n nonce-b64url \n hex(SHA-256(body))
 //
-// Device ids, methods and paths containing a newline are refused before this is built, so the
-// fields cannot run into each other.
+// where request-URI is the escaped path and, when there is one, "?" and the raw query string,
+// as the HTTP request line carries them (url.URL.RequestURI(): "/graphql",
+// "/graphql?query=%7B...%7D"). Device ids, methods and request URIs containing a newline are
+// refused before this is built, so the fields cannot run into each other.
 func requestMessage(deviceID, method, path string, ts int64, nonce, body []byte) []byte {
 	sum := sha256.Sum256(body)
 	b := make([]byte, 0, len(reqTag)+len(deviceID)+len(method)+len(path)+160)
@@ -70,8 +72,10 @@ func requestMessage(deviceID, method, path string, ts int64, nonce, body []byte)
 }
 
 // SignRequest signs one worker request and returns the SignatureHeader value. path is the
-// request's URL path and query exactly as sent (url.URL.RequestURI()); body is the full request
-// body (nil for none); deviceID is empty only on the enrollment request. A fresh random nonce
+// request URI exactly as sent: the escaped path and the query string, url.URL.RequestURI() of
+// the request's URL, never url.URL.Path alone (the server verifies over the request URI it
+// received, so a query string left out of the signature is a refused request); body is the
+// full request body (nil for none); deviceID is empty only on the enrollment request. A fresh random nonce
 // makes two identical requests in the same second distinct, so the server's replay cache never
 // refuses a legitimate retry. It panics, like ed25519.Sign, if priv is not 64 bytes; a deviceID
 // outside [A-Za-z0-9._:-]{0,128} or a method or path containing a newline yields a header the
@@ -169,14 +173,15 @@ func trunc(s string) string {
 }
 
 // VerifyRequest checks s, parsed from a request's SignatureHeader, against the device's public
-// key and the request as the server received it (method, path as url.URL.RequestURI(), body).
+// key and the request as the server received it (method, path as the received
+// http.Request.URL.RequestURI(), path and query string, body).
 // It returns nil, or an error wrapping:
 //
 //   - ErrMalformed: pub, s.Nonce or s.Sig has the wrong size, s.DeviceID is not a valid id, the
 //     window is negative, or method or path contains a newline;
 //   - ErrStale: |now - s.Timestamp| > window;
-//   - ErrBadSignature: the signature does not cover exactly this device, method, path,
-//     timestamp, nonce and body under pub.
+//   - ErrBadSignature: the signature does not cover exactly this device, method, request URI
+//     (path and query string), timestamp, nonce and body under pub.
 //
 // Replays inside the window are the caller's to refuse: remember s.ReplayKey() until
 // s.Timestamp+window has passed. That the device id matches the device the request acts on,

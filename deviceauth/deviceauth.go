@@ -1,5 +1,6 @@
 // Package deviceauth authenticates worker requests: each carries a signature by one of its
-// device's keys over the method, path, timestamp, a nonce and the body hash (attest.SignRequest).
+// device's keys over the method, the request URI (path and query string), timestamp, a nonce
+// and the body hash (attest.SignRequest).
 // A valid, fresh, never-seen signature by an unrevoked key puts a Principal in the context; any
 // other signature is refused. Nothing else in a request can name a device.
 package deviceauth
@@ -54,7 +55,7 @@ type Principal struct {
 // against the key being enrolled by VerifyEnrollment.
 type Enrollment struct {
 	signed       attest.Signed
-	method, path string
+	method, path string // path is the request URI: escaped path and raw query
 	body         []byte
 	auth         *Authenticator
 	remote       string
@@ -174,12 +175,17 @@ func (a *Authenticator) Middleware(reject func(http.ResponseWriter, *http.Reques
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			ctx := r.Context()
+			// The signature covers the query string too: GET carries the whole operation
+			// there. r.URL.RequestURI() gives back the escaped path and the raw query exactly
+			// as the request line carried them, which is what the signer signed
+			// (url.URL.RequestURI() of the URL it sent).
+			uri := r.URL.RequestURI()
 			if signed.DeviceID == "" {
-				e := &Enrollment{signed: signed, method: r.Method, path: r.URL.Path, body: body, auth: a, remote: r.RemoteAddr}
+				e := &Enrollment{signed: signed, method: r.Method, path: uri, body: body, auth: a, remote: r.RemoteAddr}
 				next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, enrollmentKey{}, e)))
 				return
 			}
-			p, err := a.verify(ctx, signed, r.Method, r.URL.Path, body)
+			p, err := a.verify(ctx, signed, r.Method, uri, body)
 			if err != nil {
 				reject(w, r, err)
 				return
@@ -190,7 +196,7 @@ func (a *Authenticator) Middleware(reject func(http.ResponseWriter, *http.Reques
 	}
 }
 
-func (a *Authenticator) verify(ctx context.Context, s attest.Signed, method, path string, body []byte) (Principal, error) {
+func (a *Authenticator) verify(ctx context.Context, s attest.Signed, method, uri string, body []byte) (Principal, error) {
 	if u, err := uuid.Parse(s.DeviceID); err != nil || u.String() != s.DeviceID {
 		return Principal{}, refuse("device signature invalid: device must be the device ID as issued")
 	}
@@ -204,7 +210,7 @@ func (a *Authenticator) verify(ctx context.Context, s attest.Signed, method, pat
 	}
 	now := a.now()
 	for _, k := range keys {
-		err := attest.VerifyRequest(k.PublicKey, s, method, path, body, now, a.window)
+		err := attest.VerifyRequest(k.PublicKey, s, method, uri, body, now, a.window)
 		if errors.Is(err, attest.ErrStale) {
 			return Principal{}, refuse("device signature expired: check the worker's clock")
 		}

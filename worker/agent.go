@@ -9,6 +9,7 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -32,7 +34,12 @@ import (
 
 // Options configure Run. Server and KeyFile are required.
 type Options struct {
-	Server      string // gateway base URL (http://host:port); /graphql is appended unless the URL has a path
+	// Server is the gateway's base URL; /graphql is appended unless the URL has a path. It must
+	// be https:// unless its host is loopback (127.0.0.0/8, ::1, localhost) or Insecure is set.
+	Server string
+	// Insecure allows an http:// Server on a non-loopback host (a lab network). The enrollment
+	// token then crosses the network in clear text: whoever sees it can enroll their own key.
+	Insecure    bool
 	KeyFile     string // the device key and enrollment state (created, mode 0600, when missing)
 	EnrollToken string // one-time enrollment token; needed only while the key file has no deviceId
 	Simulate    string // a Profiles name: use go-nvml's simulated servers instead of the driver
@@ -40,10 +47,13 @@ type Options struct {
 	// UUIDs (the counterfeit "UUID cloned onto another owner's device"). Simulation only.
 	CloneUUIDsFrom string
 	Region         string // shown publicly; default "unknown"
-	Name           string // device name; default the host name (simulation: sim-<profile>-<key>)
-	Hostname       string // default os.Hostname()
-	Once           bool   // one enroll/prove/heartbeat cycle; Run returns *FlaggedError unless the proof passed
-	Logger         *slog.Logger
+	// Name is the public device name sent at enrollment. Empty sends none, and the gateway
+	// picks a random, non-identifying one; a simulated host is named sim-<profile>-<random
+	// letters>. A public name never derives from the hostname, key or device id.
+	Name     string
+	Hostname string // owner-only, never public; default os.Hostname()
+	Once     bool   // one enroll/prove/heartbeat cycle; Run returns *FlaggedError unless the proof passed
+	Logger   *slog.Logger
 	// NVML is the library to read GPUs through. nil means nvml.New() (the driver's
 	// libnvidia-ml.so.1), or the Simulate profile when set.
 	NVML nvml.Interface
@@ -57,7 +67,26 @@ type Options struct {
 	// GiveUpAfter bounds how long one step keeps retrying an unreachable gateway; 0 retries
 	// until ctx ends.
 	GiveUpAfter time.Duration
+	// MaxDifficulty is the largest proof-of-work difficulty (leading zero bits, expected work
+	// 2^bits hashes) the worker accepts from the gateway; a harder challenge is refused with
+	// ErrChallengeRefused. 0 means MaxDifficultyLimit, which is also the most it can be.
+	MaxDifficulty int
+	// MaxChallengeTTL is the longest the worker works on one challenge: the search stops at
+	// the challenge's expiry or this long after it arrived, whichever is first (a challenge
+	// that expires later is worked on this long, then refused with ErrChallengeRefused). 0
+	// means MaxChallengeTTLLimit, which is also the most it can be.
+	MaxChallengeTTL time.Duration
 }
+
+// Bounds on the work a gateway can ask for. They can be lowered (Options, flags), never raised:
+// they are what keeps a hostile or broken gateway from making the worker burn CPU without end.
+const (
+	// MaxDifficultyLimit: 2^32 hashes is a quarter of an hour or more of one core (attest's
+	// BenchmarkSolve: about 3.5 to 4 M hashes/s per core); the gateway asks for 16 by default.
+	MaxDifficultyLimit = 32
+	// MaxChallengeTTLLimit: five times the gateway's default challenge lifetime (2 minutes).
+	MaxChallengeTTLLimit = 10 * time.Minute
+)
 
 // DefaultRegion is the region a device enrolls with when none is given.
 const DefaultRegion = "unknown"
@@ -110,12 +139,28 @@ func newAgent(o Options) (*agent, error) {
 		o.ReproveEvery = 6 * time.Hour
 	}
 	o.Backoff = o.Backoff.withDefaults()
+	if o.MaxDifficulty == 0 {
+		o.MaxDifficulty = MaxDifficultyLimit
+	}
+	if o.MaxDifficulty < 0 || o.MaxDifficulty > MaxDifficultyLimit {
+		return nil, fmt.Errorf("--max-difficulty %d: want 1..%d (it can be lowered, not raised)", o.MaxDifficulty, MaxDifficultyLimit)
+	}
+	if o.MaxChallengeTTL == 0 {
+		o.MaxChallengeTTL = MaxChallengeTTLLimit
+	}
+	if o.MaxChallengeTTL < 0 || o.MaxChallengeTTL > MaxChallengeTTLLimit {
+		return nil, fmt.Errorf("--max-challenge-ttl %v: want more than 0 and at most %v (it can be lowered, not raised)", o.MaxChallengeTTL, MaxChallengeTTLLimit)
+	}
 	if o.KeyFile == "" {
 		return nil, errors.New("no key file given (--key-file)")
 	}
-	endpoint, err := graphqlEndpoint(o.Server)
+	endpoint, cleartext, err := graphqlEndpoint(o.Server, o.Insecure)
 	if err != nil {
 		return nil, err
+	}
+	if cleartext {
+		o.Logger.Warn("--insecure: talking to the gateway without TLS; the enrollment token and every request "+
+			"cross the network in clear text, and whoever sees the token can enroll their own key with it", "server", endpoint)
 	}
 	if o.CloneUUIDsFrom != "" && o.Simulate == "" {
 		return nil, errors.New("--clone-uuids-from only works with --simulate")
@@ -129,22 +174,46 @@ func newAgent(o Options) (*agent, error) {
 	return &agent{o: o, log: o.Logger, endpoint: endpoint, submitted: map[string]bool{}}, nil
 }
 
-// graphqlEndpoint turns --server into the GraphQL endpoint URL.
-func graphqlEndpoint(server string) (string, error) {
+// graphqlEndpoint turns --server into the GraphQL endpoint URL. cleartext reports an http://
+// URL on a non-loopback host, which only insecure allows: without it that is an error wrapping
+// ErrInsecureServer. Any other error is a URL that is not http(s), or has a query or fragment.
+func graphqlEndpoint(server string, insecure bool) (endpoint string, cleartext bool, err error) {
 	if server == "" {
-		return "", errors.New("no gateway given (--server http://HOST:PORT)")
+		return "", false, errors.New("no gateway given (--server https://HOST)")
 	}
 	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("--server %q is not an http(s) URL like http://127.0.0.1:8080", server)
+		return "", false, fmt.Errorf("--server %q is not an http(s) URL like https://gateway.example", server)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("--server %q: no query or fragment, please", server)
+		return "", false, fmt.Errorf("--server %q: no query or fragment, please", server)
+	}
+	if u.User != nil {
+		return "", false, fmt.Errorf("--server %q: no user or password in the URL, please", u.Redacted())
+	}
+	// Without TLS a man in the middle reads the enrollment token (it travels in the body) and
+	// can enroll its own key with it, and sees every request. Loopback never leaves the host.
+	if u.Scheme == "http" && !loopback(u.Hostname()) {
+		if !insecure {
+			return "", false, fmt.Errorf("%w: --server %s: use https://, or --insecure on a lab network you trust "+
+				"(the enrollment token would cross it in clear text)", ErrInsecureServer, server)
+		}
+		cleartext = true
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/graphql"
 	}
-	return u.String(), nil
+	return u.String(), cleartext, nil
+}
+
+// loopback reports whether host (a URL's Hostname) is localhost or a loopback address
+// (127.0.0.0/8, ::1). Other names are not trusted to resolve to loopback.
+func loopback(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (a *agent) run(ctx context.Context) error {
@@ -188,7 +257,7 @@ func (a *agent) run(ctx context.Context) error {
 		p, _ := LookupProfile(a.o.Simulate)
 		a.log.Info("simulating GPUs (go-nvml mock)", "profile", p.Name, "host", p.Description)
 		if a.o.Name == "" {
-			a.o.Name = fmt.Sprintf("sim-%s-%s", p.Name, hex.EncodeToString(fp[:3]))
+			a.o.Name = simName(p.Name)
 		}
 		if snap, err = a.collect(ctx); err != nil {
 			return err
@@ -264,6 +333,19 @@ func retry[T any](ctx context.Context, a *agent, what string, step func(context.
 			return v, ctx.Err()
 		}
 	}
+}
+
+// simName is the public name of a simulated host: its profile and six random letters. Nothing
+// in it derives from the key, the host or the device id (public names are public); the letters
+// avoid the hex digits, so no part of the suffix can be read as a fingerprint or an id.
+func simName(profile string) string {
+	const letters = "ghjkmnpqrstvwxyz"
+	b := make([]byte, 6)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
+	for i := range b {
+		b[i] = letters[b[i]&15]
+	}
+	return "sim-" + profile + "-" + string(b)
 }
 
 func (a *agent) collect(context.Context) (attest.Snapshot, error) {
@@ -368,7 +450,15 @@ func (a *agent) prove(ctx context.Context) (*client.SubmitProofSubmitProofProofR
 		return nil, fmt.Errorf("the gateway sent a challenge nonce that is not base64: %w", err)
 	}
 	ch := Challenge{ID: gc.Id, Nonce: nonce, Difficulty: gc.Difficulty, ExpiresAt: gc.ExpiresAt}
+	received := time.Now()
 	a.log.Info("challenge received", "challenge_id", ch.ID, "difficulty", ch.Difficulty, "expires_at", ch.ExpiresAt)
+	// The expected work is 2^difficulty hashes: a hostile or broken gateway could ask for
+	// years of CPU. Refuse what is above the bound, before any work.
+	if ch.Difficulty < 0 || ch.Difficulty > a.o.MaxDifficulty {
+		return nil, fmt.Errorf("%w: challenge %s asks for %d bits of proof of work; this worker does at most %d "+
+			"(--max-difficulty): check the gateway's --pow-difficulty, and that --server is the gateway you meant",
+			ErrChallengeRefused, ch.ID, ch.Difficulty, a.o.MaxDifficulty)
+	}
 
 	for _, p := range a.provers {
 		switch err := p.Evidence(ctx, ch, &snap); {
@@ -385,7 +475,15 @@ func (a *agent) prove(ctx context.Context) (*client.SubmitProofSubmitProofProofR
 	// the expiry and take a new challenge instead. This host's clock is within the gateway's
 	// signature window (a minute) of the gateway's, or no request would have been accepted.
 	// submitMargin leaves the submission time to arrive.
+	// The search also stops MaxChallengeTTL after the challenge arrived, however far away the
+	// gateway put its expiry, and when ctx ends (attest.Prove watches solveCtx).
 	deadline := ch.ExpiresAt.Add(-submitMargin)
+	capped := false
+	if limit := received.Add(a.o.MaxChallengeTTL); deadline.After(limit) {
+		a.log.Warn("the challenge expires later than this worker works on one challenge: the proof of work stops earlier",
+			"challenge_id", ch.ID, "expires_at", ch.ExpiresAt, "max_challenge_ttl", a.o.MaxChallengeTTL)
+		deadline, capped = limit, true
+	}
 	if time.Until(deadline) <= 0 {
 		return nil, &missedChallenge{ch.ID}
 	}
@@ -395,6 +493,11 @@ func (a *agent) prove(ctx context.Context) (*client.SubmitProofSubmitProofProofR
 	proof, err := attest.Prove(solveCtx, a.key.Key(), ch.ID, ch.Nonce, ch.Difficulty, snap)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			if capped {
+				return nil, fmt.Errorf("%w: no proof of work for challenge %s (difficulty %d) after %v, the longest this "+
+					"worker works on one challenge (--max-challenge-ttl); the gateway's difficulty is too high for this host",
+					ErrChallengeRefused, ch.ID, ch.Difficulty, time.Since(received).Round(time.Millisecond))
+			}
 			return nil, &missedChallenge{ch.ID}
 		}
 		return nil, err

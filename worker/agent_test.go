@@ -77,7 +77,8 @@ func TestHelpListsEveryFlagAndProfile(t *testing.T) {
 		t.Fatalf("--help exits %d", code)
 	}
 	for _, want := range append([]string{"-server", "-key-file", "-enroll", "-simulate", "-clone-uuids-from", "-region", "-name",
-		"-once", "-reprove-every", "-request-timeout", "-retry-initial", "-retry-max", "-give-up-after", "-log-level", "-log-format"},
+		"-once", "-reprove-every", "-request-timeout", "-retry-initial", "-retry-max", "-give-up-after", "-log-level", "-log-format",
+		"-insecure", "-max-difficulty", "-max-challenge-ttl"},
 		ProfileNames()...) {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("--help does not mention %s", want)

@@ -13,7 +13,15 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/worker/client"
 )
+
+// ErrInsecureServer: --server is http:// on a host that is not loopback, without --insecure.
+var ErrInsecureServer = errors.New("the gateway URL is not TLS")
+
+// ErrChallengeRefused: the gateway asked for more proof of work than the worker's bounds allow
+// (Options.MaxDifficulty, Options.MaxChallengeTTL). Not retried: the same gateway would ask again.
+var ErrChallengeRefused = errors.New("challenge refused")
 
 // FlaggedError is Run's error with Once when the gateway flagged the proof.
 type FlaggedError struct {
@@ -84,11 +92,14 @@ func gqlErrorOf(err error) (status int, code, msg string, ok bool) {
 }
 
 // retryable reports whether err is worth retrying after a pause: the gateway could not be
-// reached, answered 5xx or 429, reported a transient GraphQL error, the proof missed its
+// reached (a redirect is not retried), answered 5xx or 429, reported a transient GraphQL error, the proof missed its
 // challenge, or an NVML call failed (not a missing driver). ctx's own end is never retryable.
 func retryable(ctx context.Context, err error) bool {
 	if err == nil || ctx.Err() != nil {
 		return false
+	}
+	if errors.Is(err, client.ErrRedirect) {
+		return false // the gateway would redirect again
 	}
 	var missed *missedChallenge
 	var nerr *nvmlError

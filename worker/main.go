@@ -54,19 +54,22 @@ func mainContext(ctx context.Context, args []string, tweak func(*Options), stdou
 		return def
 	}
 	var o Options
-	fs.StringVar(&o.Server, "server", env("GPUGATE_SERVER", "http://127.0.0.1:8080"), "gateway URL; /graphql is appended unless it has a path (env GPUGATE_SERVER)")
+	fs.StringVar(&o.Server, "server", env("GPUGATE_SERVER", "http://127.0.0.1:8080"), "gateway URL; /graphql is appended unless it has a path; https:// unless the host is loopback (127.0.0.0/8, ::1, localhost) or --insecure is given (env GPUGATE_SERVER)")
+	fs.BoolVar(&o.Insecure, "insecure", false, "allow an http:// --server that is not loopback, on a lab network you trust: the enrollment token and every request cross it in clear text")
 	fs.StringVar(&o.KeyFile, "key-file", env("GPUGATE_WORKER_KEY_FILE", defaultKeyFile()), "the device key and enrollment state, JSON, mode 0600 (env GPUGATE_WORKER_KEY_FILE)")
 	fs.StringVar(&o.EnrollToken, "enroll", env("GPUGATE_ENROLL_TOKEN", ""), "one-time enrollment `TOKEN` from the device's owner (createEnrollmentToken); needed on the first run only (env GPUGATE_ENROLL_TOKEN)")
 	fs.StringVar(&o.Simulate, "simulate", env("GPUGATE_SIMULATE", ""), "simulate the GPUs with go-nvml's mock servers instead of the driver: `PROFILE` is one of "+strings.Join(ProfileNames(), ", ")+" (env GPUGATE_SIMULATE)")
-	fs.StringVar(&o.CloneUUIDsFrom, "clone-uuids-from", "", "with --simulate: report the GPU UUIDs of the simulated host whose key file is `FILE` (a counterfeit; the gateway flags both devices)")
+	fs.StringVar(&o.CloneUUIDsFrom, "clone-uuids-from", "", "with --simulate: report the GPU UUIDs of the simulated host whose key file is `FILE` (a counterfeit; the gateway flags this device, the later claimant, not the original)")
 	fs.StringVar(&o.Region, "region", env("GPUGATE_REGION", DefaultRegion), "region shown in the public listing, 1..64 characters (env GPUGATE_REGION)")
-	fs.StringVar(&o.Name, "name", env("GPUGATE_DEVICE_NAME", ""), "device name at enrollment, 1..64 characters; default the host name (env GPUGATE_DEVICE_NAME)")
+	fs.StringVar(&o.Name, "name", env("GPUGATE_DEVICE_NAME", ""), "public device name at enrollment, 1..64 characters; by default none is sent and the gateway picks a random one (the host name stays owner-only) (env GPUGATE_DEVICE_NAME)")
 	fs.BoolVar(&o.Once, "once", false, "enroll if needed, prove and heartbeat once, then exit: 0 if the proof passed, 1 if not")
 	fs.DurationVar(&o.ReproveEvery, "reprove-every", 6*time.Hour, "how often to prove the GPUs again (without --once)")
 	fs.DurationVar(&o.RequestTimeout, "request-timeout", 30*time.Second, "timeout of each request to the gateway")
 	fs.DurationVar(&o.Backoff.Initial, "retry-initial", time.Second, "first pause before retrying an unreachable gateway (doubles, with jitter)")
 	fs.DurationVar(&o.Backoff.Max, "retry-max", 2*time.Minute, "longest pause between retries")
 	fs.DurationVar(&o.GiveUpAfter, "give-up-after", 0, "stop retrying an unreachable gateway after this long; 0 means never (with --once: 2m)")
+	fs.IntVar(&o.MaxDifficulty, "max-difficulty", MaxDifficultyLimit, fmt.Sprintf("refuse a challenge asking for more proof-of-work bits than this, 1..%d (can be lowered, not raised)", MaxDifficultyLimit))
+	fs.DurationVar(&o.MaxChallengeTTL, "max-challenge-ttl", MaxChallengeTTLLimit, fmt.Sprintf("work at most this long on one challenge, however late it expires; at most %v (can be lowered, not raised)", MaxChallengeTTLLimit))
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() { printUsage(fs) }
@@ -116,6 +119,18 @@ func mainContext(ctx context.Context, args []string, tweak func(*Options), stdou
 	}
 	if tweak != nil {
 		tweak(&o)
+	}
+	if o.MaxDifficulty < 1 || o.MaxDifficulty > MaxDifficultyLimit {
+		fmt.Fprintf(stderr, "gpugate worker: --max-difficulty %d: want 1..%d (it can be lowered, not raised)\n", o.MaxDifficulty, MaxDifficultyLimit)
+		return 2
+	}
+	if o.MaxChallengeTTL <= 0 || o.MaxChallengeTTL > MaxChallengeTTLLimit {
+		fmt.Fprintf(stderr, "gpugate worker: --max-challenge-ttl %v: want more than 0 and at most %v (it can be lowered, not raised)\n", o.MaxChallengeTTL, MaxChallengeTTLLimit)
+		return 2
+	}
+	if _, _, err := graphqlEndpoint(o.Server, o.Insecure); err != nil {
+		fmt.Fprintln(stderr, "gpugate worker:", err)
+		return 2
 	}
 
 	err := Run(ctx, o)

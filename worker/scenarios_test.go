@@ -144,9 +144,9 @@ func TestMainPrintsTheReasonsOfAFlaggedProof(t *testing.T) {
 	}
 }
 
-// A UUID cloned onto another owner's device: the clone is flagged, and so is the device that
-// enrolled the UUID first.
-func TestClonedUUIDsFlagBothDevices(t *testing.T) {
+// A UUID cloned onto another owner's device: the clone, the later claimant, is flagged; the
+// device that enrolled the UUID first is not.
+func TestClonedUUIDsFlagTheLaterClaimant(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, resolvers.WorkerConfig{}, nil)
 	original := keyPath(t, "alice.json")

@@ -64,8 +64,8 @@ var rtx4090AsH100 = gpus.Config{
 }
 
 // Profiles lists every --simulate profile: the four genuine go-nvml DGX servers, then one
-// counterfeit per scenario of ATTESTATION.md that a single host can show. (A UUID cloned from
-// another host is --clone-uuids-from on top of any profile.)
+// counterfeit per scenario of docs/attestation.md that a single host can show. (A UUID cloned
+// from another host is --clone-uuids-from on top of any profile.)
 var Profiles = []Profile{
 	{Name: "dgxa100", Description: "genuine DGX A100: 8x A100-SXM4-40GB (go-nvml mock)",
 		build: func(seed []byte) *server.Server { return personalize(dgxa100.New(), seed, a100Board) }},
@@ -122,7 +122,8 @@ func LookupProfile(name string) (Profile, bool) {
 // Simulate returns a simulated NVML for the named profile. seed (the device's public key)
 // fixes the GPU identities (UUIDs, serials), so a restarted worker shows the same GPUs. With
 // cloneSeed non-empty, every GPU takes the UUID the host with that seed would report: a clone
-// of another host's GPUs, which the gateway flags as UUID_ON_ANOTHER_DEVICE on both devices.
+// of another host's GPUs, which the gateway flags as UUID_ON_ANOTHER_DEVICE on this device, the
+// later claimant (the device that enrolled the UUIDs first keeps its verdict).
 // It returns an error naming the valid profiles for an unknown name.
 func Simulate(profile string, seed, cloneSeed []byte) (nvml.Interface, error) {
 	p, ok := LookupProfile(profile)

@@ -19,9 +19,11 @@ import (
 )
 
 // SigningTransport signs every request with a device key: it reads the body, sets
-// attest.SignatureHeader to attest.SignRequest(Key, DeviceID, method, path, now, body) and
-// sends the request with the same body bytes. DeviceID is empty only for enrollment, which
-// is signed by the key being enrolled.
+// attest.SignatureHeader to attest.SignRequest(Key, DeviceID, method, URL.RequestURI(), now,
+// body) and sends the request with the same body bytes. The request URI is the escaped path
+// and the raw query string exactly as the request line carries them, so a query string (a GET
+// operation and its variables) changed in transit fails the gateway's check. DeviceID is empty
+// only for enrollment, which is signed by the key being enrolled.
 type SigningTransport struct {
 	Base     http.RoundTripper // nil means http.DefaultTransport
 	Key      ed25519.PrivateKey
@@ -30,7 +32,8 @@ type SigningTransport struct {
 }
 
 // RoundTrip signs and sends req. It returns an error without sending when the key is not an
-// Ed25519 private key or the body cannot be read; otherwise whatever Base returns.
+// Ed25519 private key or the body cannot be read; otherwise whatever Base returns, with a
+// response body that fails with ErrResponseTooLarge past MaxResponseBytes.
 func (t *SigningTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if len(t.Key) != ed25519.PrivateKeySize {
 		return nil, errors.New("client: no device key to sign the request with")
@@ -53,24 +56,68 @@ func (t *SigningTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	signed.Body = io.NopCloser(bytes.NewReader(body))
 	signed.ContentLength = int64(len(body))
 	signed.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	// The gateway (deviceauth) verifies the signature over r.URL.Path. The worker never sends
-	// a query string, so that is also the request URI attest.SignRequest documents.
+	// net/http writes req.URL.RequestURI() into the request line (HTTP/2: the :path), and the
+	// gateway (deviceauth) verifies over r.URL.RequestURI() of what it parsed from there: the
+	// same bytes, escapes and query string included.
 	signed.Header.Set(attest.SignatureHeader,
-		attest.SignRequest(t.Key, t.DeviceID, req.Method, req.URL.Path, now(), body))
+		attest.SignRequest(t.Key, t.DeviceID, req.Method, req.URL.RequestURI(), now(), body))
 	base := t.Base
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	return base.RoundTrip(signed)
+	resp, err := base.RoundTrip(signed)
+	if err == nil && resp.Body != nil {
+		resp.Body = &limitedBody{ReadCloser: resp.Body, left: MaxResponseBytes}
+	}
+	return resp, err
 }
+
+// MaxResponseBytes bounds each gateway answer the client reads. The worker's answers are a few
+// hundred bytes; a hostile or broken server must not fill the host's memory with one.
+const MaxResponseBytes = 1 << 20
+
+// ErrResponseTooLarge: the gateway's answer is larger than MaxResponseBytes.
+var ErrResponseTooLarge = fmt.Errorf("client: the gateway's answer exceeds %d bytes", MaxResponseBytes)
+
+// limitedBody reads at most left more bytes, then fails with ErrResponseTooLarge if the body
+// has more.
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		var one [1]byte
+		if n, err := b.ReadCloser.Read(one[:]); n == 0 {
+			return 0, err
+		}
+		return 0, ErrResponseTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// ErrRedirect: the gateway answered with a redirect, which the client does not follow.
+var ErrRedirect = errors.New("client: the gateway answered with a redirect")
 
 // New returns a genqlient client for the gateway's GraphQL endpoint whose requests are all
 // signed by key as deviceID ("" for enrollment). base is the underlying transport (nil for
-// http.DefaultTransport); timeout bounds each request (0 means none).
+// http.DefaultTransport); timeout bounds each request (0 means none). A redirect is not
+// followed: the request fails with an error wrapping ErrRedirect that names the target.
 func New(endpoint string, key ed25519.PrivateKey, deviceID string, base http.RoundTripper, timeout time.Duration) graphql.Client {
 	hc := &http.Client{
 		Transport: &SigningTransport{Base: base, Key: key, DeviceID: deviceID},
 		Timeout:   timeout,
+		// Following one would send the enrollment token and signed requests wherever the
+		// answer points, plain http:// included, past the worker's check of --server.
+		CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+			return fmt.Errorf("%w to %s: pass the gateway's own URL as --server", ErrRedirect, req.URL.Redacted())
+		},
 	}
 	return graphql.NewClient(endpoint, hc)
 }
