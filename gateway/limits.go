@@ -11,20 +11,36 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 )
 
-// limits rejects documents that are too deep, too aliased, too wide at the root or carry too
-// many directives, before any resolver runs. Fragments are expanded (a fragment spread ten times
-// counts ten times) with each fragment measured once, so a chain of fragments cannot make the
-// check itself expensive.
-type limits struct{ cfg Config }
+// limits rejects documents that are too deep, too aliased, too wide at the root, carry too
+// many directives or cost too much (cost.go), before any resolver runs. Fragments are expanded (a
+// fragment spread ten times counts ten times) with each fragment measured once, so a chain of
+// fragments cannot make the check itself expensive. The cost of an accepted operation is kept in
+// the operation's stats and reported in the response's extensions.cost.
+type limits struct {
+	cfg    Config
+	schema *ast.Schema
+}
 
 var _ interface {
 	graphql.HandlerExtension
 	graphql.OperationContextMutator
-} = limits{}
+} = &limits{}
 
-func (limits) ExtensionName() string                   { return "Limits" }
-func (limits) Validate(graphql.ExecutableSchema) error { return nil }
-func (l limits) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+// costExtension names the operation's cost in extensions.
+const costExtension = "cost"
+
+// operationCost is extensions.cost of a served response.
+type costReport struct {
+	Requested int64 `json:"requested"`
+	Limit     int   `json:"limit"`
+}
+
+func (*limits) ExtensionName() string { return "Limits" }
+func (l *limits) Validate(s graphql.ExecutableSchema) error {
+	l.schema = s.Schema()
+	return nil
+}
+func (l *limits) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
 	if n := countDirectives(oc.Doc); n > l.cfg.MaxDirectives {
 		return limitError("the document uses %d directives; the limit is %d", n, l.cfg.MaxDirectives)
 	}
@@ -45,6 +61,15 @@ func (l limits) MutateOperationContext(_ context.Context, oc *graphql.OperationC
 	if root.aliases > l.cfg.MaxAliases {
 		return limitError("the operation uses %d aliases; the limit is %d", root.aliases, l.cfg.MaxAliases)
 	}
+	limit := int64(l.cfg.MaxCost)
+	cost := operationCost(l.schema, oc.Operation, oc.Variables, limit)
+	if cost > limit {
+		if cost >= costCap {
+			return limitError("the operation costs more than %d; the limit is %d", limit, limit)
+		}
+		return limitError("the operation costs %d; the limit is %d", cost, limit)
+	}
+	oc.Stats.SetExtension(costExtension, costReport{Requested: cost, Limit: l.cfg.MaxCost})
 	return nil
 }
 
