@@ -28,6 +28,28 @@ func stopWhenDone(ctx context.Context, next graphql.Resolver) (any, error) {
 	return next(ctx)
 }
 
+// timeoutResponse is an operation middleware: gqlgen answers an operation whose context ended
+// before its response was built with no response at all (the transport writes a bare "null"); a
+// request past its deadline gets one TIMEOUT error instead.
+func timeoutResponse(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	handler := next(ctx)
+	first := true
+	return func(ctx context.Context) *graphql.Response {
+		resp := handler(ctx)
+		if resp == nil && first && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			resp = timeoutError()
+		}
+		first = false
+		return resp
+	}
+}
+
+func timeoutError() *graphql.Response {
+	err := gqlerror.Errorf("the request exceeded its time limit")
+	errcode.Set(err, CodeTimeout)
+	return &graphql.Response{Errors: gqlerror.List{err}}
+}
+
 // finishResponse is a response middleware: it reports the operation's cost in
 // extensions.cost, replaces the partial answer of an operation that ran out of time by one
 // TIMEOUT error (not one per unresolved field), and replaces a response larger than maxBytes by
@@ -39,9 +61,7 @@ func finishResponse(maxBytes int64) graphql.ResponseMiddleware {
 			return resp
 		}
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			err := gqlerror.Errorf("the request exceeded its time limit")
-			errcode.Set(err, CodeTimeout)
-			return &graphql.Response{Errors: gqlerror.List{err}}
+			return timeoutError()
 		}
 		if size := int64(len(resp.Data)); size > maxBytes {
 			err := gqlerror.Errorf("the response would be %d bytes; the limit is %d: select fewer fields or a smaller page", size, maxBytes)

@@ -159,6 +159,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	}
 	srv.Use(&limits{cfg: cfg})
 	srv.AroundOperations(res.Loaders)
+	srv.AroundOperations(timeoutResponse)
 	srv.AroundFields(stopWhenDone)
 	srv.AroundResponses(finishResponse(cfg.MaxResponseBytes))
 	cache := newPublicCache(cfg.PublicCacheTTL, cfg.PublicCacheBytes)
