@@ -288,6 +288,7 @@ func runServe(args []string) error {
 	maxRoot := f.Int("max-root-fields", "GPUGATE_MAX_ROOT_FIELDS", def.MaxRootFields, "maximum root fields per operation")
 	maxDirectives := f.Int("max-directives", "GPUGATE_MAX_DIRECTIVES", def.MaxDirectives, "maximum directives per document")
 	maxCost := f.Int("max-cost", "GPUGATE_MAX_COST", def.MaxCost, "maximum cost of an operation (each field 1, lists multiply by their page size), checked before execution")
+	maxSelection := f.Int("max-selection-fields", "GPUGATE_MAX_SELECTION_FIELDS", def.MaxSelectionFields, "maximum fields in one selection set, fragments expanded")
 	maxConcurrent := f.Int("max-concurrent", "GPUGATE_MAX_CONCURRENT", def.MaxConcurrent, "operations executing at once; more wait in the queue")
 	maxQueued := f.Int("max-queued", "GPUGATE_MAX_QUEUED", def.MaxQueued, "operations waiting for an execution slot (negative: none); beyond it OVERLOADED (HTTP 503)")
 	queueWait := f.Duration("queue-wait", "GPUGATE_QUEUE_WAIT", def.QueueWait, "how long a queued operation waits for a slot before OVERLOADED")
@@ -366,7 +367,7 @@ func runServe(args []string) error {
 		RequestTimeout: *timeout, RoleNames: map[model.Role]string{model.RoleAdmin: *adminRole},
 		Workers:        resolvers.WorkerConfig{Difficulty: *difficulty, ChallengeTTL: *challengeTTL, HeartbeatEvery: *heartbeatEvery},
 		PublicCacheTTL: *publicCache, PublicCacheBytes: int64(*publicCacheBytes),
-		MaxCost: *maxCost, MaxConcurrent: *maxConcurrent, MaxQueued: *maxQueued, QueueWait: *queueWait,
+		MaxCost: *maxCost, MaxSelectionFields: *maxSelection, MaxConcurrent: *maxConcurrent, MaxQueued: *maxQueued, QueueWait: *queueWait,
 		MaxResponseBytes: int64(*maxResponse),
 	}
 	issuers := splitList(*oidcIssuers)

@@ -317,3 +317,38 @@ func TestAuthenticationFailuresLogToTheGatewayLogger(t *testing.T) {
 		t.Fatalf("the key lookup failure is not in the gateway's log: %s", e.log.String())
 	}
 }
+
+func TestSelectionWidthLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 2, gateway.Config{Introspection: true})
+	typenames := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "t%d: __typename ", i)
+		}
+		return b.String()
+	}
+	cases := []struct{ name, query, msg string }{
+		{"100 fields pass", "{ " + typenames(100) + "}", ""},
+		{"101 fields fail", "{ " + typenames(101) + "}", "a selection set selects 101 fields; the limit is 100"},
+		{"4,900 root __typename (cost 4,900) fail", "{ " + typenames(4900) + "}", "selects 4900 fields"},
+		{"fragments spread into one selection count", `{ devices(first: 1) { edges { node { ...F ...G } } } }
+			fragment F on Device { ` + typenames(60) + ` } fragment G on Device { id ...H } fragment H on Device { name ` + typenames(40) + ` }`,
+			"selects 102 fields"},
+		{"inside a fragment", `{ devices(first: 1) { edges { node { ...F } } } } fragment F on Device { private { ` + typenames(101) + ` } }`, "selects 101 fields"},
+		{"inside introspection", `{ __type(name: "Device") { ` + typenames(101) + ` } }`, "selects 101 fields"},
+		{"GraphiQL's introspection query passes", introspectionQuery, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.post(c.query, nil)
+			if c.msg == "" {
+				if len(r.Errors) > 0 {
+					t.Fatalf("unexpected errors: %.300s", r.RawBody)
+				}
+				return
+			}
+			r.wantError(t, "QUERY_LIMIT", c.msg)
+		})
+	}
+}

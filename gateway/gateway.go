@@ -37,6 +37,9 @@ type Config struct {
 	MaxDirectives  int           // directive uses in the document
 	RequestTimeout time.Duration // deadline of every request: SQL and execution
 	MaxCost        int           // cost of an operation (cost.go), computed before execution
+	// MaxSelectionFields caps the fields of any one selection set, fragments expanded (gqlgen's
+	// field collection is quadratic in it; see widestSelection).
+	MaxSelectionFields int
 
 	// MaxConcurrent operations execute at once; MaxQueued more wait at most QueueWait for a
 	// slot; the rest get OVERLOADED (HTTP 503).
@@ -73,6 +76,9 @@ func Defaults() Config {
 		MaxDirectives:  50,
 		RequestTimeout: 10 * time.Second,
 		MaxCost:        5000,
+		// The widest selection GraphiQL's introspection makes is 11 fields; a device with every
+		// field is 11. 100 leaves room for any real client and bounds the quadratic work.
+		MaxSelectionFields: 100,
 		// Two cores: eight operations share the CPU (and at most eight of the twenty database
 		// connections), a few dozen more may wait two seconds for a turn.
 		MaxConcurrent:    8,
@@ -108,6 +114,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxCost <= 0 {
 		c.MaxCost = d.MaxCost
+	}
+	if c.MaxSelectionFields <= 0 {
+		c.MaxSelectionFields = d.MaxSelectionFields
 	}
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = d.MaxConcurrent
