@@ -291,6 +291,8 @@ func runServe(args []string) error {
 	maxSelection := f.Int("max-selection-fields", "GPUGATE_MAX_SELECTION_FIELDS", def.MaxSelectionFields, "maximum fields in one selection set, fragments expanded")
 	maxConcurrent := f.Int("max-concurrent", "GPUGATE_MAX_CONCURRENT", def.MaxConcurrent, "operations executing at once; more wait in the queue")
 	maxQueued := f.Int("max-queued", "GPUGATE_MAX_QUEUED", def.MaxQueued, "operations waiting for an execution slot (negative: none); beyond it OVERLOADED (HTTP 503)")
+	heavyCost := f.Int("heavy-cost", "GPUGATE_HEAVY_COST", def.HeavyCost, "operations costing this much or more are limited to --max-heavy at once")
+	maxHeavy := f.Int("max-heavy", "GPUGATE_MAX_HEAVY", def.MaxHeavy, "expensive operations (see --heavy-cost) executing at once; as many more may wait")
 	queueWait := f.Duration("queue-wait", "GPUGATE_QUEUE_WAIT", def.QueueWait, "how long a queued operation waits for a slot before OVERLOADED")
 	maxResponse := f.Int("max-response-bytes", "GPUGATE_MAX_RESPONSE_BYTES", int(def.MaxResponseBytes), "largest response; a larger one gets RESPONSE_TOO_LARGE")
 	maxHeader := f.Int("max-header-bytes", "GPUGATE_MAX_HEADER_BYTES", 64<<10, "largest request header block")
@@ -368,6 +370,7 @@ func runServe(args []string) error {
 		Workers:        resolvers.WorkerConfig{Difficulty: *difficulty, ChallengeTTL: *challengeTTL, HeartbeatEvery: *heartbeatEvery},
 		PublicCacheTTL: *publicCache, PublicCacheBytes: int64(*publicCacheBytes),
 		MaxCost: *maxCost, MaxSelectionFields: *maxSelection, MaxConcurrent: *maxConcurrent, MaxQueued: *maxQueued, QueueWait: *queueWait,
+		HeavyCost: *heavyCost, MaxHeavy: *maxHeavy,
 		MaxResponseBytes: int64(*maxResponse),
 	}
 	issuers := splitList(*oidcIssuers)

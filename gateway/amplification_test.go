@@ -352,3 +352,50 @@ func TestSelectionWidthLimit(t *testing.T) {
 		})
 	}
 }
+
+func TestExpensiveOperationsAreBoundedSeparately(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 3, gateway.Config{})
+	o := newEnvOn(t, e, gateway.Config{HeavyCost: 20, MaxHeavy: 1, QueueWait: 30 * time.Second})
+	tx, err := e.x.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`LOCK TABLE devices IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	heavy := `{ devices(first: 10) { edges { node { id name } } } }` // cost 32
+	results := make(chan response, 3)
+	go func() { results <- o.post(heavy, nil) }()
+	waitFor(t, func() bool {
+		var n int
+		_ = e.x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM devices%'`)
+		return n > 0
+	})
+	go func() { results <- o.post(heavy, nil) }()
+	go func() { results <- o.post(heavy, nil) }()
+	var refused response
+	select {
+	case refused = <-results:
+	case <-time.After(10 * time.Second):
+		_ = tx.Rollback()
+		t.Fatal("no expensive operation was refused while the expensive lane and its queue were taken")
+	}
+	if refused.Status != http.StatusServiceUnavailable || refused.Header.Get("Retry-After") == "" {
+		t.Fatalf("HTTP %d, Retry-After %q: %s", refused.Status, refused.Header.Get("Retry-After"), refused.RawBody)
+	}
+	refused.wantError(t, "OVERLOADED", "costing 20 or more")
+	// Cheap operations do not wait behind expensive ones.
+	var out struct {
+		Typename string `json:"__typename"`
+	}
+	o.post(`{ __typename }`, nil).data(t, &out)
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		var page struct{ Devices struct{ Edges []any } }
+		(<-results).data(t, &page)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -96,33 +98,42 @@ func newAdmission(slots, queue int, wait time.Duration) *admission {
 
 func (a *admission) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !a.acquire(r.Context()) {
-			a.refuse(w, r)
+		if !acquire(r.Context(), a.slots, a.queue, a.wait) {
+			w.Header().Set("Retry-After", a.retryAfter())
+			writeError(w, r, http.StatusServiceUnavailable, CodeOverloaded, overloadedMessage)
 			return
 		}
 		defer func() { <-a.slots }()
-		next.ServeHTTP(w, r)
+		t := &ticket{}
+		next.ServeHTTP(&overloadWriter{ResponseWriter: w, t: t, retryAfter: a.retryAfter()},
+			r.WithContext(context.WithValue(r.Context(), ticketKey{}, t)))
 	})
+}
+
+const overloadedMessage = "the gateway is busy: retry after a short pause"
+
+func (a *admission) retryAfter() string {
+	return strconv.Itoa(max(1, int(a.wait.Round(time.Second)/time.Second)))
 }
 
 // acquire takes a slot, waiting in the queue if there is room in it; it returns false when the
 // queue is full, the wait ran out or the request ended while waiting.
-func (a *admission) acquire(ctx context.Context) bool {
+func acquire(ctx context.Context, slots, queue chan struct{}, wait time.Duration) bool {
 	select {
-	case a.slots <- struct{}{}:
+	case slots <- struct{}{}:
 		return true
 	default:
 	}
 	select {
-	case a.queue <- struct{}{}:
+	case queue <- struct{}{}:
 	default:
 		return false
 	}
-	defer func() { <-a.queue }()
-	t := time.NewTimer(a.wait)
+	defer func() { <-queue }()
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
-	case a.slots <- struct{}{}:
+	case slots <- struct{}{}:
 		return true
 	case <-t.C:
 	case <-ctx.Done():
@@ -130,7 +141,71 @@ func (a *admission) acquire(ctx context.Context) bool {
 	return false
 }
 
-func (a *admission) refuse(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(a.wait.Round(time.Second)/time.Second))))
-	writeError(w, r, http.StatusServiceUnavailable, CodeOverloaded, "the gateway is busy: retry after a short pause")
+// ticket lets the executor, which only learns an operation's cost after parsing, refuse it as
+// OVERLOADED with the HTTP status the admission middleware gives (gqlgen writes 200 itself).
+type ticket struct{ overloaded atomic.Bool }
+
+type ticketKey struct{}
+
+// overloadWriter turns the response of an operation the executor refused as overloaded into an
+// HTTP 503 with Retry-After. The flag is set before gqlgen writes anything.
+type overloadWriter struct {
+	http.ResponseWriter
+	t          *ticket
+	retryAfter string
+	wrote      bool
+}
+
+func (o *overloadWriter) WriteHeader(code int) {
+	if !o.wrote && o.t.overloaded.Load() {
+		o.Header().Set("Retry-After", o.retryAfter)
+		code = http.StatusServiceUnavailable
+	}
+	o.wrote = true
+	o.ResponseWriter.WriteHeader(code)
+}
+
+func (o *overloadWriter) Write(b []byte) (int, error) {
+	if !o.wrote {
+		o.WriteHeader(http.StatusOK)
+	}
+	return o.ResponseWriter.Write(b)
+}
+
+func (o *overloadWriter) Unwrap() http.ResponseWriter { return o.ResponseWriter }
+
+// heavyLane bounds the expensive operations (cost at least cost) executing at once to slots,
+// with as many waiting at most wait: a few callers sending the most expensive documents the
+// limits accept occupy at most 2 × slots of the process's execution slots, and cheap operations
+// keep the rest. Beyond that they get OVERLOADED (HTTP 503, Retry-After).
+type heavyLane struct {
+	cost         int64
+	slots, queue chan struct{}
+	wait         time.Duration
+}
+
+func newHeavyLane(cost int64, slots int, wait time.Duration) *heavyLane {
+	return &heavyLane{cost: cost, slots: make(chan struct{}, slots), queue: make(chan struct{}, slots), wait: wait}
+}
+
+func (h *heavyLane) middleware(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	oc := graphql.GetOperationContext(ctx)
+	c, _ := oc.Stats.GetExtension(costExtension).(costReport)
+	t, _ := ctx.Value(ticketKey{}).(*ticket)
+	if c.Requested < h.cost || t == nil {
+		return next(ctx)
+	}
+	if !acquire(ctx, h.slots, h.queue, h.wait) {
+		t.overloaded.Store(true)
+		err := gqlerror.Errorf("%s (the gateway runs at most %d operations costing %d or more at once)", overloadedMessage, cap(h.slots), h.cost)
+		errcode.Set(err, CodeOverloaded)
+		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{err}})
+	}
+	var once sync.Once
+	release := func() { once.Do(func() { <-h.slots }) }
+	handler := next(ctx)
+	return func(ctx context.Context) *graphql.Response {
+		defer release()
+		return handler(ctx)
+	}
 }

@@ -46,6 +46,10 @@ type Config struct {
 	MaxConcurrent int
 	MaxQueued     int
 	QueueWait     time.Duration
+	// Operations costing HeavyCost or more are limited to MaxHeavy executing (and as many
+	// waiting, at most QueueWait); the rest get OVERLOADED.
+	HeavyCost int
+	MaxHeavy  int
 	// MaxResponseBytes caps a response's data; a larger one is replaced by RESPONSE_TOO_LARGE.
 	MaxResponseBytes int64
 
@@ -81,9 +85,13 @@ func Defaults() Config {
 		MaxSelectionFields: 100,
 		// Two cores: eight operations share the CPU (and at most eight of the twenty database
 		// connections), a few dozen more may wait two seconds for a turn.
-		MaxConcurrent:    8,
-		MaxQueued:        32,
-		QueueWait:        2 * time.Second,
+		MaxConcurrent: 8,
+		MaxQueued:     32,
+		QueueWait:     2 * time.Second,
+		// Half the cost limit: a 100-device page of every device field costs 1,104; documents
+		// near the limit are what an attacker sends. One per core.
+		HeavyCost:        2500,
+		MaxHeavy:         2,
 		MaxResponseBytes: 4 << 20,
 		PublicCacheBytes: 16 << 20,
 	}
@@ -125,6 +133,12 @@ func (c Config) withDefaults() Config {
 		c.MaxQueued = 0
 	} else if c.MaxQueued == 0 {
 		c.MaxQueued = d.MaxQueued
+	}
+	if c.HeavyCost <= 0 {
+		c.HeavyCost = d.HeavyCost
+	}
+	if c.MaxHeavy <= 0 {
+		c.MaxHeavy = d.MaxHeavy
 	}
 	if c.QueueWait <= 0 {
 		c.QueueWait = d.QueueWait
@@ -169,6 +183,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	srv.Use(&limits{cfg: cfg})
 	srv.AroundOperations(res.Loaders)
 	srv.AroundOperations(timeoutResponse)
+	srv.AroundOperations(newHeavyLane(int64(cfg.HeavyCost), cfg.MaxHeavy, cfg.QueueWait).middleware)
 	srv.AroundFields(stopWhenDone)
 	srv.AroundResponses(finishResponse(cfg.MaxResponseBytes))
 	cache := newPublicCache(cfg.PublicCacheTTL, cfg.PublicCacheBytes)

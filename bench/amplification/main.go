@@ -37,7 +37,7 @@ type doc struct {
 const deviceFields = "id name status region verification gpuModel gpuCount lastSeenAt createdAt"
 
 // candidates are the heaviest documents that pass the default limits (depth 10, 15 aliases,
-// 20 root fields, 15,000 tokens, cost 5,000); each is checked to be accepted before it is used.
+// 20 root fields, 100 fields per selection, 15,000 tokens, cost 5,000); each is checked to be accepted before it is used.
 func candidates() []doc {
 	var d []doc
 	// A fragment of aliased __typename on every node of a 100-node page: 2 + 100 × (1 + 48) = 4,902.
@@ -46,14 +46,13 @@ func candidates() []doc {
 		fmt.Fprintf(&f, "t%d: __typename ", i)
 	}
 	d = append(d, doc{name: "typename-per-node", query: "{ devices(first: 100) { edges { node { ...F } } } } fragment F on Device { " + f.String() + "}"})
-	// 4,900 aliased __typename at the root (14,700 tokens, under the 15,000 token limit).
-	var r strings.Builder
-	r.WriteString("{ ")
-	for i := range 4900 {
-		fmt.Fprintf(&r, "t%d: __typename ", i)
+	// The widest selection allowed (100 fields) on every node of a 50-node page:
+	// 2 + 50 × (1 + 98) = 4,952.
+	var w strings.Builder
+	for i := range 97 {
+		fmt.Fprintf(&w, "t%d: __typename ", i)
 	}
-	r.WriteString("}")
-	d = append(d, doc{name: "typename-root", query: r.String()})
+	d = append(d, doc{name: "widest-per-node", query: "{ devices(first: 50) { edges { node { id ...W } } } } fragment W on Device { " + w.String() + "}"})
 	// Four full 100-device pages in four orders: 4 × 1,104.
 	d = append(d, doc{name: "four-full-pages", query: `{
 		a: devices(first: 100) { edges { cursor node { ` + deviceFields + ` } } pageInfo { hasNextPage } }
