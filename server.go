@@ -387,7 +387,7 @@ func runServe(args []string) error {
 		for _, iss := range issuers {
 			ics = append(ics, oidc.IssuerConfig{URL: iss, Audience: *oidcAudience, RolesClaim: *oidcRoles})
 		}
-		v, err := oidc.New(ctx, oidc.Config{Issuers: ics})
+		v, err := oidc.New(ctx, oidc.Config{Issuers: ics, Logger: log})
 		if err != nil {
 			return fmt.Errorf("OIDC: %w", err)
 		}
