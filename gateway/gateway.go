@@ -69,7 +69,7 @@ type Config struct {
 	PublicCacheBytes int64
 }
 
-// Defaults returns the limits of SECURITY.md.
+// Defaults returns the gateway's default limits (docs/security.md).
 func Defaults() Config {
 	return Config{
 		MaxBodyBytes:   1 << 20,
