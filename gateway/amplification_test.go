@@ -242,7 +242,7 @@ func TestPublicCacheKeyIgnoresFormatting(t *testing.T) {
 	for _, v := range variants {
 		// The variables are sent with their keys in another order (json.Marshal sorts map keys;
 		// build the body by hand).
-		b := fmt.Sprintf(`{"variables": {"f": {"region": "eu-west", "status": "UP"}, "n": 2}, "query": %q}`, v)
+		b := fmt.Sprintf(`{"variables": {"n": 2, "f": {"status": "UP", "region": "eu-west"}}, "query": %q}`, v)
 		r := e.raw(http.MethodPost, "/graphql", "application/json", []byte(b), nil)
 		if r.Header.Get("X-Cache") != "hit" || r.RawBody != first.RawBody {
 			t.Fatalf("a formatting variant missed the cache: %q\n%s", r.Header.Get("X-Cache"), v)
@@ -255,9 +255,6 @@ func TestPublicCacheKeyIgnoresFormatting(t *testing.T) {
 	vars["n"] = 3
 	if r := e.post(`query Q($n: Int!, $f: DeviceFilter) { devices(first: $n, filter: $f) { edges { node { id } } } }`, vars); r.Header.Get("X-Cache") == "hit" {
 		t.Fatal("other variables were served from the cache")
-	}
-	if r := e.post(`{ devices(first: 2) { edges { node { id } } } } # "`, nil); r.Header.Get("X-Cache") == "hit" {
-		t.Fatal("a string inside a comment changed nothing but was a hit before any entry existed")
 	}
 }
 

@@ -224,7 +224,34 @@ func main() {
 	}
 }
 
+// attackDocument is the document of issue 7: a fragment of 4,500 aliased __typename spread on
+// each node of three 100-node lists (~80 KB). The gateway must refuse it before execution.
+func attackDocument() string {
+	var b strings.Builder
+	b.WriteString("{ ")
+	for _, a := range []string{"a", "b", "c"} {
+		fmt.Fprintf(&b, "%s: devices(first: 100) { edges { node { ...F } } } ", a)
+	}
+	b.WriteString("}\nfragment F on Device {")
+	for i := range 4500 {
+		fmt.Fprintf(&b, " t%d: __typename", i)
+	}
+	b.WriteString(" }")
+	return b.String()
+}
+
 func run(url string, duration time.Duration, pid, clients int, pause, target time.Duration) error {
+	attack := attackDocument()
+	for i := range 3 { // the first parses and validates; gqlgen caches the parsed document
+		r, _ := send(url, attack)
+		if r.err == nil || !strings.Contains(r.err.Error(), "QUERY_LIMIT") {
+			return fmt.Errorf("the attack document of issue 7 was not refused with QUERY_LIMIT: %v", r.err)
+		}
+		if i == 0 || i == 2 {
+			fmt.Printf("attack document of issue 7 (%d bytes): refused in %s (%s)\n", len(attack), ms(r.latency), map[int]string{0: "first send", 2: "third send"}[i])
+		}
+	}
+	fmt.Println()
 	docs := candidates()
 	fmt.Println("worst-case accepted documents (each sent alone, twice; the second run is kept):")
 	for i := range docs {
