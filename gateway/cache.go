@@ -48,6 +48,8 @@ type cachedResponse struct {
 // maxCachedBody is the largest response kept (further capped at a quarter of the byte budget).
 const maxCachedBody = 256 << 10
 
+// newPublicCache returns a cache keeping responses for ttl within maxBytes, or nil (no cache,
+// which middleware accepts) when either is not positive.
 func newPublicCache(ttl time.Duration, maxBytes int64) *publicCache {
 	if ttl <= 0 || maxBytes <= 0 {
 		return nil

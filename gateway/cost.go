@@ -16,7 +16,10 @@ import (
 // (`first`, from a literal or a variable) for connection edges, else the most elements the list
 // can hold. Lists of scalars cost 1 (their elements are written, not resolved). Each fragment is
 // measured once per page size, so the walk is linear in the document however fragments chain,
-// and the arithmetic saturates instead of overflowing.
+// and the arithmetic saturates instead of overflowing. The count is an upper bound: a field
+// selected twice under one response key (the same fragment spread twice) counts twice although
+// the executor merges it. Introspection subtrees are counted exactly over the static schema
+// (introspectionCoster).
 
 // costCap is where the arithmetic saturates: far above any limit, far below overflow.
 const costCap = 1 << 40
