@@ -1,7 +1,7 @@
 # gpugate developer targets. `make run` and `make test` are the README's two commands.
 GO ?= go
 
-.PHONY: run test check generate lint bench bench-ingest
+.PHONY: run test check generate lint bench bench-ingest bench-amplification
 
 run: ## run the gateway with its own PostgreSQL, demo data and GraphiQL
 	@scripts/ensure-postgres
@@ -25,3 +25,6 @@ bench: ## seed 1,000,000 devices and measure the gateway next to pgbench
 
 bench-ingest: ## worker ingestion: heartbeats/s and proofs/s at 64 signed workers
 	bench/ingest.sh 64 20
+
+bench-amplification: ## p99 of a cheap query while four worst-case accepted documents run
+	bench/amplification.sh

@@ -288,6 +288,16 @@ func runServe(args []string) error {
 	maxAliases := f.Int("max-aliases", "GPUGATE_MAX_ALIASES", def.MaxAliases, "maximum aliases per operation")
 	maxRoot := f.Int("max-root-fields", "GPUGATE_MAX_ROOT_FIELDS", def.MaxRootFields, "maximum root fields per operation")
 	maxDirectives := f.Int("max-directives", "GPUGATE_MAX_DIRECTIVES", def.MaxDirectives, "maximum directives per document")
+	maxCost := f.Int("max-cost", "GPUGATE_MAX_COST", def.MaxCost, "maximum cost of an operation (each field 1, lists multiply by their page size), checked before execution")
+	maxSelection := f.Int("max-selection-fields", "GPUGATE_MAX_SELECTION_FIELDS", def.MaxSelectionFields, "maximum fields in one selection set, fragments expanded")
+	maxConcurrent := f.Int("max-concurrent", "GPUGATE_MAX_CONCURRENT", def.MaxConcurrent, "operations executing at once; more wait in the queue")
+	maxQueued := f.Int("max-queued", "GPUGATE_MAX_QUEUED", def.MaxQueued, "operations waiting for an execution slot (negative: none); beyond it OVERLOADED (HTTP 503)")
+	heavyCost := f.Int("heavy-cost", "GPUGATE_HEAVY_COST", def.HeavyCost, "operations costing this much or more are limited to --max-heavy at once")
+	maxHeavy := f.Int("max-heavy", "GPUGATE_MAX_HEAVY", def.MaxHeavy, "expensive operations (see --heavy-cost) executing at once; as many more may wait")
+	queueWait := f.Duration("queue-wait", "GPUGATE_QUEUE_WAIT", def.QueueWait, "how long a queued operation waits for a slot before OVERLOADED")
+	maxResponse := f.Int("max-response-bytes", "GPUGATE_MAX_RESPONSE_BYTES", int(def.MaxResponseBytes), "largest response; a larger one gets RESPONSE_TOO_LARGE")
+	maxHeader := f.Int("max-header-bytes", "GPUGATE_MAX_HEADER_BYTES", 64<<10, "largest request header block")
+	publicCacheBytes := f.Int("public-cache-bytes", "GPUGATE_PUBLIC_CACHE_BYTES", int(def.PublicCacheBytes), "memory the public micro-cache may hold")
 	publicCache := f.Duration("public-cache-ttl", "GPUGATE_PUBLIC_CACHE_TTL", time.Second,
 		"how long an anonymous query's response may be reused for the identical query (0 disables)")
 	statsTTL := f.Duration("stats-ttl", "GPUGATE_STATS_TTL", 5*time.Second, "how long networkStats results are reused")
@@ -372,7 +382,10 @@ func runServe(args []string) error {
 		MaxDepth: *maxDepth, MaxAliases: *maxAliases, MaxRootFields: *maxRoot, MaxDirectives: *maxDirectives,
 		RequestTimeout: *timeout, RoleNames: map[model.Role]string{model.RoleAdmin: *adminRole},
 		Workers:        workers,
-		PublicCacheTTL: *publicCache,
+		PublicCacheTTL: *publicCache, PublicCacheBytes: int64(*publicCacheBytes),
+		MaxCost: *maxCost, MaxSelectionFields: *maxSelection, MaxConcurrent: *maxConcurrent, MaxQueued: *maxQueued, QueueWait: *queueWait,
+		HeavyCost: *heavyCost, MaxHeavy: *maxHeavy,
+		MaxResponseBytes: int64(*maxResponse),
 	}
 	issuers := splitList(*oidcIssuers)
 	if len(issuers) == 0 && *dev {
@@ -389,7 +402,7 @@ func runServe(args []string) error {
 		for _, iss := range issuers {
 			ics = append(ics, oidc.IssuerConfig{URL: iss, Audience: *oidcAudience, RolesClaim: *oidcRoles, TokenType: *oidcTokenType})
 		}
-		v, err := oidc.New(ctx, oidc.Config{Issuers: ics})
+		v, err := oidc.New(ctx, oidc.Config{Issuers: ics, Logger: log})
 		if err != nil {
 			return fmt.Errorf("OIDC: %w", err)
 		}
@@ -405,6 +418,7 @@ func runServe(args []string) error {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      *timeout + 5*time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    *maxHeader,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	base := "http://" + ln.Addr().String()
@@ -796,7 +810,18 @@ func serveDebug(addr string, log *slog.Logger) error {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	go func() { _ = http.Serve(ln, mux) }()
+	// Timeouts as on the main listener, except writes: a CPU profile or trace streams for as long
+	// as its ?seconds= asks (pprof refuses durations past the write timeout).
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go func() { _ = srv.Serve(ln) }()
 	log.Info("profiler listening", "addr", ln.Addr().String())
 	return nil
 }

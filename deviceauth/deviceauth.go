@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/internal/ttlcache"
 )
 
 // ErrUnauthenticated wraps every refusal; messages are safe for clients.
@@ -102,7 +102,7 @@ type Authenticator struct {
 	keys   Keys
 	window time.Duration
 	now    func() time.Time
-	cache  *expirable.LRU[string, []Key]
+	cache  *ttlcache.LRU[string, []Key]
 
 	mu   sync.Mutex
 	seen map[[32]byte]time.Time
@@ -132,9 +132,9 @@ func New(keys Keys, o Options) *Authenticator {
 		o.Now = time.Now
 	}
 	a := &Authenticator{keys: keys, window: o.Window, now: o.Now, seen: map[[32]byte]time.Time{},
-		cache: expirable.NewLRU[string, []Key](100_000, nil, o.CacheTTL)}
+		cache: ttlcache.New[string, []Key](100_000, o.CacheTTL)}
 	if o.Touch != nil {
-		touched := expirable.NewLRU[string, struct{}](100_000, nil, time.Minute)
+		touched := ttlcache.New[string, struct{}](100_000, time.Minute)
 		a.touch = func(id string) {
 			if !touched.Contains(id) {
 				touched.Add(id, struct{}{})

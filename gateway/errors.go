@@ -30,6 +30,8 @@ const (
 	CodeRateLimited     = "RATE_LIMITED" // extensions.retryAfterSeconds says when to retry
 
 	CodeIntrospectionDisabled = "INTROSPECTION_DISABLED"
+	CodeOverloaded            = "OVERLOADED"         // HTTP 503 + Retry-After: too many operations executing
+	CodeResponseTooLarge      = "RESPONSE_TOO_LARGE" // the response exceeds the response size cap
 )
 
 // presenter is the one place errors become what clients see: known sentinels keep their
@@ -77,7 +79,7 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 			msg = cause.Error()
 		}
 		return withCode(gerr, CodeUnauthenticated, msg)
-	case errors.Is(cause, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(cause, errStopped) || errors.Is(cause, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return withCode(gerr, CodeTimeout, "the request exceeded its time limit")
 	}
 	id := RequestID(ctx)

@@ -35,7 +35,23 @@ type Config struct {
 	MaxAliases     int           // aliased fields, fragments expanded; __typename is free
 	MaxRootFields  int           // fields of the operation's root selection
 	MaxDirectives  int           // directive uses in the document
-	RequestTimeout time.Duration // deadline of every request, down to SQL
+	RequestTimeout time.Duration // deadline of every request: SQL and execution
+	MaxCost        int           // cost of an operation (cost.go), computed before execution
+	// MaxSelectionFields caps the fields of any one selection set, fragments expanded (gqlgen's
+	// field collection is quadratic in it; see widestSelection).
+	MaxSelectionFields int
+
+	// MaxConcurrent operations execute at once; MaxQueued more wait at most QueueWait for a
+	// slot; the rest get OVERLOADED (HTTP 503).
+	MaxConcurrent int
+	MaxQueued     int
+	QueueWait     time.Duration
+	// Operations costing HeavyCost or more are limited to MaxHeavy executing (and as many
+	// waiting, at most QueueWait); the rest get OVERLOADED.
+	HeavyCost int
+	MaxHeavy  int
+	// MaxResponseBytes caps a response's data; a larger one is replaced by RESPONSE_TOO_LARGE.
+	MaxResponseBytes int64
 
 	// Verifier authenticates bearer tokens; nil means every request is anonymous.
 	Verifier *oidc.Verifier
@@ -49,9 +65,11 @@ type Config struct {
 	SignatureWindow time.Duration
 	// PublicCacheTTL is how long an anonymous query's response may be reused (0: no cache).
 	PublicCacheTTL time.Duration
+	// PublicCacheBytes bounds the memory the public cache holds.
+	PublicCacheBytes int64
 }
 
-// Defaults returns the limits of SECURITY.md.
+// Defaults returns the gateway's default limits (docs/security.md).
 func Defaults() Config {
 	return Config{
 		MaxBodyBytes:   1 << 20,
@@ -61,6 +79,21 @@ func Defaults() Config {
 		MaxRootFields:  20,
 		MaxDirectives:  50,
 		RequestTimeout: 10 * time.Second,
+		MaxCost:        5000,
+		// The widest selection GraphiQL's introspection makes is 11 fields; a device with every
+		// field is 11. 100 leaves room for any real client and bounds the quadratic work.
+		MaxSelectionFields: 100,
+		// Two cores: eight operations share the CPU (and at most eight of the twenty database
+		// connections), a few dozen more may wait two seconds for a turn.
+		MaxConcurrent: 8,
+		MaxQueued:     32,
+		QueueWait:     2 * time.Second,
+		// Half the cost limit: a 100-device page of every device field costs 1,104; documents
+		// near the limit are what an attacker sends. One per core.
+		HeavyCost:        2500,
+		MaxHeavy:         2,
+		MaxResponseBytes: 4 << 20,
+		PublicCacheBytes: 16 << 20,
 	}
 }
 
@@ -86,6 +119,35 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = d.RequestTimeout
+	}
+	if c.MaxCost <= 0 {
+		c.MaxCost = d.MaxCost
+	}
+	if c.MaxSelectionFields <= 0 {
+		c.MaxSelectionFields = d.MaxSelectionFields
+	}
+	if c.MaxConcurrent <= 0 {
+		c.MaxConcurrent = d.MaxConcurrent
+	}
+	if c.MaxQueued < 0 {
+		c.MaxQueued = 0
+	} else if c.MaxQueued == 0 {
+		c.MaxQueued = d.MaxQueued
+	}
+	if c.HeavyCost <= 0 {
+		c.HeavyCost = d.HeavyCost
+	}
+	if c.MaxHeavy <= 0 {
+		c.MaxHeavy = d.MaxHeavy
+	}
+	if c.QueueWait <= 0 {
+		c.QueueWait = d.QueueWait
+	}
+	if c.MaxResponseBytes <= 0 {
+		c.MaxResponseBytes = d.MaxResponseBytes
+	}
+	if c.PublicCacheBytes <= 0 {
+		c.PublicCacheBytes = d.PublicCacheBytes
 	}
 	return c
 }
@@ -118,9 +180,13 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	if cfg.Introspection {
 		srv.Use(extension.Introspection{})
 	}
-	srv.Use(limits{cfg})
+	srv.Use(&limits{cfg: cfg})
 	srv.AroundOperations(res.Loaders)
-	cache := newPublicCache(cfg.PublicCacheTTL)
+	srv.AroundOperations(timeoutResponse)
+	srv.AroundOperations(newHeavyLane(int64(cfg.HeavyCost), cfg.MaxHeavy, cfg.QueueWait).middleware)
+	srv.AroundFields(stopWhenDone)
+	srv.AroundResponses(finishResponse(cfg.MaxResponseBytes))
+	cache := newPublicCache(cfg.PublicCacheTTL, cfg.PublicCacheBytes)
 	if cache != nil {
 		srv.AroundOperations(markCacheable)
 	}
@@ -131,9 +197,10 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	var api http.Handler = srv
 	if cfg.Verifier != nil {
-		api = cfg.Verifier.Middleware(rejectToken)(api)
+		api = cfg.Verifier.Middleware(rejectToken(log))(api)
 	}
-	api = devices.Middleware(rejectToken)(api)
+	api = devices.Middleware(rejectToken(log))(api)
+	api = newAdmission(cfg.MaxConcurrent, cfg.MaxQueued, cfg.QueueWait).middleware(api)
 	mux.Handle("/graphql", graphqlOnly(cfg.MaxBodyBytes, cache.middleware(api)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

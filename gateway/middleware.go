@@ -193,16 +193,21 @@ func (h requestIDHandler) WithGroup(name string) slog.Handler {
 	return requestIDHandler{h.Handler.WithGroup(name)}
 }
 
-// rejectToken answers a request whose Authorization header is present but not a valid token:
-// it is an error, never an anonymous request.
-func rejectToken(w http.ResponseWriter, r *http.Request, err error) {
+// rejectToken returns the handler answering a request whose Authorization header is present but
+// not a valid token: it is an error, never an anonymous request. Lookup failures go to log.
+func rejectToken(log *slog.Logger) func(w http.ResponseWriter, r *http.Request, err error) {
+	return func(w http.ResponseWriter, r *http.Request, err error) {
+		rejectTokenWith(log, w, r, err)
+	}
+}
+
+func rejectTokenWith(log *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	msg := "invalid access token"
 	switch {
 	case errors.Is(err, oidc.ErrUnauthenticated), errors.Is(err, deviceauth.ErrUnauthenticated):
 		msg = err.Error() // these packages' messages are written for clients
 	default: // a lookup failed: not the caller's fault
-		log := slog.Default()
 		log.ErrorContext(r.Context(), "authentication failed", "err", err)
 		writeError(w, r, http.StatusServiceUnavailable, CodeInternal, "authentication is unavailable, retry later")
 		return

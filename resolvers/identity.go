@@ -5,20 +5,19 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
-
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/internal/ttlcache"
 	"github.com/gpugate/gpugate/oidc"
 )
 
 // users caches the user of each verified identity for a few minutes, so a signed-in request
 // costs no extra query; a new identity is provisioned on its first request.
 type users struct {
-	cache *expirable.LRU[string, db.User]
+	cache *ttlcache.LRU[string, db.User]
 }
 
 func newUsers() *users {
-	return &users{cache: expirable.NewLRU[string, db.User](50_000, nil, 5*time.Minute)}
+	return &users{cache: ttlcache.New[string, db.User](50_000, 5*time.Minute)}
 }
 
 // currentUser returns the signed-in user, provisioning it on the identity's first request. It

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/gpugate/gpugate/internal/ttlcache"
 
 	"github.com/gpugate/gpugate/db"
 )
@@ -23,7 +23,7 @@ type Rate struct {
 type limiter struct {
 	mu      sync.Mutex
 	now     func() time.Time
-	buckets *expirable.LRU[string, *bucket]
+	buckets *ttlcache.LRU[string, *bucket]
 }
 
 type bucket struct {
@@ -32,7 +32,7 @@ type bucket struct {
 }
 
 func newLimiter(maxRefill time.Duration) *limiter {
-	return &limiter{now: time.Now, buckets: expirable.NewLRU[string, *bucket](200_000, nil, max(maxRefill, time.Minute))}
+	return &limiter{now: time.Now, buckets: ttlcache.New[string, *bucket](200_000, max(maxRefill, time.Minute))}
 }
 
 // allow takes a token from key's bucket under rate r. It returns nil, or a RateLimitError saying
@@ -48,8 +48,8 @@ func (l *limiter) allow(op, key string, r Rate) error {
 	b, ok := l.buckets.Get(id)
 	if !ok {
 		b = &bucket{tokens: float64(r.Burst), at: now}
-		l.buckets.Add(id, b)
 	}
+	l.buckets.Add(id, b) // each use restarts the bucket's lifetime: only an idle bucket is dropped
 	b.tokens = min(float64(r.Burst), b.tokens+float64(now.Sub(b.at))/float64(r.Every))
 	b.at = now
 	if b.tokens < 1 {

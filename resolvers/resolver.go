@@ -6,13 +6,12 @@ package resolvers
 import (
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
-
 	"github.com/gpugate/gpugate/attest"
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/deviceauth"
 	"github.com/gpugate/gpugate/graph/model"
 	"github.com/gpugate/gpugate/guard"
+	"github.com/gpugate/gpugate/internal/ttlcache"
 )
 
 // Resolver carries the dependencies every resolver needs.
@@ -29,7 +28,7 @@ type Resolver struct {
 
 	users      *users
 	heartbeats *db.Heartbeats
-	enrolled   *expirable.LRU[string, attest.Snapshot]
+	enrolled   *ttlcache.LRU[string, attest.Snapshot]
 	evidence   *evidenceState // worker rate limits and source addresses (workers.go)
 }
 
@@ -38,6 +37,6 @@ func New(store *db.DB, g *guard.Guard, roleNames map[model.Role]string, workers 
 	workers = workers.withDefaults()
 	return &Resolver{DB: store, Guard: g, RoleNames: roleNames, Workers: workers, DeviceAuth: auth, users: newUsers(),
 		heartbeats: store.NewHeartbeats(workers.HeartbeatBatchWait, 500),
-		enrolled:   expirable.NewLRU[string, attest.Snapshot](10_000, nil, time.Hour),
+		enrolled:   ttlcache.New[string, attest.Snapshot](10_000, time.Hour),
 		evidence:   newEvidenceState(workers)}
 }

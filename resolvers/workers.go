@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/gpugate/gpugate/internal/ttlcache"
 
 	"github.com/gpugate/gpugate/attest"
 	"github.com/gpugate/gpugate/db"
@@ -88,14 +88,14 @@ func (c WorkerConfig) rate(op string) Rate {
 // (device, address) pairs written lately.
 type evidenceState struct {
 	limits    *limiter
-	addresses *expirable.LRU[string, struct{}]
+	addresses *ttlcache.LRU[string, struct{}]
 }
 
 func newEvidenceState(c WorkerConfig) *evidenceState {
 	refill := max(c.HeartbeatRate.Every*time.Duration(c.HeartbeatRate.Burst),
 		c.ChallengeRate.Every*time.Duration(c.ChallengeRate.Burst), c.ProofRate.Every*time.Duration(c.ProofRate.Burst))
 	return &evidenceState{limits: newLimiter(refill),
-		addresses: expirable.NewLRU[string, struct{}](200_000, nil, c.AddressRefresh)}
+		addresses: ttlcache.New[string, struct{}](200_000, c.AddressRefresh)}
 }
 
 // recordAddress stores the request's source address for the device when it is new or was last
