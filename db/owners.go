@@ -266,41 +266,45 @@ func (d *DB) ReassignGPU(ctx context.Context, admin bool, actor, uuid, deviceID 
 	if err != nil {
 		return Device{}, translate("reassign gpu", err)
 	}
-	idx := -1
-	if target.Snapshot != nil {
-		snap, err := attest.ParseSnapshot(target.Snapshot)
-		if err != nil {
-			return Device{}, fmt.Errorf("reassign gpu: enrollment snapshot of %s: %w", deviceID, err)
+	var holder string
+	err = tx.GetContext(ctx, &holder, `SELECT device_id FROM gpus WHERE uuid = $1 FOR UPDATE`, uuid)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return Device{}, translate("reassign gpu", err)
+	}
+	if holder != deviceID {
+		var snap attest.Snapshot
+		if target.Snapshot != nil {
+			if snap, err = attest.ParseSnapshot(target.Snapshot); err != nil {
+				return Device{}, fmt.Errorf("reassign gpu: enrollment snapshot of %s: %w", deviceID, err)
+			}
 		}
-		idx = slices.IndexFunc(snap.GPUs, func(g attest.GPU) bool { return g.UUID == uuid })
-		if idx >= 0 {
-			var holder string
-			err := tx.GetContext(ctx, &holder, `SELECT device_id FROM gpus WHERE uuid = $1 FOR UPDATE`, uuid)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				err = insertGPUs(ctx, tx, deviceID, snap, func(u string) bool { return u == uuid })
-			case err == nil && holder != deviceID:
-				_, err = tx.ExecContext(ctx, `WITH moved AS (
-						UPDATE gpus SET device_id = $2, idx = $3 WHERE uuid = $1 RETURNING uuid)
-					INSERT INTO gpu_claim_transfers (uuid, from_device_id, to_device_id, rule, actor)
-					SELECT uuid, $4, $2, 'ADMIN', $5 FROM moved`, uuid, deviceID, idx, holder, actor)
-				if err == nil {
-					_, err = tx.ExecContext(ctx, `UPDATE devices SET gpu_count = (SELECT count(*) FROM gpus WHERE device_id = $1),
-						updated_at = now() WHERE id = $1`, holder)
-				}
+		idx := slices.IndexFunc(snap.GPUs, func(g attest.GPU) bool { return g.UUID == uuid })
+		switch {
+		case idx < 0:
+			return Device{}, Invalidf("the device did not report GPU %s at enrollment", uuid)
+		case holder == "": // nobody holds it: the device claims it as at enrollment
+			err = insertGPUs(ctx, tx, deviceID, snap, func(u string) bool { return u == uuid })
+		default:
+			_, err = tx.ExecContext(ctx, `WITH moved AS (
+					UPDATE gpus SET device_id = $2, idx = $3 WHERE uuid = $1 RETURNING uuid)
+				INSERT INTO gpu_claim_transfers (uuid, from_device_id, to_device_id, rule, actor)
+				SELECT uuid, $4, $2, 'ADMIN', $5 FROM moved`, uuid, deviceID, idx, holder, actor)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, `UPDATE devices SET gpu_count = (SELECT count(*) FROM gpus WHERE device_id = $1),
+					updated_at = now() WHERE id = $1`, holder)
 			}
-			if err != nil {
-				return Device{}, translate("reassign gpu", err)
-			}
+		}
+		if err != nil {
+			return Device{}, translate("reassign gpu", err)
 		}
 	}
-	if idx < 0 {
-		return Device{}, Invalidf("the device did not report GPU %s at enrollment", uuid)
+	q := `UPDATE devices SET gpu_count = (SELECT count(*) FROM gpus WHERE device_id = $1),
+		updated_at = now() WHERE id = $1 RETURNING ` + deviceColumns
+	if holder == deviceID { // already the device's: nothing changes
+		q = `SELECT ` + deviceColumns + ` FROM devices WHERE id = $1`
 	}
 	var dev Device
-	err = tx.GetContext(ctx, &dev, `UPDATE devices SET gpu_count = (SELECT count(*) FROM gpus WHERE device_id = $1),
-		updated_at = now() WHERE id = $1 RETURNING `+deviceColumns, deviceID)
-	if err != nil {
+	if err := tx.GetContext(ctx, &dev, q, deviceID); err != nil {
 		return Device{}, translate("reassign gpu", err)
 	}
 	return dev, translate("reassign gpu", tx.Commit())
