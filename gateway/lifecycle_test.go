@@ -342,19 +342,20 @@ func TestRemovedDeviceIsHiddenEverywhere(t *testing.T) {
 	}
 	// Kept: the row, its GPU claims, its attestations, its (now revoked) key.
 	var kept struct {
-		Removed      bool `db:"removed"`
-		GPUs         int  `db:"gpus"`
-		Attestations int  `db:"attestations"`
-		Unrevoked    int  `db:"unrevoked"`
+		Rows         int `db:"rows"`
+		GPUs         int `db:"gpus"`
+		Attestations int `db:"attestations"`
+		Keys         int `db:"keys"`
+		Unrevoked    int `db:"unrevoked"`
 	}
-	if err := o.x.Get(&kept, `SELECT removed_at IS NOT NULL AS removed,
-		(SELECT count(*) FROM gpus WHERE device_id = d.id) AS gpus,
-		(SELECT count(*) FROM attestations WHERE device_id = d.id) AS attestations,
-		(SELECT count(*) FROM device_credentials WHERE device_id = d.id AND revoked_at IS NULL) AS unrevoked
-		FROM devices d WHERE id = $1`, w.deviceID); err != nil {
+	if err := o.x.Get(&kept, `SELECT (SELECT count(*) FROM devices WHERE id = $1) AS rows,
+		(SELECT count(*) FROM gpus WHERE device_id = $1) AS gpus,
+		(SELECT count(*) FROM attestations WHERE device_id = $1) AS attestations,
+		(SELECT count(*) FROM device_credentials WHERE device_id = $1) AS keys,
+		(SELECT count(*) FROM device_credentials WHERE device_id = $1 AND revoked_at IS NULL) AS unrevoked`, w.deviceID); err != nil {
 		t.Fatal(err)
 	}
-	if !kept.Removed || kept.GPUs != 8 || kept.Attestations == 0 || kept.Unrevoked != 0 {
+	if kept.Rows != 1 || kept.GPUs != 8 || kept.Attestations == 0 || kept.Keys != 1 || kept.Unrevoked != 0 {
 		t.Fatalf("after removal: %+v", kept)
 	}
 }
@@ -376,8 +377,8 @@ func TestRemovedDeviceKeyIsRefusedAtOnce(t *testing.T) {
 	onOther.call(hb, vars).data(t, &struct{}{})
 	state := func() string {
 		var s string
-		if err := o.x.Get(&s, `SELECT last_seen_at::text || ' ' || (SELECT count(*) FROM challenges WHERE device_id = $1)
-			FROM devices WHERE id = $1`, w.deviceID); err != nil {
+		if err := o.x.Get(&s, `SELECT coalesce((SELECT last_seen_at::text FROM devices WHERE id = $1), 'absent') || ' ' ||
+			(SELECT count(*) FROM challenges WHERE device_id = $1)`, w.deviceID); err != nil {
 			t.Fatal(err)
 		}
 		return s
@@ -385,6 +386,9 @@ func TestRemovedDeviceKeyIsRefusedAtOnce(t *testing.T) {
 
 	o.remove(t, "alice", w.deviceID)
 	before := state()
+	// The other replica still trusts its cached key: the write itself refuses the device.
+	onOther.call(challenge, vars).wantError(t, "NOT_FOUND", "device not found")
+	onOther.call(hb, vars).wantError(t, "NOT_FOUND", "device not found")
 	for _, q := range []string{hb, challenge} {
 		r := w.call(q, vars)
 		if r.Status != http.StatusUnauthorized {
@@ -392,9 +396,6 @@ func TestRemovedDeviceKeyIsRefusedAtOnce(t *testing.T) {
 		}
 		r.wantError(t, "UNAUTHENTICATED", "")
 	}
-	// The other replica still trusts its cached key: the write itself refuses the device.
-	onOther.call(challenge, vars).wantError(t, "NOT_FOUND", "device not found")
-	onOther.call(hb, vars).wantError(t, "NOT_FOUND", "device not found")
 	if after := state(); after != before {
 		t.Fatalf("the removed device wrote: %s -> %s", before, after)
 	}
