@@ -317,7 +317,8 @@ func addCredential(ctx context.Context, x sqlx.ExtContext, deviceID string, pub 
 	if err != nil {
 		err = translate("add credential", err)
 		if errors.Is(err, ErrConflict) {
-			return "", &Error{Kind: ErrConflict, Msg: "this public key is already registered"}
+			// Also a removed device's key: removal retires its keys for good.
+			return "", &Error{Kind: ErrConflict, Msg: "this public key is already registered (a removed device's key cannot enroll again: generate a new key)"}
 		}
 	}
 	return id, err

@@ -116,8 +116,12 @@ func TestRemovedHostsGPUsCannotBeSquatted(t *testing.T) {
 		t.Fatalf("squatter's proof: %+v", p)
 	}
 
+	// The removed device's key is retired: enrolling it again is refused, the token stays usable.
+	token := o.enrollmentToken(t, "alice")
+	genuine.signed(genuine.priv, "", time.Now(), body(enrollMutation, genuine.enrollInput(token, host)), nil).
+		wantError(t, "CONFLICT", "removed device's key cannot enroll again")
 	back := newWorker(o)
-	back.enroll(t, o.enrollmentToken(t, "alice"), host)
+	back.enroll(t, token, host)
 	if d := o.public(t, back.deviceID); d.GpuCount != 8 {
 		t.Fatalf("the genuine host re-enrolled with %d GPUs, want 8", d.GpuCount)
 	}
