@@ -212,9 +212,11 @@ func claimGPUs(ctx context.Context, x sqlx.ExtContext, deviceID, owner string, s
 		ON CONFLICT DO NOTHING`, deviceID, pq.Array(uuids)); err != nil {
 		return translate("claim gpus", err)
 	}
-	// The public count is what the device was allowed to claim.
-	if _, err := x.ExecContext(ctx, `UPDATE devices SET gpu_count = (SELECT count(*) FROM gpus WHERE device_id = $1)
-		WHERE id = $1`, deviceID); err != nil {
+	// The public count is what the device was allowed to claim (written only when it changed: a
+	// flagged device re-proving must not rewrite its row each time).
+	if _, err := x.ExecContext(ctx, `UPDATE devices d SET gpu_count = c.n
+		FROM (SELECT count(*) AS n FROM gpus WHERE device_id = $1) c
+		WHERE d.id = $1 AND d.gpu_count <> c.n`, deviceID); err != nil {
 		return translate("claim gpus", err)
 	}
 	return nil
