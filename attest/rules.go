@@ -56,6 +56,10 @@ const (
 	ReasonUUIDOnAnotherDevice Reason = "UUID_ON_ANOTHER_DEVICE"
 	// ReasonSerialOnAnotherDevice: as above for a board serial (normalised with SerialKey).
 	ReasonSerialOnAnotherDevice Reason = "SERIAL_ON_ANOTHER_DEVICE"
+	// ReasonGPUQuarantined: a GPU identity (UUID or serial) of this snapshot is held by a device an
+	// admin quarantined. Quarantine follows the identity, so removing the device and enrolling
+	// its GPUs again does not lift it. The server decides it.
+	ReasonGPUQuarantined Reason = "GPU_QUARANTINED"
 )
 
 // Reasons for a refused proof or challenge, for the server to store with the verdict.
@@ -94,6 +98,7 @@ var reasonText = map[Reason]string{
 	ReasonImmutableFieldChanged:     "a GPU or an immutable GPU field changed since enrollment",
 	ReasonUUIDOnAnotherDevice:       "a GPU UUID is already claimed by another device",
 	ReasonSerialOnAnotherDevice:     "a board serial is already claimed by another device",
+	ReasonGPUQuarantined:            "a GPU identity is held by a device an admin quarantined",
 	ReasonSnapshotHashMismatch:      "the snapshot was edited after it was hashed",
 	ReasonBadSignature:              "the proof is not signed by the device key",
 	ReasonInsufficientWork:          "the proof of work is below the required difficulty",
@@ -112,7 +117,7 @@ func Reasons() []Reason {
 		ReasonImplausibleGPUCount, ReasonMalformedUUID, ReasonUnknownModel,
 		ReasonImplausibleTopology, ReasonMalformedBusID, ReasonSerialMissing, ReasonMalformedSerial,
 		ReasonMalformedBoardPartNumber, ReasonMalformedVBIOSVersion, ReasonSimulatedGPU,
-		ReasonImmutableFieldChanged, ReasonUUIDOnAnotherDevice, ReasonSerialOnAnotherDevice,
+		ReasonImmutableFieldChanged, ReasonUUIDOnAnotherDevice, ReasonSerialOnAnotherDevice, ReasonGPUQuarantined,
 		ReasonSnapshotHashMismatch, ReasonBadSignature, ReasonInsufficientWork, ReasonMalformedProof,
 		ReasonChallengeReplayed, ReasonChallengeExpired, ReasonChallengeForeign,
 	}

@@ -2,6 +2,8 @@ package db
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -77,9 +79,15 @@ func (d *DB) RecordAddress(ctx context.Context, deviceID, addr string, churn Add
 	var out *AddressChurnFinding
 	err := d.lossTolerant(ctx, func(tx *sqlx.Tx) error {
 		var inserted bool
-		if err := tx.GetContext(ctx, &inserted, `INSERT INTO device_addresses (device_id, address) VALUES ($1, $2)
+		// A removed device records nothing (its key may linger in another replica's cache).
+		err := tx.GetContext(ctx, &inserted, `INSERT INTO device_addresses (device_id, address)
+			SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM devices WHERE id = $1 AND removed_at IS NULL)
 			ON CONFLICT (device_id, address) DO UPDATE SET last_seen_at = now()
-			RETURNING xmax = 0`, deviceID, ip); err != nil {
+			RETURNING xmax = 0`, deviceID, ip)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
 			return err
 		}
 		if !inserted {
@@ -101,7 +109,7 @@ func (d *DB) RecordAddress(ctx context.Context, deviceID, addr string, churn Add
 			return nil
 		}
 		out = &AddressChurnFinding{Distinct: distinct}
-		_, err := tx.ExecContext(ctx, `INSERT INTO device_review_findings (device_id, reason, detail)
+		_, err = tx.ExecContext(ctx, `INSERT INTO device_review_findings (device_id, reason, detail)
 			SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM device_review_findings
 				WHERE device_id = $1 AND reason = $2 AND created_at > now() - make_interval(secs => $4))`,
 			deviceID, ReasonAddressChurn,

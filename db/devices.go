@@ -39,10 +39,11 @@ func ParseDeviceID(s string) (string, error) {
 	return u.String(), nil
 }
 
-// Device returns one device by canonical ID, or ErrNotFound.
+// Device returns one device by canonical ID, or ErrNotFound (also for a removed device: removal
+// hides a device from every public and owner view).
 func (d *DB) Device(ctx context.Context, id string) (Device, error) {
 	var dev Device
-	err := sqlx.GetContext(ctx, d.x, &dev, `SELECT `+deviceColumns+` FROM devices WHERE id = $1`, id)
+	err := sqlx.GetContext(ctx, d.x, &dev, `SELECT `+deviceColumns+` FROM devices WHERE id = $1 AND removed_at IS NULL`, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return dev, NotFoundf("device not found")
 	}
@@ -80,8 +81,10 @@ var listQueries = map[DeviceOrder]string{
 		ORDER BY name ASC, id ASC LIMIT $7`,
 }
 
+// Removed devices are in no list (see RemoveDevice).
 const listSelect = `SELECT ` + deviceColumns + ` FROM devices
-	WHERE ($1::text IS NULL OR status = $1)
+	WHERE removed_at IS NULL
+	  AND ($1::text IS NULL OR status = $1)
 	  AND ($2::text IS NULL OR gpu_model = $2)
 	  AND ($3::text IS NULL OR region = $3)
 	  AND ($4::text IS NULL OR verification = $4)
@@ -136,7 +139,8 @@ func (d *DB) ListDevices(ctx context.Context, p ListParams) (Page, error) {
 }
 
 const searchQuery = `SELECT ` + deviceColumns + ` FROM devices
-	WHERE (($1::text IS NOT NULL AND lower(name) LIKE $1)
+	WHERE removed_at IS NULL
+	  AND (($1::text IS NOT NULL AND lower(name) LIKE $1)
 	    OR ($2::uuid IS NOT NULL AND id BETWEEN $2::uuid AND $3::uuid))
 	  AND ($4::text IS NULL OR (name, id) > ($4::text, $5::uuid))
 	ORDER BY name, id LIMIT $6`

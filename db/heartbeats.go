@@ -112,7 +112,7 @@ func (h *Heartbeats) flush(batch []*pendingBeat) {
 		return tx.SelectContext(ctx, &rows, `UPDATE devices d SET last_seen_at = now(), heartbeat = b.readings,
 			status = CASE WHEN d.quarantined_at IS NOT NULL THEN 'QUARANTINED' WHEN d.paused THEN 'PAUSED' ELSE 'UP' END
 			FROM unnest($1::uuid[], $2::jsonb[]) AS b(id, readings)
-			WHERE d.id = b.id RETURNING d.id, d.status`, pq.Array(ids), pq.Array(readings))
+			WHERE d.id = b.id AND d.removed_at IS NULL RETURNING d.id, d.status`, pq.Array(ids), pq.Array(readings))
 	})
 	err = translate("heartbeat", err)
 	if err != nil && len(batch) > 1 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/gpugate/gpugate/attest"
 )
 
 // HeartbeatWindow is how recent a worker's last heartbeat must be for its device to show UP.
@@ -102,10 +105,11 @@ func (d *DB) LinkIdentity(ctx context.Context, id Identity, email, linkedBy stri
 	return nil
 }
 
-// DeviceOwner returns the owner of a device, or a NotFound error.
+// DeviceOwner returns the owner of a device, or a NotFound error (also for a removed device, so
+// every owner operation on it answers NOT_FOUND).
 func (d *DB) DeviceOwner(ctx context.Context, id string) (string, error) {
 	var owner string
-	err := d.x.GetContext(ctx, &owner, `SELECT owner_id FROM devices WHERE id = $1`, id)
+	err := d.x.GetContext(ctx, &owner, `SELECT owner_id FROM devices WHERE id = $1 AND removed_at IS NULL`, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", NotFoundf("device not found")
 	}
@@ -118,9 +122,10 @@ func (d *DB) ListOwnedDevices(ctx context.Context, owner string, p ListParams) (
 	return d.ListDevices(ctx, p)
 }
 
-// ownerWrite runs an UPDATE/DELETE whose WHERE holds both the device id ($1) and the owner ($2),
-// so a write can only ever touch the caller's own device, whatever the layers above checked. When
-// no row matched it says whether the device is missing or someone else's.
+// ownerWrite runs an UPDATE whose WHERE holds the device id ($1), the owner ($2) and
+// removed_at IS NULL, so a write can only ever touch the caller's own live device, whatever the
+// layers above checked. When no row matched it says whether the device is missing (or removed)
+// or someone else's.
 func (d *DB) ownerWrite(ctx context.Context, op, q string, id, owner string, args ...any) (Device, error) {
 	var dev Device
 	err := sqlx.GetContext(ctx, d.x, &dev, q, append([]any{id, owner}, args...)...)
@@ -163,13 +168,13 @@ func (d *DB) UpdateDevice(ctx context.Context, id, owner string, in UpdateDevice
 	}
 	return d.ownerWrite(ctx, "update device", `UPDATE devices SET name = COALESCE($3, name),
 		labels = COALESCE($4::text[], labels), updated_at = now()
-		WHERE id = $1 AND owner_id = $2 RETURNING `+deviceColumns, id, owner, name, labels)
+		WHERE id = $1 AND owner_id = $2 AND removed_at IS NULL RETURNING `+deviceColumns, id, owner, name, labels)
 }
 
 // SetPaused pauses or resumes the owner's device; errors as UpdateDevice.
 func (d *DB) SetPaused(ctx context.Context, id, owner string, paused bool) (Device, error) {
 	q := `UPDATE devices SET paused = $4, updated_at = now(), status = ` + statusAfterPaused + `
-		WHERE id = $1 AND owner_id = $2 RETURNING ` + deviceColumns
+		WHERE id = $1 AND owner_id = $2 AND removed_at IS NULL RETURNING ` + deviceColumns
 	return d.ownerWrite(ctx, "pause device", q, id, owner, HeartbeatWindow.Seconds(), paused)
 }
 
@@ -178,15 +183,30 @@ const statusAfterPaused = `CASE WHEN quarantined_at IS NOT NULL THEN 'QUARANTINE
 	WHEN $4 THEN 'PAUSED'
 	WHEN last_seen_at > now() - make_interval(secs => $3) THEN 'UP' ELSE 'DOWN' END`
 
-// RemoveDevice deletes the owner's device with its GPUs, credentials and attestations.
+// RemoveDevice removes the owner's device: softly, because a device's GPU claims and evidence
+// must outlive it (docs/attestation.md, "GPU identities"). In one statement the device is hidden
+// from every public and owner view (removed_at), every key of it is revoked and its open
+// challenges expire, so no replica accepts its key afterwards whatever it cached. Its GPU claims,
+// credentials, attestations and enrollment snapshot stay. It returns ErrNotFound for a missing or
+// already removed device and ErrForbidden for another owner's.
 func (d *DB) RemoveDevice(ctx context.Context, id, owner string) error {
-	_, err := d.ownerWrite(ctx, "remove device", `DELETE FROM devices WHERE id = $1 AND owner_id = $2
-		RETURNING `+deviceColumns, id, owner)
+	_, err := d.ownerWrite(ctx, "remove device", `WITH d AS (
+			UPDATE devices SET removed_at = now(), updated_at = now(),
+				status = CASE WHEN quarantined_at IS NOT NULL THEN 'QUARANTINED' ELSE 'DOWN' END
+			WHERE id = $1 AND owner_id = $2 AND removed_at IS NULL RETURNING *),
+		k AS (UPDATE device_credentials SET revoked_at = COALESCE(revoked_at, now())
+			WHERE device_id IN (SELECT id FROM d) RETURNING 1),
+		c AS (UPDATE challenges SET expires_at = LEAST(expires_at, now())
+			WHERE device_id IN (SELECT id FROM d) AND consumed_at IS NULL RETURNING 1)
+		SELECT `+deviceColumns+` FROM d`, id, owner)
 	return err
 }
 
-// SetQuarantine quarantines (with a reason) or releases a device. Only admins may call it: the
-// caller proves it with admin, which the role directive sets from the verified token.
+// SetQuarantine quarantines (with a reason) or releases a device, removed or not. Only admins
+// may call it: the caller proves it with admin, which the role directive sets from the verified
+// token. A quarantine also quarantines the GPU identities the device holds, wherever they
+// reappear (GPUClaims, Enroll); releasing the device lifts that too, since an identity is
+// quarantined exactly while its holder is. It returns ErrNotFound for an unknown device.
 func (d *DB) SetQuarantine(ctx context.Context, admin bool, id string, quarantine bool, reason string) (Device, error) {
 	if !admin {
 		return Device{}, Forbiddenf("this needs the ADMIN role")
@@ -209,6 +229,145 @@ func (d *DB) SetQuarantine(ctx context.Context, admin bool, id string, quarantin
 		return dev, NotFoundf("device not found")
 	}
 	return dev, translate("quarantine device", err)
+}
+
+// MaxGPUUUIDLen bounds the GPU UUID an admin names (NVML's are 40 characters).
+const MaxGPUUUIDLen = 96
+
+// ReassignGPU awards the GPU identity uuid to device, by an admin's decision on a conflict (rule 6
+// of docs/attestation.md, "GPU identities"). The device must be live and have reported the GPU at
+// enrollment; the claim moves from its holder, whoever that is (removed, quarantined or another
+// owner's device), and is logged with actor. Both devices' public GPU counts follow. Awarding a
+// GPU the device already holds changes nothing. Only admins may call it (admin, from the role
+// directive). It returns the device, ErrForbidden without admin, ErrNotFound for a missing or
+// removed device, ErrInvalid for a bad UUID or one the device did not report.
+func (d *DB) ReassignGPU(ctx context.Context, admin bool, actor, uuid, deviceID string) (Device, error) {
+	if !admin {
+		return Device{}, Forbiddenf("this needs the ADMIN role")
+	}
+	uuid, err := CleanText("uuid", uuid, MaxGPUUUIDLen)
+	if err != nil {
+		return Device{}, err
+	}
+	tx, err := d.x.BeginTxx(ctx, nil)
+	if err != nil {
+		return Device{}, translate("reassign gpu", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var target struct {
+		Owner    string `db:"owner_id"`
+		Snapshot []byte `db:"enrollment_snapshot"`
+	}
+	err = tx.GetContext(ctx, &target, `SELECT owner_id, enrollment_snapshot FROM devices
+		WHERE id = $1 AND removed_at IS NULL FOR UPDATE`, deviceID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Device{}, NotFoundf("device not found")
+	}
+	if err != nil {
+		return Device{}, translate("reassign gpu", err)
+	}
+	var holder string
+	err = tx.GetContext(ctx, &holder, `SELECT device_id FROM gpus WHERE uuid = $1 FOR UPDATE`, uuid)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return Device{}, translate("reassign gpu", err)
+	}
+	if holder != deviceID {
+		var snap attest.Snapshot
+		if target.Snapshot != nil {
+			if snap, err = attest.ParseSnapshot(target.Snapshot); err != nil {
+				return Device{}, fmt.Errorf("reassign gpu: enrollment snapshot of %s: %w", deviceID, err)
+			}
+		}
+		idx := slices.IndexFunc(snap.GPUs, func(g attest.GPU) bool { return g.UUID == uuid })
+		switch {
+		case idx < 0:
+			return Device{}, Invalidf("the device did not report GPU %s at enrollment", uuid)
+		case holder == "": // nobody holds it: the device claims it as at enrollment
+			err = insertGPUs(ctx, tx, deviceID, snap, func(u string) bool { return u == uuid })
+		default:
+			_, err = tx.ExecContext(ctx, `WITH moved AS (
+					UPDATE gpus SET device_id = $2, idx = $3 WHERE uuid = $1 RETURNING uuid)
+				INSERT INTO gpu_claim_transfers (uuid, from_device_id, to_device_id, rule, actor)
+				SELECT uuid, $4, $2, 'ADMIN', $5 FROM moved`, uuid, deviceID, idx, holder, actor)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, `UPDATE devices SET gpu_count = (SELECT count(*) FROM gpus WHERE device_id = $1),
+					updated_at = now() WHERE id = $1`, holder)
+			}
+		}
+		if err != nil {
+			return Device{}, translate("reassign gpu", err)
+		}
+	}
+	q := `UPDATE devices SET gpu_count = (SELECT count(*) FROM gpus WHERE device_id = $1),
+		updated_at = now() WHERE id = $1 RETURNING ` + deviceColumns
+	if holder == deviceID { // already the device's: nothing changes
+		q = `SELECT ` + deviceColumns + ` FROM devices WHERE id = $1`
+	}
+	var dev Device
+	if err := tx.GetContext(ctx, &dev, q, deviceID); err != nil {
+		return Device{}, translate("reassign gpu", err)
+	}
+	return dev, translate("reassign gpu", tx.Commit())
+}
+
+// GPUConflict is an open conflict over a GPU identity: a live device reported a UUID another
+// device holds.
+type GPUConflict struct {
+	UUID              string    `db:"uuid"`
+	ClaimantID        string    `db:"claimant_id"`
+	HolderID          string    `db:"holder_id"`
+	HolderRemoved     bool      `db:"holder_removed"`
+	HolderQuarantined bool      `db:"holder_quarantined"`
+	SameOwner         bool      `db:"same_owner"`
+	Since             time.Time `db:"since"`
+	Claimant          Device    `db:"-"`
+	Holder            Device    `db:"-"`
+}
+
+// GPUConflicts returns up to first open GPU identity conflicts, newest first (admin only). A
+// conflict is open while its claimant is live and another device holds the UUID; reassignGpu
+// closes it. It returns ErrForbidden without admin and ErrInvalid for first outside
+// 1..MaxPageSize.
+func (d *DB) GPUConflicts(ctx context.Context, admin bool, first int) ([]GPUConflict, error) {
+	if !admin {
+		return nil, Forbiddenf("this needs the ADMIN role")
+	}
+	if err := checkFirst(first); err != nil {
+		return nil, err
+	}
+	var out []GPUConflict
+	err := sqlx.SelectContext(ctx, d.x, &out, `SELECT c.uuid, c.claimant_device_id AS claimant_id,
+			g.device_id AS holder_id, h.removed_at IS NOT NULL AS holder_removed,
+			h.quarantined_at IS NOT NULL AS holder_quarantined, h.owner_id = cl.owner_id AS same_owner,
+			c.created_at AS since
+		FROM gpu_claim_conflicts c
+		JOIN devices cl ON cl.id = c.claimant_device_id AND cl.removed_at IS NULL
+		JOIN gpus g ON g.uuid = c.uuid AND g.device_id <> c.claimant_device_id
+		JOIN devices h ON h.id = g.device_id
+		ORDER BY c.created_at DESC, c.uuid, c.claimant_device_id LIMIT $1`, first)
+	if err != nil {
+		return nil, translate("gpu conflicts", err)
+	}
+	ids := make([]string, 0, 2*len(out))
+	for _, c := range out {
+		ids = append(ids, c.ClaimantID, c.HolderID)
+	}
+	var devs []Device
+	if err := sqlx.SelectContext(ctx, d.x, &devs, `SELECT `+deviceColumns+` FROM devices WHERE id = ANY($1::uuid[])`,
+		pq.Array(ids)); err != nil {
+		return nil, translate("gpu conflicts", err)
+	}
+	byID := make(map[string]Device, len(devs))
+	for _, dev := range devs {
+		byID[dev.ID] = dev
+	}
+	for i := range out {
+		out[i].Claimant, out[i].Holder = byID[out[i].ClaimantID], byID[out[i].HolderID]
+	}
+	if out == nil {
+		out = []GPUConflict{}
+	}
+	return out, nil
 }
 
 // CredentialsByDevice returns the credentials of each device, newest first; every ID gets an entry.

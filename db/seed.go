@@ -2,9 +2,13 @@ package db
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"math/big"
 	"slices"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 )
@@ -41,16 +45,20 @@ var DemoRegions = []string{"us-east", "us-west", "eu-central", "eu-west", "ap-so
 // DemoUsers are the named demo accounts; each owns a handful of devices.
 var DemoUsers = []string{"alice", "bob", "admin"}
 
-// The seed statements are deterministic: every pseudo-random choice is a hash of the row number
-// (h(salt, i) below), so two seeds of the same size produce the same IDs, names and models.
+// The seed has a deterministic shape and random identities. Names, models, counts, regions,
+// statuses and verdicts are pseudo-random choices hashed from the row number (hb below), so two
+// seeds of the same size look alike. Everything that identifies someone is random per database:
+// user IDs (crypto/rand), which device belongs to which user, device IDs (GPU UUIDs derive from
+// them) and the owner-only fields (hostname, address, labels). The last three come from hashes of
+// the row number under a random per-seed salt (db and pb below), so reading this code maps no
+// public device to its owner and no public field to a private one. (A salted md5 rather than
+// gen_random_uuid() for the device ID: the latter costs about 2.7 µs a row, md5 0.2 µs.)
 const seedUsersSQL = `
 INSERT INTO users (id, email, display_name)
-SELECT overlay(overlay(md5('gpugate-user-' || u) placing '4' from 13) placing '8' from 17)::uuid,
-       u || '@example.com', initcap(u)
-FROM unnest($1::text[]) AS u
+SELECT ($3::uuid[])[x.n], x.u || '@example.com', initcap(x.u)
+FROM unnest($1::text[]) WITH ORDINALITY AS x(u, n)
 UNION ALL
-SELECT overlay(overlay(md5('gpugate-user-' || i) placing '4' from 13) placing '8' from 17)::uuid,
-       'operator' || i || '@example.com', 'Operator ' || i
+SELECT ($4::uuid[])[i], 'operator' || i || '@example.com', 'Operator ' || i
 FROM generate_series(1, $2::int) AS i`
 
 // uuidOf formats 16 bytes (a bytea expression that is evaluated once: a column of an OFFSET 0
@@ -62,21 +70,20 @@ func uuidOf(b string) string {
 		`, 8) & 15) | 128), 'hex')::uuid`
 }
 
-// The hash of a row is computed once, in an OFFSET 0 subquery (a flattened LATERAL would
-// evaluate md5 again for each of its uses), and the owner IDs come from two arrays computed once
-// (InitPlans) rather than one md5 per device. Rows are produced in generate_series order, so the
-// table is physically in created_at order.
+// The hashes of a row are computed once, in an OFFSET 0 subquery (a flattened LATERAL would
+// evaluate md5 again for each of its uses). Owners come from two arrays of random user IDs: the
+// demo users own the rows listed in $4 (chosen at random), every other row belongs to the
+// operator its salted hash picks. Rows are produced in generate_series order, so the table is
+// physically in created_at order.
+//
+// Parameters: $1 models, $2 GPUs per host, $3 fixed counts, $4 demo rows, $5 their owners,
+// $6 regions, $7 last row, $8 first row, $9 short model names, $10 operator IDs, $11 salt.
 var seedDevicesSQL = `
 INSERT INTO devices (id, owner_id, name, status, region, verification, gpu_model, gpu_count,
                      last_seen_at, created_at, updated_at, hostname, ip_address, labels, enrolled_at, paused)
 SELECT ` + uuidOf("r.db") + `,
-       CASE WHEN r.i <= 6 * coalesce(array_length($4::text[], 1), 0)
-            THEN (SELECT array_agg(` + uuidOf("u.b") + ` ORDER BY u.n)
-                  FROM (SELECT decode(md5('gpugate-user-' || x.u), 'hex') AS b, x.n
-                        FROM unnest($4::text[]) WITH ORDINALITY AS x(u, n) OFFSET 0) u)[1 + (r.i - 1) / 6]
-            ELSE (SELECT array_agg(` + uuidOf("o.b") + ` ORDER BY o.k)
-                  FROM (SELECT decode(md5('gpugate-user-' || k), 'hex') AS b, k
-                        FROM generate_series(1, $5::int) AS k OFFSET 0) o)[1 + h.owner % $5::int] END,
+       CASE WHEN h.demo IS NOT NULL THEN ($5::uuid[])[h.demo]
+            ELSE ($10::uuid[])[1 + h.owner % cardinality($10::uuid[])] END,
        (ARRAY['atlas','nebula','orion','vega','lyra','zephyr','kestrel','aurora','titan','quasar',
               'cobalt','ember','falcon','helix','ion','juno'])[1 + h.word % 16]
          || '-' || ($9::text[])[h.m]
@@ -91,19 +98,21 @@ SELECT ` + uuidOf("r.db") + `,
             ELSE now() - make_interval(hours => h.seen % 72) END,
        r.ts,
        r.ts,
-       'gpu-host-' || lpad(r.i::text, 6, '0') || '.' || ($6::text[])[1 + h.region % array_length($6::text[], 1)] || '.internal',
-       ('10.' || get_byte(r.hb, 10) || '.' || get_byte(r.hb, 11) || '.' || (1 + get_byte(r.hb, 12) % 254))::inet,
-       string_to_array((ARRAY['rack-a,prod', 'rack-b,prod', 'lab,spare', 'rack-c,batch'])[1 + get_byte(r.hb, 13) % 4], ','),
+       'node-' || encode(substr(r.pb, 1, 4), 'hex') || '.' || ($6::text[])[1 + h.region % array_length($6::text[], 1)] || '.internal',
+       ('10.' || get_byte(r.pb, 4) || '.' || get_byte(r.pb, 5) || '.' || (1 + get_byte(r.pb, 6) % 254))::inet,
+       string_to_array((ARRAY['rack-a,prod', 'rack-b,prod', 'lab,spare', 'rack-c,batch'])[1 + get_byte(r.pb, 7) % 4], ','),
        r.ts,
        h.st >= 90
-FROM (SELECT i, decode(md5('gpugate-h-' || i), 'hex') AS hb, decode(md5('gpugate-device-' || i), 'hex') AS db,
+FROM (SELECT i, decode(md5('gpugate-h-' || i), 'hex') AS hb, decode(md5($11::text || '-d' || i), 'hex') AS db,
+             decode(md5($11::text || '-p' || i), 'hex') AS pb,
              timestamptz '2025-01-01 00:00:00+00' + make_interval(secs => (i::float8 * 31536000 / $7::int)) AS ts
       FROM generate_series($8::int, $7::int) AS i OFFSET 0) r
-CROSS JOIN LATERAL (SELECT get_byte(r.hb, 0) * 256 + get_byte(r.hb, 1) AS owner,
-                           get_byte(r.hb, 2) AS word, get_byte(r.hb, 3) % 100 AS st,
+CROSS JOIN LATERAL (SELECT get_byte(r.hb, 2) AS word, get_byte(r.hb, 3) % 100 AS st,
                            get_byte(r.hb, 4) AS region, get_byte(r.hb, 5) % 100 AS ver,
                            get_byte(r.hb, 6) AS cnt, get_byte(r.hb, 7) * 256 + get_byte(r.hb, 8) AS seen,
-                           1 + get_byte(r.hb, 9) % array_length($1::text[], 1) AS m) h`
+                           1 + get_byte(r.hb, 9) % array_length($1::text[], 1) AS m,
+                           get_byte(r.pb, 8) * 65536 + get_byte(r.pb, 9) * 256 + get_byte(r.pb, 10) AS owner,
+                           array_position($4::int[], r.i) AS demo) h`
 
 var seedGPUsSQL = `
 WITH specs AS (
@@ -180,8 +189,9 @@ func dropForLoad(ctx context.Context, x sqlx.ExtContext) ([]string, error) {
 	return creates, nil
 }
 
-// Seed inserts deterministic demo data: the DemoUsers, one generated owner per ~50 devices and
-// n devices (the first six of each demo user belong to that user) with their GPUs. It does
+// Seed inserts demo data with a deterministic shape and random identities (see seedUsersSQL):
+// the DemoUsers, one generated owner per ~50 devices and n devices with their GPUs, of which
+// DemoDevicesPerUser random ones belong to each demo user. It does
 // nothing and returns false when devices already exist. It returns an error if a statement fails;
 // the whole seed runs in one transaction so a failure leaves nothing behind.
 func (d *DB) Seed(ctx context.Context, n int) (bool, error) {
@@ -211,8 +221,21 @@ func (d *DB) Seed(ctx context.Context, n int) (bool, error) {
 
 func seed(ctx context.Context, x sqlx.ExtContext, n int) error {
 	owners := max(1, n/50)
-	if _, err := x.ExecContext(ctx, seedUsersSQL, pq.Array(DemoUsers), owners); err != nil {
+	ids, err := randomIDs(len(DemoUsers) + owners)
+	if err != nil {
+		return err
+	}
+	demoIDs, operatorIDs := ids[:len(DemoUsers)], ids[len(DemoUsers):]
+	if _, err := x.ExecContext(ctx, seedUsersSQL, pq.Array(DemoUsers), owners, pq.Array(demoIDs), pq.Array(operatorIDs)); err != nil {
 		return translate("seed users", err)
+	}
+	demoRows, demoOwners, err := demoDevices(n, demoIDs)
+	if err != nil {
+		return err
+	}
+	var salt [16]byte
+	if _, err := rand.Read(salt[:]); err != nil {
+		return fmt.Errorf("seed: %w", err)
 	}
 	var models, archs, ccs, shorts []string
 	var perHost, pcis []int
@@ -241,7 +264,8 @@ func seed(ctx context.Context, x sqlx.ExtContext, n int) error {
 		}
 	}
 	if _, err := x.ExecContext(ctx, seedDevicesSQL, pq.Array(models), pq.Array(perHost), pq.Array(fixed),
-		pq.Array(DemoUsers), owners, pq.Array(DemoRegions), n, 1, pq.Array(shorts)); err != nil {
+		pq.Array(demoRows), pq.Array(demoOwners), pq.Array(DemoRegions), n, 1, pq.Array(shorts),
+		pq.Array(operatorIDs), hex.EncodeToString(salt[:])); err != nil {
 		return translate("seed devices", err)
 	}
 	if _, err := x.ExecContext(ctx, seedGPUsSQL, pq.Array(models), pq.Array(pcis), pq.Array(mems),
@@ -257,4 +281,42 @@ func seed(ctx context.Context, x sqlx.ExtContext, n int) error {
 		return fmt.Errorf("seed: analyze: %w", err)
 	}
 	return nil
+}
+
+// DemoDevicesPerUser is how many devices each of the DemoUsers owns (fewer when the seed is
+// smaller than DemoDevicesPerUser × len(DemoUsers)).
+const DemoDevicesPerUser = 6
+
+// randomIDs returns n random (version 4) UUIDs.
+func randomIDs(n int) ([]string, error) {
+	out := make([]string, n)
+	for i := range out {
+		u, err := uuid.NewRandom()
+		if err != nil {
+			return nil, fmt.Errorf("seed: %w", err)
+		}
+		out[i] = u.String()
+	}
+	return out, nil
+}
+
+// demoDevices picks, at random, the rows (1..n) the demo users own: DemoDevicesPerUser each,
+// in DemoUsers order, and returns them with their owner's ID.
+func demoDevices(n int, demoIDs []string) (rows []int, owners []string, err error) {
+	want := min(n, DemoDevicesPerUser*len(demoIDs))
+	seen := make(map[int]bool, want)
+	for len(rows) < want {
+		v, err := rand.Int(rand.Reader, big.NewInt(int64(n)))
+		if err != nil {
+			return nil, nil, fmt.Errorf("seed: %w", err)
+		}
+		row := int(v.Int64()) + 1
+		if seen[row] {
+			continue
+		}
+		seen[row] = true
+		rows = append(rows, row)
+		owners = append(owners, demoIDs[(len(rows)-1)/DemoDevicesPerUser])
+	}
+	return rows, owners, nil
 }

@@ -15,13 +15,13 @@ type statsCache struct {
 }
 
 // statsQuery computes every total in one scan with grouping sets; the grouping bitmask says
-// which set a row belongs to (0 = grand total).
+// which set a row belongs to (0 = grand total). Removed devices count nowhere.
 const statsQuery = `SELECT
 	GROUPING(status, gpu_model, region, verification) AS grp,
 	COALESCE(status, '') AS status, COALESCE(gpu_model, '') AS gpu_model,
 	COALESCE(region, '') AS region, COALESCE(verification, '') AS verification,
 	count(*) AS devices, COALESCE(sum(gpu_count), 0) AS gpus
-	FROM devices
+	FROM devices WHERE removed_at IS NULL
 	GROUP BY GROUPING SETS ((), (status), (gpu_model), (region), (verification))
 	ORDER BY grp, devices DESC, status, gpu_model, region, verification`
 

@@ -54,7 +54,11 @@ type Enrollment struct {
 
 // Enroll consumes the token (atomically: a token enrolls one device, once) and creates the device
 // under the token's owner, PENDING until its first proof passes, with the worker's key as its
-// first credential. GPU identities another device already holds stay with that device.
+// first credential. The device's GPU claims follow the rules of claimGPUs; a device that reports
+// a GPU identity held by a quarantined device is quarantined too (rule 5 of docs/attestation.md,
+// "GPU identities"). Without a name the device gets a random public name (RandomDeviceName): the
+// hostname is owner-only and never becomes public. It returns ErrInvalid for a bad key, text or
+// snapshot or an unusable token, ErrConflict for a key already registered.
 func (d *DB) Enroll(ctx context.Context, e Enrollment) (deviceID, credentialID string, err error) {
 	if len(e.PublicKey) != ed25519.PublicKeySize {
 		return "", "", Invalidf("publicKey must be an Ed25519 public key")
@@ -65,16 +69,15 @@ func (d *DB) Enroll(ctx context.Context, e Enrollment) (deviceID, credentialID s
 	}
 	hostname := ""
 	if e.Hostname != "" {
-		if hostname, err = CleanText("hostname", e.Hostname, 253); err != nil {
+		if hostname, err = CleanText("hostname", e.Hostname, MaxHostnameLen); err != nil {
 			return "", "", err
 		}
 	}
 	name := e.Name
 	if name == "" {
-		name = hostname
-	}
-	if name == "" {
-		name = "gpu-host"
+		if name, err = RandomDeviceName(); err != nil {
+			return "", "", err
+		}
 	}
 	if name, err = CleanText("name", name, MaxNameLen); err != nil {
 		return "", "", err
@@ -114,13 +117,16 @@ func (d *DB) Enroll(ctx context.Context, e Enrollment) (deviceID, credentialID s
 	if err != nil {
 		return "", "", translate("enroll", err)
 	}
-	if err := insertGPUs(ctx, tx, deviceID, e.Snapshot); err != nil {
+	if err := claimGPUs(ctx, tx, deviceID, owner, e.Snapshot, nil); err != nil {
 		return "", "", err
 	}
-	// A GPU identity another device holds (or a duplicate within this host) is not stored: the
-	// public count is what the device was allowed to claim.
-	if _, err := tx.ExecContext(ctx, `UPDATE devices SET gpu_count = (SELECT count(*) FROM gpus WHERE device_id = $1)
-		WHERE id = $1`, deviceID); err != nil {
+	uuids, serials := e.Snapshot.IdentityKeys()
+	if _, err := tx.ExecContext(ctx, `UPDATE devices SET quarantined_at = now(), quarantine_reason = $2,
+			status = 'QUARANTINED'
+		WHERE id = $1 AND EXISTS (SELECT 1 FROM gpus g JOIN devices h ON h.id = g.device_id
+			WHERE g.device_id <> $1 AND h.quarantined_at IS NOT NULL
+			  AND (g.uuid = ANY($3::text[]) OR (g.serial <> '' AND g.serial = ANY($4::text[]))))`,
+		deviceID, inheritedQuarantineReason, pq.Array(uuids), pq.Array(serials)); err != nil {
 		return "", "", translate("enroll", err)
 	}
 	if credentialID, err = addCredential(ctx, tx, deviceID, e.PublicKey); err != nil {
@@ -133,13 +139,100 @@ func (d *DB) Enroll(ctx context.Context, e Enrollment) (deviceID, credentialID s
 	return deviceID, credentialID, translate("enroll", tx.Commit())
 }
 
-// insertGPUs stores the snapshot's GPUs; a UUID another device already holds is skipped (the
-// earlier enrollment keeps its claim; the proof flags the clone).
-func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attest.Snapshot) error {
+// MaxHostnameLen is the longest hostname a worker may report (a DNS name's limit).
+const MaxHostnameLen = 253
+
+// inheritedQuarantineReason is what the owner of a device quarantined for reporting a GPU
+// identity under quarantine reads; it names neither the other device nor its owner.
+const inheritedQuarantineReason = "GPU_QUARANTINED: this host reports a GPU identity that is under quarantine on another device; an admin must release it"
+
+// nameWords are the words of random public names: common, short, unrelated to any host.
+var nameWords = [...]string{"amber", "arctic", "aspen", "basalt", "birch", "canyon", "cedar", "cinder",
+	"coral", "delta", "dune", "ember", "fern", "fjord", "flint", "frost", "glade", "granite", "harbor",
+	"hazel", "heron", "indigo", "iris", "jade", "juniper", "kelp", "lagoon", "larch", "lichen", "lotus",
+	"maple", "marble", "meadow", "mesa", "moss", "nimbus", "oak", "onyx", "opal", "orchid", "pebble",
+	"pine", "prairie", "quartz", "raven", "reef", "ridge", "river", "saffron", "sage", "sequoia",
+	"shale", "sierra", "slate", "spruce", "summit", "tundra", "umber", "valley", "willow", "wren",
+	"yarrow", "zenith", "zephyr"}
+
+// RandomDeviceName returns a random public name, "gpu-<word>-<word>-<4 hex digits>" (about 2^28
+// possibilities): drawn from crypto/rand, never derived from the hostname, key, address, owner
+// or device id, so the public name says nothing private. Names need not be unique. It returns
+// an error only if the system's random source fails.
+func RandomDeviceName() (string, error) {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("device name: %w", err)
+	}
+	n := len(nameWords)
+	return fmt.Sprintf("gpu-%s-%s-%02x%02x", nameWords[int(b[0])%n], nameWords[int(b[1])%n], b[2], b[3]), nil
+}
+
+// claimGPUs stores the GPU claims of a device from snap (only the GPUs whose UUID keep admits,
+// all when keep is nil), by the rules of docs/attestation.md, "GPU identities":
+//   - a UUID nobody holds becomes the device's (rule 1);
+//   - a UUID a removed device of the same owner holds moves to the device, unless that removed
+//     device is quarantined (rule 3); the move is logged in gpu_claim_transfers;
+//   - a UUID any other device holds (live or removed, another owner's or a live device of the
+//     same owner) stays where it is and the attempt is recorded in gpu_claim_conflicts for an
+//     admin (rules 2 and 4).
+//
+// A GPU keeps its position in snap as its index. The device's public gpu_count becomes the
+// number of GPUs it holds. It returns a translated database error.
+func claimGPUs(ctx context.Context, x sqlx.ExtContext, deviceID, owner string, snap attest.Snapshot, keep func(uuid string) bool) error {
+	if keep == nil {
+		keep = func(string) bool { return true }
+	}
+	var idx []int
+	var uuids []string
+	for i, g := range snap.GPUs {
+		if g.UUID != "" && keep(g.UUID) && !slices.Contains(uuids, g.UUID) {
+			idx = append(idx, i)
+			uuids = append(uuids, g.UUID)
+		}
+	}
+	// Rule 3: only from a removed, unquarantined device of the same owner. The row moves (its
+	// index becomes the new device's), so the claim never exists twice.
+	if _, err := x.ExecContext(ctx, `WITH moved AS (
+			UPDATE gpus g SET device_id = $1, idx = w.i
+			FROM unnest($2::int[], $3::text[]) AS w(i, u), devices h
+			WHERE g.uuid = w.u AND h.id = g.device_id AND h.id <> $1 AND h.owner_id = $4
+			  AND h.removed_at IS NOT NULL AND h.quarantined_at IS NULL
+			RETURNING g.uuid, h.id AS from_id)
+		INSERT INTO gpu_claim_transfers (uuid, from_device_id, to_device_id, rule)
+		SELECT uuid, from_id, $1, 'SAME_OWNER' FROM moved`,
+		deviceID, pq.Array(idx), pq.Array(uuids), owner); err != nil {
+		return translate("claim gpus", err)
+	}
+	if err := insertGPUs(ctx, x, deviceID, snap, keep); err != nil {
+		return err
+	}
+	if _, err := x.ExecContext(ctx, `INSERT INTO gpu_claim_conflicts (uuid, claimant_device_id)
+		SELECT g.uuid, $1 FROM gpus g WHERE g.uuid = ANY($2::text[]) AND g.device_id <> $1
+		ON CONFLICT DO NOTHING`, deviceID, pq.Array(uuids)); err != nil {
+		return translate("claim gpus", err)
+	}
+	// The public count is what the device was allowed to claim (written only when it changed: a
+	// flagged device re-proving must not rewrite its row each time).
+	if _, err := x.ExecContext(ctx, `UPDATE devices d SET gpu_count = c.n
+		FROM (SELECT count(*) AS n FROM gpus WHERE device_id = $1) c
+		WHERE d.id = $1 AND d.gpu_count <> c.n`, deviceID); err != nil {
+		return translate("claim gpus", err)
+	}
+	return nil
+}
+
+// insertGPUs stores the snapshot's GPUs that keep admits, each at its snapshot position; a UUID
+// another device already holds is skipped (the holder keeps its claim; the proof flags the
+// claimant), as is a position the device already fills.
+func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attest.Snapshot, keep func(uuid string) bool) error {
 	var uuids, models, archs, ccs, serials []string
 	var idx, pcis []int
 	var mems []int64
 	for i, g := range s.GPUs {
+		if !keep(g.UUID) {
+			continue
+		}
 		idx = append(idx, i)
 		uuids = append(uuids, g.UUID)
 		models = append(models, ModelName(g))
@@ -161,6 +254,31 @@ func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attes
 		ON CONFLICT DO NOTHING`, deviceID, pq.Array(idx), pq.Array(uuids), pq.Array(models), pq.Array(pcis),
 		pq.Array(mems), pq.Array(archs), pq.Array(ccs), pq.Array(serials))
 	return translate("store gpus", err)
+}
+
+// ReclaimGPUs applies claimGPUs again, at a proof, to the GPUs the device enrolled with that it
+// still reports (present), for a live device: a claim that became movable since enrollment (its
+// removed holder was released from quarantine, say) passes to it now. A GPU reported only
+// later is never claimed (it is IMMUTABLE_FIELD_CHANGED, and claiming it would let a device
+// pick up identities after enrollment). It returns ErrNotFound for a missing or removed device.
+func (d *DB) ReclaimGPUs(ctx context.Context, deviceID string, enrolled attest.Snapshot, present []string) error {
+	tx, err := d.x.BeginTxx(ctx, nil)
+	if err != nil {
+		return translate("reclaim gpus", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var owner string
+	err = tx.GetContext(ctx, &owner, `SELECT owner_id FROM devices WHERE id = $1 AND removed_at IS NULL FOR UPDATE`, deviceID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return NotFoundf("device not found")
+	}
+	if err != nil {
+		return translate("reclaim gpus", err)
+	}
+	if err := claimGPUs(ctx, tx, deviceID, owner, enrolled, func(u string) bool { return slices.Contains(present, u) }); err != nil {
+		return err
+	}
+	return translate("reclaim gpus", tx.Commit())
 }
 
 // primaryModel is the public model of a host: its most numerous GPU model, named from the
@@ -201,7 +319,8 @@ func addCredential(ctx context.Context, x sqlx.ExtContext, deviceID string, pub 
 	if err != nil {
 		err = translate("add credential", err)
 		if errors.Is(err, ErrConflict) {
-			return "", &Error{Kind: ErrConflict, Msg: "this public key is already registered"}
+			// Also a removed device's key: removal retires its keys for good.
+			return "", &Error{Kind: ErrConflict, Msg: "this public key is already registered (a removed device's key cannot enroll again: generate a new key)"}
 		}
 	}
 	return id, err
@@ -214,7 +333,7 @@ func (d *DB) AddDeviceKey(ctx context.Context, deviceID, owner string, pub ed255
 	}
 	var c DeviceCredential
 	err := sqlx.GetContext(ctx, d.x, &c, `INSERT INTO device_credentials (device_id, public_key, fingerprint)
-		SELECT id, $3, $4 FROM devices WHERE id = $1 AND owner_id = $2
+		SELECT id, $3, $4 FROM devices WHERE id = $1 AND owner_id = $2 AND removed_at IS NULL
 		RETURNING id, device_id, fingerprint, created_at, last_used_at, revoked_at`,
 		deviceID, owner, []byte(pub), Fingerprint(pub))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -251,11 +370,12 @@ type DeviceKey struct {
 	PublicKey    []byte `db:"public_key"`
 }
 
-// DeviceKeys returns the unrevoked keys of a device (none for an unknown device).
+// DeviceKeys returns the unrevoked keys of a device (none for an unknown or removed device).
 func (d *DB) DeviceKeys(ctx context.Context, deviceID string) ([]DeviceKey, error) {
 	var keys []DeviceKey
-	err := sqlx.SelectContext(ctx, d.x, &keys, `SELECT id, public_key FROM device_credentials
-		WHERE device_id = $1 AND revoked_at IS NULL`, deviceID)
+	err := sqlx.SelectContext(ctx, d.x, &keys, `SELECT c.id, c.public_key FROM device_credentials c
+		JOIN devices d ON d.id = c.device_id
+		WHERE c.device_id = $1 AND c.revoked_at IS NULL AND d.removed_at IS NULL`, deviceID)
 	return keys, translate("device keys", err)
 }
 
@@ -276,8 +396,10 @@ type IssuedChallenge struct {
 	ExpiresAt  time.Time `db:"expires_at"`
 }
 
-// CreateChallenge issues a challenge with 32 random bytes for the device. It returns a
-// RateLimitError when the device already holds MaxOpenChallenges open challenges.
+// CreateChallenge issues a challenge with 32 random bytes for the device. It returns ErrNotFound
+// for a missing or removed device (the check is in the statement, so a gateway replica that
+// still caches a removed device's key cannot issue it a challenge), and a RateLimitError when
+// the device already holds MaxOpenChallenges open challenges.
 func (d *DB) CreateChallenge(ctx context.Context, deviceID string, difficulty int, ttl time.Duration) (IssuedChallenge, error) {
 	// Open-challenge cap (evidence flooding): checked apart from the insert; concurrent requests
 	// of one key are also bounded by the per-key rate limit, so a race overshoots by little.
@@ -290,8 +412,11 @@ func (d *DB) CreateChallenge(ctx context.Context, deviceID string, difficulty in
 	}
 	var c IssuedChallenge
 	err := sqlx.GetContext(ctx, d.x, &c, `INSERT INTO challenges (device_id, nonce, difficulty, expires_at)
-		VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+		SELECT id, $2, $3, now() + make_interval(secs => $4) FROM devices WHERE id = $1 AND removed_at IS NULL
 		RETURNING id, device_id, nonce, difficulty, created_at, expires_at`, deviceID, nonce, difficulty, ttl.Seconds())
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, NotFoundf("device not found")
+	}
 	return c, translate("create challenge", err)
 }
 
@@ -336,18 +461,25 @@ func (d *DB) EnrollmentSnapshot(ctx context.Context, deviceID string) (attest.Sn
 	return s, true, nil
 }
 
-// GPUClaims returns, for the GPU UUIDs and serials of a snapshot, the other devices that already
-// hold them: the cross-device counterfeit rules.
+// GPUClaims returns, for the GPU UUIDs and serials of a snapshot, the other devices that hold
+// them, removed devices included (a claim outlives its device): the cross-device counterfeit
+// rules. A UUID held elsewhere gives UUID_ON_ANOTHER_DEVICE, a serial SERIAL_ON_ANOTHER_DEVICE,
+// and an identity whose holder is quarantined also GPU_QUARANTINED (quarantine follows the GPU
+// identity, not the device record). It returns a translated database error.
 func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) ([]attest.Finding, []Accomplice, error) {
 	uuids, serials := s.IdentityKeys()
 	var rows []struct {
-		DeviceID string `db:"device_id"`
-		UUID     string `db:"uuid"`
-		Serial   string `db:"serial"`
-		ByUUID   bool   `db:"by_uuid"`
+		DeviceID    string `db:"device_id"`
+		UUID        string `db:"uuid"`
+		Serial      string `db:"serial"`
+		ByUUID      bool   `db:"by_uuid"`
+		Quarantined bool   `db:"quarantined"`
 	}
-	err := sqlx.SelectContext(ctx, d.x, &rows, `SELECT device_id, uuid, serial, uuid = ANY($2::text[]) AS by_uuid
-		FROM gpus WHERE device_id <> $1 AND (uuid = ANY($2::text[]) OR (serial <> '' AND serial = ANY($3::text[])))`,
+	err := sqlx.SelectContext(ctx, d.x, &rows, `SELECT g.device_id, g.uuid, g.serial, g.uuid = ANY($2::text[]) AS by_uuid,
+			h.quarantined_at IS NOT NULL AS quarantined
+		FROM gpus g JOIN devices h ON h.id = g.device_id
+		WHERE g.device_id <> $1 AND (g.uuid = ANY($2::text[]) OR (g.serial <> '' AND g.serial = ANY($3::text[])))
+		ORDER BY g.uuid, g.device_id`,
 		deviceID, pq.Array(uuids), pq.Array(serials))
 	if err != nil {
 		return nil, nil, translate("gpu claims", err)
@@ -366,6 +498,10 @@ func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) 
 		} else {
 			findings = append(findings, attest.Finding{Reason: attest.ReasonSerialOnAnotherDevice, GPU: r.UUID,
 				Detail: "this GPU serial is enrolled on another device"})
+		}
+		if r.Quarantined {
+			findings = append(findings, attest.Finding{Reason: attest.ReasonGPUQuarantined, GPU: r.UUID,
+				Detail: attest.ReasonGPUQuarantined.Description()})
 		}
 	}
 	var acc []Accomplice
@@ -412,12 +548,13 @@ func (d *DB) ConsumeAndRecord(ctx context.Context, p ProofRecord) (consumed bool
 	err = d.lossTolerant(ctx, func(tx *sqlx.Tx) error {
 		return tx.GetContext(ctx, &n, `WITH c AS (
 			UPDATE challenges SET consumed_at = now()
-			WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now() RETURNING id),
+			WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now()
+			  AND EXISTS (SELECT 1 FROM devices WHERE id = $2 AND removed_at IS NULL) RETURNING id),
 		a AS (INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report, proof_hash)
 			SELECT $2, $3, $4, id, $5, $6, $8 FROM c RETURNING 1),
 		u AS (UPDATE devices SET verification = $7, updated_at = now(),
 			enrollment_snapshot = COALESCE(enrollment_snapshot, CASE WHEN $7 = 'VERIFIED' THEN $5::jsonb END)
-			WHERE id = $2 AND EXISTS (SELECT 1 FROM c) RETURNING 1)
+			WHERE id = $2 AND removed_at IS NULL AND EXISTS (SELECT 1 FROM c) RETURNING 1)
 		SELECT (SELECT count(*) FROM c) + 0 * (SELECT count(*) FROM a) + 0 * (SELECT count(*) FROM u)`,
 			p.ChallengeID, p.DeviceID, verdict, pq.Array(reasons), snap, cc, state, p.ProofHash)
 	})
@@ -451,7 +588,7 @@ func proofJSON(p ProofRecord) (snap, cc []byte, err error) {
 // (FLAGGED when a finding flags, else PASSED; every finding's reason code is kept, with the
 // snapshot only if p.Snapshot is set and the submission's hash) and updates the device's public
 // verification state. It returns the verdict, its reason codes and the device's new
-// verification state, or a translated database error.
+// verification state; ErrNotFound for a removed device; or a translated database error.
 func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict, []string, VerificationState, error) {
 	verdict, state, reasons := verdictOf(p.Findings)
 	snap, cc, err := proofJSON(p)
@@ -467,12 +604,17 @@ func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict
 		return "", nil, "", translate("record proof", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report, proof_hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, p.DeviceID, verdict, pq.Array(reasons), challenge, snap, cc, p.ProofHash); err != nil {
+	// A removed device records nothing (checked here, whatever a replica's key cache says).
+	res, err := tx.ExecContext(ctx, `UPDATE devices SET verification = $2, updated_at = now()
+		WHERE id = $1 AND removed_at IS NULL`, p.DeviceID, state)
+	if err != nil {
 		return "", nil, "", translate("record proof", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE devices SET verification = $2, updated_at = now() WHERE id = $1`,
-		p.DeviceID, state); err != nil {
+	if n, _ := res.RowsAffected(); n == 0 {
+		return "", nil, "", NotFoundf("device not found")
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report, proof_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, p.DeviceID, verdict, pq.Array(reasons), challenge, snap, cc, p.ProofHash); err != nil {
 		return "", nil, "", translate("record proof", err)
 	}
 	return verdict, reasons, state, translate("record proof", tx.Commit())
@@ -491,12 +633,13 @@ func reasonCodes(fs []attest.Finding) []string {
 }
 
 // Heartbeat records a worker's heartbeat: the device shows UP unless paused or quarantined. It
-// returns the device's status.
+// returns the device's status, or ErrNotFound for a missing or removed device (checked in the
+// statement, whatever a replica's key cache says).
 func (d *DB) Heartbeat(ctx context.Context, deviceID string, readings []byte) (DeviceStatus, error) {
 	var st DeviceStatus
 	err := d.x.GetContext(ctx, &st, `UPDATE devices SET last_seen_at = now(), heartbeat = $2,
 		status = CASE WHEN quarantined_at IS NOT NULL THEN 'QUARANTINED' WHEN paused THEN 'PAUSED' ELSE 'UP' END
-		WHERE id = $1 RETURNING status`, deviceID, readings)
+		WHERE id = $1 AND removed_at IS NULL RETURNING status`, deviceID, readings)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", NotFoundf("device not found")
 	}

@@ -75,12 +75,8 @@ func proofVars(deviceID string, p attest.Proof) map[string]any {
 		"signature": base64.StdEncoding.EncodeToString(p.Signature)}}
 }
 
-type proofResult struct {
-	SubmitProof struct {
-		Verdict, Verification string
-		Reasons               []string
-	}
-}
+// submitProofResponse is the data of a submitProof mutation (proofResult: lifecycle_test.go).
+type submitProofResponse struct{ SubmitProof proofResult }
 
 func (o *owners) attestationsBytes(t *testing.T) int64 {
 	t.Helper()
@@ -140,7 +136,7 @@ func TestEvidenceFloodingIsBounded(t *testing.T) {
 			continue
 		}
 		stored++
-		var res proofResult
+		var res submitProofResponse
 		r.data(t, &res)
 		if res.SubmitProof.Verdict != "FLAGGED" || strings.Join(res.SubmitProof.Reasons, ",") != "CHALLENGE_FOREIGN" {
 			t.Fatalf("made-up challenge: %+v", res.SubmitProof)
@@ -208,7 +204,7 @@ func TestSnapshotBudgetFitsRealHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res proofResult
+	var res submitProofResponse
 	w.call(submitProofMutation, proofVars(w.deviceID, p)).data(t, &res)
 	if res.SubmitProof.Verdict != "PASSED" {
 		t.Fatalf("a real host's largest evidence: %+v", res.SubmitProof)
@@ -272,7 +268,7 @@ func TestRetriedProofKeepsItsVerdict(t *testing.T) {
 	}
 	req := body(submitProofMutation, proofVars(w.deviceID, p))
 	sig := http.Header{attest.SignatureHeader: {attest.SignRequest(w.priv, w.deviceID, "POST", "/graphql", time.Now(), req)}}
-	var res proofResult
+	var res submitProofResponse
 	o.raw(http.MethodPost, "/graphql", "application/json", req, sig).data(t, &res)
 	if res.SubmitProof.Verdict != "PASSED" || res.SubmitProof.Verification != "VERIFIED" {
 		t.Fatalf("first submission: %+v", res.SubmitProof)

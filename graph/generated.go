@@ -129,6 +129,16 @@ type ComplexityRoot struct {
 		UUID              func(childComplexity int) int
 	}
 
+	GpuConflict struct {
+		Claimant          func(childComplexity int) int
+		Holder            func(childComplexity int) int
+		HolderQuarantined func(childComplexity int) int
+		HolderRemoved     func(childComplexity int) int
+		SameOwner         func(childComplexity int) int
+		Since             func(childComplexity int) int
+		UUID              func(childComplexity int) int
+	}
+
 	GpuModelCount struct {
 		Devices func(childComplexity int) int
 		GPUs    func(childComplexity int) int
@@ -147,6 +157,7 @@ type ComplexityRoot struct {
 		Heartbeat             func(childComplexity int, deviceID string, input model.HeartbeatInput) int
 		PauseDevice           func(childComplexity int, id string) int
 		QuarantineDevice      func(childComplexity int, id string, reason string) int
+		ReassignGpu           func(childComplexity int, uuid string, deviceID string) int
 		ReleaseDevice         func(childComplexity int, id string) int
 		RemoveDevice          func(childComplexity int, id string) int
 		RequestChallenge      func(childComplexity int, deviceID string) int
@@ -181,6 +192,7 @@ type ComplexityRoot struct {
 		Device          func(childComplexity int, id string) int
 		DeviceAddresses func(childComplexity int, id string) int
 		Devices         func(childComplexity int, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) int
+		GpuConflicts    func(childComplexity int, first int) int
 		NetworkStats    func(childComplexity int) int
 		SearchDevices   func(childComplexity int, query string, first int, after *string) int
 		Viewer          func(childComplexity int) int
@@ -248,6 +260,7 @@ type MutationResolver interface {
 	RemoveDevice(ctx context.Context, id string) (*model.RemovedDevice, error)
 	QuarantineDevice(ctx context.Context, id string, reason string) (*db.Device, error)
 	ReleaseDevice(ctx context.Context, id string) (*db.Device, error)
+	ReassignGpu(ctx context.Context, uuid string, deviceID string) (*db.Device, error)
 	CreateEnrollmentToken(ctx context.Context) (*model.EnrollmentToken, error)
 	AddDeviceKey(ctx context.Context, id string, publicKey string) (*db.DeviceCredential, error)
 	RevokeDeviceKey(ctx context.Context, id string, credentialID string) (*db.DeviceCredential, error)
@@ -263,6 +276,7 @@ type QueryResolver interface {
 	NetworkStats(ctx context.Context) (*db.NetworkStats, error)
 	Viewer(ctx context.Context) (*db.User, error)
 	DeviceAddresses(ctx context.Context, id string) (*db.DeviceAddressReport, error)
+	GpuConflicts(ctx context.Context, first int) ([]model.GpuConflict, error)
 }
 type ViewerResolver interface {
 	Devices(ctx context.Context, obj *db.User, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) (*model.DeviceConnection, error)
@@ -603,6 +617,49 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.GPU.UUID(childComplexity), true
 
+	case "GpuConflict.claimant":
+		if e.ComplexityRoot.GpuConflict.Claimant == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuConflict.Claimant(childComplexity), true
+	case "GpuConflict.holder":
+		if e.ComplexityRoot.GpuConflict.Holder == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuConflict.Holder(childComplexity), true
+	case "GpuConflict.holderQuarantined":
+		if e.ComplexityRoot.GpuConflict.HolderQuarantined == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuConflict.HolderQuarantined(childComplexity), true
+	case "GpuConflict.holderRemoved":
+		if e.ComplexityRoot.GpuConflict.HolderRemoved == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuConflict.HolderRemoved(childComplexity), true
+	case "GpuConflict.sameOwner":
+		if e.ComplexityRoot.GpuConflict.SameOwner == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuConflict.SameOwner(childComplexity), true
+	case "GpuConflict.since":
+		if e.ComplexityRoot.GpuConflict.Since == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuConflict.Since(childComplexity), true
+	case "GpuConflict.uuid":
+		if e.ComplexityRoot.GpuConflict.UUID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuConflict.UUID(childComplexity), true
+
 	case "GpuModelCount.devices":
 		if e.ComplexityRoot.GpuModelCount.Devices == nil {
 			break
@@ -696,6 +753,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.QuarantineDevice(childComplexity, args["id"].(string), args["reason"].(string)), true
+	case "Mutation.reassignGpu":
+		if e.ComplexityRoot.Mutation.ReassignGpu == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_reassignGpu_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ReassignGpu(childComplexity, args["uuid"].(string), args["deviceId"].(string)), true
 	case "Mutation.releaseDevice":
 		if e.ComplexityRoot.Mutation.ReleaseDevice == nil {
 			break
@@ -882,6 +950,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Devices(childComplexity, args["first"].(int), args["after"].(*string), args["filter"].(*db.DeviceFilter), args["orderBy"].(*db.DeviceOrder)), true
+	case "Query.gpuConflicts":
+		if e.ComplexityRoot.Query.GpuConflicts == nil {
+			break
+		}
+
+		args, err := ec.field_Query_gpuConflicts_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.GpuConflicts(childComplexity, args["first"].(int)), true
 
 	case "Query.networkStats":
 		if e.ComplexityRoot.Query.NetworkStats == nil {
@@ -1168,7 +1247,8 @@ enum Role {
 }
 
 """
-Public explorer queries. Anonymous callers may use every field here.
+Public explorer queries. Anonymous callers may use every field here but viewer and gpuConflicts.
+Removed devices appear in none of them.
 """
 type Query {
   """
@@ -1204,6 +1284,13 @@ type Query {
   (ADDRESS_CHURN: unusually many source networks; never a block). NOT_FOUND for no such device.
   """
   deviceAddresses(id: ID!): DeviceAddressReport! @hasRole(role: ADMIN)
+
+  """
+  Open GPU identity conflicts (admin), newest first: a live device reported a GPU UUID that
+  another device (possibly removed) holds. first is required, 1..100. Resolve one with
+  reassignGpu; see docs/attestation.md, "GPU identities".
+  """
+  gpuConflicts(first: Int!): [GpuConflict!]! @hasRole(role: ADMIN)
 }
 
 """
@@ -1218,12 +1305,27 @@ type Mutation {
   pauseDevice(id: ID!): Device! @owner(arg: "id")
   "Offer your device again: UP or DOWN follows its worker's heartbeats."
   resumeDevice(id: ID!): Device! @owner(arg: "id")
-  "Delete your device, its GPUs, credentials and attestations."
+  """
+  Remove your device: it disappears from every list, search, statistic and from device(id), and
+  its worker keys stop working at once. Its GPU identities stay claimed: only a new device of
+  yours that reports them takes them over (never another account's), and a quarantine stays with
+  them. Its attestation history is kept as evidence.
+  """
   removeDevice(id: ID!): RemovedDevice! @owner(arg: "id")
-  "Take a device out of the network (admin). reason: 1..200 characters, shown to its owner."
+  """
+  Take a device out of the network (admin). reason: 1..200 characters, shown to its owner. The GPU
+  identities the device holds are quarantined with it, even after the device is removed: a device
+  enrolling with them is quarantined too (GPU_QUARANTINED).
+  """
   quarantineDevice(id: ID!, reason: String!): Device! @hasRole(role: ADMIN)
-  "Return a quarantined device to the network (admin)."
+  "Return a quarantined device (removed or not) to the network, with its GPU identities (admin)."
   releaseDevice(id: ID!): Device! @hasRole(role: ADMIN)
+  """
+  Award a GPU identity to a device (admin): the claim on uuid moves from whichever device holds
+  it to deviceId, which must be a live device that reported this GPU at enrollment. This is how a
+  conflict over a GPU identity is resolved; awarding lifts a quarantine the GPU carried.
+  """
+  reassignGpu(uuid: String!, deviceId: ID!): Device! @hasRole(role: ADMIN)
 
   "A one-time token that enrolls one new device under your account. Valid 15 minutes."
   createEnrollmentToken: EnrollmentToken! @authenticated
@@ -1259,10 +1361,14 @@ input EnrollDeviceInput {
   token: String!
   "Base64 (standard or URL) Ed25519 public key generated by the worker."
   publicKey: String!
-  "1..64 characters; defaults to the host name."
+  """
+  The public name, 1..64 characters. Defaults to a random name ("gpu-<word>-<word>-<hex>"), never
+  to the host name, which is owner-only.
+  """
   name: String
   "1..64 characters."
   region: String!
+  "Owner-only, 1..253 characters."
   hostname: String
   "The GPU snapshot as canonical JSON (attest.Snapshot)."
   snapshot: String!
@@ -1331,6 +1437,22 @@ input UpdateDeviceInput {
 
 type RemovedDevice {
   id: ID!
+}
+
+"A live device reported a GPU UUID another device holds (admin view)."
+type GpuConflict {
+  uuid: String!
+  "The live device that reported the UUID and does not hold it."
+  claimant: Device!
+  "The device that holds the UUID; it may be removed."
+  holder: Device!
+  holderRemoved: Boolean!
+  "The holder is quarantined, and so is the GPU identity."
+  holderQuarantined: Boolean!
+  "Both devices belong to the same account."
+  sameOwner: Boolean!
+  "When the claimant first reported the UUID."
+  since: Time!
 }
 
 "The signed-in user."
@@ -1715,6 +1837,26 @@ func (ec *executionContext) childFields_GPU(ctx context.Context, field graphql.C
 		return ec.fieldContext_GPU_computeCapability(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type GPU", field.Name)
+}
+
+func (ec *executionContext) childFields_GpuConflict(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "uuid":
+		return ec.fieldContext_GpuConflict_uuid(ctx, field)
+	case "claimant":
+		return ec.fieldContext_GpuConflict_claimant(ctx, field)
+	case "holder":
+		return ec.fieldContext_GpuConflict_holder(ctx, field)
+	case "holderRemoved":
+		return ec.fieldContext_GpuConflict_holderRemoved(ctx, field)
+	case "holderQuarantined":
+		return ec.fieldContext_GpuConflict_holderQuarantined(ctx, field)
+	case "sameOwner":
+		return ec.fieldContext_GpuConflict_sameOwner(ctx, field)
+	case "since":
+		return ec.fieldContext_GpuConflict_since(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type GpuConflict", field.Name)
 }
 
 func (ec *executionContext) childFields_GpuModelCount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2115,6 +2257,28 @@ func (ec *executionContext) field_Mutation_quarantineDevice_args(ctx context.Con
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_reassignGpu_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "uuid",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["uuid"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "deviceId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["deviceId"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_releaseDevice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -2314,6 +2478,20 @@ func (ec *executionContext) field_Query_devices_args(ctx context.Context, rawArg
 		return nil, err
 	}
 	args["orderBy"] = arg3
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_gpuConflicts_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
 	return args, nil
 }
 
@@ -3735,6 +3913,185 @@ func (ec *executionContext) fieldContext_GPU_computeCapability(_ context.Context
 	return graphql.NewScalarFieldContext("GPU", field, false, false, "String")
 }
 
+func (ec *executionContext) _GpuConflict_uuid(ctx context.Context, field graphql.CollectedField, obj *model.GpuConflict) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuConflict_uuid(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UUID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuConflict_uuid(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuConflict", field, false, false, "String")
+}
+
+func (ec *executionContext) _GpuConflict_claimant(ctx context.Context, field graphql.CollectedField, obj *model.GpuConflict) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuConflict_claimant(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Claimant, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Device) graphql.Marshaler {
+			return ec.marshalNDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuConflict_claimant(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "GpuConflict",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Device(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _GpuConflict_holder(ctx context.Context, field graphql.CollectedField, obj *model.GpuConflict) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuConflict_holder(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Holder, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Device) graphql.Marshaler {
+			return ec.marshalNDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuConflict_holder(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "GpuConflict",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Device(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _GpuConflict_holderRemoved(ctx context.Context, field graphql.CollectedField, obj *model.GpuConflict) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuConflict_holderRemoved(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HolderRemoved, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuConflict_holderRemoved(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuConflict", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _GpuConflict_holderQuarantined(ctx context.Context, field graphql.CollectedField, obj *model.GpuConflict) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuConflict_holderQuarantined(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HolderQuarantined, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuConflict_holderQuarantined(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuConflict", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _GpuConflict_sameOwner(ctx context.Context, field graphql.CollectedField, obj *model.GpuConflict) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuConflict_sameOwner(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SameOwner, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuConflict_sameOwner(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuConflict", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _GpuConflict_since(ctx context.Context, field graphql.CollectedField, obj *model.GpuConflict) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuConflict_since(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Since, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuConflict_since(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuConflict", field, false, false, "Time")
+}
+
 func (ec *executionContext) _GpuModelCount_model(ctx context.Context, field graphql.CollectedField, obj *db.GpuModelCount) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4216,6 +4573,68 @@ func (ec *executionContext) fieldContext_Mutation_releaseDevice(ctx context.Cont
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_releaseDevice_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_reassignGpu(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_reassignGpu(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ReassignGpu(ctx, fc.Args["uuid"].(string), fc.Args["deviceId"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *db.Device
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *db.Device
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *db.Device) graphql.Marshaler {
+			return ec.marshalNDevice2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDevice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_reassignGpu(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Device(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_reassignGpu_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -5198,6 +5617,68 @@ func (ec *executionContext) fieldContext_Query_deviceAddresses(ctx context.Conte
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_deviceAddresses_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_gpuConflicts(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_gpuConflicts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().GpuConflicts(ctx, fc.Args["first"].(int))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal []model.GpuConflict
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []model.GpuConflict
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v []model.GpuConflict) graphql.Marshaler {
+			return ec.marshalNGpuConflict2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuConflictᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_gpuConflicts(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_GpuConflict(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_gpuConflicts_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -7830,6 +8311,69 @@ func (ec *executionContext) _GPU(ctx context.Context, sel ast.SelectionSet, obj 
 	return out
 }
 
+var gpuConflictImplementors = []string{"GpuConflict"}
+
+func (ec *executionContext) _GpuConflict(ctx context.Context, sel ast.SelectionSet, obj *model.GpuConflict) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, gpuConflictImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("GpuConflict")
+		case "uuid":
+			out.Values[i] = ec._GpuConflict_uuid(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "claimant":
+			out.Values[i] = ec._GpuConflict_claimant(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "holder":
+			out.Values[i] = ec._GpuConflict_holder(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "holderRemoved":
+			out.Values[i] = ec._GpuConflict_holderRemoved(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "holderQuarantined":
+			out.Values[i] = ec._GpuConflict_holderQuarantined(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sameOwner":
+			out.Values[i] = ec._GpuConflict_sameOwner(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "since":
+			out.Values[i] = ec._GpuConflict_since(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var gpuModelCountImplementors = []string{"GpuModelCount"}
 
 func (ec *executionContext) _GpuModelCount(ctx context.Context, sel ast.SelectionSet, obj *db.GpuModelCount) graphql.Marshaler {
@@ -7968,6 +8512,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "releaseDevice":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_releaseDevice(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reassignGpu":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_reassignGpu(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -8236,6 +8787,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_deviceAddresses(ctx, field)
+				})
+		case "gpuConflicts":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_gpuConflicts(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -9101,6 +9658,26 @@ func (ec *executionContext) marshalNGPU2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdb
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNGPU2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐGPU(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNGpuConflict2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuConflict(ctx context.Context, sel ast.SelectionSet, v model.GpuConflict) graphql.Marshaler {
+	return ec._GpuConflict(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNGpuConflict2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuConflictᚄ(ctx context.Context, sel ast.SelectionSet, v []model.GpuConflict) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNGpuConflict2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuConflict(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {

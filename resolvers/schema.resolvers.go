@@ -66,7 +66,11 @@ func (r *mutationResolver) ResumeDevice(ctx context.Context, id string) (*db.Dev
 // RemoveDevice is the resolver for the removeDevice field.
 func (r *mutationResolver) RemoveDevice(ctx context.Context, id string) (*model.RemovedDevice, error) {
 	dev, err := ownerWrite(ctx, r.Resolver, "removeDevice", id, func(ctx context.Context, id, owner string) (db.Device, error) {
-		return db.Device{ID: id}, r.DB.RemoveDevice(ctx, id, owner)
+		err := r.DB.RemoveDevice(ctx, id, owner)
+		if err == nil && r.DeviceAuth != nil {
+			r.DeviceAuth.Revoke(id) // this replica refuses the keys on the next request
+		}
+		return db.Device{ID: id}, err
 	})
 	if err != nil {
 		return nil, err
@@ -85,6 +89,17 @@ func (r *mutationResolver) QuarantineDevice(ctx context.Context, id string, reas
 func (r *mutationResolver) ReleaseDevice(ctx context.Context, id string) (*db.Device, error) {
 	return r.adminWrite(ctx, "releaseDevice", id, func(ctx context.Context, admin bool, id string) (db.Device, error) {
 		return r.DB.SetQuarantine(ctx, admin, id, false, "")
+	})
+}
+
+// ReassignGpu is the resolver for the reassignGpu field.
+func (r *mutationResolver) ReassignGpu(ctx context.Context, uuid string, deviceID string) (*db.Device, error) {
+	return r.adminWrite(ctx, "reassignGpu", deviceID, func(ctx context.Context, admin bool, id string) (db.Device, error) {
+		u, err := r.currentUser(ctx)
+		if err != nil {
+			return db.Device{}, err
+		}
+		return r.DB.ReassignGPU(ctx, admin, u.ID, uuid, id)
 	})
 }
 
@@ -201,6 +216,20 @@ func (r *queryResolver) DeviceAddresses(ctx context.Context, id string) (*db.Dev
 		return nil, err
 	}
 	return &rep, nil
+}
+
+// GpuConflicts is the resolver for the gpuConflicts field.
+func (r *queryResolver) GpuConflicts(ctx context.Context, first int) ([]model.GpuConflict, error) {
+	cs, err := r.DB.GPUConflicts(ctx, r.isAdmin(ctx), first)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]model.GpuConflict, len(cs))
+	for i, c := range cs {
+		out[i] = model.GpuConflict{UUID: c.UUID, Claimant: &cs[i].Claimant, Holder: &cs[i].Holder,
+			HolderRemoved: c.HolderRemoved, HolderQuarantined: c.HolderQuarantined, SameOwner: c.SameOwner, Since: c.Since}
+	}
+	return out, nil
 }
 
 // Devices is the resolver for the devices field.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -299,7 +300,7 @@ func (r *Resolver) proof(ctx context.Context, in model.ProofInput) (*model.Proof
 
 // judge runs every check on a proof whose challenge was just consumed: the work and signature,
 // the host-level counterfeit rules, the changes since enrollment and the GPU identities other
-// devices hold.
+// devices hold (after letting the device take over the claims the rules now give it).
 func (r *Resolver) judge(ctx context.Context, p deviceauth.Principal, ch db.IssuedChallenge, proof attest.Proof) ([]attest.Finding, []db.Accomplice, error) {
 	if err := attest.VerifyProof(p.PublicKey, ch.Nonce, ch.Difficulty, proof); err != nil {
 		reason := attest.ReasonForError(err)
@@ -319,6 +320,18 @@ func (r *Resolver) judge(ctx context.Context, p deviceauth.Principal, ch db.Issu
 	claims, accomplices, err := r.DB.GPUClaims(ctx, p.DeviceID, proof.Snapshot)
 	if err != nil {
 		return nil, nil, err
+	}
+	if ok && slices.ContainsFunc(claims, func(f attest.Finding) bool { return f.Reason == attest.ReasonUUIDOnAnotherDevice }) {
+		// A claim may have become this device's since enrollment (its holder, a removed device of
+		// the same owner, was released from quarantine): apply the claim rules again to the GPUs
+		// it enrolled with and still reports, then judge what is left.
+		uuids, _ := proof.Snapshot.IdentityKeys()
+		if err := r.DB.ReclaimGPUs(ctx, p.DeviceID, enrolled, uuids); err != nil {
+			return nil, nil, err
+		}
+		if claims, accomplices, err = r.DB.GPUClaims(ctx, p.DeviceID, proof.Snapshot); err != nil {
+			return nil, nil, err
+		}
 	}
 	for _, a := range accomplices {
 		// Not a verdict on the earlier device: anyone can list public UUIDs. An admin decides.
