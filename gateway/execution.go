@@ -70,8 +70,10 @@ func finishResponse(maxBytes int64) graphql.ResponseMiddleware {
 			errcode.Set(err, CodeResponseTooLarge)
 			return &graphql.Response{Errors: gqlerror.List{err}}
 		}
-		if oc := graphql.GetOperationContext(ctx); oc != nil {
-			if c := oc.Stats.GetExtension(costExtension); c != nil {
+		// No operation context on errors dispatched before parsing (a body that is not JSON), and
+		// GetOperationContext panics without one.
+		if graphql.HasOperationContext(ctx) {
+			if c := graphql.GetOperationContext(ctx).Stats.GetExtension(costExtension); c != nil {
 				if resp.Extensions == nil {
 					resp.Extensions = map[string]any{}
 				}

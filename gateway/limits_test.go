@@ -193,7 +193,7 @@ func TestRequestShapeLimits(t *testing.T) {
 	})
 	t.Run("not JSON", func(t *testing.T) {
 		r := e.raw(http.MethodPost, "/graphql", "application/json", []byte(`{"query": `), nil)
-		if r.Status >= 500 || len(r.Errors) == 0 {
+		if r.Status != http.StatusBadRequest || len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Message, "could not be decoded") {
 			t.Fatalf("HTTP %d: %s", r.Status, r.RawBody)
 		}
 	})

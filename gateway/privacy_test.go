@@ -108,7 +108,7 @@ func TestNoPublicFieldCarriesPrivateData(t *testing.T) {
 				}
 			}
 		}
-		o.post(`query($after: String) { devices(first: 100, after: $after) { edges { cursor node { `+fields+` } }
+		o.post(`query($after: String) { devices(first: 10, after: $after) { edges { cursor node { `+fields+` } }
 			pageInfo { hasNextPage endCursor } } }`, map[string]any{"after": after}).data(t, &page)
 		for _, e := range page.Devices.Edges {
 			collect(e)
@@ -123,7 +123,7 @@ func TestNoPublicFieldCarriesPrivateData(t *testing.T) {
 		byRegion { region devices } byVerification { verification devices } } }`, nil).data(t, &stats)
 	collect(stats)
 	var search map[string]any
-	o.post(`{ searchDevices(query: "gpu-", first: 100) { edges { cursor node { `+fields+` } } } }`, nil).data(t, &search)
+	o.post(`{ searchDevices(query: "gpu-", first: 10) { edges { cursor node { `+fields+` } } } }`, nil).data(t, &search)
 	collect(search)
 	if len(public) < 43*10 {
 		t.Fatalf("only %d public values", len(public))
