@@ -1234,7 +1234,7 @@ directive @owner(arg: String) on FIELD_DEFINITION
 
 """
 The caller must be the worker of the device named by the argument arg: the request carries a
-fresh signature by one of that device's unrevoked keys (see ATTESTATION.md). User tokens do not
+fresh signature by one of that device's unrevoked keys (see docs/attestation.md). User tokens do not
 count.
 """
 directive @device(arg: String!) on FIELD_DEFINITION
@@ -1542,7 +1542,7 @@ type DeviceCredential {
 type Attestation {
   id: ID!
   verdict: AttestationVerdict!
-  "Reason codes of a flagged proof (see ATTESTATION.md)."
+  "Reason codes of a flagged proof (see docs/attestation.md)."
   reasons: [String!]!
   createdAt: Time!
 }
