@@ -1,0 +1,59 @@
+package gateway_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/gpugate/gpugate/attest"
+)
+
+// withUUIDs is snap with fresh UUIDs (derived from seed) but the same serials: a serial-only clone.
+func withUUIDs(snap attest.Snapshot, seed byte) attest.Snapshot {
+	out := snap
+	out.GPUs = append([]attest.GPU(nil), snap.GPUs...)
+	for i := range out.GPUs {
+		out.GPUs[i].UUID = fmt.Sprintf("GPU-%02x%06x-2222-4333-8444-%012x", seed, i, i)
+	}
+	return out
+}
+
+// A serial is a GPU identity like a UUID: a later device reporting a serial another device holds
+// claims nothing, so the earlier holder is never flagged by a newcomer (not even a removed one's
+// successor), and a removed host's serials cannot be squatted.
+func TestSerialCloneClaimsNothing(t *testing.T) {
+	t.Parallel()
+	o := newWorkerOwners(t)
+	host := h100Host(60)
+	genuine := newWorker(o)
+	genuine.enroll(t, o.enrollmentToken(t, "alice"), host)
+	if p := genuine.prove(t, host); p.Verification != "VERIFIED" {
+		t.Fatalf("genuine: %+v", p)
+	}
+	clone := newWorker(o)
+	clone.enroll(t, o.enrollmentToken(t, "bob"), withUUIDs(host, 61))
+	if d := o.public(t, clone.deviceID); d.GpuCount != 0 {
+		t.Fatalf("the serial clone holds %d GPUs", d.GpuCount)
+	}
+	if p := clone.prove(t, withUUIDs(host, 61)); p.Verification != "FLAGGED" || !hasReason(p, attest.ReasonSerialOnAnotherDevice) {
+		t.Fatalf("clone: %+v", p)
+	}
+	if p := genuine.prove(t, host); p.Verification != "VERIFIED" {
+		t.Fatalf("the genuine host is flagged by a later serial clone: %+v", p)
+	}
+
+	// Squatting by serial: the host is removed, the clone enrolls again, the host comes back.
+	o.remove(t, "alice", genuine.deviceID)
+	squat := newWorker(o)
+	squat.enroll(t, o.enrollmentToken(t, "bob"), withUUIDs(host, 62))
+	if d := o.public(t, squat.deviceID); d.GpuCount != 0 {
+		t.Fatalf("the squatter holds %d of the removed host's serials", d.GpuCount)
+	}
+	back := newWorker(o)
+	back.enroll(t, o.enrollmentToken(t, "alice"), host)
+	if p := back.prove(t, host); p.Verdict != "PASSED" || p.Verification != "VERIFIED" {
+		t.Fatalf("the genuine host after re-enrolling: %+v", p)
+	}
+	if d := o.public(t, back.deviceID); d.GpuCount != 8 {
+		t.Fatalf("the genuine host re-enrolled with %d GPUs", d.GpuCount)
+	}
+}
