@@ -57,3 +57,33 @@ func TestSerialCloneClaimsNothing(t *testing.T) {
 		t.Fatalf("the genuine host re-enrolled with %d GPUs", d.GpuCount)
 	}
 }
+
+// An owner who removes a device before the admin acts and re-enrolls the same GPUs does not escape
+// the quarantine the admin then puts on the removed device: it follows the GPU identities to the
+// device that took them over.
+func TestQuarantineOfARemovedDeviceFollowsItsSuccessor(t *testing.T) {
+	t.Parallel()
+	o := newWorkerOwners(t)
+	adm := o.user("admin", "ADMIN")
+	host := h100Host(63)
+	x := newWorker(o)
+	x.enroll(t, o.enrollmentToken(t, "alice"), host)
+	x.prove(t, host)
+	o.remove(t, "alice", x.deviceID)
+	y := newWorker(o)
+	y.enroll(t, o.enrollmentToken(t, "alice"), host)
+	if p := y.prove(t, host); p.Verification != "VERIFIED" {
+		t.Fatalf("successor: %+v", p)
+	}
+	o.as(adm, `mutation($id: ID!) { quarantineDevice(id: $id, reason: "counterfeit") { status } }`,
+		map[string]any{"id": x.deviceID}).data(t, &struct{}{})
+	if d := o.public(t, y.deviceID); d.Status != "QUARANTINED" {
+		t.Fatalf("the successor holding the quarantined GPUs: %+v", d)
+	}
+	// A third device of the same owner with the same GPUs is quarantined too.
+	z := newWorker(o)
+	z.enroll(t, o.enrollmentToken(t, "alice"), host)
+	if d := o.public(t, z.deviceID); d.Status != "QUARANTINED" {
+		t.Fatalf("another re-enrollment: %+v", d)
+	}
+}
