@@ -261,6 +261,7 @@ func (d *DB) ReassignGPU(ctx context.Context, admin bool, actor, uuid, deviceID 
 	if err != nil {
 		return Device{}, err
 	}
+	uuid = attest.UUIDKey(uuid)
 	tx, err := d.x.BeginTxx(ctx, nil)
 	if err != nil {
 		return Device{}, translate("reassign gpu", err)
@@ -290,7 +291,7 @@ func (d *DB) ReassignGPU(ctx context.Context, admin bool, actor, uuid, deviceID 
 				return Device{}, fmt.Errorf("reassign gpu: enrollment snapshot of %s: %w", deviceID, err)
 			}
 		}
-		idx := slices.IndexFunc(snap.GPUs, func(g attest.GPU) bool { return g.UUID == uuid })
+		idx := slices.IndexFunc(snap.GPUs, func(g attest.GPU) bool { return attest.UUIDKey(g.UUID) == uuid })
 		switch {
 		case idx < 0:
 			return Device{}, Invalidf("the device did not report GPU %s at enrollment", uuid)

@@ -189,11 +189,11 @@ func claimGPUs(ctx context.Context, x sqlx.ExtContext, deviceID, owner string, s
 	var uuids, serials []string
 	serialOf := map[string]string{}
 	for i, g := range snap.GPUs {
-		if g.UUID != "" && keep(g.UUID) && !slices.Contains(uuids, g.UUID) {
+		if u := attest.UUIDKey(g.UUID); u != "" && keep(u) && !slices.Contains(uuids, u) {
 			idx = append(idx, i)
-			uuids = append(uuids, g.UUID)
+			uuids = append(uuids, u)
 			if k, ok := attest.SerialKey(g.Serial); ok {
-				serialOf[g.UUID] = k
+				serialOf[u] = k
 				serials = append(serials, k)
 			}
 		}
@@ -258,7 +258,8 @@ func claimGPUs(ctx context.Context, x sqlx.ExtContext, deviceID, owner string, s
 	return nil
 }
 
-// insertGPUs stores the snapshot's GPUs that keep admits, each at its snapshot position; a UUID
+// insertGPUs stores the snapshot's GPUs that keep admits (by attest.UUIDKey, the spelling
+// stored), each at its snapshot position; a UUID
 // another device already holds is skipped (the holder keeps its claim; the proof flags the
 // claimant), as is a position the device already fills.
 func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attest.Snapshot, keep func(uuid string) bool) error {
@@ -266,11 +267,12 @@ func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attes
 	var idx, pcis []int
 	var mems []int64
 	for i, g := range s.GPUs {
-		if !keep(g.UUID) {
+		u := attest.UUIDKey(g.UUID)
+		if u == "" || !keep(u) {
 			continue
 		}
 		idx = append(idx, i)
-		uuids = append(uuids, g.UUID)
+		uuids = append(uuids, u)
 		models = append(models, ModelName(g))
 		dev, _ := attest.SplitPCIID(g.PCIDeviceID)
 		if g.PCIDeviceID <= 0xFFFF {

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/gpugate/gpugate/attest"
@@ -85,5 +86,46 @@ func TestQuarantineOfARemovedDeviceFollowsItsSuccessor(t *testing.T) {
 	z.enroll(t, o.enrollmentToken(t, "alice"), host)
 	if d := o.public(t, z.deviceID); d.Status != "QUARANTINED" {
 		t.Fatalf("another re-enrollment: %+v", d)
+	}
+}
+
+// respelled is snap with each GPU UUID respelled (upper-case hex, lower-case prefix, padded) and
+// no serials: the same GPUs, written so that a string comparison misses them.
+func respelled(snap attest.Snapshot) attest.Snapshot {
+	out := snap
+	out.GPUs = append([]attest.GPU(nil), snap.GPUs...)
+	for i := range out.GPUs {
+		out.GPUs[i].UUID = " gpu-" + strings.ToUpper(strings.TrimPrefix(out.GPUs[i].UUID, "GPU-"))
+		out.GPUs[i].Serial = ""
+	}
+	return out
+}
+
+// A GPU UUID is compared in NVML's canonical spelling: respelling the UUIDs of a quarantined or
+// removed host neither escapes the quarantine nor takes the removed host's GPUs.
+func TestRespelledUUIDsAreTheSameGPUs(t *testing.T) {
+	t.Parallel()
+	o := newWorkerOwners(t)
+	adm := o.user("admin", "ADMIN")
+	host := h100Host(64)
+	x := newWorker(o)
+	x.enroll(t, o.enrollmentToken(t, "alice"), host)
+	o.remove(t, "alice", x.deviceID)
+	squat := newWorker(o)
+	squat.enroll(t, o.enrollmentToken(t, "bob"), respelled(host))
+	if d := o.public(t, squat.deviceID); d.GpuCount != 0 {
+		t.Fatalf("respelled UUIDs took %d of a removed host's GPUs", d.GpuCount)
+	}
+
+	q := newWorker(o)
+	other := h100Host(65)
+	q.enroll(t, o.enrollmentToken(t, "carol"), other)
+	o.as(adm, `mutation($id: ID!) { quarantineDevice(id: $id, reason: "counterfeit") { status } }`,
+		map[string]any{"id": q.deviceID}).data(t, &struct{}{})
+	o.remove(t, "carol", q.deviceID)
+	evader := newWorker(o)
+	evader.enroll(t, o.enrollmentToken(t, "carol"), respelled(other))
+	if d := o.public(t, evader.deviceID); d.Status != "QUARANTINED" {
+		t.Fatalf("respelled quarantined GPUs escaped the quarantine: %+v", d)
 	}
 }
