@@ -540,6 +540,18 @@ func SerialKey(serial string) (string, bool) {
 	return k, true
 }
 
+// UUIDKey is the identity of a GPU UUID: trimmed, and a "GPU-" id (prefix in any case) in
+// NVML's spelling, "GPU-" + lower-case. The identity rules compare UUIDs as strings, so a
+// respelled UUID (still a MALFORMED_UUID finding) must name the same GPU, or respelling would
+// take a removed host's GPUs or escape a quarantine.
+func UUIDKey(uuid string) string {
+	k := strings.TrimSpace(uuid)
+	if len(k) >= 4 && strings.EqualFold(k[:4], "GPU-") {
+		return "GPU-" + strings.ToLower(k[4:])
+	}
+	return k
+}
+
 // placeholderKey reports whether k (upper case, no spaces) is empty or a placeholder that
 // NVML, nvidia-smi or an OEM writes where a value is missing.
 func placeholderKey(k string) bool {
@@ -561,8 +573,8 @@ func placeholder(v string) bool {
 // usable serials normalised with SerialKey, each sorted and without duplicates.
 func (s Snapshot) IdentityKeys() (uuids, serials []string) {
 	for _, g := range s.GPUs {
-		if g.UUID != "" {
-			uuids = append(uuids, g.UUID)
+		if k := UUIDKey(g.UUID); k != "" {
+			uuids = append(uuids, k)
 		}
 		if k, ok := SerialKey(g.Serial); ok {
 			serials = append(serials, k)

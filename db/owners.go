@@ -218,13 +218,25 @@ func (d *DB) SetQuarantine(ctx context.Context, admin bool, id string, quarantin
 		}
 		reason = r
 	}
+	// A quarantine also reaches the devices of the same owner that took GPU identities over from
+	// this one (SAME_OWNER transfers, followed to their current holder, removed or not): an owner
+	// who removes a device before the admin acts and re-enrolls its GPUs must not keep them out
+	// of the quarantine. Those devices are quarantined with the inherited reason; each is
+	// released on its own.
 	var dev Device
-	err := sqlx.GetContext(ctx, d.x, &dev, `UPDATE devices SET
+	err := sqlx.GetContext(ctx, d.x, &dev, `WITH q AS (UPDATE devices SET
 		quarantined_at = CASE WHEN $2 THEN COALESCE(quarantined_at, now()) END,
 		quarantine_reason = CASE WHEN $2 THEN $4 ELSE '' END, updated_at = now(),
 		status = CASE WHEN $2 THEN 'QUARANTINED' WHEN paused THEN 'PAUSED'
 			WHEN last_seen_at > now() - make_interval(secs => $3) THEN 'UP' ELSE 'DOWN' END
-		WHERE id = $1 RETURNING `+deviceColumns, id, quarantine, HeartbeatWindow.Seconds(), reason)
+		WHERE id = $1 RETURNING *),
+	s AS (UPDATE devices h SET quarantined_at = now(), quarantine_reason = $5, status = 'QUARANTINED',
+			updated_at = now()
+		FROM q WHERE $2 AND h.id <> q.id AND h.owner_id = q.owner_id AND h.quarantined_at IS NULL
+		  AND EXISTS (SELECT 1 FROM gpu_claim_transfers t JOIN gpus g ON g.uuid = t.uuid
+			WHERE t.from_device_id = q.id AND t.rule = 'SAME_OWNER' AND g.device_id = h.id)
+		RETURNING 1)
+	SELECT `+deviceColumns+` FROM q`, id, quarantine, HeartbeatWindow.Seconds(), reason, inheritedQuarantineReason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return dev, NotFoundf("device not found")
 	}
@@ -249,6 +261,7 @@ func (d *DB) ReassignGPU(ctx context.Context, admin bool, actor, uuid, deviceID 
 	if err != nil {
 		return Device{}, err
 	}
+	uuid = attest.UUIDKey(uuid)
 	tx, err := d.x.BeginTxx(ctx, nil)
 	if err != nil {
 		return Device{}, translate("reassign gpu", err)
@@ -278,7 +291,7 @@ func (d *DB) ReassignGPU(ctx context.Context, admin bool, actor, uuid, deviceID 
 				return Device{}, fmt.Errorf("reassign gpu: enrollment snapshot of %s: %w", deviceID, err)
 			}
 		}
-		idx := slices.IndexFunc(snap.GPUs, func(g attest.GPU) bool { return g.UUID == uuid })
+		idx := slices.IndexFunc(snap.GPUs, func(g attest.GPU) bool { return attest.UUIDKey(g.UUID) == uuid })
 		switch {
 		case idx < 0:
 			return Device{}, Invalidf("the device did not report GPU %s at enrollment", uuid)

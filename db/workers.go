@@ -175,7 +175,9 @@ func RandomDeviceName() (string, error) {
 //     device is quarantined (rule 3); the move is logged in gpu_claim_transfers;
 //   - a UUID any other device holds (live or removed, another owner's or a live device of the
 //     same owner) stays where it is and the attempt is recorded in gpu_claim_conflicts for an
-//     admin (rules 2 and 4).
+//     admin (rules 2 and 4);
+//   - so does a GPU whose board serial another device holds, whatever UUID it reports (the
+//     conflict is recorded under the holder's UUID).
 //
 // A GPU keeps its position in snap as its index. The device's public gpu_count becomes the
 // number of GPUs it holds. It returns a translated database error.
@@ -184,12 +186,31 @@ func claimGPUs(ctx context.Context, x sqlx.ExtContext, deviceID, owner string, s
 		keep = func(string) bool { return true }
 	}
 	var idx []int
-	var uuids []string
+	var uuids, serials []string
+	serialOf := map[string]string{}
 	for i, g := range snap.GPUs {
-		if g.UUID != "" && keep(g.UUID) && !slices.Contains(uuids, g.UUID) {
+		if u := attest.UUIDKey(g.UUID); u != "" && keep(u) && !slices.Contains(uuids, u) {
 			idx = append(idx, i)
-			uuids = append(uuids, g.UUID)
+			uuids = append(uuids, u)
+			if k, ok := attest.SerialKey(g.Serial); ok {
+				serialOf[u] = k
+				serials = append(serials, k)
+			}
 		}
+	}
+	// Concurrent claims of one identity serialize here (the unique index guards UUIDs, nothing
+	// guards serials), in one order so two claimants never wait on each other.
+	locks := make([]string, 0, len(uuids)+len(serials))
+	for _, u := range uuids {
+		locks = append(locks, "gpugate:gpu-uuid:"+u)
+	}
+	for _, k := range serials {
+		locks = append(locks, "gpugate:gpu-serial:"+k)
+	}
+	slices.Sort(locks)
+	if _, err := x.ExecContext(ctx, `SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($1::text[]) AS k`,
+		pq.Array(slices.Compact(locks))); err != nil {
+		return translate("claim gpus", err)
 	}
 	// Rule 3: only from a removed, unquarantined device of the same owner. The row moves (its
 	// index becomes the new device's), so the claim never exists twice.
@@ -204,12 +225,27 @@ func claimGPUs(ctx context.Context, x sqlx.ExtContext, deviceID, owner string, s
 		deviceID, pq.Array(idx), pq.Array(uuids), owner); err != nil {
 		return translate("claim gpus", err)
 	}
-	if err := insertGPUs(ctx, x, deviceID, snap, keep); err != nil {
+	// A serial is a GPU identity too (rule 2 by serial): a GPU whose board serial another device
+	// holds is not claimed, or a later device with made-up UUIDs and copied serials would get a
+	// public GPU count and make the earlier holder's next proof SERIAL_ON_ANOTHER_DEVICE. The
+	// conflict is recorded under the holder's UUID, so gpuConflicts shows both devices.
+	var held []string
+	if len(serials) > 0 {
+		if err := sqlx.SelectContext(ctx, x, &held, `SELECT DISTINCT serial FROM gpus
+			WHERE serial = ANY($2::text[]) AND device_id <> $1`, deviceID, pq.Array(serials)); err != nil {
+			return translate("claim gpus", err)
+		}
+	}
+	claim := keep
+	if len(held) > 0 {
+		claim = func(u string) bool { return keep(u) && !slices.Contains(held, serialOf[u]) }
+	}
+	if err := insertGPUs(ctx, x, deviceID, snap, claim); err != nil {
 		return err
 	}
 	if _, err := x.ExecContext(ctx, `INSERT INTO gpu_claim_conflicts (uuid, claimant_device_id)
-		SELECT g.uuid, $1 FROM gpus g WHERE g.uuid = ANY($2::text[]) AND g.device_id <> $1
-		ON CONFLICT DO NOTHING`, deviceID, pq.Array(uuids)); err != nil {
+		SELECT g.uuid, $1 FROM gpus g WHERE (g.uuid = ANY($2::text[]) OR g.serial = ANY($3::text[])) AND g.device_id <> $1
+		ON CONFLICT DO NOTHING`, deviceID, pq.Array(uuids), pq.Array(held)); err != nil {
 		return translate("claim gpus", err)
 	}
 	// The public count is what the device was allowed to claim (written only when it changed: a
@@ -222,7 +258,8 @@ func claimGPUs(ctx context.Context, x sqlx.ExtContext, deviceID, owner string, s
 	return nil
 }
 
-// insertGPUs stores the snapshot's GPUs that keep admits, each at its snapshot position; a UUID
+// insertGPUs stores the snapshot's GPUs that keep admits (by attest.UUIDKey, the spelling
+// stored), each at its snapshot position; a UUID
 // another device already holds is skipped (the holder keeps its claim; the proof flags the
 // claimant), as is a position the device already fills.
 func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attest.Snapshot, keep func(uuid string) bool) error {
@@ -230,11 +267,12 @@ func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attes
 	var idx, pcis []int
 	var mems []int64
 	for i, g := range s.GPUs {
-		if !keep(g.UUID) {
+		u := attest.UUIDKey(g.UUID)
+		if u == "" || !keep(u) {
 			continue
 		}
 		idx = append(idx, i)
-		uuids = append(uuids, g.UUID)
+		uuids = append(uuids, u)
 		models = append(models, ModelName(g))
 		dev, _ := attest.SplitPCIID(g.PCIDeviceID)
 		if g.PCIDeviceID <= 0xFFFF {

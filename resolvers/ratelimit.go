@@ -16,7 +16,8 @@ type Rate struct {
 	Burst int
 }
 
-// limiter holds one token bucket per (operation, device key). Buckets live in process memory:
+// limiter holds one token bucket per (operation, key): a device, or a user for
+// createEnrollmentToken. Buckets live in process memory:
 // behind several gateways a key gets each gateway's allowance, which the open-challenge cap in
 // SQL and the proof's single-use challenge still bound. An idle bucket is dropped once it would
 // be full again (a fresh bucket is the same thing), so memory follows the active keys.
@@ -54,7 +55,7 @@ func (l *limiter) allow(op, key string, r Rate) error {
 	b.at = now
 	if b.tokens < 1 {
 		wait := time.Duration((1 - b.tokens) * float64(r.Every))
-		return &db.RateLimitError{Msg: op + ": this device key sent more than its limit (" +
+		return &db.RateLimitError{Msg: op + ": sent more than its limit (" +
 			rateText(r) + "); retry later", RetryAfter: wait}
 	}
 	b.tokens--

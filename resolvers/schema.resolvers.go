@@ -115,7 +115,11 @@ func (r *mutationResolver) AddDeviceKey(ctx context.Context, id string, publicKe
 		return nil, err
 	}
 	return ownerWrite(ctx, r.Resolver, "addDeviceKey", id, func(ctx context.Context, id, owner string) (db.DeviceCredential, error) {
-		return r.DB.AddDeviceKey(ctx, id, owner, pub)
+		c, err := r.DB.AddDeviceKey(ctx, id, owner, pub)
+		if err == nil && r.DeviceAuth != nil {
+			r.DeviceAuth.Revoke(id) // drop the cached keys: the new key works on the next request
+		}
+		return c, err
 	})
 }
 

@@ -36,6 +36,10 @@ type WorkerConfig struct {
 	// heartbeats a burst of 20 then one per HeartbeatEvery/6 (5 s); challenges and proofs a
 	// burst of 10 then one per 20 s. A negative Every disables a limit.
 	HeartbeatRate, ChallengeRate, ProofRate Rate
+	// EnrollmentTokenRate limits createEnrollmentToken per user (default a burst of 20, then one
+	// per minute): every token enrolls a device whose snapshot (up to 644 KiB) and row outlive
+	// it (removal is soft), so tokens are what bounds an account's enrollment flood.
+	EnrollmentTokenRate Rate
 	// AddressChurn is when a device's changing source address becomes a review finding.
 	AddressChurn db.AddressChurn
 	// AddressRefresh is how often an unchanged source address is written again to refresh its
@@ -65,6 +69,9 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 	if c.ProofRate == (Rate{}) {
 		c.ProofRate = Rate{Every: 20 * time.Second, Burst: 10}
 	}
+	if c.EnrollmentTokenRate == (Rate{}) {
+		c.EnrollmentTokenRate = Rate{Every: time.Minute, Burst: 20}
+	}
 	c.AddressChurn = c.AddressChurn.WithDefaults()
 	if c.AddressRefresh <= 0 {
 		c.AddressRefresh = 10 * time.Minute
@@ -81,6 +88,8 @@ func (c WorkerConfig) rate(op string) Rate {
 		return c.ChallengeRate
 	case "submitProof":
 		return c.ProofRate
+	case "createEnrollmentToken":
+		return c.EnrollmentTokenRate
 	}
 	return Rate{}
 }
@@ -94,7 +103,8 @@ type evidenceState struct {
 
 func newEvidenceState(c WorkerConfig) *evidenceState {
 	refill := max(c.HeartbeatRate.Every*time.Duration(c.HeartbeatRate.Burst),
-		c.ChallengeRate.Every*time.Duration(c.ChallengeRate.Burst), c.ProofRate.Every*time.Duration(c.ProofRate.Burst))
+		c.ChallengeRate.Every*time.Duration(c.ChallengeRate.Burst), c.ProofRate.Every*time.Duration(c.ProofRate.Burst),
+		c.EnrollmentTokenRate.Every*time.Duration(c.EnrollmentTokenRate.Burst))
 	return &evidenceState{limits: newLimiter(refill),
 		addresses: ttlcache.New[string, struct{}](200_000, c.AddressRefresh)}
 }
@@ -132,8 +142,10 @@ func (r *Resolver) deviceWrite(ctx context.Context, op string, fn func(ctx conte
 		return fmt.Errorf("sign the request with the device key: %w", deviceauth.ErrUnauthenticated)
 	}
 	w := guard.Write{Op: op, Actor: "device:" + p.DeviceID, Target: p.DeviceID}
-	// The limit comes first: a limited request writes nothing, not even its address.
-	if err := r.evidence.limits.allow(op, p.CredentialID, r.Workers.rate(op)); err != nil {
+	// The limit comes first: a limited request writes nothing, not even its address. It is kept
+	// per device, not per key: an owner may add keys to a device (rotation), and each key must
+	// not bring its own allowance.
+	if err := r.evidence.limits.allow(op, p.DeviceID, r.Workers.rate(op)); err != nil {
 		r.Guard.Denied(ctx, w, "rate limited")
 		return err
 	}
@@ -149,7 +161,12 @@ func (r *Resolver) enrollmentToken(ctx context.Context) (*model.EnrollmentToken,
 		return nil, err
 	}
 	var out model.EnrollmentToken
-	err = r.Guard.Do(ctx, guard.Write{Op: "createEnrollmentToken", Actor: u.ID}, func(ctx context.Context) error {
+	w := guard.Write{Op: "createEnrollmentToken", Actor: u.ID}
+	if err := r.evidence.limits.allow(w.Op, "user:"+u.ID, r.Workers.rate(w.Op)); err != nil {
+		r.Guard.Denied(ctx, w, "rate limited")
+		return nil, err
+	}
+	err = r.Guard.Do(ctx, w, func(ctx context.Context) error {
 		out.Token, out.ExpiresAt, err = r.DB.CreateEnrollmentToken(ctx, u.ID)
 		return err
 	})
