@@ -205,6 +205,13 @@ func rejectTokenWith(log *slog.Logger, w http.ResponseWriter, r *http.Request, e
 	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	msg := "invalid access token"
 	switch {
+	case errors.Is(err, oidc.ErrProviderUnavailable):
+		// The issuer's keys could not be fetched: not the token's fault, and the client must not
+		// throw a valid token away.
+		log.WarnContext(r.Context(), "identity provider unavailable", "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, r, http.StatusServiceUnavailable, CodeInternal, "the identity provider is unavailable, retry later")
+		return
 	case errors.Is(err, oidc.ErrUnauthenticated), errors.Is(err, deviceauth.ErrUnauthenticated):
 		msg = err.Error() // these packages' messages are written for clients
 	default: // a lookup failed: not the caller's fault
