@@ -234,10 +234,10 @@ func TestSearchDevices(t *testing.T) {
 		t.Fatalf("a removed device is found by ID: %v", got)
 	}
 	for name, q := range map[string]string{
-		"too short":        "ab",
-		"empty":            "   ",
-		"too long":         strings.Repeat("a", db.MaxSearchLen+1),
-		"invalid utf8":     "ab\xff",
+		"too short":    "ab",
+		"empty":        "   ",
+		"too long":     strings.Repeat("a", db.MaxSearchLen+1),
+		"invalid utf8": "ab\xff",
 	} {
 		_, err := f.store.SearchDevices(f.ctx, q, 10, "")
 		wantKind(t, name, err, db.ErrInvalid)
