@@ -224,7 +224,9 @@ func claimGPUs(ctx context.Context, x sqlx.ExtContext, deviceID, owner string, s
 
 // insertGPUs stores the snapshot's GPUs that keep admits, each at its snapshot position; a UUID
 // another device already holds is skipped (the holder keeps its claim; the proof flags the
-// claimant), as is a position the device already fills.
+// claimant), as is a position the device already fills. Rows are inserted in UUID order: two
+// enrollments reporting the same UUIDs in different orders would otherwise deadlock on the
+// unique index, and one would fail with a driver error.
 func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attest.Snapshot, keep func(uuid string) bool) error {
 	var uuids, models, archs, ccs, serials []string
 	var idx, pcis []int
@@ -251,6 +253,7 @@ func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attes
 		architecture, compute_capability, serial)
 		SELECT $1, i, u, m, p, mem, a, c, s FROM unnest($2::int[], $3::text[], $4::text[], $5::int[],
 			$6::bigint[], $7::text[], $8::text[], $9::text[]) AS t(i, u, m, p, mem, a, c, s)
+		ORDER BY u
 		ON CONFLICT DO NOTHING`, deviceID, pq.Array(idx), pq.Array(uuids), pq.Array(models), pq.Array(pcis),
 		pq.Array(mems), pq.Array(archs), pq.Array(ccs), pq.Array(serials))
 	return translate("store gpus", err)
