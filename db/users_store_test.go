@@ -1,7 +1,6 @@
 package db_test
 
 import (
-	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -150,11 +149,8 @@ func TestLinkIdentityRacingFirstLogin(t *testing.T) {
 		owner := scalar[string](f, `SELECT user_id::text FROM user_identities WHERE issuer = $1 AND subject = $2`, id.Issuer, id.Subject)
 		for i := range logins {
 			if errs[i] != nil {
-				if errors.Is(errs[i], db.ErrConflict) && !knownBugs(t) {
-					// Known bug (reported): UserForIdentity's advisory lock does not cover
-					// LinkIdentity, so a login losing the race answers CONFLICT once.
-					continue
-				}
+				// Until UserForIdentity deferred to a concurrent link, a login losing the
+				// race answered CONFLICT ("provision user: conflict").
 				t.Errorf("round %d: login %d failed while a link raced it: %v", round, i, errs[i])
 				continue
 			}
