@@ -549,6 +549,11 @@ func (d *DB) ConsumeAndRecord(ctx context.Context, p ProofRecord) (consumed bool
 	}
 	var n int
 	err = d.lossTolerant(ctx, func(tx *sqlx.Tx) error {
+		// The device row first, then its challenge: the order RemoveDevice locks them in. The
+		// statement below alone locks the challenge first, and a concurrent removal deadlocked.
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM devices WHERE id = $1 FOR NO KEY UPDATE`, p.DeviceID); err != nil {
+			return err
+		}
 		return tx.GetContext(ctx, &n, `WITH c AS (
 			UPDATE challenges SET consumed_at = now()
 			WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now()
