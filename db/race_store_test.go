@@ -324,20 +324,70 @@ func (f *fixture) holdRows(query string, waiters int) (release func()) {
 	}
 	return func() {
 		defer tx.Rollback()
-		for {
-			var n int
-			if err := f.x.GetContext(f.ctx, &n, `SELECT count(*) FROM pg_stat_activity
-				WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
+		if f.waitBlocked(waiters) {
+			if err := tx.Commit(); err != nil {
 				f.t.Error(err)
-				return
 			}
-			if n >= waiters {
-				break
-			}
-			time.Sleep(time.Millisecond)
 		}
-		if err := tx.Commit(); err != nil {
+	}
+}
+
+// waitBlocked waits until n sessions of the test's database are blocked on a lock; it reports
+// false (after marking the test failed) when it cannot tell.
+func (f *fixture) waitBlocked(n int) bool {
+	for {
+		var blocked int
+		if err := f.x.GetContext(f.ctx, &blocked, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
 			f.t.Error(err)
+			return false
 		}
+		if blocked >= n {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// The owner removes a device while its worker submits a proof, the removal reaching the device
+// row first: both finish (the removal wins, the proof is not consumed), neither with a driver
+// error. The statements are ordered through a lock on the device row held by the test.
+func TestRemovalRacingAProof(t *testing.T) {
+	f := newFixture(t)
+	owner := f.user("owner")
+	d := f.enrollGPUs(owner, 1)
+	c := f.challenge(d.ID)
+	tx, err := f.x.BeginTxx(f.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(f.ctx, `SELECT 1 FROM devices WHERE id = $1 FOR UPDATE`, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	removed := make(chan error, 1)
+	go func() { removed <- f.store.RemoveDevice(f.ctx, d.ID, owner) }()
+	f.waitBlocked(1) // the removal queues on the device row first
+	type result struct {
+		ok  bool
+		err error
+	}
+	proved := make(chan result, 1)
+	go func() {
+		ok, _, _, _, err := f.store.ConsumeAndRecord(f.ctx, db.ProofRecord{DeviceID: d.ID, ChallengeID: c.ID, Snapshot: &d.Snapshot})
+		proved <- result{ok, err}
+	}()
+	f.waitBlocked(2)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-removed; err != nil {
+		t.Fatalf("remove: %v", err)
+	}
+	if r := <-proved; r.err != nil || r.ok {
+		t.Fatalf("proof racing the removal: consumed=%v, %v; want not consumed, no error", r.ok, r.err)
+	}
+	if n := scalar[int](f, `SELECT count(*) FROM attestations WHERE device_id = $1`, d.ID); n != 0 {
+		t.Fatalf("%d verdicts stored for a device removed first", n)
 	}
 }
