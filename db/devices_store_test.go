@@ -280,9 +280,14 @@ func TestGPUsByDevice(t *testing.T) {
 	odd := snapshot(gpuUUID())
 	odd.GPUs[0].PCIDeviceID, odd.GPUs[0].Name = 0x1234, "Totally Real GPU"
 	o := f.enroll(owner, odd)
-	if dev := f.row(o.ID); dev.GPUModel != "Totally Real GPU (unverified)" {
+	if dev := f.row(o.ID); dev.GPUModel != "Totally Real GPU (unverified)" || db.ModelName(odd.GPUs[0]) != dev.GPUModel {
 		t.Fatalf("unidentified model shown as %q", dev.GPUModel)
 	}
+	if got := db.ModelName(snap.GPUs[0]); got != "NVIDIA H100 SXM5 80GB" {
+		t.Fatalf("ModelName of an H100 = %q: the reference row's name, not the reported one", got)
+	}
+	_, _, err = f.store.EnrollmentSnapshot(f.ctx, unknown)
+	wantKind(t, "enrollment snapshot of an unknown device", err, db.ErrNotFound)
 }
 
 func TestOwnerWrites(t *testing.T) {

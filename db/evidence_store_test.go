@@ -103,6 +103,9 @@ func TestRecordAddressKeepsBoundedHistory(t *testing.T) {
 	if c := (db.AddressChurn{Limit: 1000}).WithDefaults(); c.Limit != db.MaxAddressesPerDevice-1 || c.Window != 24*time.Hour {
 		t.Fatalf("WithDefaults = %+v", c)
 	}
+	if c := (db.AddressChurn{}).WithDefaults(); c != db.DefaultAddressChurn() || c.Limit != 6 {
+		t.Fatalf("zero rule = %+v, want the defaults %+v", c, db.DefaultAddressChurn())
+	}
 	if n := scalar[int](f, `SELECT count(*) FROM device_review_findings WHERE device_id = $1`, d.ID); n != 1 {
 		t.Fatalf("%d findings with the default rule", n)
 	}
