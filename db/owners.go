@@ -76,9 +76,16 @@ func (d *DB) UserForIdentity(ctx context.Context, id Identity) (User, error) {
 		RETURNING id, email, display_name`, email, truncate(id.Name, 128)); err != nil {
 		return User{}, translate("provision user", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO user_identities (issuer, subject, user_id, email, linked_by)
-		VALUES ($1, $2, $3, $4, 'login')`, id.Issuer, id.Subject, u.ID, email); err != nil {
+	res, err := tx.ExecContext(ctx, `INSERT INTO user_identities (issuer, subject, user_id, email, linked_by)
+		VALUES ($1, $2, $3, $4, 'login') ON CONFLICT (issuer, subject) DO NOTHING`, id.Issuer, id.Subject, u.ID, email)
+	if err != nil {
 		return User{}, translate("provision user", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		// LinkIdentity, which does not take the lock, linked the identity meanwhile: its link
+		// wins and the user created here is rolled back.
+		_ = tx.Rollback()
+		return d.UserForIdentity(ctx, id)
 	}
 	return u, translate("provision user", tx.Commit())
 }

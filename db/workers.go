@@ -261,7 +261,9 @@ func claimGPUs(ctx context.Context, x sqlx.ExtContext, deviceID, owner string, s
 // insertGPUs stores the snapshot's GPUs that keep admits (by attest.UUIDKey, the spelling
 // stored), each at its snapshot position; a UUID
 // another device already holds is skipped (the holder keeps its claim; the proof flags the
-// claimant), as is a position the device already fills.
+// claimant), as is a position the device already fills. Rows are inserted in UUID order: two
+// enrollments reporting the same UUIDs in different orders would otherwise deadlock on the
+// unique index, and one would fail with a driver error.
 func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attest.Snapshot, keep func(uuid string) bool) error {
 	var uuids, models, archs, ccs, serials []string
 	var idx, pcis []int
@@ -289,6 +291,7 @@ func insertGPUs(ctx context.Context, x sqlx.ExtContext, deviceID string, s attes
 		architecture, compute_capability, serial)
 		SELECT $1, i, u, m, p, mem, a, c, s FROM unnest($2::int[], $3::text[], $4::text[], $5::int[],
 			$6::bigint[], $7::text[], $8::text[], $9::text[]) AS t(i, u, m, p, mem, a, c, s)
+		ORDER BY u
 		ON CONFLICT DO NOTHING`, deviceID, pq.Array(idx), pq.Array(uuids), pq.Array(models), pq.Array(pcis),
 		pq.Array(mems), pq.Array(archs), pq.Array(ccs), pq.Array(serials))
 	return translate("store gpus", err)
@@ -584,6 +587,11 @@ func (d *DB) ConsumeAndRecord(ctx context.Context, p ProofRecord) (consumed bool
 	}
 	var n int
 	err = d.lossTolerant(ctx, func(tx *sqlx.Tx) error {
+		// The device row first, then its challenge: the order RemoveDevice locks them in. The
+		// statement below alone locks the challenge first, and a concurrent removal deadlocked.
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM devices WHERE id = $1 FOR NO KEY UPDATE`, p.DeviceID); err != nil {
+			return err
+		}
 		return tx.GetContext(ctx, &n, `WITH c AS (
 			UPDATE challenges SET consumed_at = now()
 			WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now()

@@ -103,6 +103,11 @@ type Authenticator struct {
 	window time.Duration
 	now    func() time.Time
 	cache  *ttlcache.LRU[string, []Key]
+	// fillMu orders cache fills against Revoke: a lookup that read the keys before a Revoke
+	// must not put them back after it, or a revoked key would verify until the entry expires.
+	// gen counts Revoke calls; a lookup caches its keys only if none happened since it began.
+	fillMu sync.Mutex
+	gen    uint64
 
 	mu   sync.Mutex
 	seen map[[32]byte]time.Time
@@ -146,7 +151,12 @@ func New(keys Keys, o Options) *Authenticator {
 }
 
 // Revoke forgets the cached keys of a device (call it after revoking one of them).
-func (a *Authenticator) Revoke(deviceID string) { a.cache.Remove(deviceID) }
+func (a *Authenticator) Revoke(deviceID string) {
+	a.fillMu.Lock()
+	defer a.fillMu.Unlock()
+	a.gen++
+	a.cache.Remove(deviceID)
+}
 
 // Middleware authenticates requests carrying attest.SignatureHeader; requests without it pass
 // through unchanged. A signature that does not verify is answered by reject, never passed on.
@@ -202,11 +212,18 @@ func (a *Authenticator) verify(ctx context.Context, s attest.Signed, method, uri
 	}
 	keys, ok := a.cache.Get(s.DeviceID)
 	if !ok {
+		a.fillMu.Lock()
+		gen := a.gen
+		a.fillMu.Unlock()
 		var err error
 		if keys, err = a.keys(ctx, s.DeviceID); err != nil {
 			return Principal{}, err // an outage, not a refusal: presented as internal
 		}
-		a.cache.Add(s.DeviceID, keys)
+		a.fillMu.Lock()
+		if a.gen == gen {
+			a.cache.Add(s.DeviceID, keys)
+		}
+		a.fillMu.Unlock()
 	}
 	now := a.now()
 	for _, k := range keys {
