@@ -9,7 +9,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
-	"os"
 
 	"testing"
 
@@ -178,9 +177,3 @@ func must[T any](t *testing.T, what string) func(T, error) T {
 	}
 }
 
-// knownBugs reports whether the tests of bugs reported but not fixed yet should run
-// (GPUGATE_KNOWN_BUGS=1): each such test skips otherwise, naming the bug.
-func knownBugs(t *testing.T) bool {
-	t.Helper()
-	return os.Getenv("GPUGATE_KNOWN_BUGS") == "1"
-}

@@ -233,10 +233,6 @@ func TestGPUClaimsBySerial(t *testing.T) {
 // owners' devices", db.ProofRecord).
 func TestSerialClaimDoesNotFlagTheHolder(t *testing.T) {
 	f := newFixture(t)
-	if !knownBugs(t) {
-		t.Skip("known bug (store tests report, issue 11): insertGPUs stores a claimant's duplicate serial, so GPUClaims " +
-			"then finds it on the claimant and flags the honest holder with SERIAL_ON_ANOTHER_DEVICE; set GPUGATE_KNOWN_BUGS=1 to run")
-	}
 	a, b := f.user("a"), f.user("b")
 	sa := snapshot(gpuUUID())
 	sa.GPUs[0].Serial = "1650123456789"
