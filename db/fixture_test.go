@@ -176,4 +176,3 @@ func must[T any](t *testing.T, what string) func(T, error) T {
 		return v
 	}
 }
-
