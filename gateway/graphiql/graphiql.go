@@ -17,6 +17,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"html/template"
+	"io"
 	"io/fs"
 	"net/http"
 	"path"
@@ -63,7 +64,8 @@ type server struct {
 
 // Mount registers GraphiQL on mux: the page at GET / and its files under AssetPrefix. The page
 // sends GraphQL requests to endpoint (a path on the same origin, such as "/graphql").
-// It panics if the embedded files are unreadable, which only a broken build can cause.
+// It panics if the embedded files are unreadable or the page names a file that is not embedded,
+// which only a broken build can cause (and every test that starts a dev gateway would catch).
 func Mount(mux *http.ServeMux, endpoint string) {
 	s := newServer(endpoint)
 	mux.HandleFunc("GET /{$}", s.servePage)
@@ -109,6 +111,9 @@ func newServer(endpoint string) *server {
 			return nil, fs.ErrNotExist
 		},
 	}).Parse(string(page)))
+	if err := s.page.Execute(io.Discard, map[string]string{"Endpoint": endpoint, "Nonce": ""}); err != nil {
+		panic("graphiql: index.html: " + err.Error()) // it names a file that is not embedded
+	}
 	return s
 }
 
@@ -128,8 +133,8 @@ func (s *server) servePage(w http.ResponseWriter, r *http.Request) {
 	nonce := base64.StdEncoding.EncodeToString(b[:])
 	var buf bytes.Buffer
 	if err := s.page.Execute(&buf, map[string]string{"Endpoint": s.endpoint, "Nonce": nonce}); err != nil {
-		// Only a template naming a file that is not embedded gets here; the tests render it.
-		http.Error(w, "GraphiQL page: "+err.Error(), http.StatusInternalServerError)
+		// Unreachable: newServer rendered the same template with the same files.
+		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
 	h := w.Header()
