@@ -171,7 +171,7 @@ func TestGraphiQLServedFromEmbed(t *testing.T) {
 func checkAsset(t *testing.T, base, ref, integrity string) {
 	t.Helper()
 	name := path.Base(ref)
-	local := "graphiql/vendor/" + name
+	local := "graphiql/third_party/" + name
 	if _, err := os.Stat(local); err != nil {
 		local = "graphiql/static/" + name
 	}
@@ -230,10 +230,10 @@ func checkAsset(t *testing.T, base, ref, integrity string) {
 	}
 }
 
-// TestGraphiQLVendorSources checks that the vendored files are the ones vendor/SOURCES records
+// TestGraphiQLVendorSources checks that the vendored files are the ones third_party/SOURCES records
 // (scripts/vendor-graphiql writes both), so a hand edit of a third-party file does not pass.
 func TestGraphiQLVendorSources(t *testing.T) {
-	f, err := os.Open("graphiql/vendor/SOURCES")
+	f, err := os.Open("graphiql/third_party/SOURCES")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,12 +244,12 @@ func TestGraphiQLVendorSources(t *testing.T) {
 		if len(fields) != 2 || len(fields[0]) != 64 {
 			continue
 		}
-		b, err := os.ReadFile("graphiql/vendor/" + fields[1])
+		b, err := os.ReadFile("graphiql/third_party/" + fields[1])
 		if err != nil {
 			t.Fatal(err)
 		}
 		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != fields[0] {
-			t.Errorf("vendor/%s differs from what scripts/vendor-graphiql fetched", fields[1])
+			t.Errorf("third_party/%s differs from what scripts/vendor-graphiql fetched", fields[1])
 		}
 		n++
 	}
@@ -257,8 +257,8 @@ func TestGraphiQLVendorSources(t *testing.T) {
 		t.Errorf("SOURCES lists %d files, want 4", n)
 	}
 	for _, l := range []string{"LICENSE.graphiql", "LICENSE.react", "LICENSE.react-dom", "THIRD_PARTY_NOTICES"} {
-		if b, err := os.ReadFile("graphiql/vendor/" + l); err != nil || !bytes.Contains(b, []byte("MIT")) {
-			t.Errorf("vendor/%s: missing or not the MIT license text (%v)", l, err)
+		if b, err := os.ReadFile("graphiql/third_party/" + l); err != nil || !bytes.Contains(b, []byte("MIT")) {
+			t.Errorf("third_party/%s: missing or not the MIT license text (%v)", l, err)
 		}
 	}
 }

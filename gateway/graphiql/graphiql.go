@@ -2,9 +2,10 @@
 // binary, so that it works on a machine without internet, under a Content-Security-Policy that
 // lets the page load nothing but those files and talk to nothing but its own origin.
 //
-// vendor/ holds the files exactly as published on npm (graphiql's UMD bundle and CSS, React and
-// ReactDOM), fetched by scripts/vendor-graphiql, with their licenses; vendor/SOURCES records the
-// package versions and each file's sha256. static/ holds gpugate's own page script and style.
+// third_party/ holds the files exactly as published on npm (graphiql's UMD bundle and CSS, React
+// and ReactDOM), fetched by scripts/vendor-graphiql, with their licenses; third_party/SOURCES
+// records the package versions and each file's sha256. static/ holds gpugate's own page script
+// and style.
 package graphiql
 
 import (
@@ -26,7 +27,7 @@ import (
 	"sync"
 )
 
-//go:embed vendor static index.html
+//go:embed third_party static index.html
 var files embed.FS
 
 // AssetPrefix is the path under which the page's files are served: AssetPrefix + hash + "/" + name.
@@ -74,7 +75,7 @@ func Mount(mux *http.ServeMux, endpoint string) {
 
 func newServer(endpoint string) *server {
 	s := &server{endpoint: endpoint, assets: map[string]*asset{}}
-	for _, dir := range []string{"vendor", "static"} {
+	for _, dir := range []string{"third_party", "static"} {
 		entries, err := fs.ReadDir(files, dir)
 		if err != nil {
 			panic("graphiql: embedded files: " + err.Error())
@@ -154,12 +155,13 @@ func (s *server) serveAsset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	etag := `"` + a.hash + `"`
+	etag := `W/"` + a.hash + `"` // weak: the gzip and identity bodies differ
 	h.Set("ETag", etag)
 	h.Set("Cache-Control", "public, max-age=31536000, immutable")
 	h.Set("Vary", "Accept-Encoding")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == etag || inm == "*" || strings.Contains(inm, etag)) {
+	// If-None-Match compares weakly: W/"h" and "h" both match.
+	if inm := r.Header.Get("If-None-Match"); inm == "*" || strings.Contains(inm, `"`+a.hash+`"`) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
