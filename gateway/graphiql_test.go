@@ -264,7 +264,8 @@ func TestGraphiQLVendorSources(t *testing.T) {
 }
 
 // TestGraphiQLInChromium opens the dev-mode page in headless Chromium with every host name
-// unresolvable (the internet cut off), waits for GraphiQL to render, runs the default query,
+// unresolvable (the internet cut off), waits for GraphiQL to render and load the schema by
+// introspection (on, as `serve` sets it in dev mode), runs the default query,
 // then, with a bearer token typed into the Headers tab, a query only a signed-in user can answer.
 // Every request the page makes must go to the gateway, and the page must raise no CSP violation
 // and no script error. Skipped where Chromium is not installed (.ci/run installs it).
@@ -280,7 +281,7 @@ func TestGraphiQLInChromium(t *testing.T) {
 		t.Skip("no chromium on PATH (apt-get install chromium)")
 	}
 	p := newIDP(t)
-	o := newOwnersWith(t, p, gateway.Config{Dev: true, Verifier: p.verifier, RoleNames: map[model.Role]string{model.RoleAdmin: "ADMIN"}})
+	o := newOwnersWith(t, p, gateway.Config{Dev: true, Introspection: true, Verifier: p.verifier, RoleNames: map[model.Role]string{model.RoleAdmin: "ADMIN"}})
 	token := p.sign(p.claims("alice"))
 
 	b := startChromium(t, bin)
@@ -311,6 +312,10 @@ func TestGraphiQLInChromium(t *testing.T) {
 	if tab := b.eval(t, s, `(document.querySelector('.graphiql-editor-tools button.active') || {}).textContent`); tab != "Headers" {
 		t.Errorf("open editor tool is %v, want the Headers tab", tab)
 	}
+
+	// The schema arrived by introspection: the documentation explorer lists the root types.
+	b.eval(t, s, `document.querySelector('[aria-label="Show Documentation Explorer"]').click()`)
+	b.waitFor(t, s, "the schema in the documentation explorer", `document.querySelector('.graphiql-doc-explorer').textContent.includes('Mutation')`)
 
 	b.eval(t, s, run)
 	out := b.waitFor(t, s, "the default query's answer", response+`.getValue().includes('networkStats') && `+response+`.getValue()`).(string)
