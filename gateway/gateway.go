@@ -13,11 +13,11 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/deviceauth"
+	"github.com/gpugate/gpugate/gateway/graphiql"
 	"github.com/gpugate/gpugate/graph"
 	"github.com/gpugate/gpugate/graph/model"
 	"github.com/gpugate/gpugate/guard"
@@ -216,7 +216,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	if cfg.Dev {
-		mux.Handle("GET /{$}", playground.Handler("gpugate explorer", "/graphql"))
+		graphiql.Mount(mux, "/graphql") // GET / and its embedded files under /graphiql/
 		if cfg.DevInfo != nil {
 			mux.HandleFunc("GET /dev/oidc", func(w http.ResponseWriter, _ *http.Request) {
 				writeJSON(w, http.StatusOK, cfg.DevInfo)
