@@ -24,6 +24,18 @@ func toConnection(p db.Page) *model.DeviceConnection {
 	return c
 }
 
+// convertAll maps each element of s with f; nil stays nil.
+func convertAll[S, T any](s []S, f func(S) T) []T {
+	if s == nil {
+		return nil
+	}
+	out := make([]T, len(s))
+	for i, v := range s {
+		out[i] = f(v)
+	}
+	return out
+}
+
 func deref[T any](p *T) T {
 	var zero T
 	if p == nil {
