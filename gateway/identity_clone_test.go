@@ -77,7 +77,7 @@ func TestQuarantineOfARemovedDeviceFollowsItsSuccessor(t *testing.T) {
 		t.Fatalf("successor: %+v", p)
 	}
 	o.as(adm, `mutation($id: ID!) { quarantineDevice(id: $id, reason: "counterfeit") { status } }`,
-		map[string]any{"id": x.deviceID}).data(t, &struct{}{})
+		map[string]any{"id": x.deviceID}).Decode(t, &struct{}{})
 	if d := o.public(t, y.deviceID); d.Status != "QUARANTINED" {
 		t.Fatalf("the successor holding the quarantined GPUs: %+v", d)
 	}
@@ -121,7 +121,7 @@ func TestRespelledUUIDsAreTheSameGPUs(t *testing.T) {
 	other := h100Host(65)
 	q.enroll(t, o.enrollmentToken(t, "carol"), other)
 	o.as(adm, `mutation($id: ID!) { quarantineDevice(id: $id, reason: "counterfeit") { status } }`,
-		map[string]any{"id": q.deviceID}).data(t, &struct{}{})
+		map[string]any{"id": q.deviceID}).Decode(t, &struct{}{})
 	o.remove(t, "carol", q.deviceID)
 	evader := newWorker(o)
 	evader.enroll(t, o.enrollmentToken(t, "carol"), respelled(other))
