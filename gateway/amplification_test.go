@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/gpugate/gpugate/attest"
 	"github.com/gpugate/gpugate/db"
@@ -152,33 +153,11 @@ func TestConcurrentExecutionsAreBounded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 3, gateway.Config{})
 	o := newEnvOn(t, e, gateway.Config{MaxConcurrent: 1, MaxQueued: 1, QueueWait: 30 * time.Second})
-	// Hold the only slot: a listing blocks on a table lock until the test releases it.
-	tx, err := e.x.Beginx()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Hold the only slot: a listing blocks on a table lock until the test releases it. One more
+	// may wait in the queue; the one after is refused at once.
+	tx, refused, results := saturate(t, e, o, `{ devices(first: 1) { edges { node { id } } } }`,
+		"no request was refused while the only slot and the queue were taken")
 	defer tx.Rollback()
-	if _, err := tx.Exec(`LOCK TABLE devices IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
-	q := `{ devices(first: 1) { edges { node { id } } } }`
-	results := make(chan response, 3)
-	go func() { results <- o.post(q, nil) }()
-	waitFor(t, func() bool {
-		var n int
-		_ = e.x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM devices%'`)
-		return n > 0
-	})
-	// One more may wait in the queue; the one after is refused at once.
-	go func() { results <- o.post(q, nil) }()
-	go func() { results <- o.post(q, nil) }()
-	var refused response
-	select {
-	case refused = <-results:
-	case <-time.After(10 * time.Second):
-		_ = tx.Rollback()
-		t.Fatal("no request was refused while the only slot and the queue were taken")
-	}
 	if refused.Status != http.StatusServiceUnavailable || refused.Header.Get("Retry-After") == "" {
 		t.Fatalf("HTTP %d, Retry-After %q: %s", refused.Status, refused.Header.Get("Retry-After"), refused.RawBody)
 	}
@@ -196,6 +175,38 @@ func TestConcurrentExecutionsAreBounded(t *testing.T) {
 		var out struct{ Devices struct{ Edges []any } }
 		(<-results).Decode(t, &out)
 	}
+}
+
+// saturate locks the devices table in a transaction of e's database, so that query blocks in the
+// gateway o, then sends it three times: the first takes the execution slot, one more may wait
+// in the queue, and the one refused at once is returned with the channel the other two arrive
+// on once the caller rolls tx back. It fails t with msg if none is refused within 10 s.
+func saturate(t *testing.T, e, o *env, query, msg string) (tx *sqlx.Tx, refused response, results <-chan response) {
+	t.Helper()
+	tx, err := e.x.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`LOCK TABLE devices IN ACCESS EXCLUSIVE MODE`); err != nil {
+		_ = tx.Rollback()
+		t.Fatal(err)
+	}
+	out := make(chan response, 3)
+	go func() { out <- o.post(query, nil) }()
+	waitFor(t, func() bool {
+		var n int
+		_ = e.x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM devices%'`)
+		return n > 0
+	})
+	go func() { out <- o.post(query, nil) }()
+	go func() { out <- o.post(query, nil) }()
+	select {
+	case refused = <-out:
+	case <-time.After(10 * time.Second):
+		_ = tx.Rollback()
+		t.Fatal(msg)
+	}
+	return tx, refused, out
 }
 
 func waitFor(t *testing.T, cond func() bool) {
@@ -354,31 +365,9 @@ func TestExpensiveOperationsAreBoundedSeparately(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 3, gateway.Config{})
 	o := newEnvOn(t, e, gateway.Config{HeavyCost: 20, MaxHeavy: 1, QueueWait: 30 * time.Second})
-	tx, err := e.x.Beginx()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx, refused, results := saturate(t, e, o, `{ devices(first: 10) { edges { node { id name } } } }`, // cost 32
+		"no expensive operation was refused while the expensive lane and its queue were taken")
 	defer tx.Rollback()
-	if _, err := tx.Exec(`LOCK TABLE devices IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
-	heavy := `{ devices(first: 10) { edges { node { id name } } } }` // cost 32
-	results := make(chan response, 3)
-	go func() { results <- o.post(heavy, nil) }()
-	waitFor(t, func() bool {
-		var n int
-		_ = e.x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM devices%'`)
-		return n > 0
-	})
-	go func() { results <- o.post(heavy, nil) }()
-	go func() { results <- o.post(heavy, nil) }()
-	var refused response
-	select {
-	case refused = <-results:
-	case <-time.After(10 * time.Second):
-		_ = tx.Rollback()
-		t.Fatal("no expensive operation was refused while the expensive lane and its queue were taken")
-	}
 	if refused.Status != http.StatusServiceUnavailable || refused.Header.Get("Retry-After") == "" {
 		t.Fatalf("HTTP %d, Retry-After %q: %s", refused.Status, refused.Header.Get("Retry-After"), refused.RawBody)
 	}

@@ -15,8 +15,7 @@ import (
 func TestWorkerLimitsAreNotMultipliedByAddedKeys(t *testing.T) {
 	t.Parallel()
 	o := newEvidenceOwners(t, resolvers.WorkerConfig{ChallengeRate: resolvers.Rate{Every: time.Hour, Burst: 2}})
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(70))
+	w := o.enrolledWorker(t, "alice", h100Host(70))
 	const challenge = `mutation($d: ID!) { requestChallenge(deviceId: $d) { id } }`
 	vars := map[string]any{"d": w.deviceID}
 	for range 2 {

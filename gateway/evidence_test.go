@@ -95,8 +95,7 @@ func TestEvidenceFloodingIsBounded(t *testing.T) {
 	t.Parallel()
 	// The default burst (10) with a refill slow enough that the count below is exact.
 	o := newEvidenceOwners(t, resolvers.WorkerConfig{ProofRate: resolvers.Rate{Every: time.Hour, Burst: 10}})
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(40))
+	w := o.enrolledWorker(t, "alice", h100Host(40))
 	before := o.attestationsBytes(t)
 
 	// The attack as reported: ~0.9 MB snapshots naming random challenge ids.
@@ -216,8 +215,7 @@ func TestSnapshotBudgetFitsRealHosts(t *testing.T) {
 func TestWorkerLimitsRefuseWithoutWriting(t *testing.T) {
 	t.Parallel()
 	o := newEvidenceOwners(t, resolvers.WorkerConfig{HeartbeatRate: resolvers.Rate{Every: time.Hour, Burst: 2}})
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(42))
+	w := o.enrolledWorker(t, "alice", h100Host(42))
 
 	for range 2 {
 		w.call(heartbeatMutation, map[string]any{"d": w.deviceID}).Decode(t, &struct{}{})
@@ -259,8 +257,7 @@ func TestWorkerLimitsRefuseWithoutWriting(t *testing.T) {
 func TestRetriedProofKeepsItsVerdict(t *testing.T) {
 	t.Parallel()
 	o := newEvidenceOwners(t, resolvers.WorkerConfig{})
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(43))
+	w := o.enrolledWorker(t, "alice", h100Host(43))
 	id, nonce, diff := w.challenge(t)
 	p, err := attest.Prove(context.Background(), w.priv, id, nonce, diff, h100Host(43))
 	if err != nil {
@@ -363,8 +360,7 @@ func (w *worker) callFrom(t *testing.T, src, query string, vars map[string]any) 
 func TestSourceAddressesAndChurn(t *testing.T) {
 	t.Parallel()
 	o := newEvidenceOwners(t, resolvers.WorkerConfig{AddressChurn: db.AddressChurn{Limit: 3, Window: time.Hour}})
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(44))
+	w := o.enrolledWorker(t, "alice", h100Host(44))
 
 	w.callFrom(t, "127.0.0.2", heartbeatMutation, map[string]any{"d": w.deviceID}).Decode(t, &struct{}{})
 	if _, err := o.x.Exec(`UPDATE device_addresses SET last_seen_at = '2001-01-01' WHERE device_id = $1`, w.deviceID); err != nil {

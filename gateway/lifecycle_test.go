@@ -100,15 +100,13 @@ func TestRemovedHostsGPUsCannotBeSquatted(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
 	host := h100Host(40)
-	genuine := newWorker(o)
-	genuine.enroll(t, o.enrollmentToken(t, "alice"), host)
+	genuine := o.enrolledWorker(t, "alice", host)
 	if p := genuine.prove(t, host); p.Verification != "VERIFIED" {
 		t.Fatalf("genuine host: %+v", p)
 	}
 	o.remove(t, "alice", genuine.deviceID)
 
-	squatter := newWorker(o)
-	squatter.enroll(t, o.enrollmentToken(t, "bob"), host)
+	squatter := o.enrolledWorker(t, "bob", host)
 	if d := o.public(t, squatter.deviceID); d.GpuCount != 0 {
 		t.Fatalf("the squatter holds %d of the removed host's GPUs", d.GpuCount)
 	}
@@ -146,8 +144,7 @@ func TestQuarantineFollowsTheGPUs(t *testing.T) {
 	o := newWorkerOwners(t)
 	adm := o.user("admin", "ADMIN")
 	host := h100Host(41)
-	x := newWorker(o)
-	x.enroll(t, o.enrollmentToken(t, "alice"), host)
+	x := o.enrolledWorker(t, "alice", host)
 	if p := x.prove(t, host); p.Verification != "VERIFIED" {
 		t.Fatalf("first proof: %+v", p)
 	}
@@ -155,8 +152,7 @@ func TestQuarantineFollowsTheGPUs(t *testing.T) {
 		map[string]any{"id": x.deviceID}).Decode(t, &struct{}{})
 	o.remove(t, "alice", x.deviceID)
 
-	y := newWorker(o)
-	y.enroll(t, o.enrollmentToken(t, "alice"), host)
+	y := o.enrolledWorker(t, "alice", host)
 	if d := o.public(t, y.deviceID); d.Status != "QUARANTINED" || d.GpuCount != 0 {
 		t.Fatalf("re-enrolled quarantined GPUs: %+v, want QUARANTINED holding none", d)
 	}
@@ -174,8 +170,7 @@ func TestQuarantineFollowsTheGPUs(t *testing.T) {
 		t.Fatalf("the owner is not told why: %v", r)
 	}
 	// Another account enrolling them is quarantined just the same.
-	z := newWorker(o)
-	z.enroll(t, o.enrollmentToken(t, "bob"), host)
+	z := o.enrolledWorker(t, "bob", host)
 	if d := o.public(t, z.deviceID); d.Status != "QUARANTINED" {
 		t.Fatalf("another account's device with quarantined GPUs: %+v", d)
 	}
@@ -210,11 +205,9 @@ func TestAdminReassignsAGPUIdentity(t *testing.T) {
 	o := newWorkerOwners(t)
 	adm := o.user("admin", "ADMIN")
 	host := h100Host(42)
-	seller := newWorker(o)
-	seller.enroll(t, o.enrollmentToken(t, "alice"), host)
+	seller := o.enrolledWorker(t, "alice", host)
 	o.remove(t, "alice", seller.deviceID)
-	buyer := newWorker(o)
-	buyer.enroll(t, o.enrollmentToken(t, "bob"), host)
+	buyer := o.enrolledWorker(t, "bob", host)
 
 	type conflict struct {
 		UUID                                   string
@@ -280,8 +273,7 @@ func TestRemovedDeviceIsHiddenEverywhere(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
 	alice := o.user("alice")
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(44))
+	w := o.enrolledWorker(t, "alice", h100Host(44))
 	o.as(alice, `mutation($id: ID!) { updateDevice(id: $id, input: {name: "vanishing-rig-qz"}) { id } }`, map[string]any{"id": w.deviceID}).Decode(t, &struct{}{})
 	w.prove(t, h100Host(44))
 
@@ -370,8 +362,7 @@ func TestRemovedDeviceKeyIsRefusedAtOnce(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
 	other := o.replica(t)
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(45))
+	w := o.enrolledWorker(t, "alice", h100Host(45))
 	onOther := &worker{o: other, priv: w.priv, deviceID: w.deviceID}
 	const hb = `mutation($d: ID!) { heartbeat(deviceId: $d, input: {gpus: []}) { status } }`
 	const challenge = `mutation($d: ID!) { requestChallenge(deviceId: $d) { id } }`

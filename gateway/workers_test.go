@@ -90,6 +90,14 @@ func (w *worker) enroll(t *testing.T, token string, snap attest.Snapshot) {
 	w.deviceID = out.EnrollDevice.DeviceID
 }
 
+// enrolledWorker returns a new worker enrolled with snap by a token of user.
+func (o *owners) enrolledWorker(t *testing.T, user string, snap attest.Snapshot) *worker {
+	t.Helper()
+	w := newWorker(o)
+	w.enroll(t, o.enrollmentToken(t, user), snap)
+	return w
+}
+
 func newWorkerOwners(t *testing.T) *owners {
 	t.Helper()
 	p := newIDP(t)
@@ -100,8 +108,7 @@ func newWorkerOwners(t *testing.T) *owners {
 func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(1))
+	w := o.enrolledWorker(t, "alice", h100Host(1))
 
 	var owner string
 	if err := o.x.Get(&owner, `SELECT owner_id FROM devices WHERE id = $1`, w.deviceID); err != nil || owner != o.alice {
@@ -314,8 +321,7 @@ func TestEnrollmentRules(t *testing.T) {
 func TestKeyRotationAndRevocation(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(6))
+	w := o.enrolledWorker(t, "alice", h100Host(6))
 	alice := bearer(o.idp.sign(o.idp.claims("alice")))
 	hb := `mutation($d: ID!) { heartbeat(deviceId: $d, input: {gpus: []}) { status } }`
 	var creds struct {
