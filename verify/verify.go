@@ -2,8 +2,8 @@
 // what a device's evidence proves: it enrolls devices, issues proof-of-work challenges, turns a
 // submitted proof into a verdict, and records heartbeats.
 //
-// Every device request passes the same gate first (device.go): the per-device rate limit, then
-// the source address (churn findings go to the audit log), then the guard. A proof then runs
+// Every request of an enrolled device passes the same gate first (device.go): the per-device rate
+// limit, then the source address (churn findings go to the audit log), then the guard. A proof then runs
 // the checks in judge (proof.go) — the work and signature, the host-level counterfeit rules
 // (attest), the changes since enrollment and the GPU identities other devices hold — and the
 // findings become the stored verdict. A new kind of evidence (for example NVIDIA
