@@ -1,5 +1,10 @@
-// Package db holds gpugate's domain types, its PostgreSQL queries (sqlx + lib/pq, parameterized
-// only) and its embedded migrations. It never imports the GraphQL layer.
+// Package db is gpugate's store: the domain types (types.go, enums.go; gqlgen binds the GraphQL
+// types to them), the PostgreSQL queries that store them (sqlx + lib/pq, parameterized only; one
+// file per area: devices, owners, workers, evidence, addresses, stats, retention), the embedded
+// migrations, the demo seed (seed.go), the normalisation of stored text (text.go) and the
+// heartbeat coalescer that batches heartbeat writes (heartbeats.go). The types stay beside their
+// SQL, as in Dex's storage package: a type here is what a row holds. It never imports the
+// GraphQL layer or the verify service that drives the worker protocol over it.
 package db
 
 import (

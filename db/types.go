@@ -2,8 +2,6 @@ package db
 
 import (
 	"fmt"
-	"io"
-	"strconv"
 	"time"
 
 	"github.com/lib/pq"
@@ -87,23 +85,6 @@ func (a Attestation) Reasons() []string {
 	return a.ReasonList
 }
 
-// AttestationVerdict is whether a proof passed.
-type AttestationVerdict string
-
-// Attestation verdicts.
-const (
-	VerdictPassed  AttestationVerdict = "PASSED"
-	VerdictFlagged AttestationVerdict = "FLAGGED"
-)
-
-var allVerdicts = []AttestationVerdict{VerdictPassed, VerdictFlagged}
-
-// UnmarshalGQL implements graphql.Unmarshaler; it fails on any value not in the enum.
-func (v *AttestationVerdict) UnmarshalGQL(x any) error { return unmarshalEnum(v, x, allVerdicts) }
-
-// MarshalGQL implements graphql.Marshaler.
-func (v AttestationVerdict) MarshalGQL(w io.Writer) { marshalEnum(w, v) }
-
 // User is a person who owns devices. Its ID is shown to that user only.
 type User struct {
 	ID          string  `db:"id"`
@@ -131,82 +112,6 @@ type GPU struct {
 
 // PCIDeviceID formats the PCI device id the way nvidia-smi does (0x2330).
 func (g GPU) PCIDeviceID() string { return fmt.Sprintf("0x%04X", g.PCIID) }
-
-// DeviceStatus is whether a device's worker is alive, or the owner paused it.
-type DeviceStatus string
-
-// Device statuses.
-const (
-	StatusUp     DeviceStatus = "UP"
-	StatusDown   DeviceStatus = "DOWN"
-	StatusPaused DeviceStatus = "PAUSED"
-	// StatusQuarantined: an admin took the device out of the network.
-	StatusQuarantined DeviceStatus = "QUARANTINED"
-)
-
-// AllDeviceStatuses lists every DeviceStatus in presentation order.
-var AllDeviceStatuses = []DeviceStatus{StatusUp, StatusDown, StatusPaused, StatusQuarantined}
-
-// UnmarshalGQL implements graphql.Unmarshaler; it fails on any value not in the enum.
-func (s *DeviceStatus) UnmarshalGQL(v any) error { return unmarshalEnum(s, v, AllDeviceStatuses) }
-
-// MarshalGQL implements graphql.Marshaler.
-func (s DeviceStatus) MarshalGQL(w io.Writer) { marshalEnum(w, s) }
-
-// VerificationState is the public outcome of a device's latest proof.
-type VerificationState string
-
-// Verification states.
-const (
-	VerificationPending  VerificationState = "PENDING"
-	VerificationVerified VerificationState = "VERIFIED"
-	VerificationFlagged  VerificationState = "FLAGGED"
-)
-
-// AllVerificationStates lists every VerificationState in presentation order.
-var AllVerificationStates = []VerificationState{VerificationPending, VerificationVerified, VerificationFlagged}
-
-// UnmarshalGQL implements graphql.Unmarshaler; it fails on any value not in the enum.
-func (s *VerificationState) UnmarshalGQL(v any) error {
-	return unmarshalEnum(s, v, AllVerificationStates)
-}
-
-// MarshalGQL implements graphql.Marshaler.
-func (s VerificationState) MarshalGQL(w io.Writer) { marshalEnum(w, s) }
-
-// DeviceOrderField is a column devices may be ordered by.
-type DeviceOrderField string
-
-// Device order fields.
-const (
-	OrderCreatedAt DeviceOrderField = "CREATED_AT"
-	OrderName      DeviceOrderField = "NAME"
-)
-
-var allOrderFields = []DeviceOrderField{OrderCreatedAt, OrderName}
-
-// UnmarshalGQL implements graphql.Unmarshaler; it fails on any value not in the enum.
-func (f *DeviceOrderField) UnmarshalGQL(v any) error { return unmarshalEnum(f, v, allOrderFields) }
-
-// MarshalGQL implements graphql.Marshaler.
-func (f DeviceOrderField) MarshalGQL(w io.Writer) { marshalEnum(w, f) }
-
-// OrderDirection is ascending or descending.
-type OrderDirection string
-
-// Order directions.
-const (
-	Asc  OrderDirection = "ASC"
-	Desc OrderDirection = "DESC"
-)
-
-var allDirections = []OrderDirection{Asc, Desc}
-
-// UnmarshalGQL implements graphql.Unmarshaler; it fails on any value not in the enum.
-func (d *OrderDirection) UnmarshalGQL(v any) error { return unmarshalEnum(d, v, allDirections) }
-
-// MarshalGQL implements graphql.Marshaler.
-func (d OrderDirection) MarshalGQL(w io.Writer) { marshalEnum(w, d) }
 
 // DeviceFilter holds equality filters combined with AND; nil fields do not filter.
 type DeviceFilter struct {
@@ -264,25 +169,4 @@ type VerificationCount struct {
 	Verification VerificationState
 	Devices      int
 	GPUs         int
-}
-
-func unmarshalEnum[T ~string](dst *T, v any, valid []T) error {
-	s, ok := v.(string)
-	if !ok {
-		return Invalidf("enum value must be a string, got %T", v)
-	}
-	for _, c := range valid {
-		if string(c) == s {
-			*dst = c
-			return nil
-		}
-	}
-	if len(s) > 32 {
-		s = s[:32] + "..."
-	}
-	return Invalidf("%q is not a valid value (one of %v)", s, valid)
-}
-
-func marshalEnum[T ~string](w io.Writer, v T) {
-	_, _ = io.WriteString(w, strconv.Quote(string(v)))
 }

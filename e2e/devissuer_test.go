@@ -2,16 +2,12 @@ package e2e_test
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/db/dbtest"
-	"github.com/gpugate/gpugate/gateway"
-	"github.com/gpugate/gpugate/internal/testutil"
 	"github.com/gpugate/gpugate/oidc"
 	"github.com/gpugate/gpugate/oidc/devissuer"
 )
@@ -57,17 +53,7 @@ func TestDevIssuerOnlyAccessTokensAreBearerTokens(t *testing.T) {
 	if err != nil {
 		t.Fatalf("oidc.New against the dev issuer: %v", err)
 	}
-	logs := &testutil.SyncBuffer{}
-	cfg := gateway.Defaults()
-	cfg.Verifier = v
-	srv := httptest.NewServer(gateway.New(cfg, store, slog.New(slog.NewTextHandler(logs, nil))))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("gateway log:\n%s", logs.String())
-		}
-	})
-	gw := &client{t: t, url: srv.URL}
+	gw := startGateway(t, store, v)
 
 	tok, err := devissuer.FetchTokens(ctx, iss.Issuer(), devClient, redirect, "alice")
 	if err != nil {
@@ -79,7 +65,7 @@ func TestDevIssuerOnlyAccessTokensAreBearerTokens(t *testing.T) {
 
 	t.Run("the access token works", func(t *testing.T) {
 		var out struct{ Viewer struct{ Email string } }
-		gw.post(t, tok.Access, `{ viewer { email } }`).data(t, &out)
+		gw.post(t, tok.Access, `{ viewer { email } }`).Decode(t, &out)
 		if out.Viewer.Email != "alice@example.com" {
 			t.Fatalf("viewer.email = %q", out.Viewer.Email)
 		}
@@ -90,7 +76,7 @@ func TestDevIssuerOnlyAccessTokensAreBearerTokens(t *testing.T) {
 		if r.Status != http.StatusUnauthorized || r.Header.Get("WWW-Authenticate") == "" {
 			t.Fatalf("want HTTP 401 with WWW-Authenticate, got %d: %s", r.Status, r.RawBody)
 		}
-		if len(r.Errors) != 1 || r.Errors[0].code() != "UNAUTHENTICATED" || r.Errors[0].Message != "an ID token is not an access token" {
+		if len(r.Errors) != 1 || r.Errors[0].Code() != "UNAUTHENTICATED" || r.Errors[0].Message != "an ID token is not an access token" {
 			t.Fatalf("want one UNAUTHENTICATED error saying an ID token is not an access token, got %s", r.RawBody)
 		}
 	})

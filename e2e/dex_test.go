@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -106,17 +105,7 @@ func TestDexEndToEnd(t *testing.T) {
 		t.Fatalf("alice and bob share a subject or a user: %v", ids)
 	}
 
-	logs := &testutil.SyncBuffer{}
-	cfg := gateway.Defaults()
-	cfg.Verifier = v
-	srv := httptest.NewServer(gateway.New(cfg, store, slog.New(slog.NewTextHandler(logs, nil))))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("gateway log:\n%s", logs.String())
-		}
-	})
-	gw := &client{t: t, url: srv.URL}
+	gw := startGateway(t, store, v)
 
 	mine := sqlIDs(t, x, ids[alice.email])
 	if len(mine) == 0 || len(mine) > 10 {
@@ -133,7 +122,7 @@ func TestDexEndToEnd(t *testing.T) {
 				}
 			}
 		}
-		gw.post(t, aliceToken, `{ viewer { email devices(first: 10) { edges { node { id name } } } } }`).data(t, &out)
+		gw.post(t, aliceToken, `{ viewer { email devices(first: 10) { edges { node { id name } } } } }`).Decode(t, &out)
 		if out.Viewer.Email != alice.email {
 			t.Fatalf("viewer.email = %q, want %q", out.Viewer.Email, alice.email)
 		}
@@ -149,7 +138,7 @@ func TestDexEndToEnd(t *testing.T) {
 
 	t.Run("alice renames her device", func(t *testing.T) {
 		var out struct{ UpdateDevice struct{ Name string } }
-		gw.post(t, aliceToken, fmt.Sprintf(`mutation { updateDevice(id: %q, input: {name: "renamed-by-alice"}) { name } }`, aliceDevice)).data(t, &out)
+		gw.post(t, aliceToken, fmt.Sprintf(`mutation { updateDevice(id: %q, input: {name: "renamed-by-alice"}) { name } }`, aliceDevice)).Decode(t, &out)
 		if out.UpdateDevice.Name != "renamed-by-alice" {
 			t.Fatalf("updateDevice returned name %q", out.UpdateDevice.Name)
 		}
@@ -165,7 +154,7 @@ func TestDexEndToEnd(t *testing.T) {
 	t.Run("bob cannot rename alice's device", func(t *testing.T) {
 		before := snapshot(t, x, aliceDevice)
 		r := gw.post(t, bobToken, fmt.Sprintf(`mutation { updateDevice(id: %q, input: {name: "renamed-by-bob"}) { name } }`, aliceDevice))
-		if len(r.Errors) != 1 || r.Errors[0].code() != "FORBIDDEN" {
+		if len(r.Errors) != 1 || r.Errors[0].Code() != "FORBIDDEN" {
 			t.Fatalf("want one FORBIDDEN error, got HTTP %d: %s", r.Status, r.RawBody)
 		}
 		if strings.Contains(r.RawBody, ids[alice.email]) {
@@ -223,7 +212,7 @@ func TestDexEndToEnd(t *testing.T) {
 			if r.Status != http.StatusUnauthorized || r.Header.Get("WWW-Authenticate") == "" {
 				t.Fatalf("%s: want HTTP 401 with WWW-Authenticate, got %d: %s", name, r.Status, r.RawBody)
 			}
-			if len(r.Errors) != 1 || r.Errors[0].code() != "UNAUTHENTICATED" {
+			if len(r.Errors) != 1 || r.Errors[0].Code() != "UNAUTHENTICATED" {
 				t.Fatalf("%s: want one UNAUTHENTICATED error, got %s", name, r.RawBody)
 			}
 			if after := snapshot(t, x, aliceDevice); after != before {
@@ -232,7 +221,7 @@ func TestDexEndToEnd(t *testing.T) {
 		}
 		// The untampered token still works: the refusals were about the tampering.
 		var out struct{ Viewer struct{ Email string } }
-		gw.post(t, aliceToken, `{ viewer { email } }`).data(t, &out)
+		gw.post(t, aliceToken, `{ viewer { email } }`).Decode(t, &out)
 		if out.Viewer.Email != alice.email {
 			t.Fatalf("viewer.email = %q after the refusals", out.Viewer.Email)
 		}
@@ -533,54 +522,21 @@ type client struct {
 	url string
 }
 
-type gqlError struct {
-	Message    string         `json:"message"`
-	Extensions map[string]any `json:"extensions"`
+// startGateway serves the gateway with verifier v over store; its log is shown if the test
+// fails.
+func startGateway(t *testing.T, store *db.DB, v *oidc.Verifier) *client {
+	logs := testutil.LogOnFailure(t, "gateway")
+	cfg := gateway.Defaults()
+	cfg.Verifier = v
+	srv := httptest.NewServer(gateway.New(cfg, store, slog.New(slog.NewTextHandler(logs, nil))))
+	t.Cleanup(srv.Close)
+	return &client{t: t, url: srv.URL}
 }
 
-func (e gqlError) code() string { s, _ := e.Extensions["code"].(string); return s }
-
-type response struct {
-	Status  int             `json:"-"`
-	Header  http.Header     `json:"-"`
-	Data    json.RawMessage `json:"data"`
-	Errors  []gqlError      `json:"errors"`
-	RawBody string          `json:"-"`
-}
-
-func (c *client) post(t *testing.T, token, query string) response {
+// post sends one GraphQL operation with token as the bearer token (30 s at most).
+func (c *client) post(t *testing.T, token, query string) testutil.Response {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"query": query})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url+"/graphql", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST /graphql: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	out := response{Status: resp.StatusCode, Header: resp.Header, RawBody: string(b)}
-	if len(b) > 0 && b[0] == '{' {
-		if err := json.Unmarshal(b, &out); err != nil {
-			t.Fatalf("decode %s: %v", b, err)
-		}
-	}
-	return out
-}
-
-// data decodes a successful response's data into v, failing on any error.
-func (r response) data(t *testing.T, v any) {
-	t.Helper()
-	if len(r.Errors) > 0 || r.Status != http.StatusOK {
-		t.Fatalf("unexpected errors (HTTP %d): %s", r.Status, r.RawBody)
-	}
-	if err := json.Unmarshal(r.Data, v); err != nil {
-		t.Fatalf("decode data %s: %v", r.Data, err)
-	}
+	return testutil.PostGraphQL(ctx, t, c.url, token, query, nil)
 }

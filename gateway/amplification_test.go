@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/gpugate/gpugate/attest"
 	"github.com/gpugate/gpugate/db"
@@ -35,8 +36,8 @@ func amplificationDocument() string {
 	return b.String()
 }
 
-// cost returns extensions.cost of a served response.
-func (r response) cost(t *testing.T) (requested, limit int) {
+// costOf returns extensions.cost of a served response.
+func costOf(t *testing.T, r response) (requested, limit int) {
 	t.Helper()
 	var out struct {
 		Extensions struct {
@@ -59,7 +60,7 @@ func TestAmplificationDocumentIsRefusedBeforeExecution(t *testing.T) {
 	r := e.post(doc, nil)
 	// 3 × (devices + edges + 100 × (node + 4,500 __typename))
 	want := 3 * (2 + 100*4501)
-	r.wantError(t, "QUERY_LIMIT", fmt.Sprintf("the operation costs %d; the limit is 5000", want))
+	r.WantError(t, "QUERY_LIMIT", fmt.Sprintf("the operation costs %d; the limit is 5000", want))
 	if string(r.Data) != "" && string(r.Data) != "null" {
 		t.Fatalf("a refused document must not execute: data = %.200s", r.Data)
 	}
@@ -104,7 +105,7 @@ func TestCostLimit(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			r := e.post(c.query, c.vars)
 			if c.msg != "" {
-				r.wantError(t, "QUERY_LIMIT", c.msg)
+				r.WantError(t, "QUERY_LIMIT", c.msg)
 				if string(r.Data) != "" && string(r.Data) != "null" {
 					t.Fatalf("a refused document must not execute: data = %.200s", r.Data)
 				}
@@ -113,7 +114,7 @@ func TestCostLimit(t *testing.T) {
 			if len(r.Errors) > 0 || r.Status != http.StatusOK {
 				t.Fatalf("unexpected errors (HTTP %d): %.500s", r.Status, r.RawBody)
 			}
-			got, limit := r.cost(t)
+			got, limit := costOf(t, r)
 			if limit != 5000 || (c.cost >= 0 && got != c.cost) {
 				t.Fatalf("extensions.cost = {requested %d, limit %d}, want {%d, 5000}", got, limit, c.cost)
 			}
@@ -125,10 +126,10 @@ func TestCostLimit(t *testing.T) {
 	t.Run("configurable", func(t *testing.T) {
 		q := `{ devices(first: 10) { edges { node { id name } } } }`
 		r := newEnvOn(t, e, gateway.Config{MaxCost: 32}).post(q, nil)
-		if got, _ := r.cost(t); got != 32 {
+		if got, _ := costOf(t, r); got != 32 {
 			t.Fatalf("cost %d", got)
 		}
-		newEnvOn(t, e, gateway.Config{MaxCost: 31}).post(q, nil).wantError(t, "QUERY_LIMIT", "costs 32; the limit is 31")
+		newEnvOn(t, e, gateway.Config{MaxCost: 31}).post(q, nil).WantError(t, "QUERY_LIMIT", "costs 32; the limit is 31")
 	})
 }
 
@@ -139,50 +140,28 @@ func TestDeadlineStopsExecution(t *testing.T) {
 	// (introspection is pure CPU over the static schema and never looks at the context itself).
 	e := newEnvOn(t, base, gateway.Config{Introspection: true, RequestTimeout: time.Nanosecond})
 	r := e.post(`{ __typename __schema { types { name fields { name } } } }`, nil)
-	r.wantError(t, "TIMEOUT", "the request exceeded its time limit")
+	r.WantError(t, "TIMEOUT", "the request exceeded its time limit")
 	if string(r.Data) != "" && string(r.Data) != "null" {
 		t.Fatalf("fields resolved after the deadline: %.300s", r.Data)
 	}
 	// One error for the operation, not one per unresolved field.
 	r = e.post(`{ devices(first: 50) { edges { node { id name gpus { model } } } } }`, nil)
-	r.wantError(t, "TIMEOUT", "the request exceeded its time limit")
+	r.WantError(t, "TIMEOUT", "the request exceeded its time limit")
 }
 
 func TestConcurrentExecutionsAreBounded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 3, gateway.Config{})
 	o := newEnvOn(t, e, gateway.Config{MaxConcurrent: 1, MaxQueued: 1, QueueWait: 30 * time.Second})
-	// Hold the only slot: a listing blocks on a table lock until the test releases it.
-	tx, err := e.x.Beginx()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Hold the only slot: a listing blocks on a table lock until the test releases it. One more
+	// may wait in the queue; the one after is refused at once.
+	tx, refused, results := saturate(t, e, o, `{ devices(first: 1) { edges { node { id } } } }`,
+		"no request was refused while the only slot and the queue were taken")
 	defer tx.Rollback()
-	if _, err := tx.Exec(`LOCK TABLE devices IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
-	q := `{ devices(first: 1) { edges { node { id } } } }`
-	results := make(chan response, 3)
-	go func() { results <- o.post(q, nil) }()
-	waitFor(t, func() bool {
-		var n int
-		_ = e.x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM devices%'`)
-		return n > 0
-	})
-	// One more may wait in the queue; the one after is refused at once.
-	go func() { results <- o.post(q, nil) }()
-	go func() { results <- o.post(q, nil) }()
-	var refused response
-	select {
-	case refused = <-results:
-	case <-time.After(10 * time.Second):
-		_ = tx.Rollback()
-		t.Fatal("no request was refused while the only slot and the queue were taken")
-	}
 	if refused.Status != http.StatusServiceUnavailable || refused.Header.Get("Retry-After") == "" {
 		t.Fatalf("HTTP %d, Retry-After %q: %s", refused.Status, refused.Header.Get("Retry-After"), refused.RawBody)
 	}
-	refused.wantError(t, "OVERLOADED", "busy")
+	refused.WantError(t, "OVERLOADED", "busy")
 	// Health endpoints do not queue behind executions.
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if r := o.raw(http.MethodGet, path, "", nil, nil); r.Status != http.StatusOK {
@@ -194,8 +173,40 @@ func TestConcurrentExecutionsAreBounded(t *testing.T) {
 	}
 	for range 2 {
 		var out struct{ Devices struct{ Edges []any } }
-		(<-results).data(t, &out)
+		(<-results).Decode(t, &out)
 	}
+}
+
+// saturate locks the devices table in a transaction of e's database, so that query blocks in the
+// gateway o, then sends it three times: the first takes the execution slot, one more may wait
+// in the queue, and the one refused at once is returned with the channel the other two arrive
+// on once the caller rolls tx back. It fails t with msg if none is refused within 10 s.
+func saturate(t *testing.T, e, o *env, query, msg string) (tx *sqlx.Tx, refused response, results <-chan response) {
+	t.Helper()
+	tx, err := e.x.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`LOCK TABLE devices IN ACCESS EXCLUSIVE MODE`); err != nil {
+		_ = tx.Rollback()
+		t.Fatal(err)
+	}
+	out := make(chan response, 3)
+	go func() { out <- o.post(query, nil) }()
+	waitFor(t, func() bool {
+		var n int
+		_ = e.x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM devices%'`)
+		return n > 0
+	})
+	go func() { out <- o.post(query, nil) }()
+	go func() { out <- o.post(query, nil) }()
+	select {
+	case refused = <-out:
+	case <-time.After(10 * time.Second):
+		_ = tx.Rollback()
+		t.Fatal(msg)
+	}
+	return tx, refused, out
 }
 
 func waitFor(t *testing.T, cond func() bool) {
@@ -215,13 +226,13 @@ func TestResponseSizeCap(t *testing.T) {
 	capped := newEnvOn(t, e, gateway.Config{MaxResponseBytes: 4000})
 	q := `{ devices(first: 40) { edges { cursor node { id name region } } } }`
 	r := capped.post(q, nil)
-	r.wantError(t, "RESPONSE_TOO_LARGE", "; the limit is 4000")
+	r.WantError(t, "RESPONSE_TOO_LARGE", "; the limit is 4000")
 	if !json.Valid([]byte(r.RawBody)) || (string(r.Data) != "" && string(r.Data) != "null") {
 		t.Fatalf("want a whole JSON body without data: %.300s", r.RawBody)
 	}
 	var out struct{ Devices struct{ Edges []any } }
-	capped.post(`{ devices(first: 2) { edges { node { id } } } }`, nil).data(t, &out)
-	e.post(q, nil).data(t, &out) // the default cap (4 MiB) serves it
+	capped.post(`{ devices(first: 2) { edges { node { id } } } }`, nil).Decode(t, &out)
+	e.post(q, nil).Decode(t, &out) // the default cap (4 MiB) serves it
 	if len(out.Devices.Edges) != 40 {
 		t.Fatalf("%d edges", len(out.Devices.Edges))
 	}
@@ -345,7 +356,7 @@ func TestSelectionWidthLimit(t *testing.T) {
 				}
 				return
 			}
-			r.wantError(t, "QUERY_LIMIT", c.msg)
+			r.WantError(t, "QUERY_LIMIT", c.msg)
 		})
 	}
 }
@@ -354,45 +365,23 @@ func TestExpensiveOperationsAreBoundedSeparately(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 3, gateway.Config{})
 	o := newEnvOn(t, e, gateway.Config{HeavyCost: 20, MaxHeavy: 1, QueueWait: 30 * time.Second})
-	tx, err := e.x.Beginx()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx, refused, results := saturate(t, e, o, `{ devices(first: 10) { edges { node { id name } } } }`, // cost 32
+		"no expensive operation was refused while the expensive lane and its queue were taken")
 	defer tx.Rollback()
-	if _, err := tx.Exec(`LOCK TABLE devices IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
-	heavy := `{ devices(first: 10) { edges { node { id name } } } }` // cost 32
-	results := make(chan response, 3)
-	go func() { results <- o.post(heavy, nil) }()
-	waitFor(t, func() bool {
-		var n int
-		_ = e.x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM devices%'`)
-		return n > 0
-	})
-	go func() { results <- o.post(heavy, nil) }()
-	go func() { results <- o.post(heavy, nil) }()
-	var refused response
-	select {
-	case refused = <-results:
-	case <-time.After(10 * time.Second):
-		_ = tx.Rollback()
-		t.Fatal("no expensive operation was refused while the expensive lane and its queue were taken")
-	}
 	if refused.Status != http.StatusServiceUnavailable || refused.Header.Get("Retry-After") == "" {
 		t.Fatalf("HTTP %d, Retry-After %q: %s", refused.Status, refused.Header.Get("Retry-After"), refused.RawBody)
 	}
-	refused.wantError(t, "OVERLOADED", "costing 20 or more")
+	refused.WantError(t, "OVERLOADED", "costing 20 or more")
 	// Cheap operations do not wait behind expensive ones.
 	var out struct {
 		Typename string `json:"__typename"`
 	}
-	o.post(`{ __typename }`, nil).data(t, &out)
+	o.post(`{ __typename }`, nil).Decode(t, &out)
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
 		var page struct{ Devices struct{ Edges []any } }
-		(<-results).data(t, &page)
+		(<-results).Decode(t, &page)
 	}
 }

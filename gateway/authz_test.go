@@ -270,7 +270,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 						t.Fatalf("%s: want private null and no error, got %s", op.name, r.RawBody)
 					}
 				default:
-					r.wantError(t, outcome, "")
+					r.WantError(t, outcome, "")
 					if strings.Contains(r.RawBody, o.alice) {
 						t.Fatalf("%s: the refusal names the owner: %s", op.name, r.RawBody)
 					}
@@ -296,7 +296,7 @@ func TestOwnerMutationsChangeWhatTheyShould(t *testing.T) {
 	}
 	status := func() string {
 		var s struct{ Device struct{ Status string } }
-		o.post(`query($id: ID!) { device(id: $id) { status } }`, vars).data(t, &s)
+		o.post(`query($id: ID!) { device(id: $id) { status } }`, vars).Decode(t, &s)
 		return s.Device.Status
 	}
 	type dev struct {
@@ -310,34 +310,34 @@ func TestOwnerMutationsChangeWhatTheyShould(t *testing.T) {
 	}
 	var out struct{ UpdateDevice dev }
 	o.as(alice, `mutation($id: ID!) { updateDevice(id: $id, input: {name: "  Cafe\u0301 rig  ", labels: ["lab", "lab", "gpu"]}) {
-		name status private { labels paused } } }`, vars).data(t, &out)
+		name status private { labels paused } } }`, vars).Decode(t, &out)
 	if out.UpdateDevice.Name != "Café rig" || strings.Join(out.UpdateDevice.Private.Labels, ",") != "lab,gpu" {
 		t.Fatalf("update: %+v", out.UpdateDevice)
 	}
 	// Omitted fields keep their value.
-	o.as(alice, `mutation($id: ID!) { updateDevice(id: $id, input: {labels: []}) { name private { labels } } }`, vars).data(t, &out)
+	o.as(alice, `mutation($id: ID!) { updateDevice(id: $id, input: {labels: []}) { name private { labels } } }`, vars).Decode(t, &out)
 	if out.UpdateDevice.Name != "Café rig" || len(out.UpdateDevice.Private.Labels) != 0 {
 		t.Fatalf("partial update: %+v", out.UpdateDevice)
 	}
 	var pr struct{ PauseDevice dev }
-	o.as(alice, `mutation($id: ID!) { pauseDevice(id: $id) { status private { paused } } }`, vars).data(t, &pr)
+	o.as(alice, `mutation($id: ID!) { pauseDevice(id: $id) { status private { paused } } }`, vars).Decode(t, &pr)
 	if pr.PauseDevice.Status != "PAUSED" || !pr.PauseDevice.Private.Paused || status() != "PAUSED" {
 		t.Fatalf("pause: %+v", pr)
 	}
 	var qr struct{ QuarantineDevice dev }
-	o.as(adm, `mutation($id: ID!) { quarantineDevice(id: $id, reason: "cloned GPU UUIDs") { status } }`, vars).data(t, &qr)
+	o.as(adm, `mutation($id: ID!) { quarantineDevice(id: $id, reason: "cloned GPU UUIDs") { status } }`, vars).Decode(t, &qr)
 	if qr.QuarantineDevice.Status != "QUARANTINED" {
 		t.Fatalf("quarantine: %+v", qr)
 	}
 	// Resuming a quarantined device does not lift the quarantine; the owner sees the reason.
 	var rr struct{ ResumeDevice dev }
-	o.as(alice, `mutation($id: ID!) { resumeDevice(id: $id) { status private { paused quarantineReason } } }`, vars).data(t, &rr)
+	o.as(alice, `mutation($id: ID!) { resumeDevice(id: $id) { status private { paused quarantineReason } } }`, vars).Decode(t, &rr)
 	if rr.ResumeDevice.Status != "QUARANTINED" || rr.ResumeDevice.Private.Paused ||
 		rr.ResumeDevice.Private.QuarantineReason == nil || *rr.ResumeDevice.Private.QuarantineReason != "cloned GPU UUIDs" {
 		t.Fatalf("resume while quarantined: %+v", rr.ResumeDevice)
 	}
 	var rel struct{ ReleaseDevice dev }
-	o.as(adm, `mutation($id: ID!) { releaseDevice(id: $id) { status } }`, vars).data(t, &rel)
+	o.as(adm, `mutation($id: ID!) { releaseDevice(id: $id) { status } }`, vars).Decode(t, &rel)
 	if rel.ReleaseDevice.Status != "UP" {
 		t.Fatalf("release of a device with a fresh heartbeat: %+v", rel)
 	}
@@ -348,7 +348,7 @@ func TestOwnerMutationsChangeWhatTheyShould(t *testing.T) {
 			Devices connection
 		}
 	}
-	o.as(alice, `{ viewer { id devices(first: 100) { edges { node { id name } } pageInfo { hasNextPage } } } }`, nil).data(t, &viewer)
+	o.as(alice, `{ viewer { id devices(first: 100) { edges { node { id name } } pageInfo { hasNextPage } } } }`, nil).Decode(t, &viewer)
 	if viewer.Viewer.ID != o.alice {
 		t.Fatalf("viewer id %s, want alice's %s", viewer.Viewer.ID, o.alice)
 	}
@@ -363,18 +363,18 @@ func TestOwnerMutationsChangeWhatTheyShould(t *testing.T) {
 		t.Fatalf("viewer.devices %v, want alice's %v", got, mine)
 	}
 	var rm struct{ RemoveDevice struct{ ID string } }
-	o.as(alice, `mutation($id: ID!) { removeDevice(id: $id) { id } }`, vars).data(t, &rm)
+	o.as(alice, `mutation($id: ID!) { removeDevice(id: $id) { id } }`, vars).Decode(t, &rm)
 	if rm.RemoveDevice.ID != o.aliceDevice {
 		t.Fatalf("remove: %+v", rm)
 	}
 	// Removal is soft: the device is gone from every view, its row and GPU claims stay as evidence.
-	o.post(`query($id: ID!) { device(id: $id) { id } }`, vars).wantError(t, "NOT_FOUND", "device not found")
+	o.post(`query($id: ID!) { device(id: $id) { id } }`, vars).WantError(t, "NOT_FOUND", "device not found")
 	var removed bool
 	if err := o.x.Get(&removed, `SELECT removed_at IS NOT NULL AND gpu_count = (SELECT count(*) FROM gpus WHERE device_id = $1)
 		FROM devices WHERE id = $1`, o.aliceDevice); err != nil || !removed {
 		t.Fatalf("remove: row not kept as removed (%v)", err)
 	}
-	o.as(alice, `mutation($id: ID!) { removeDevice(id: $id) { id } }`, vars).wantError(t, "NOT_FOUND", "device not found")
+	o.as(alice, `mutation($id: ID!) { removeDevice(id: $id) { id } }`, vars).WantError(t, "NOT_FOUND", "device not found")
 }
 
 func TestOwnerInputIsValidated(t *testing.T) {
@@ -416,7 +416,7 @@ func TestOwnerInputIsValidated(t *testing.T) {
 			if c.name == "unknown device" {
 				code = "NOT_FOUND"
 			}
-			r.wantError(t, code, c.msg)
+			r.WantError(t, code, c.msg)
 			if o.snapshot(o.aliceDevice) != before {
 				t.Fatal("a refused write changed the device")
 			}
@@ -465,7 +465,7 @@ func TestFirstRequestProvisionsExactlyOneUser(t *testing.T) {
 	var viewer struct {
 		Viewer struct{ Devices connection }
 	}
-	o.as(token, `{ viewer { devices(first: 10) { edges { node { id } } } } }`, nil).data(t, &viewer)
+	o.as(token, `{ viewer { devices(first: 10) { edges { node { id } } } } }`, nil).Decode(t, &viewer)
 	if len(viewer.Viewer.Devices.Edges) != 0 {
 		t.Fatalf("a new user owns devices: %+v", viewer)
 	}

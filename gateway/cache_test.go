@@ -16,7 +16,7 @@ func TestAnonymousQueriesAreMicroCached(t *testing.T) {
 	vars := map[string]any{"id": o.aliceDevice}
 	name := func(r response) string {
 		var out struct{ Device struct{ Name string } }
-		r.data(t, &out)
+		r.Decode(t, &out)
 		return out.Device.Name
 	}
 	first := o.post(q, vars)

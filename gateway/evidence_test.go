@@ -63,7 +63,7 @@ func (w *worker) challenge(t *testing.T) (string, []byte, int) {
 			Difficulty int
 		}
 	}
-	w.call(challengeMutation, map[string]any{"d": w.deviceID}).data(t, &ch)
+	w.call(challengeMutation, map[string]any{"d": w.deviceID}).Decode(t, &ch)
 	nonce, _ := base64.StdEncoding.DecodeString(ch.RequestChallenge.Nonce)
 	return ch.RequestChallenge.ID, nonce, ch.RequestChallenge.Difficulty
 }
@@ -95,8 +95,7 @@ func TestEvidenceFloodingIsBounded(t *testing.T) {
 	t.Parallel()
 	// The default burst (10) with a refill slow enough that the count below is exact.
 	o := newEvidenceOwners(t, resolvers.WorkerConfig{ProofRate: resolvers.Rate{Every: time.Hour, Burst: 10}})
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(40))
+	w := o.enrolledWorker(t, "alice", h100Host(40))
 	before := o.attestationsBytes(t)
 
 	// The attack as reported: ~0.9 MB snapshots naming random challenge ids.
@@ -106,7 +105,7 @@ func TestEvidenceFloodingIsBounded(t *testing.T) {
 		p := attest.Proof{ChallengeID: uuid.NewString(), Counter: 1, Snapshot: huge, Signature: make([]byte, 64)}
 		r := w.call(submitProofMutation, proofVars(w.deviceID, p))
 		if len(r.Errors) > 0 {
-			codes = append(codes, r.Errors[0].code())
+			codes = append(codes, r.Errors[0].Code())
 		}
 	}
 	grown := o.attestationsBytes(t) - before
@@ -131,13 +130,13 @@ func TestEvidenceFloodingIsBounded(t *testing.T) {
 		p := attest.Proof{ChallengeID: uuid.NewString(), Counter: uint64(i), Snapshot: fits, Signature: make([]byte, 64)}
 		r := w.call(submitProofMutation, proofVars(w.deviceID, p))
 		if len(r.Errors) > 0 {
-			e := r.wantError(t, "RATE_LIMITED", "submitProof")
+			e := r.WantError(t, "RATE_LIMITED", "submitProof")
 			limited = &e
 			continue
 		}
 		stored++
 		var res submitProofResponse
-		r.data(t, &res)
+		r.Decode(t, &res)
 		if res.SubmitProof.Verdict != "FLAGGED" || strings.Join(res.SubmitProof.Reasons, ",") != "CHALLENGE_FOREIGN" {
 			t.Fatalf("made-up challenge: %+v", res.SubmitProof)
 		}
@@ -186,7 +185,7 @@ func TestSnapshotBudgetFitsRealHosts(t *testing.T) {
 	}
 	had := devices()
 	w.signed(w.priv, "", time.Now(), body(enrollMutation, w.enrollInput(o.enrollmentToken(t, "alice"), big)), nil).
-		wantError(t, "BAD_USER_INPUT", "snapshot is")
+		WantError(t, "BAD_USER_INPUT", "snapshot is")
 	if n := devices(); n != had {
 		t.Fatalf("a refused enrollment stored a device (%d -> %d)", had, n)
 	}
@@ -205,7 +204,7 @@ func TestSnapshotBudgetFitsRealHosts(t *testing.T) {
 		t.Fatal(err)
 	}
 	var res submitProofResponse
-	w.call(submitProofMutation, proofVars(w.deviceID, p)).data(t, &res)
+	w.call(submitProofMutation, proofVars(w.deviceID, p)).Decode(t, &res)
 	if res.SubmitProof.Verdict != "PASSED" {
 		t.Fatalf("a real host's largest evidence: %+v", res.SubmitProof)
 	}
@@ -216,17 +215,16 @@ func TestSnapshotBudgetFitsRealHosts(t *testing.T) {
 func TestWorkerLimitsRefuseWithoutWriting(t *testing.T) {
 	t.Parallel()
 	o := newEvidenceOwners(t, resolvers.WorkerConfig{HeartbeatRate: resolvers.Rate{Every: time.Hour, Burst: 2}})
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(42))
+	w := o.enrolledWorker(t, "alice", h100Host(42))
 
 	for range 2 {
-		w.call(heartbeatMutation, map[string]any{"d": w.deviceID}).data(t, &struct{}{})
+		w.call(heartbeatMutation, map[string]any{"d": w.deviceID}).Decode(t, &struct{}{})
 	}
 	var seen time.Time
 	if err := o.x.Get(&seen, `UPDATE devices SET last_seen_at = now() - interval '1 day' WHERE id = $1 RETURNING last_seen_at`, w.deviceID); err != nil {
 		t.Fatal(err)
 	}
-	e := w.call(heartbeatMutation, map[string]any{"d": w.deviceID}).wantError(t, "RATE_LIMITED", "heartbeat")
+	e := w.call(heartbeatMutation, map[string]any{"d": w.deviceID}).WantError(t, "RATE_LIMITED", "heartbeat")
 	if ra, _ := e.Extensions["retryAfterSeconds"].(float64); ra < 60 {
 		t.Fatalf("retry-after %v; the bucket refills in an hour", e.Extensions)
 	}
@@ -239,7 +237,7 @@ func TestWorkerLimitsRefuseWithoutWriting(t *testing.T) {
 	for range db.MaxOpenChallenges {
 		w.challenge(t)
 	}
-	e = w.call(challengeMutation, map[string]any{"d": w.deviceID}).wantError(t, "RATE_LIMITED", "open challenges")
+	e = w.call(challengeMutation, map[string]any{"d": w.deviceID}).WantError(t, "RATE_LIMITED", "open challenges")
 	if ra, _ := e.Extensions["retryAfterSeconds"].(float64); ra < 1 {
 		t.Fatalf("no retry-after: %v", e.Extensions)
 	}
@@ -259,8 +257,7 @@ func TestWorkerLimitsRefuseWithoutWriting(t *testing.T) {
 func TestRetriedProofKeepsItsVerdict(t *testing.T) {
 	t.Parallel()
 	o := newEvidenceOwners(t, resolvers.WorkerConfig{})
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(43))
+	w := o.enrolledWorker(t, "alice", h100Host(43))
 	id, nonce, diff := w.challenge(t)
 	p, err := attest.Prove(context.Background(), w.priv, id, nonce, diff, h100Host(43))
 	if err != nil {
@@ -269,7 +266,7 @@ func TestRetriedProofKeepsItsVerdict(t *testing.T) {
 	req := body(submitProofMutation, proofVars(w.deviceID, p))
 	sig := http.Header{attest.SignatureHeader: {attest.SignRequest(w.priv, w.deviceID, "POST", "/graphql", time.Now(), req)}}
 	var res submitProofResponse
-	o.raw(http.MethodPost, "/graphql", "application/json", req, sig).data(t, &res)
+	o.raw(http.MethodPost, "/graphql", "application/json", req, sig).Decode(t, &res)
 	if res.SubmitProof.Verdict != "PASSED" || res.SubmitProof.Verification != "VERIFIED" {
 		t.Fatalf("first submission: %+v", res.SubmitProof)
 	}
@@ -284,7 +281,7 @@ func TestRetriedProofKeepsItsVerdict(t *testing.T) {
 	}
 
 	// A proxy retries the identical request on the same gateway.
-	o.raw(http.MethodPost, "/graphql", "application/json", req, sig).wantError(t, "UNAUTHENTICATED", "replayed request")
+	o.raw(http.MethodPost, "/graphql", "application/json", req, sig).WantError(t, "UNAUTHENTICATED", "replayed request")
 	if v, n := state(); v != "VERIFIED" || n != 1 {
 		t.Fatalf("after a proxy retry: %s with %d attestations", v, n)
 	}
@@ -307,12 +304,12 @@ func TestRetriedProofKeepsItsVerdict(t *testing.T) {
 	}
 	viaOther.Status = resp.StatusCode
 	viaOther.RawBody = string(raw)
-	viaOther.data(t, &res)
+	viaOther.Decode(t, &res)
 	if res.SubmitProof.Verdict != "PASSED" || res.SubmitProof.Verification != "VERIFIED" {
 		t.Fatalf("proxy retry on another gateway: %+v", res.SubmitProof)
 	}
 	// The worker retries: the same proof, a fresh signature.
-	w.call(submitProofMutation, proofVars(w.deviceID, p)).data(t, &res)
+	w.call(submitProofMutation, proofVars(w.deviceID, p)).Decode(t, &res)
 	if res.SubmitProof.Verdict != "PASSED" || res.SubmitProof.Verification != "VERIFIED" || len(res.SubmitProof.Reasons) != 0 {
 		t.Fatalf("worker retry: %+v", res.SubmitProof)
 	}
@@ -322,12 +319,12 @@ func TestRetriedProofKeepsItsVerdict(t *testing.T) {
 
 	// A different proof for the spent challenge is a replay.
 	p.Counter++
-	w.call(submitProofMutation, proofVars(w.deviceID, p)).data(t, &res)
+	w.call(submitProofMutation, proofVars(w.deviceID, p)).Decode(t, &res)
 	if res.SubmitProof.Verdict != "FLAGGED" || strings.Join(res.SubmitProof.Reasons, ",") != "CHALLENGE_REPLAYED" {
 		t.Fatalf("different proof: %+v", res.SubmitProof)
 	}
 	// Retried, that finding keeps its own verdict and is not stored twice.
-	w.call(submitProofMutation, proofVars(w.deviceID, p)).data(t, &res)
+	w.call(submitProofMutation, proofVars(w.deviceID, p)).Decode(t, &res)
 	if v, n := state(); res.SubmitProof.Verdict != "FLAGGED" || v != "FLAGGED" || n != 2 {
 		t.Fatalf("retried replay: %+v, device %s with %d attestations", res.SubmitProof, v, n)
 	}
@@ -363,14 +360,13 @@ func (w *worker) callFrom(t *testing.T, src, query string, vars map[string]any) 
 func TestSourceAddressesAndChurn(t *testing.T) {
 	t.Parallel()
 	o := newEvidenceOwners(t, resolvers.WorkerConfig{AddressChurn: db.AddressChurn{Limit: 3, Window: time.Hour}})
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(44))
+	w := o.enrolledWorker(t, "alice", h100Host(44))
 
-	w.callFrom(t, "127.0.0.2", heartbeatMutation, map[string]any{"d": w.deviceID}).data(t, &struct{}{})
+	w.callFrom(t, "127.0.0.2", heartbeatMutation, map[string]any{"d": w.deviceID}).Decode(t, &struct{}{})
 	if _, err := o.x.Exec(`UPDATE device_addresses SET last_seen_at = '2001-01-01' WHERE device_id = $1`, w.deviceID); err != nil {
 		t.Fatal(err)
 	}
-	w.callFrom(t, "127.0.0.2", heartbeatMutation, map[string]any{"d": w.deviceID}).data(t, &struct{}{})
+	w.callFrom(t, "127.0.0.2", heartbeatMutation, map[string]any{"d": w.deviceID}).Decode(t, &struct{}{})
 	var last time.Time
 	if err := o.x.Get(&last, `SELECT last_seen_at FROM device_addresses WHERE device_id = $1`, w.deviceID); err != nil || last.Year() != 2001 {
 		t.Fatalf("an unchanged address was rewritten by the next heartbeat (%v, %v)", last, err)
@@ -380,7 +376,7 @@ func TestSourceAddressesAndChurn(t *testing.T) {
 	}
 	for _, src := range []string{"127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"} {
 		// Churn is reported, never a block.
-		w.callFrom(t, src, heartbeatMutation, map[string]any{"d": w.deviceID}).data(t, &struct{}{})
+		w.callFrom(t, src, heartbeatMutation, map[string]any{"d": w.deviceID}).Decode(t, &struct{}{})
 	}
 
 	var rep struct {
@@ -390,7 +386,7 @@ func TestSourceAddressesAndChurn(t *testing.T) {
 		}
 	}
 	const adminQuery = `query($id: ID!) { deviceAddresses(id: $id) { deviceId addresses { address firstSeenAt lastSeenAt } findings { reason detail createdAt } } }`
-	o.as(bearer(o.idp.sign(o.idp.claims("admin", "ADMIN"))), adminQuery, map[string]any{"id": w.deviceID}).data(t, &rep)
+	o.as(bearer(o.idp.sign(o.idp.claims("admin", "ADMIN"))), adminQuery, map[string]any{"id": w.deviceID}).Decode(t, &rep)
 	if len(rep.DeviceAddresses.Addresses) != 5 || rep.DeviceAddresses.Addresses[0].Address != "127.0.0.6" {
 		t.Fatalf("admin view of addresses: %+v", rep.DeviceAddresses.Addresses)
 	}
@@ -405,8 +401,8 @@ func TestSourceAddressesAndChurn(t *testing.T) {
 		t.Fatalf("churn changed the verification to %s (%v)", verification, err)
 	}
 	// Not for the owner through the admin query, nor for anyone else.
-	o.as(bearer(o.idp.sign(o.idp.claims("alice"))), adminQuery, map[string]any{"id": w.deviceID}).wantError(t, "FORBIDDEN", "")
-	o.post(adminQuery, map[string]any{"id": w.deviceID}).wantError(t, "UNAUTHENTICATED", "")
+	o.as(bearer(o.idp.sign(o.idp.claims("alice"))), adminQuery, map[string]any{"id": w.deviceID}).WantError(t, "FORBIDDEN", "")
+	o.post(adminQuery, map[string]any{"id": w.deviceID}).WantError(t, "UNAUTHENTICATED", "")
 
 	// The owner sees them in private; another user and the public do not, in any field.
 	const deviceQuery = `query($id: ID!) { device(id: $id) { id name status region verification gpuModel gpuCount lastSeenAt createdAt
@@ -416,7 +412,7 @@ func TestSourceAddressesAndChurn(t *testing.T) {
 			Private *struct{ SourceAddresses []struct{ Address string } }
 		}
 	}
-	o.as(bearer(o.idp.sign(o.idp.claims("alice"))), deviceQuery, map[string]any{"id": w.deviceID}).data(t, &mine)
+	o.as(bearer(o.idp.sign(o.idp.claims("alice"))), deviceQuery, map[string]any{"id": w.deviceID}).Decode(t, &mine)
 	if mine.Device.Private == nil || len(mine.Device.Private.SourceAddresses) != 5 {
 		t.Fatalf("owner view: %+v", mine.Device.Private)
 	}

@@ -53,7 +53,7 @@ func (e *env) page(first int, after *string, filter, order map[string]any) conne
 	e.t.Helper()
 	vars := map[string]any{"first": first, "after": after, "filter": filter, "orderBy": order}
 	var out struct{ Devices connection }
-	e.post(listQuery, vars).data(e.t, &out)
+	e.post(listQuery, vars).Decode(e.t, &out)
 	return out.Devices
 }
 
@@ -225,7 +225,7 @@ func TestDeviceByIDReturnsPublicFieldsAndGPUs(t *testing.T) {
 	}
 	var out struct{ Device node }
 	e.post(`query($id: ID!) { device(id: $id) { `+nodeFields+` gpus { index uuid model pciDeviceId memoryMiB } } }`,
-		map[string]any{"id": strings.ToUpper(id)}).data(t, &out)
+		map[string]any{"id": strings.ToUpper(id)}).Decode(t, &out)
 	if out.Device.ID != id || len(out.Device.GPUs) != 8 || out.Device.GPUCount != 8 {
 		t.Fatalf("device %s: got %+v", id, out.Device)
 	}
@@ -235,7 +235,7 @@ func TestDeviceByIDReturnsPublicFieldsAndGPUs(t *testing.T) {
 		}
 	}
 	r := e.post(`{ device(id: "00000000-0000-4000-8000-000000000000") { id } }`, nil)
-	r.wantError(t, "NOT_FOUND", "device not found")
+	r.WantError(t, "NOT_FOUND", "device not found")
 	if string(r.Data) != `{"device":null}` {
 		t.Fatalf("data = %s", r.Data)
 	}
@@ -256,7 +256,7 @@ func TestSearchByIDPrefixAndName(t *testing.T) {
 			var out struct{ SearchDevices connection }
 			e.post(`query($q: String!, $after: String) { searchDevices(query: $q, first: 10, after: $after) {
 				edges { node { `+nodeFields+` } } pageInfo { hasNextPage endCursor } } }`,
-				map[string]any{"q": q, "after": after}).data(t, &out)
+				map[string]any{"q": q, "after": after}).Decode(t, &out)
 			for _, edge := range out.SearchDevices.Edges {
 				all = append(all, edge.Node)
 			}
@@ -341,7 +341,7 @@ func TestNetworkStatsMatchTheDatabase(t *testing.T) {
 		}
 	}
 	e.post(`{ networkStats { devices gpus byStatus { status devices gpus } byGpuModel { model devices gpus }
-		byRegion { region devices gpus } byVerification { verification devices gpus } computedAt } }`, nil).data(t, &out)
+		byRegion { region devices gpus } byVerification { verification devices gpus } computedAt } }`, nil).Decode(t, &out)
 	s := out.NetworkStats
 	var devices, gpus int
 	if err := e.x.QueryRow(`SELECT (SELECT count(*) FROM devices), (SELECT count(*) FROM gpus)`).Scan(&devices, &gpus); err != nil {
@@ -390,7 +390,7 @@ func TestEmptyNetwork(t *testing.T) {
 		t.Fatalf("empty listing: %+v", c)
 	}
 	var out struct{ NetworkStats struct{ Devices, GPUs int } }
-	e.post(`{ networkStats { devices gpus byStatus { status } } }`, nil).data(t, &out)
+	e.post(`{ networkStats { devices gpus byStatus { status } } }`, nil).Decode(t, &out)
 	if out.NetworkStats.Devices != 0 || out.NetworkStats.GPUs != 0 {
 		t.Fatalf("stats of an empty network: %+v", out)
 	}
@@ -430,7 +430,7 @@ func TestDeadlineReachesSQL(t *testing.T) {
 			sawWaiting = sawWaiting || waiting() > 0
 		}
 	}
-	r.wantError(t, "TIMEOUT", "time limit")
+	r.WantError(t, "TIMEOUT", "time limit")
 	if !sawWaiting {
 		t.Fatal("the listing never reached PostgreSQL: the test proves nothing")
 	}

@@ -25,13 +25,11 @@ func TestSerialCloneClaimsNothing(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
 	host := h100Host(60)
-	genuine := newWorker(o)
-	genuine.enroll(t, o.enrollmentToken(t, "alice"), host)
+	genuine := o.enrolledWorker(t, "alice", host)
 	if p := genuine.prove(t, host); p.Verification != "VERIFIED" {
 		t.Fatalf("genuine: %+v", p)
 	}
-	clone := newWorker(o)
-	clone.enroll(t, o.enrollmentToken(t, "bob"), withUUIDs(host, 61))
+	clone := o.enrolledWorker(t, "bob", withUUIDs(host, 61))
 	if d := o.public(t, clone.deviceID); d.GpuCount != 0 {
 		t.Fatalf("the serial clone holds %d GPUs", d.GpuCount)
 	}
@@ -44,13 +42,11 @@ func TestSerialCloneClaimsNothing(t *testing.T) {
 
 	// Squatting by serial: the host is removed, the clone enrolls again, the host comes back.
 	o.remove(t, "alice", genuine.deviceID)
-	squat := newWorker(o)
-	squat.enroll(t, o.enrollmentToken(t, "bob"), withUUIDs(host, 62))
+	squat := o.enrolledWorker(t, "bob", withUUIDs(host, 62))
 	if d := o.public(t, squat.deviceID); d.GpuCount != 0 {
 		t.Fatalf("the squatter holds %d of the removed host's serials", d.GpuCount)
 	}
-	back := newWorker(o)
-	back.enroll(t, o.enrollmentToken(t, "alice"), host)
+	back := o.enrolledWorker(t, "alice", host)
 	if p := back.prove(t, host); p.Verdict != "PASSED" || p.Verification != "VERIFIED" {
 		t.Fatalf("the genuine host after re-enrolling: %+v", p)
 	}
@@ -67,23 +63,20 @@ func TestQuarantineOfARemovedDeviceFollowsItsSuccessor(t *testing.T) {
 	o := newWorkerOwners(t)
 	adm := o.user("admin", "ADMIN")
 	host := h100Host(63)
-	x := newWorker(o)
-	x.enroll(t, o.enrollmentToken(t, "alice"), host)
+	x := o.enrolledWorker(t, "alice", host)
 	x.prove(t, host)
 	o.remove(t, "alice", x.deviceID)
-	y := newWorker(o)
-	y.enroll(t, o.enrollmentToken(t, "alice"), host)
+	y := o.enrolledWorker(t, "alice", host)
 	if p := y.prove(t, host); p.Verification != "VERIFIED" {
 		t.Fatalf("successor: %+v", p)
 	}
 	o.as(adm, `mutation($id: ID!) { quarantineDevice(id: $id, reason: "counterfeit") { status } }`,
-		map[string]any{"id": x.deviceID}).data(t, &struct{}{})
+		map[string]any{"id": x.deviceID}).Decode(t, &struct{}{})
 	if d := o.public(t, y.deviceID); d.Status != "QUARANTINED" {
 		t.Fatalf("the successor holding the quarantined GPUs: %+v", d)
 	}
 	// A third device of the same owner with the same GPUs is quarantined too.
-	z := newWorker(o)
-	z.enroll(t, o.enrollmentToken(t, "alice"), host)
+	z := o.enrolledWorker(t, "alice", host)
 	if d := o.public(t, z.deviceID); d.Status != "QUARANTINED" {
 		t.Fatalf("another re-enrollment: %+v", d)
 	}
@@ -108,11 +101,9 @@ func TestRespelledUUIDsAreTheSameGPUs(t *testing.T) {
 	o := newWorkerOwners(t)
 	adm := o.user("admin", "ADMIN")
 	host := h100Host(64)
-	x := newWorker(o)
-	x.enroll(t, o.enrollmentToken(t, "alice"), host)
+	x := o.enrolledWorker(t, "alice", host)
 	o.remove(t, "alice", x.deviceID)
-	squat := newWorker(o)
-	squat.enroll(t, o.enrollmentToken(t, "bob"), respelled(host))
+	squat := o.enrolledWorker(t, "bob", respelled(host))
 	if d := o.public(t, squat.deviceID); d.GpuCount != 0 {
 		t.Fatalf("respelled UUIDs took %d of a removed host's GPUs", d.GpuCount)
 	}
@@ -121,10 +112,9 @@ func TestRespelledUUIDsAreTheSameGPUs(t *testing.T) {
 	other := h100Host(65)
 	q.enroll(t, o.enrollmentToken(t, "carol"), other)
 	o.as(adm, `mutation($id: ID!) { quarantineDevice(id: $id, reason: "counterfeit") { status } }`,
-		map[string]any{"id": q.deviceID}).data(t, &struct{}{})
+		map[string]any{"id": q.deviceID}).Decode(t, &struct{}{})
 	o.remove(t, "carol", q.deviceID)
-	evader := newWorker(o)
-	evader.enroll(t, o.enrollmentToken(t, "carol"), respelled(other))
+	evader := o.enrolledWorker(t, "carol", respelled(other))
 	if d := o.public(t, evader.deviceID); d.Status != "QUARANTINED" {
 		t.Fatalf("respelled quarantined GPUs escaped the quarantine: %+v", d)
 	}

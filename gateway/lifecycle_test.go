@@ -38,7 +38,7 @@ func (w *worker) prove(t *testing.T, snap attest.Snapshot) proofResult {
 			Difficulty int
 		}
 	}
-	w.call(`mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty } }`, map[string]any{"d": w.deviceID}).data(t, &ch)
+	w.call(`mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty } }`, map[string]any{"d": w.deviceID}).Decode(t, &ch)
 	nonce, _ := base64.StdEncoding.DecodeString(ch.RequestChallenge.Nonce)
 	p, err := attest.Prove(context.Background(), w.priv, ch.RequestChallenge.ID, nonce, ch.RequestChallenge.Difficulty, snap)
 	if err != nil {
@@ -48,7 +48,7 @@ func (w *worker) prove(t *testing.T, snap attest.Snapshot) proofResult {
 	var res struct{ SubmitProof proofResult }
 	w.call(`mutation($d: ID!, $in: ProofInput!) { submitProof(deviceId: $d, input: $in) { verdict reasons verification } }`,
 		map[string]any{"d": w.deviceID, "in": map[string]any{"challengeId": p.ChallengeID, "counter": strconv.FormatUint(p.Counter, 10),
-			"snapshot": string(js), "signature": base64.StdEncoding.EncodeToString(p.Signature)}}).data(t, &res)
+			"snapshot": string(js), "signature": base64.StdEncoding.EncodeToString(p.Signature)}}).Decode(t, &res)
 	return res.SubmitProof
 }
 
@@ -61,7 +61,7 @@ type publicDevice struct {
 func (o *owners) public(t *testing.T, id string) publicDevice {
 	t.Helper()
 	var out struct{ Device publicDevice }
-	o.post(`query($id: ID!) { device(id: $id) { name status verification gpuCount } }`, map[string]any{"id": id}).data(t, &out)
+	o.post(`query($id: ID!) { device(id: $id) { name status verification gpuCount } }`, map[string]any{"id": id}).Decode(t, &out)
 	return out.Device
 }
 
@@ -71,7 +71,7 @@ func (o *owners) user(name string, roles ...string) http.Header {
 
 func (o *owners) remove(t *testing.T, user, id string) {
 	t.Helper()
-	o.as(o.user(user), `mutation($id: ID!) { removeDevice(id: $id) { id } }`, map[string]any{"id": id}).data(t, &struct{}{})
+	o.as(o.user(user), `mutation($id: ID!) { removeDevice(id: $id) { id } }`, map[string]any{"id": id}).Decode(t, &struct{}{})
 }
 
 // replica is a second gateway over the same database, as in a deployment with several replicas:
@@ -100,15 +100,13 @@ func TestRemovedHostsGPUsCannotBeSquatted(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
 	host := h100Host(40)
-	genuine := newWorker(o)
-	genuine.enroll(t, o.enrollmentToken(t, "alice"), host)
+	genuine := o.enrolledWorker(t, "alice", host)
 	if p := genuine.prove(t, host); p.Verification != "VERIFIED" {
 		t.Fatalf("genuine host: %+v", p)
 	}
 	o.remove(t, "alice", genuine.deviceID)
 
-	squatter := newWorker(o)
-	squatter.enroll(t, o.enrollmentToken(t, "bob"), host)
+	squatter := o.enrolledWorker(t, "bob", host)
 	if d := o.public(t, squatter.deviceID); d.GpuCount != 0 {
 		t.Fatalf("the squatter holds %d of the removed host's GPUs", d.GpuCount)
 	}
@@ -119,7 +117,7 @@ func TestRemovedHostsGPUsCannotBeSquatted(t *testing.T) {
 	// The removed device's key is retired: enrolling it again is refused, the token stays usable.
 	token := o.enrollmentToken(t, "alice")
 	genuine.signed(genuine.priv, "", time.Now(), body(enrollMutation, genuine.enrollInput(token, host)), nil).
-		wantError(t, "CONFLICT", "removed device's key cannot enroll again")
+		WantError(t, "CONFLICT", "removed device's key cannot enroll again")
 	back := newWorker(o)
 	back.enroll(t, token, host)
 	if d := o.public(t, back.deviceID); d.GpuCount != 8 {
@@ -146,17 +144,15 @@ func TestQuarantineFollowsTheGPUs(t *testing.T) {
 	o := newWorkerOwners(t)
 	adm := o.user("admin", "ADMIN")
 	host := h100Host(41)
-	x := newWorker(o)
-	x.enroll(t, o.enrollmentToken(t, "alice"), host)
+	x := o.enrolledWorker(t, "alice", host)
 	if p := x.prove(t, host); p.Verification != "VERIFIED" {
 		t.Fatalf("first proof: %+v", p)
 	}
 	o.as(adm, `mutation($id: ID!) { quarantineDevice(id: $id, reason: "reselling rented GPUs") { status } }`,
-		map[string]any{"id": x.deviceID}).data(t, &struct{}{})
+		map[string]any{"id": x.deviceID}).Decode(t, &struct{}{})
 	o.remove(t, "alice", x.deviceID)
 
-	y := newWorker(o)
-	y.enroll(t, o.enrollmentToken(t, "alice"), host)
+	y := o.enrolledWorker(t, "alice", host)
 	if d := o.public(t, y.deviceID); d.Status != "QUARANTINED" || d.GpuCount != 0 {
 		t.Fatalf("re-enrolled quarantined GPUs: %+v, want QUARANTINED holding none", d)
 	}
@@ -169,13 +165,12 @@ func TestQuarantineFollowsTheGPUs(t *testing.T) {
 			Private struct{ QuarantineReason *string }
 		}
 	}
-	o.as(o.user("alice"), `query($id: ID!) { device(id: $id) { private { quarantineReason } } }`, map[string]any{"id": y.deviceID}).data(t, &reason)
+	o.as(o.user("alice"), `query($id: ID!) { device(id: $id) { private { quarantineReason } } }`, map[string]any{"id": y.deviceID}).Decode(t, &reason)
 	if r := reason.Device.Private.QuarantineReason; r == nil || !strings.Contains(*r, "GPU_QUARANTINED") {
 		t.Fatalf("the owner is not told why: %v", r)
 	}
 	// Another account enrolling them is quarantined just the same.
-	z := newWorker(o)
-	z.enroll(t, o.enrollmentToken(t, "bob"), host)
+	z := o.enrolledWorker(t, "bob", host)
 	if d := o.public(t, z.deviceID); d.Status != "QUARANTINED" {
 		t.Fatalf("another account's device with quarantined GPUs: %+v", d)
 	}
@@ -191,7 +186,7 @@ func TestQuarantineFollowsTheGPUs(t *testing.T) {
 	// Releasing the removed device lifts the quarantine it put on the GPUs; once y is released too,
 	// its next proof takes the claims over (same owner) and passes.
 	for _, id := range []string{x.deviceID, y.deviceID} {
-		o.as(adm, `mutation($id: ID!) { releaseDevice(id: $id) { status } }`, map[string]any{"id": id}).data(t, &struct{}{})
+		o.as(adm, `mutation($id: ID!) { releaseDevice(id: $id) { status } }`, map[string]any{"id": id}).Decode(t, &struct{}{})
 	}
 	if p := y.prove(t, host); p.Verdict != "PASSED" || p.Verification != "VERIFIED" {
 		t.Fatalf("after release: %+v", p)
@@ -210,11 +205,9 @@ func TestAdminReassignsAGPUIdentity(t *testing.T) {
 	o := newWorkerOwners(t)
 	adm := o.user("admin", "ADMIN")
 	host := h100Host(42)
-	seller := newWorker(o)
-	seller.enroll(t, o.enrollmentToken(t, "alice"), host)
+	seller := o.enrolledWorker(t, "alice", host)
 	o.remove(t, "alice", seller.deviceID)
-	buyer := newWorker(o)
-	buyer.enroll(t, o.enrollmentToken(t, "bob"), host)
+	buyer := o.enrolledWorker(t, "bob", host)
 
 	type conflict struct {
 		UUID                                   string
@@ -223,7 +216,7 @@ func TestAdminReassignsAGPUIdentity(t *testing.T) {
 	}
 	conflicts := func() []conflict {
 		var out struct{ GpuConflicts []conflict }
-		o.as(adm, `{ gpuConflicts(first: 100) { uuid claimant { id } holder { id } holderRemoved holderQuarantined same: sameOwner } }`, nil).data(t, &out)
+		o.as(adm, `{ gpuConflicts(first: 100) { uuid claimant { id } holder { id } holderRemoved holderQuarantined same: sameOwner } }`, nil).Decode(t, &out)
 		return out.GpuConflicts
 	}
 	cs := conflicts()
@@ -238,17 +231,17 @@ func TestAdminReassignsAGPUIdentity(t *testing.T) {
 
 	const reassign = `mutation($u: String!, $id: ID!) { reassignGpu(uuid: $u, deviceId: $id) { id gpuCount } }`
 	// Refusals change nothing.
-	o.as(o.user("bob"), reassign, map[string]any{"u": host.GPUs[0].UUID, "id": buyer.deviceID}).wantError(t, "FORBIDDEN", "")
-	o.as(adm, reassign, map[string]any{"u": h100Host(43).GPUs[0].UUID, "id": buyer.deviceID}).wantError(t, "BAD_USER_INPUT", "did not report")
-	o.as(adm, reassign, map[string]any{"u": host.GPUs[0].UUID, "id": seller.deviceID}).wantError(t, "NOT_FOUND", "device not found")
-	o.as(adm, reassign, map[string]any{"u": "GPU-\u202e", "id": buyer.deviceID}).wantError(t, "BAD_USER_INPUT", "uuid")
-	o.as(adm, reassign, map[string]any{"u": host.GPUs[0].UUID, "id": "not-a-device"}).wantError(t, "BAD_USER_INPUT", "")
+	o.as(o.user("bob"), reassign, map[string]any{"u": host.GPUs[0].UUID, "id": buyer.deviceID}).WantError(t, "FORBIDDEN", "")
+	o.as(adm, reassign, map[string]any{"u": h100Host(43).GPUs[0].UUID, "id": buyer.deviceID}).WantError(t, "BAD_USER_INPUT", "did not report")
+	o.as(adm, reassign, map[string]any{"u": host.GPUs[0].UUID, "id": seller.deviceID}).WantError(t, "NOT_FOUND", "device not found")
+	o.as(adm, reassign, map[string]any{"u": "GPU-\u202e", "id": buyer.deviceID}).WantError(t, "BAD_USER_INPUT", "uuid")
+	o.as(adm, reassign, map[string]any{"u": host.GPUs[0].UUID, "id": "not-a-device"}).WantError(t, "BAD_USER_INPUT", "")
 	if d := o.public(t, buyer.deviceID); d.GpuCount != 0 {
 		t.Fatalf("a refused reassignment moved a GPU: %+v", d)
 	}
 
 	var out struct{ ReassignGpu struct{ GpuCount int } }
-	o.as(adm, reassign, map[string]any{"u": host.GPUs[0].UUID, "id": buyer.deviceID}).data(t, &out)
+	o.as(adm, reassign, map[string]any{"u": host.GPUs[0].UUID, "id": buyer.deviceID}).Decode(t, &out)
 	if out.ReassignGpu.GpuCount != 1 || len(conflicts()) != 7 {
 		t.Fatalf("after one award: count %d, %d conflicts", out.ReassignGpu.GpuCount, len(conflicts()))
 	}
@@ -257,10 +250,10 @@ func TestAdminReassignsAGPUIdentity(t *testing.T) {
 		t.Fatalf("the former holder counts %d GPUs (%v), want 7", sellerCount, err)
 	}
 	for _, g := range host.GPUs[1:] {
-		o.as(adm, reassign, map[string]any{"u": g.UUID, "id": buyer.deviceID}).data(t, &out)
+		o.as(adm, reassign, map[string]any{"u": g.UUID, "id": buyer.deviceID}).Decode(t, &out)
 	}
 	// Awarding again is a no-op.
-	o.as(adm, reassign, map[string]any{"u": host.GPUs[0].UUID, "id": buyer.deviceID}).data(t, &out)
+	o.as(adm, reassign, map[string]any{"u": host.GPUs[0].UUID, "id": buyer.deviceID}).Decode(t, &out)
 	if out.ReassignGpu.GpuCount != 8 || len(conflicts()) != 0 {
 		t.Fatalf("after every award: count %d, conflicts %+v", out.ReassignGpu.GpuCount, conflicts())
 	}
@@ -280,9 +273,8 @@ func TestRemovedDeviceIsHiddenEverywhere(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
 	alice := o.user("alice")
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(44))
-	o.as(alice, `mutation($id: ID!) { updateDevice(id: $id, input: {name: "vanishing-rig-qz"}) { id } }`, map[string]any{"id": w.deviceID}).data(t, &struct{}{})
+	w := o.enrolledWorker(t, "alice", h100Host(44))
+	o.as(alice, `mutation($id: ID!) { updateDevice(id: $id, input: {name: "vanishing-rig-qz"}) { id } }`, map[string]any{"id": w.deviceID}).Decode(t, &struct{}{})
 	w.prove(t, h100Host(44))
 
 	type stats struct{ NetworkStats struct{ Devices, Gpus int } }
@@ -295,16 +287,16 @@ func TestRemovedDeviceIsHiddenEverywhere(t *testing.T) {
 		r := o.post(`query($id: ID!) { device(id: $id) { id } }`, map[string]any{"id": w.deviceID})
 		s.byID = len(r.Errors) == 0
 		if !s.byID {
-			r.wantError(t, "NOT_FOUND", "device not found")
+			r.WantError(t, "NOT_FOUND", "device not found")
 		}
 		var list struct{ Devices connection }
-		o.post(`{ devices(first: 100) { edges { node { id } } } }`, nil).data(t, &list)
+		o.post(`{ devices(first: 100) { edges { node { id } } } }`, nil).Decode(t, &list)
 		var search, idSearch struct{ SearchDevices connection }
-		o.post(`{ searchDevices(query: "vanishing-rig", first: 10) { edges { node { id } } } }`, nil).data(t, &search)
+		o.post(`{ searchDevices(query: "vanishing-rig", first: 10) { edges { node { id } } } }`, nil).Decode(t, &search)
 		o.post(`query($q: String!) { searchDevices(query: $q, first: 10) { edges { node { id } } } }`,
-			map[string]any{"q": w.deviceID[:8]}).data(t, &idSearch)
+			map[string]any{"q": w.deviceID[:8]}).Decode(t, &idSearch)
 		var viewer struct{ Viewer struct{ Devices connection } }
-		o.as(alice, `{ viewer { devices(first: 100) { edges { node { id } } } } }`, nil).data(t, &viewer)
+		o.as(alice, `{ viewer { devices(first: 100) { edges { node { id } } } } }`, nil).Decode(t, &viewer)
 		has := func(c connection) bool {
 			for _, e := range c.Edges {
 				if e.Node.ID == w.deviceID {
@@ -314,7 +306,7 @@ func TestRemovedDeviceIsHiddenEverywhere(t *testing.T) {
 			return false
 		}
 		s.inList, s.inSearch, s.inIDSearch, s.inViewer = has(list.Devices), has(search.SearchDevices), has(idSearch.SearchDevices), has(viewer.Viewer.Devices)
-		o.post(`{ networkStats { devices gpus } }`, nil).data(t, &s.stats)
+		o.post(`{ networkStats { devices gpus } }`, nil).Decode(t, &s.stats)
 		return s
 	}
 	before := look()
@@ -339,7 +331,7 @@ func TestRemovedDeviceIsHiddenEverywhere(t *testing.T) {
 		`mutation($id: ID!) { addDeviceKey(id: $id, publicKey: "` + newWorker(o).pub() + `") { id } }`,
 		`mutation($id: ID!) { revokeDeviceKey(id: $id, credentialId: "00000000-0000-4000-8000-000000000000") { id } }`,
 	} {
-		o.as(alice, q, map[string]any{"id": w.deviceID}).wantError(t, "NOT_FOUND", "device not found")
+		o.as(alice, q, map[string]any{"id": w.deviceID}).WantError(t, "NOT_FOUND", "device not found")
 	}
 	if o.snapshot(w.deviceID) != row {
 		t.Fatal("an operation on the removed device changed it")
@@ -370,15 +362,14 @@ func TestRemovedDeviceKeyIsRefusedAtOnce(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
 	other := o.replica(t)
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(45))
+	w := o.enrolledWorker(t, "alice", h100Host(45))
 	onOther := &worker{o: other, priv: w.priv, deviceID: w.deviceID}
 	const hb = `mutation($d: ID!) { heartbeat(deviceId: $d, input: {gpus: []}) { status } }`
 	const challenge = `mutation($d: ID!) { requestChallenge(deviceId: $d) { id } }`
 	vars := map[string]any{"d": w.deviceID}
 	// Both replicas have the key cached.
-	w.call(hb, vars).data(t, &struct{}{})
-	onOther.call(hb, vars).data(t, &struct{}{})
+	w.call(hb, vars).Decode(t, &struct{}{})
+	onOther.call(hb, vars).Decode(t, &struct{}{})
 	state := func() string {
 		var s string
 		if err := o.x.Get(&s, `SELECT coalesce((SELECT last_seen_at::text FROM devices WHERE id = $1), 'absent') || ' ' ||
@@ -391,14 +382,14 @@ func TestRemovedDeviceKeyIsRefusedAtOnce(t *testing.T) {
 	o.remove(t, "alice", w.deviceID)
 	before := state()
 	// The other replica still trusts its cached key: the write itself refuses the device.
-	onOther.call(challenge, vars).wantError(t, "NOT_FOUND", "device not found")
-	onOther.call(hb, vars).wantError(t, "NOT_FOUND", "device not found")
+	onOther.call(challenge, vars).WantError(t, "NOT_FOUND", "device not found")
+	onOther.call(hb, vars).WantError(t, "NOT_FOUND", "device not found")
 	for _, q := range []string{hb, challenge} {
 		r := w.call(q, vars)
 		if r.Status != http.StatusUnauthorized {
 			t.Fatalf("the removed device's key on this replica: HTTP %d %s", r.Status, r.RawBody)
 		}
-		r.wantError(t, "UNAUTHENTICATED", "")
+		r.WantError(t, "UNAUTHENTICATED", "")
 	}
 	if after := state(); after != before {
 		t.Fatalf("the removed device wrote: %s -> %s", before, after)
@@ -416,7 +407,7 @@ func TestEnrollmentDefaultNameIsRandomNotTheHostname(t *testing.T) {
 		in := w.enrollInput(o.enrollmentToken(t, "alice"), h100Host(byte(46+i)))
 		in["in"].(map[string]any)["hostname"] = hostname
 		var out struct{ EnrollDevice struct{ DeviceID string } }
-		w.signed(w.priv, "", time.Now(), body(enrollMutation, in), nil).data(t, &out)
+		w.signed(w.priv, "", time.Now(), body(enrollMutation, in), nil).Decode(t, &out)
 		d := o.public(t, out.EnrollDevice.DeviceID)
 		first, _, _ := strings.Cut(hostname, ".")
 		if !pattern.MatchString(d.Name) || strings.Contains(d.Name, first) {
@@ -425,7 +416,7 @@ func TestEnrollmentDefaultNameIsRandomNotTheHostname(t *testing.T) {
 		var priv struct {
 			Device struct{ Private struct{ Hostname string } }
 		}
-		o.as(o.user("alice"), `query($id: ID!) { device(id: $id) { private { hostname } } }`, map[string]any{"id": out.EnrollDevice.DeviceID}).data(t, &priv)
+		o.as(o.user("alice"), `query($id: ID!) { device(id: $id) { private { hostname } } }`, map[string]any{"id": out.EnrollDevice.DeviceID}).Decode(t, &priv)
 		if priv.Device.Private.Hostname != hostname {
 			t.Fatalf("the owner sees hostname %q, want %q", priv.Device.Private.Hostname, hostname)
 		}
@@ -434,5 +425,5 @@ func TestEnrollmentDefaultNameIsRandomNotTheHostname(t *testing.T) {
 	w := newWorker(o)
 	in := w.enrollInput(o.enrollmentToken(t, "alice"), h100Host(48))
 	in["in"].(map[string]any)["hostname"] = strings.Repeat("a", 254)
-	w.signed(w.priv, "", time.Now(), body(enrollMutation, in), nil).wantError(t, "BAD_USER_INPUT", "hostname must be 1 to 253")
+	w.signed(w.priv, "", time.Now(), body(enrollMutation, in), nil).WantError(t, "BAD_USER_INPUT", "hostname must be 1 to 253")
 }

@@ -55,7 +55,7 @@ func TestBadArgumentsAreBadUserInput(t *testing.T) {
 			r := e.post(c.query, c.vars)
 			if c.code == "" { // must simply not be an internal error
 				for _, err := range r.Errors {
-					if err.code() == "INTERNAL" || r.Status >= 500 {
+					if err.Code() == "INTERNAL" || r.Status >= 500 {
 						t.Fatalf("internal error: %s", r.RawBody)
 					}
 				}
@@ -64,7 +64,7 @@ func TestBadArgumentsAreBadUserInput(t *testing.T) {
 			if r.Status >= 500 {
 				t.Fatalf("HTTP %d", r.Status)
 			}
-			r.wantError(t, c.code, c.msg)
+			r.WantError(t, c.code, c.msg)
 		})
 	}
 }
@@ -131,7 +131,7 @@ func TestDocumentLimits(t *testing.T) {
 				}
 				return
 			}
-			r.wantError(t, c.code, c.msg)
+			r.WantError(t, c.code, c.msg)
 			if string(r.Data) != "" && string(r.Data) != "null" {
 				t.Fatalf("a rejected document must not execute: data = %s", r.Data)
 			}
@@ -148,13 +148,13 @@ func TestRequestShapeLimits(t *testing.T) {
 		if r.Status != http.StatusRequestEntityTooLarge {
 			t.Fatalf("HTTP %d: %s", r.Status, r.RawBody)
 		}
-		r.wantError(t, "REQUEST_TOO_LARGE", "exceeds 1048576 bytes")
+		r.WantError(t, "REQUEST_TOO_LARGE", "exceeds 1048576 bytes")
 	})
 	t.Run("body just under 1 MB is served", func(t *testing.T) {
 		body, _ := json.Marshal(map[string]any{"query": "{ networkStats { devices } }", "variables": map[string]string{"pad": strings.Repeat("x", 1<<20-200)}})
 		r := e.raw(http.MethodPost, "/graphql", "application/json", body, nil)
 		var out struct{ NetworkStats struct{ Devices int } }
-		r.data(t, &out)
+		r.Decode(t, &out)
 	})
 	t.Run("chunked body over 1 MB", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, e.url+"/graphql", struct{ *bytes.Reader }{bytes.NewReader(bytes.Repeat([]byte(" "), 2<<20))})
@@ -175,12 +175,12 @@ func TestRequestShapeLimits(t *testing.T) {
 		if r.Status != http.StatusBadRequest {
 			t.Fatalf("HTTP %d", r.Status)
 		}
-		r.wantError(t, "BATCHING_NOT_SUPPORTED", "one operation per request")
+		r.WantError(t, "BATCHING_NOT_SUPPORTED", "one operation per request")
 	})
 	t.Run("GET serves queries", func(t *testing.T) {
 		r := e.raw(http.MethodGet, "/graphql?query="+url.QueryEscape("{ networkStats { devices } }"), "", nil, nil)
 		var out struct{ NetworkStats struct{ Devices int } }
-		r.data(t, &out)
+		r.Decode(t, &out)
 		if out.NetworkStats.Devices != 5 {
 			t.Fatalf("devices = %d", out.NetworkStats.Devices)
 		}
@@ -205,7 +205,7 @@ func TestProductionModeHidesSuggestionsAndIntrospection(t *testing.T) {
 	dev := newEnvOn(t, prod, gateway.Config{Dev: true, Introspection: true})
 
 	r := prod.post(`{ devicez(first: 1) { edges { cursor } } }`, nil)
-	r.wantError(t, "GRAPHQL_VALIDATION_FAILED", `Cannot query field "devicez"`)
+	r.WantError(t, "GRAPHQL_VALIDATION_FAILED", `Cannot query field "devicez"`)
 	if strings.Contains(r.RawBody, "Did you mean") {
 		t.Fatalf("suggestion in production: %s", r.RawBody)
 	}
@@ -214,10 +214,10 @@ func TestProductionModeHidesSuggestionsAndIntrospection(t *testing.T) {
 		t.Fatalf("suggestion in production: %s", r.RawBody)
 	}
 	r = dev.post(`{ devicez(first: 1) { edges { cursor } } }`, nil)
-	r.wantError(t, "GRAPHQL_VALIDATION_FAILED", "Did you mean")
+	r.WantError(t, "GRAPHQL_VALIDATION_FAILED", "Did you mean")
 
 	r = prod.post(`{ __schema { types { name } } }`, nil)
-	r.wantError(t, "INTROSPECTION_DISABLED", "introspection is disabled")
+	r.WantError(t, "INTROSPECTION_DISABLED", "introspection is disabled")
 	if string(r.Data) != "" && string(r.Data) != "null" {
 		t.Fatalf("introspection data in production: %s", r.RawBody)
 	}
@@ -243,7 +243,7 @@ func TestInternalErrorsAreMasked(t *testing.T) {
 	r := e.raw(http.MethodPost, "/graphql", "application/json",
 		[]byte(`{"query":"{ devices(first: 2) { edges { node { id gpus { model } } } } }"}`),
 		http.Header{"X-Request-Id": {"trace-0123456789"}})
-	r.wantErrors(t, "INTERNAL", "internal error (request id trace-0123456789)")
+	r.WantErrors(t, "INTERNAL", "internal error (request id trace-0123456789)")
 	for _, leak := range []string{"relation", "pq:", "SELECT", "does not exist"} {
 		if strings.Contains(r.RawBody, leak) {
 			t.Fatalf("response leaks %q: %s", leak, r.RawBody)

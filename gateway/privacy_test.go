@@ -27,10 +27,10 @@ func TestNoPublicFieldCarriesPrivateData(t *testing.T) {
 			in["in"].(map[string]any)["name"] = name
 		}
 		var out struct{ EnrollDevice struct{ DeviceID string } }
-		w.signed(w.priv, "", time.Now(), body(enrollMutation, in), nil).data(t, &out)
+		w.signed(w.priv, "", time.Now(), body(enrollMutation, in), nil).Decode(t, &out)
 		w.deviceID = out.EnrollDevice.DeviceID
 		o.as(alice, `mutation($id: ID!) { updateDevice(id: $id, input: {labels: ["cage-0042-finance", "tenant-hush"]}) { id } }`,
-			map[string]any{"id": w.deviceID}).data(t, &struct{}{})
+			map[string]any{"id": w.deviceID}).Decode(t, &struct{}{})
 		w.prove(t, h100Host(byte(60+i)))
 	}
 
@@ -109,7 +109,7 @@ func TestNoPublicFieldCarriesPrivateData(t *testing.T) {
 			}
 		}
 		o.post(`query($after: String) { devices(first: 10, after: $after) { edges { cursor node { `+fields+` } }
-			pageInfo { hasNextPage endCursor } } }`, map[string]any{"after": after}).data(t, &page)
+			pageInfo { hasNextPage endCursor } } }`, map[string]any{"after": after}).Decode(t, &page)
 		for _, e := range page.Devices.Edges {
 			collect(e)
 		}
@@ -120,10 +120,10 @@ func TestNoPublicFieldCarriesPrivateData(t *testing.T) {
 	}
 	var stats map[string]any
 	o.post(`{ networkStats { devices gpus byStatus { status devices } byGpuModel { model devices }
-		byRegion { region devices } byVerification { verification devices } } }`, nil).data(t, &stats)
+		byRegion { region devices } byVerification { verification devices } } }`, nil).Decode(t, &stats)
 	collect(stats)
 	var search map[string]any
-	o.post(`{ searchDevices(query: "gpu-", first: 10) { edges { cursor node { `+fields+` } } } }`, nil).data(t, &search)
+	o.post(`{ searchDevices(query: "gpu-", first: 10) { edges { cursor node { `+fields+` } } } }`, nil).Decode(t, &search)
 	collect(search)
 	if len(public) < 43*10 {
 		t.Fatalf("only %d public values", len(public))

@@ -149,7 +149,7 @@ func liveGraph(t *testing.T, e *env) schemaGraph {
 	var out struct {
 		Schema struct{ Types []introType } `json:"__schema"`
 	}
-	e.post(introspectionQuery, nil).data(t, &out)
+	e.post(introspectionQuery, nil).Decode(t, &out)
 	served := graph.NewExecutableSchema(graph.Config{}).Schema()
 	g := schemaGraph{}
 	for _, typ := range out.Schema.Types {

@@ -73,7 +73,7 @@ const enrollMutation = `mutation($in: EnrollDeviceInput!) { enrollDevice(input: 
 func (o *owners) enrollmentToken(t *testing.T, user string) string {
 	t.Helper()
 	var out struct{ CreateEnrollmentToken struct{ Token string } }
-	o.as(bearer(o.idp.sign(o.idp.claims(user))), `mutation { createEnrollmentToken { token expiresAt } }`, nil).data(t, &out)
+	o.as(bearer(o.idp.sign(o.idp.claims(user))), `mutation { createEnrollmentToken { token expiresAt } }`, nil).Decode(t, &out)
 	return out.CreateEnrollmentToken.Token
 }
 
@@ -86,8 +86,16 @@ func (w *worker) enrollInput(token string, snap attest.Snapshot) map[string]any 
 func (w *worker) enroll(t *testing.T, token string, snap attest.Snapshot) {
 	t.Helper()
 	var out struct{ EnrollDevice struct{ DeviceID string } }
-	w.signed(w.priv, "", time.Now(), body(enrollMutation, w.enrollInput(token, snap)), nil).data(t, &out)
+	w.signed(w.priv, "", time.Now(), body(enrollMutation, w.enrollInput(token, snap)), nil).Decode(t, &out)
 	w.deviceID = out.EnrollDevice.DeviceID
+}
+
+// enrolledWorker returns a new worker enrolled with snap by a token of user.
+func (o *owners) enrolledWorker(t *testing.T, user string, snap attest.Snapshot) *worker {
+	t.Helper()
+	w := newWorker(o)
+	w.enroll(t, o.enrollmentToken(t, user), snap)
+	return w
 }
 
 func newWorkerOwners(t *testing.T) *owners {
@@ -100,8 +108,7 @@ func newWorkerOwners(t *testing.T) *owners {
 func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(1))
+	w := o.enrolledWorker(t, "alice", h100Host(1))
 
 	var owner string
 	if err := o.x.Get(&owner, `SELECT owner_id FROM devices WHERE id = $1`, w.deviceID); err != nil || owner != o.alice {
@@ -113,7 +120,7 @@ func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 			GpuCount                       int
 		}
 	}
-	o.post(`query($id: ID!) { device(id: $id) { verification status gpuModel gpuCount } }`, map[string]any{"id": w.deviceID}).data(t, &dev)
+	o.post(`query($id: ID!) { device(id: $id) { verification status gpuModel gpuCount } }`, map[string]any{"id": w.deviceID}).Decode(t, &dev)
 	if dev.Device.Verification != "PENDING" || dev.Device.GpuCount != 8 {
 		t.Fatalf("after enrollment: %+v", dev.Device)
 	}
@@ -124,7 +131,7 @@ func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 			Difficulty int
 		}
 	}
-	w.call(`mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty expiresAt } }`, map[string]any{"d": w.deviceID}).data(t, &ch)
+	w.call(`mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty expiresAt } }`, map[string]any{"d": w.deviceID}).Decode(t, &ch)
 	nonce, _ := base64.StdEncoding.DecodeString(ch.RequestChallenge.Nonce)
 	proof, err := attest.Prove(context.Background(), w.priv, ch.RequestChallenge.ID, nonce, ch.RequestChallenge.Difficulty, h100Host(1))
 	if err != nil {
@@ -141,18 +148,18 @@ func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 			Reasons               []string
 		}
 	}
-	w.call(submit, proofVars).data(t, &res)
+	w.call(submit, proofVars).Decode(t, &res)
 	if res.SubmitProof.Verdict != "PASSED" || res.SubmitProof.Verification != "VERIFIED" {
 		t.Fatalf("genuine proof: %+v", res.SubmitProof)
 	}
 	// The same proof again (a retry): its original verdict, nothing stored.
-	w.call(submit, proofVars).data(t, &res)
+	w.call(submit, proofVars).Decode(t, &res)
 	if res.SubmitProof.Verdict != "PASSED" || res.SubmitProof.Verification != "VERIFIED" {
 		t.Fatalf("retried proof: %+v", res.SubmitProof)
 	}
 	// Another proof for the spent challenge: the challenge is spent, the verdict says so.
 	proofVars["in"].(map[string]any)["counter"] = strconv.FormatUint(proof.Counter+1, 10)
-	w.call(submit, proofVars).data(t, &res)
+	w.call(submit, proofVars).Decode(t, &res)
 	if res.SubmitProof.Verdict != "FLAGGED" || strings.Join(res.SubmitProof.Reasons, ",") != "CHALLENGE_REPLAYED" {
 		t.Fatalf("replayed proof: %+v", res.SubmitProof)
 	}
@@ -164,7 +171,7 @@ func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 		}
 	}
 	w.call(`mutation($d: ID!, $in: HeartbeatInput!) { heartbeat(deviceId: $d, input: $in) { status nextInSeconds } }`,
-		map[string]any{"d": w.deviceID, "in": map[string]any{"gpus": []map[string]any{{"uuid": "GPU-x", "utilizationPercent": 97, "temperatureC": 61}}}}).data(t, &hb)
+		map[string]any{"d": w.deviceID, "in": map[string]any{"gpus": []map[string]any{{"uuid": "GPU-x", "utilizationPercent": 97, "temperatureC": 61}}}}).Decode(t, &hb)
 	if hb.Heartbeat.Status != "UP" || hb.Heartbeat.NextInSeconds != 30 {
 		t.Fatalf("heartbeat: %+v", hb.Heartbeat)
 	}
@@ -186,7 +193,7 @@ func TestWorkerEnrollsProvesAndHeartbeats(t *testing.T) {
 		}
 	}
 	o.as(bearer(o.idp.sign(o.idp.claims("alice"))), `query($id: ID!) { device(id: $id) { status private {
-		credentials { fingerprint lastUsedAt } attestations { verdict reasons } } } }`, map[string]any{"id": w.deviceID}).data(t, &priv)
+		credentials { fingerprint lastUsedAt } attestations { verdict reasons } } } }`, map[string]any{"id": w.deviceID}).Decode(t, &priv)
 	if priv.Device.Status != "UP" || len(priv.Device.Private.Credentials) != 1 || len(priv.Device.Private.Attestations) != 2 ||
 		priv.Device.Private.Attestations[0].Verdict != "FLAGGED" || priv.Device.Private.Credentials[0].LastUsedAt == nil {
 		t.Fatalf("owner view: %+v", priv.Device)
@@ -262,7 +269,7 @@ func TestWorkerRequestsNeedTheDevicesOwnSignature(t *testing.T) {
 				if r.Status != c.status {
 					t.Fatalf("HTTP %d, want %d: %s", r.Status, c.status, r.RawBody)
 				}
-				r.wantError(t, c.code, "")
+				r.WantError(t, c.code, "")
 				if after := state(); after != before {
 					t.Fatalf("refused request changed the device: %s -> %s", before, after)
 				}
@@ -287,8 +294,8 @@ func TestEnrollmentRules(t *testing.T) {
 	in := w.enrollInput(token, h100Host(4))
 	_, other, _ := ed25519.GenerateKey(rand.Reader)
 	// Unsigned, or signed by another key than the one enrolled: refused, token still usable.
-	o.raw(http.MethodPost, "/graphql", "application/json", body(enrollMutation, in), nil).wantError(t, "UNAUTHENTICATED", "")
-	w.signed(other, "", time.Now(), body(enrollMutation, in), nil).wantError(t, "UNAUTHENTICATED", "enrollment signature invalid")
+	o.raw(http.MethodPost, "/graphql", "application/json", body(enrollMutation, in), nil).WantError(t, "UNAUTHENTICATED", "")
+	w.signed(other, "", time.Now(), body(enrollMutation, in), nil).WantError(t, "UNAUTHENTICATED", "enrollment signature invalid")
 	if devices() != before {
 		t.Fatal("a refused enrollment created a device")
 	}
@@ -296,9 +303,9 @@ func TestEnrollmentRules(t *testing.T) {
 	// The token is single use, even for another key.
 	w2 := newWorker(o)
 	w2.signed(w2.priv, "", time.Now(), body(enrollMutation, w2.enrollInput(token, h100Host(5))), nil).
-		wantError(t, "BAD_USER_INPUT", "unknown, expired or already used")
+		WantError(t, "BAD_USER_INPUT", "unknown, expired or already used")
 	w2.signed(w2.priv, "", time.Now(), body(enrollMutation, w2.enrollInput("gpe_forged", h100Host(5))), nil).
-		wantError(t, "BAD_USER_INPUT", "unknown, expired or already used")
+		WantError(t, "BAD_USER_INPUT", "unknown, expired or already used")
 	if devices() != before+1 {
 		t.Fatalf("devices: %d, want %d", devices(), before+1)
 	}
@@ -308,14 +315,13 @@ func TestEnrollmentRules(t *testing.T) {
 		t.Fatalf("the token is stored in clear: %d %v", leaked, err)
 	}
 	// Anonymous callers cannot create tokens.
-	o.post(`mutation { createEnrollmentToken { token } }`, nil).wantError(t, "UNAUTHENTICATED", "")
+	o.post(`mutation { createEnrollmentToken { token } }`, nil).WantError(t, "UNAUTHENTICATED", "")
 }
 
 func TestKeyRotationAndRevocation(t *testing.T) {
 	t.Parallel()
 	o := newWorkerOwners(t)
-	w := newWorker(o)
-	w.enroll(t, o.enrollmentToken(t, "alice"), h100Host(6))
+	w := o.enrolledWorker(t, "alice", h100Host(6))
 	alice := bearer(o.idp.sign(o.idp.claims("alice")))
 	hb := `mutation($d: ID!) { heartbeat(deviceId: $d, input: {gpus: []}) { status } }`
 	var creds struct {
@@ -323,19 +329,19 @@ func TestKeyRotationAndRevocation(t *testing.T) {
 			Private struct{ Credentials []struct{ ID string } }
 		}
 	}
-	o.as(alice, `query($id: ID!) { device(id: $id) { private { credentials { id } } } }`, map[string]any{"id": w.deviceID}).data(t, &creds)
+	o.as(alice, `query($id: ID!) { device(id: $id) { private { credentials { id } } } }`, map[string]any{"id": w.deviceID}).Decode(t, &creds)
 	oldCred := creds.Device.Private.Credentials[0].ID
 
 	_, next, _ := ed25519.GenerateKey(rand.Reader)
 	nextPub := base64.StdEncoding.EncodeToString(next.Public().(ed25519.PublicKey))
 	// bob cannot add a key to alice's device.
 	o.as(bearer(o.idp.sign(o.idp.claims("bob"))), `mutation($id: ID!, $k: String!) { addDeviceKey(id: $id, publicKey: $k) { id } }`,
-		map[string]any{"id": w.deviceID, "k": nextPub}).wantError(t, "FORBIDDEN", "")
+		map[string]any{"id": w.deviceID, "k": nextPub}).WantError(t, "FORBIDDEN", "")
 	var added struct {
 		AddDeviceKey struct{ ID, Fingerprint string }
 	}
 	o.as(alice, `mutation($id: ID!, $k: String!) { addDeviceKey(id: $id, publicKey: $k) { id fingerprint } }`,
-		map[string]any{"id": w.deviceID, "k": nextPub}).data(t, &added)
+		map[string]any{"id": w.deviceID, "k": nextPub}).Decode(t, &added)
 	if w.signed(next, w.deviceID, time.Now(), body(hb, map[string]any{"d": w.deviceID}), nil).Errors != nil {
 		t.Fatal("the new key is refused")
 	}
@@ -343,7 +349,7 @@ func TestKeyRotationAndRevocation(t *testing.T) {
 		t.Fatalf("the old key, not yet revoked: %s", r.RawBody)
 	}
 	o.as(alice, `mutation($id: ID!, $c: ID!) { revokeDeviceKey(id: $id, credentialId: $c) { revokedAt } }`,
-		map[string]any{"id": w.deviceID, "c": oldCred}).data(t, &struct{}{})
+		map[string]any{"id": w.deviceID, "c": oldCred}).Decode(t, &struct{}{})
 	// Revoked: refused at once, not after a cache expires.
 	r := w.call(hb, map[string]any{"d": w.deviceID})
 	if r.Status != http.StatusUnauthorized {
@@ -368,7 +374,7 @@ func TestBadHeartbeatFailsOnlyItsSender(t *testing.T) {
 			done <- good.call(hb, map[string]any{"d": good.deviceID, "in": map[string]any{"gpus": []map[string]any{{"uuid": "GPU-ok"}}}})
 		}()
 		bad.call(hb, map[string]any{"d": bad.deviceID, "in": map[string]any{"gpus": []map[string]any{{"uuid": uuid}}}}).
-			wantError(t, "BAD_USER_INPUT", "gpus.uuid")
+			WantError(t, "BAD_USER_INPUT", "gpus.uuid")
 		if r := <-done; len(r.Errors) > 0 {
 			t.Fatalf("a good heartbeat failed next to a bad one: %s", r.RawBody)
 		}
@@ -383,7 +389,7 @@ func TestDeviceWithoutEnrollmentSnapshotCanProve(t *testing.T) {
 	w := newWorker(o)
 	w.deviceID = o.aliceDevice
 	o.as(bearer(o.idp.sign(o.idp.claims("alice"))), `mutation($id: ID!, $k: String!) { addDeviceKey(id: $id, publicKey: $k) { id } }`,
-		map[string]any{"id": w.deviceID, "k": w.pub()}).data(t, &struct{}{})
+		map[string]any{"id": w.deviceID, "k": w.pub()}).Decode(t, &struct{}{})
 	prove := func() string {
 		var ch struct {
 			RequestChallenge struct {
@@ -391,7 +397,7 @@ func TestDeviceWithoutEnrollmentSnapshotCanProve(t *testing.T) {
 				Difficulty int
 			}
 		}
-		w.call(`mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty } }`, map[string]any{"d": w.deviceID}).data(t, &ch)
+		w.call(`mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty } }`, map[string]any{"d": w.deviceID}).Decode(t, &ch)
 		nonce, _ := base64.StdEncoding.DecodeString(ch.RequestChallenge.Nonce)
 		p, err := attest.Prove(context.Background(), w.priv, ch.RequestChallenge.ID, nonce, ch.RequestChallenge.Difficulty, h100Host(9))
 		if err != nil {
@@ -401,7 +407,7 @@ func TestDeviceWithoutEnrollmentSnapshotCanProve(t *testing.T) {
 		var res struct{ SubmitProof struct{ Verdict string } }
 		w.call(`mutation($d: ID!, $in: ProofInput!) { submitProof(deviceId: $d, input: $in) { verdict } }`,
 			map[string]any{"d": w.deviceID, "in": map[string]any{"challengeId": p.ChallengeID, "counter": strconv.FormatUint(p.Counter, 10),
-				"snapshot": string(snap), "signature": base64.StdEncoding.EncodeToString(p.Signature)}}).data(t, &res)
+				"snapshot": string(snap), "signature": base64.StdEncoding.EncodeToString(p.Signature)}}).Decode(t, &res)
 		return res.SubmitProof.Verdict
 	}
 	if v := prove(); v != "PASSED" {

@@ -1,6 +1,10 @@
-// Package guard is the one door every write goes through. Today it records each attempt and
-// each denial in the audit log; it is where per-identity write limits, write-rate alerts and the
-// kill switch hook in, so no mutation can bypass them.
+// Package guard records the audit trail of writes. Every mutation runs through Guard.Do, which
+// logs its operation, actor, target, outcome and duration; a write refused before it ran
+// (unauthenticated, not the owner, missing role, rate limited, or an evidence finding to review)
+// is logged with Denied. The guard itself refuses nothing: authorization is decided by the
+// schema directives (resolvers/directives.go) and ownership in SQL, and the worker limits by the
+// verify package. Because every write already passes here, this is where write limits per
+// identity and a kill switch would go.
 package guard
 
 import (

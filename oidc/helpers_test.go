@@ -215,7 +215,13 @@ func signWith(t testing.TB, sk jose.SigningKey, kid string, claims map[string]an
 	if kid != "" {
 		opts = opts.WithHeader("kid", kid)
 	}
-	signer, err := jose.NewSigner(sk, opts.WithType("at+jwt"))
+	return signOpts(t, sk, opts.WithType("at+jwt"), claims)
+}
+
+// signOpts signs claims with sk and the header options opts, and returns the compact JWS.
+func signOpts(t testing.TB, sk jose.SigningKey, opts *jose.SignerOptions, claims map[string]any) string {
+	t.Helper()
+	signer, err := jose.NewSigner(sk, opts)
 	if err != nil {
 		t.Fatalf("NewSigner: %v", err)
 	}

@@ -353,23 +353,7 @@ func signTyp(t testing.TB, keyName, kid string, alg jose.SignatureAlgorithm, typ
 	if typ != nil {
 		opts = opts.WithHeader(jose.HeaderType, typ)
 	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key(keyName)}, opts)
-	if err != nil {
-		t.Fatalf("NewSigner: %v", err)
-	}
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		t.Fatalf("Sign: %v", err)
-	}
-	raw, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return signOpts(t, jose.SigningKey{Algorithm: alg, Key: key(keyName)}, opts, claims)
 }
 
 // TestVerifyTokenType: only access tokens are bearer tokens. Each token is validly signed by the

@@ -24,6 +24,18 @@ func toConnection(p db.Page) *model.DeviceConnection {
 	return c
 }
 
+// convertAll maps each element of s with f; nil stays nil.
+func convertAll[S, T any](s []S, f func(S) T) []T {
+	if s == nil {
+		return nil
+	}
+	out := make([]T, len(s))
+	for i, v := range s {
+		out[i] = f(v)
+	}
+	return out
+}
+
 func deref[T any](p *T) T {
 	var zero T
 	if p == nil {
@@ -42,10 +54,11 @@ func load[T any](ctx context.Context, pick func(*loaders) *dataloadgen.Loader[st
 	return m[id], err
 }
 
-// ownerWrite runs one owner mutation through the guard: the caller's user id and the device id
-// go to db, whose SQL matches both.
-func ownerWrite[T any](ctx context.Context, r *Resolver, op, rawID string,
-	write func(ctx context.Context, id, owner string) (T, error)) (*T, error) {
+// userWrite runs one mutation of the signed-in user on a device through the guard: it parses
+// the device id, then calls write with it and the user. It returns ErrInvalid for a malformed
+// id, the currentUser error, or write's.
+func userWrite[T any](ctx context.Context, r *Resolver, op, rawID string,
+	write func(ctx context.Context, id string, u db.User) (T, error)) (*T, error) {
 	id, err := db.ParseDeviceID(rawID)
 	if err != nil {
 		return nil, err
@@ -56,7 +69,7 @@ func ownerWrite[T any](ctx context.Context, r *Resolver, op, rawID string,
 	}
 	var out T
 	err = r.Guard.Do(ctx, guard.Write{Op: op, Actor: u.ID, Target: id}, func(ctx context.Context) error {
-		out, err = write(ctx, id, u.ID)
+		out, err = write(ctx, id, u)
 		return err
 	})
 	if err != nil {
@@ -65,24 +78,20 @@ func ownerWrite[T any](ctx context.Context, r *Resolver, op, rawID string,
 	return &out, nil
 }
 
-// adminWrite runs one admin mutation through the guard.
+// ownerWrite runs one owner mutation through the guard: the caller's user id and the device id
+// go to db, whose SQL matches both.
+func ownerWrite[T any](ctx context.Context, r *Resolver, op, rawID string,
+	write func(ctx context.Context, id, owner string) (T, error)) (*T, error) {
+	return userWrite(ctx, r, op, rawID, func(ctx context.Context, id string, u db.User) (T, error) {
+		return write(ctx, id, u.ID)
+	})
+}
+
+// adminWrite runs one admin mutation through the guard; db checks admin, which the role
+// directive's verified token decides.
 func (r *Resolver) adminWrite(ctx context.Context, op, rawID string,
 	write func(ctx context.Context, admin bool, id string) (db.Device, error)) (*db.Device, error) {
-	id, err := db.ParseDeviceID(rawID)
-	if err != nil {
-		return nil, err
-	}
-	u, err := r.currentUser(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var dev db.Device
-	err = r.Guard.Do(ctx, guard.Write{Op: op, Actor: u.ID, Target: id}, func(ctx context.Context) error {
-		dev, err = write(ctx, r.isAdmin(ctx), id)
-		return err
+	return userWrite(ctx, r, op, rawID, func(ctx context.Context, id string, _ db.User) (db.Device, error) {
+		return write(ctx, r.isAdmin(ctx), id)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &dev, nil
 }

@@ -7,10 +7,12 @@ package resolvers
 
 import (
 	"context"
+	"encoding/base64"
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/graph"
 	"github.com/gpugate/gpugate/graph/model"
+	"github.com/gpugate/gpugate/verify"
 	"github.com/vikstrous/dataloadgen"
 )
 
@@ -105,7 +107,12 @@ func (r *mutationResolver) ReassignGpu(ctx context.Context, uuid string, deviceI
 
 // CreateEnrollmentToken is the resolver for the createEnrollmentToken field.
 func (r *mutationResolver) CreateEnrollmentToken(ctx context.Context) (*model.EnrollmentToken, error) {
-	return r.enrollmentToken(ctx)
+	u, err := r.currentUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := r.Workers.CreateEnrollmentToken(ctx, u.ID)
+	return (*model.EnrollmentToken)(t), err
 }
 
 // AddDeviceKey is the resolver for the addDeviceKey field.
@@ -140,22 +147,33 @@ func (r *mutationResolver) RevokeDeviceKey(ctx context.Context, id string, crede
 
 // EnrollDevice is the resolver for the enrollDevice field.
 func (r *mutationResolver) EnrollDevice(ctx context.Context, input model.EnrollDeviceInput) (*model.EnrolledDevice, error) {
-	return r.enroll(ctx, input)
+	d, err := r.Workers.Enroll(ctx, verify.EnrollRequest(input))
+	return (*model.EnrolledDevice)(d), err
 }
 
 // RequestChallenge is the resolver for the requestChallenge field.
 func (r *mutationResolver) RequestChallenge(ctx context.Context, deviceID string) (*model.Challenge, error) {
-	return r.challenge(ctx)
+	c, err := r.Workers.Challenge(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &model.Challenge{ID: c.ID, Nonce: base64.StdEncoding.EncodeToString(c.Nonce),
+		Difficulty: c.Difficulty, ExpiresAt: c.ExpiresAt}, nil
 }
 
 // SubmitProof is the resolver for the submitProof field.
 func (r *mutationResolver) SubmitProof(ctx context.Context, deviceID string, input model.ProofInput) (*model.ProofResult, error) {
-	return r.proof(ctx, input)
+	v, err := r.Workers.Proof(ctx, verify.Submission(input))
+	return (*model.ProofResult)(v), err
 }
 
 // Heartbeat is the resolver for the heartbeat field.
 func (r *mutationResolver) Heartbeat(ctx context.Context, deviceID string, input model.HeartbeatInput) (*model.HeartbeatAck, error) {
-	return r.heartbeat(ctx, input)
+	ack, err := r.Workers.Heartbeat(ctx, convertAll(input.Gpus, func(g model.GpuReadingInput) verify.Reading { return verify.Reading(g) }))
+	if err != nil {
+		return nil, err
+	}
+	return &model.HeartbeatAck{Status: ack.Status, NextInSeconds: int(ack.Next.Seconds())}, nil
 }
 
 // Device is the resolver for the device field.

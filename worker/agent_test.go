@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpugate/gpugate/internal/testutil"
 	"github.com/gpugate/gpugate/resolvers"
 )
 
@@ -112,7 +113,7 @@ func TestRetriesUntilTheGatewayIsUp(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens here until the gateway starts
 
-	logs := newLogBuffer(t, "worker (retry)")
+	logs := testutil.LogOnFailure(t, "worker (retry)")
 	done := make(chan error, 1)
 	o := Options{Server: "http://" + addr, KeyFile: keyPath(t, "k.json"), Simulate: "dgxh100", Once: true,
 		Backoff: Backoff{Initial: 20 * time.Millisecond, Max: 80 * time.Millisecond}, GiveUpAfter: 20 * time.Second}
@@ -148,7 +149,7 @@ func TestGivesUpOnAnUnreachableGateway(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	logs := newLogBuffer(t, "worker")
+	logs := testutil.LogOnFailure(t, "worker")
 	o := Options{Server: "http://" + addr, KeyFile: keyPath(t, "k.json"), Simulate: "dgxh100", Once: true, EnrollToken: "x",
 		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond}, GiveUpAfter: 250 * time.Millisecond,
 		Logger: newTestLogger(logs)}

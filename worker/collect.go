@@ -65,6 +65,21 @@ func guardRet(f func() nvml.Return) nvml.Return {
 	return ret
 }
 
+// withNVML runs fn between NVML's Init and Shutdown. It returns the openNVML error without
+// running fn, or fn's result with a failed Shutdown joined to its error.
+func withNVML[T any](lib nvml.Interface, fn func() (T, error)) (out T, err error) {
+	shutdown, err := openNVML(lib)
+	if err != nil {
+		return out, err
+	}
+	defer func() {
+		if serr := shutdown(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}()
+	return fn()
+}
+
 // openNVML initialises lib and returns the matching shutdown. A nil lib, a missing library
 // and an unloaded kernel driver all return an error wrapping ErrNoDriver.
 func openNVML(lib nvml.Interface) (shutdown func() error, err error) {
@@ -96,17 +111,8 @@ func openNVML(lib nvml.Interface) (shutdown func() error, err error) {
 // ERROR_FUNCTION_NOT_FOUND, or a mock function left unset) is left absent. It returns an error
 // wrapping ErrNoDriver when NVML cannot be loaded, and an error naming the GPU and call for any
 // other NVML failure (Shutdown's included).
-func Collect(lib nvml.Interface) (snap attest.Snapshot, err error) {
-	shutdown, err := openNVML(lib)
-	if err != nil {
-		return snap, err
-	}
-	defer func() {
-		if serr := shutdown(); serr != nil {
-			err = errors.Join(err, serr)
-		}
-	}()
-	return collect(lib)
+func Collect(lib nvml.Interface) (attest.Snapshot, error) {
+	return withNVML(lib, func() (attest.Snapshot, error) { return collect(lib) })
 }
 
 func collect(lib nvml.Interface) (attest.Snapshot, error) {
@@ -264,16 +270,11 @@ func cString[T int8 | uint8](b []T) string {
 // memory used, power draw). Telemetry is best effort: a reading NVML cannot give, or gives
 // outside the gateway's accepted range, is left out; only an NVML that cannot be opened or
 // enumerated is an error (wrapping ErrNoDriver when the driver is missing).
-func Readings(lib nvml.Interface) (out []client.GpuReadingInput, err error) {
-	shutdown, err := openNVML(lib)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if serr := shutdown(); serr != nil {
-			err = errors.Join(err, serr)
-		}
-	}()
+func Readings(lib nvml.Interface) ([]client.GpuReadingInput, error) {
+	return withNVML(lib, func() ([]client.GpuReadingInput, error) { return readings(lib) })
+}
+
+func readings(lib nvml.Interface) (out []client.GpuReadingInput, err error) {
 	n, ret := guard(lib.DeviceGetCount)
 	if ret != nvml.SUCCESS {
 		return nil, &nvmlError{gpu: -1, call: "DeviceGetCount", ret: ret}

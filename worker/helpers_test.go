@@ -25,6 +25,7 @@ import (
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/db/dbtest"
 	"github.com/gpugate/gpugate/gateway"
+	"github.com/gpugate/gpugate/internal/testutil"
 	"github.com/gpugate/gpugate/resolvers"
 	"github.com/gpugate/gpugate/worker/client"
 )
@@ -51,7 +52,7 @@ func startGateway(t *testing.T, cfg resolvers.WorkerConfig, ln net.Listener) *te
 	if _, err := store.Seed(context.Background(), 20); err != nil {
 		t.Fatalf("seed: %v", err)
 	}
-	logs := newLogBuffer(t, "gateway")
+	logs := testutil.LogOnFailure(t, "gateway")
 	h := gateway.New(gateway.Config{Workers: cfg}, store, slog.New(slog.NewTextHandler(logs, nil)))
 	srv := httptest.NewUnstartedServer(h)
 	if ln != nil {
@@ -129,7 +130,7 @@ func (g *testGateway) listed(t *testing.T, deviceID string) client.PublicDevices
 func (g *testGateway) options(t *testing.T, profile, keyFile, token string) Options {
 	return Options{
 		Server: g.url, KeyFile: keyFile, EnrollToken: token, Simulate: profile, Once: true,
-		Region: "eu-west", Logger: slog.New(slog.NewTextHandler(newLogBuffer(t, "worker"), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Region: "eu-west", Logger: slog.New(slog.NewTextHandler(testutil.LogOnFailure(t, "worker"), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond}, GiveUpAfter: 10 * time.Second,
 	}
 }
@@ -156,34 +157,6 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(slices.Compact(a), slices.Compact(b))
-}
-
-// logBuffer collects log output and prints it when the test fails.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func newLogBuffer(t *testing.T, name string) *logBuffer {
-	b := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s logs:\n%s", name, b.String())
-		}
-	})
-	return b
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // countingTransport counts the GraphQL operations sent through it, by operation name.

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/internal/testutil"
 	"github.com/gpugate/gpugate/resolvers"
 	"github.com/gpugate/gpugate/worker/client"
 )
@@ -250,7 +251,7 @@ func TestPlainHTTPOnlyOnLoopback(t *testing.T) {
 	}
 
 	// --insecure: allowed, with a warning.
-	logs := newLogBuffer(t, "worker (insecure)")
+	logs := testutil.LogOnFailure(t, "worker (insecure)")
 	o.Insecure, o.Logger = true, newTestLogger(logs)
 	if err := Run(context.Background(), o); err != nil {
 		t.Fatalf("run with Insecure: %v", err)
@@ -398,7 +399,7 @@ func TestHostileChallengeIsBounded(t *testing.T) {
 	t.Run("expiry years away", func(t *testing.T) {
 		t.Parallel()
 		h := newHostileGateway(t, g, farAway(MaxDifficultyLimit))
-		logs := newLogBuffer(t, "worker")
+		logs := testutil.LogOnFailure(t, "worker")
 		o := g.options(t, "dgxh100", keyPath(t, "k.json"), g.token(t, "alice"))
 		o.Server, o.Logger, o.MaxChallengeTTL = h.url, newTestLogger(logs), 300*time.Millisecond
 		err := runBounded(t, context.Background(), o)
@@ -413,7 +414,7 @@ func TestHostileChallengeIsBounded(t *testing.T) {
 	t.Run("stopped mid-search", func(t *testing.T) {
 		t.Parallel()
 		h := newHostileGateway(t, g, farAway(MaxDifficultyLimit))
-		logs := newLogBuffer(t, "worker")
+		logs := testutil.LogOnFailure(t, "worker")
 		o := g.options(t, "dgxh100", keyPath(t, "k.json"), g.token(t, "alice"))
 		o.Server, o.Logger = h.url, newTestLogger(logs)
 		ctx, cancel := context.WithCancel(context.Background())

@@ -1,9 +1,11 @@
-// Package testutil holds small helpers shared by the project's tests.
+// Package testutil holds the helpers the project's tests share: a log buffer safe for
+// concurrent writers, and a GraphQL client for the gateway over real HTTP (graphql.go).
 package testutil
 
 import (
 	"bytes"
 	"sync"
+	"testing"
 )
 
 // SyncBuffer collects output written concurrently (a child process's stdout and stderr, a
@@ -24,4 +26,15 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// LogOnFailure returns a SyncBuffer whose content t logs, under name, if the test fails.
+func LogOnFailure(t testing.TB, name string) *SyncBuffer {
+	b := &SyncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", name, b.String())
+		}
+	})
+	return b
 }

@@ -1,4 +1,4 @@
-package resolvers
+package verify
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 // proof (challenge + submission) every 3 minutes, and after every lost response three quick
 // retries of each step. A key sending as fast as it can is limited within seconds.
 func TestDefaultWorkerLimitsSpareGenuineWorkers(t *testing.T) {
-	c := WorkerConfig{}.withDefaults()
+	c := Config{}.withDefaults()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	l := newLimiter(time.Hour)
 	l.now = func() time.Time { return now }
