@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/oidc/devissuer"
+)
+
+// Dev-mode identity: a real OpenID Provider on loopback, its demo users linked to the seeded
+// accounts of the same email. It exists only in dev mode; no request can start it.
+const (
+	devClientID    = "gpugate-dev"
+	devRedirectURI = "http://127.0.0.1/callback"
+)
+
+// devInfo is what `gpugate dev token` reads from /dev/oidc.
+type devInfo struct {
+	Issuer      string `json:"issuer"`
+	ClientID    string `json:"clientId"`
+	RedirectURI string `json:"redirectUri"`
+}
+
+type devIdentity struct {
+	server *devissuer.Server
+	info   devInfo
+}
+
+func startDevIssuer(ctx context.Context, addr, audience, rolesClaim string, store *db.DB, log *slog.Logger) (*devIdentity, error) {
+	var users []devissuer.User
+	for _, name := range db.DemoUsers {
+		u := devissuer.User{Username: name, Subject: "dev|" + name, Email: name + "@example.com",
+			Name: strings.ToUpper(name[:1]) + name[1:]}
+		if name == "admin" {
+			u.Roles = []string{"ADMIN"}
+		}
+		users = append(users, u)
+	}
+	srv, err := devissuer.Start(ctx, devissuer.Options{
+		Addr: addr, Users: users, Audience: audience, ClientID: devClientID,
+		RedirectURIs: []string{devRedirectURI}, RolesClaim: rolesClaim, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dev OIDC issuer: %w", err)
+	}
+	for _, u := range users {
+		id := db.Identity{Issuer: srv.Issuer(), Subject: u.Subject}
+		if err := store.LinkIdentity(ctx, id, u.Email, "dev"); err != nil && !errors.Is(err, db.ErrNotFound) {
+			_ = srv.Close(context.Background())
+			return nil, err
+		}
+	}
+	log.Info("dev OIDC issuer started", "issuer", srv.Issuer(), "users", db.DemoUsers)
+	return &devIdentity{server: srv, info: devInfo{Issuer: srv.Issuer(), ClientID: devClientID, RedirectURI: devRedirectURI}}, nil
+}
+
+func runDev(args []string) error {
+	if len(args) == 0 || args[0] != "token" {
+		return errors.New("usage: gpugate dev token [--server URL] USER")
+	}
+	f := newFlags("dev token", "Sign in as a demo user (alice, bob, admin) of a dev-mode gateway and print the access token.")
+	server := f.FlagSet.String("server", "http://127.0.0.1:8080", "the dev-mode gateway")
+	f.Usage = func() {
+		fmt.Fprintf(f.Output(), "Usage: gpugate dev token [--server URL] USER\n\n"+
+			"Sign in as a demo user (alice, bob, admin) of a dev-mode gateway and print the access token.\n\nFlags:\n")
+		f.PrintDefaults()
+	}
+	// The user may come before or after the flags.
+	rest := args[1:]
+	var user string
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		user, rest = rest[0], rest[1:]
+	}
+	if err := f.Parse(rest); err != nil {
+		return err
+	}
+	if user == "" && f.NArg() == 1 {
+		user = f.Arg(0)
+	} else if f.NArg() > 0 || user == "" {
+		f.Usage()
+		return errors.New("name exactly one demo user")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*server, "/")+"/dev/oidc", nil)
+	if err != nil {
+		return fmt.Errorf("--server: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach the gateway: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s has no dev issuer (HTTP %d): is it running in dev mode, without --oidc-issuer?", *server, resp.StatusCode)
+	}
+	var info devInfo
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&info); err != nil {
+		return fmt.Errorf("read /dev/oidc: %w", err)
+	}
+	token, err := devissuer.FetchToken(ctx, info.Issuer, info.ClientID, info.RedirectURI, user)
+	if err != nil {
+		return fmt.Errorf("sign in as %s: %w", user, err)
+	}
+	fmt.Println(token)
+	return nil
+}
