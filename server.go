@@ -9,6 +9,10 @@ package main
 
 //go:generate go tool gqlgen generate
 
-import "github.com/gpugate/gpugate/cli"
+import (
+	"os"
 
-func main() { cli.Main() }
+	"github.com/gpugate/gpugate/cli"
+)
+
+func main() { os.Exit(cli.Main(os.Args[1:])) }

@@ -6,13 +6,14 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
-
-	"github.com/gpugate/gpugate/worker"
+	"syscall"
 )
 
 const usage = `gpugate: GraphQL explorer and management gateway for a decentralized GPU network.
@@ -32,44 +33,76 @@ Every flag can also be set by the environment variable named in its help.
 Run 'gpugate <command> --help' for the flags of a command.
 `
 
-var commands = map[string]func(args []string) error{
-	"serve":   runServe,
-	"migrate": runMigrate,
-	"seed":    runSeed,
-	"dev":     runDev,
-	"users":   runUsers,
-	"worker": func(args []string) error {
-		os.Exit(worker.Main(args))
-		return nil
-	},
+// A command is one gpugate subcommand, shaped like the Main of wtf's cmd/wtfd: ParseFlags reads
+// the command line (the environment fills the flags it left unset) and opens nothing, Run does
+// the work until it is done or ctx is cancelled by SIGINT/SIGTERM, and Close releases whatever
+// Run opened, whether or not Run failed.
+type command interface {
+	ParseFlags(args []string) error
+	Run(ctx context.Context) error
+	Close() error
 }
 
-func Main() {
-	args := os.Args[1:]
-	cmd := "serve"
+var commands = map[string]func() command{
+	"serve":   func() command { return new(ServeMain) },
+	"migrate": func() command { return new(MigrateMain) },
+	"seed":    func() command { return new(SeedMain) },
+	"dev":     func() command { return new(DevTokenMain) },
+	"users":   func() command { return new(UsersImportMain) },
+	"worker":  func() command { return new(WorkerMain) },
+}
+
+// exitCode is an error that carries the process's exit status and has already been reported.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
+// Main runs the command named by args (os.Args[1:]; serve when none is named) and returns the
+// process's exit status: 0 on success and after --help, 1 when the command failed (its error
+// printed to stderr), 2 for an unknown command.
+func Main(args []string) int {
+	name := "serve"
 	switch {
 	case len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
 		fmt.Print(usage)
-		return
+		return 0
 	case len(args) > 0 && args[0] == "help":
 		if len(args) == 1 {
 			fmt.Print(usage)
-			return
+			return 0
 		}
-		cmd, args = args[1], []string{"--help"}
+		name, args = args[1], []string{"--help"}
 	case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
-		cmd, args = args[0], args[1:]
+		name, args = args[0], args[1:]
 	}
-	run, ok := commands[cmd]
+	newCommand, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "gpugate: unknown command %q\n\n%s", cmd, usage)
-		os.Exit(2)
+		fmt.Fprintf(os.Stderr, "gpugate: unknown command %q\n\n%s", name, usage)
+		return 2
 	}
-	err := run(args)
+	err := run(newCommand(), args)
+	var code exitCode
 	switch {
-	case errors.Is(err, flag.ErrHelp):
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "gpugate:", err)
-		os.Exit(1)
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &code):
+		return int(code)
 	}
+	fmt.Fprintln(os.Stderr, "gpugate:", err)
+	return 1
+}
+
+// run parses cmd's flags, then runs it until SIGINT or SIGTERM and closes it.
+func run(cmd command, args []string) (err error) {
+	if err := cmd.ParseFlags(args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer func() {
+		if cerr := cmd.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	return cmd.Run(ctx)
 }

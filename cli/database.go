@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/gpugate/gpugate/db"
@@ -58,19 +56,35 @@ func openDatabase(ctx context.Context, f dbFlags, statsTTL time.Duration, log *s
 	return out, nil
 }
 
-// withDatabase runs a one-shot command against the database (the embedded one without
-// DATABASE_URL), stopping on SIGINT/SIGTERM and closing everything afterwards.
-func withDatabase(dbf dbFlags, level string, fn func(ctx context.Context, d *database) error) error {
+// oneShot is the database half of a one-shot command (migrate, seed, users import): Run opens
+// the database (the embedded one without DATABASE_URL), Close closes it.
+type oneShot struct {
+	dbf dbFlags
+	log *slog.Logger
+	d   *database
+}
+
+// open opens the database, logging at level; it returns the error of the logger or of opening.
+func (c *oneShot) open(ctx context.Context, level string) (*database, error) {
 	log, err := newLogger("text", level, os.Stderr)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	d, err := openDatabase(ctx, dbf, 0, log)
+	c.log = log
+	d, err := openDatabase(ctx, c.dbf, 0, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer d.close(log)
-	return fn(ctx, d)
+	c.d = d
+	return d, nil
+}
+
+// Close closes the database and stops the embedded PostgreSQL, if open was called; it
+// returns nil (failures to stop are logged).
+func (c *oneShot) Close() error {
+	if c.d != nil {
+		c.d.close(c.log)
+		c.d = nil
+	}
+	return nil
 }

@@ -62,12 +62,21 @@ func startDevIssuer(ctx context.Context, addr, audience, rolesClaim string, stor
 	return &devIdentity{server: srv, info: devInfo{Issuer: srv.Issuer(), ClientID: devClientID, RedirectURI: devRedirectURI}}, nil
 }
 
-func runDev(args []string) error {
+// DevTokenMain is `gpugate dev token USER`: sign in to a dev-mode gateway's issuer as a demo
+// user and print the access token.
+type DevTokenMain struct {
+	server *string
+	user   string
+}
+
+// ParseFlags reads --server and the user, who may come before or after the flags; it returns
+// flag.ErrHelp after --help and a usage error unless exactly one user is named.
+func (m *DevTokenMain) ParseFlags(args []string) error {
 	if len(args) == 0 || args[0] != "token" {
 		return errors.New("usage: gpugate dev token [--server URL] USER")
 	}
 	f := newFlags("dev token", "Sign in as a demo user (alice, bob, admin) of a dev-mode gateway and print the access token.")
-	server := f.FlagSet.String("server", "http://127.0.0.1:8080", "the dev-mode gateway")
+	m.server = f.FlagSet.String("server", "http://127.0.0.1:8080", "the dev-mode gateway")
 	f.Usage = func() {
 		fmt.Fprintf(f.Output(), "Usage: gpugate dev token [--server URL] USER\n\n"+
 			"Sign in as a demo user (alice, bob, admin) of a dev-mode gateway and print the access token.\n\nFlags:\n")
@@ -75,22 +84,28 @@ func runDev(args []string) error {
 	}
 	// The user may come before or after the flags.
 	rest := args[1:]
-	var user string
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		user, rest = rest[0], rest[1:]
+		m.user, rest = rest[0], rest[1:]
 	}
 	if err := f.Parse(rest); err != nil {
 		return err
 	}
-	if user == "" && f.NArg() == 1 {
-		user = f.Arg(0)
-	} else if f.NArg() > 0 || user == "" {
+	if m.user == "" && f.NArg() == 1 {
+		m.user = f.Arg(0)
+	} else if f.NArg() > 0 || m.user == "" {
 		f.Usage()
 		return errors.New("name exactly one demo user")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return nil
+}
+
+// Run reads the issuer from the gateway's /dev/oidc, signs in and prints the token; it returns
+// an error saying which step failed.
+func (m *DevTokenMain) Run(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*server, "/")+"/dev/oidc", nil)
+	server, user := *m.server, m.user
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(server, "/")+"/dev/oidc", nil)
 	if err != nil {
 		return fmt.Errorf("--server: %w", err)
 	}
@@ -100,7 +115,7 @@ func runDev(args []string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s has no dev issuer (HTTP %d): is it running in dev mode, without --oidc-issuer?", *server, resp.StatusCode)
+		return fmt.Errorf("%s has no dev issuer (HTTP %d): is it running in dev mode, without --oidc-issuer?", server, resp.StatusCode)
 	}
 	var info devInfo
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&info); err != nil {
@@ -113,3 +128,6 @@ func runDev(args []string) error {
 	fmt.Println(token)
 	return nil
 }
+
+// Close has nothing to release.
+func (m *DevTokenMain) Close() error { return nil }
