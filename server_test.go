@@ -337,3 +337,31 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Help is the command's output: it goes to stdout and the exit status is 0, for every command
+// and every way of asking (a shell pipes it into less; scripts check the status).
+func TestHelpGoesToStdoutAndExitsZero(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--help"}, {"help"}, {"serve", "--help"}, {"serve", "-h"}, {"migrate", "--help"},
+		{"seed", "--help"}, {"worker", "--help"}, {"users", "import", "--help"}, {"users", "--help"},
+		{"dev", "token", "--help"}, {"dev", "--help"}, {"help", "serve"}, {"help", "dev"}, {"help", "users"}} {
+		cmd := exec.Command(binary(t), args...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Errorf("gpugate %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+			continue
+		}
+		if !strings.Contains(stdout.String(), "Usage") || stderr.Len() != 0 {
+			t.Errorf("gpugate %s: want the usage on stdout and nothing on stderr; stdout:\n%s\nstderr:\n%s",
+				strings.Join(args, " "), stdout.String(), stderr.String())
+		}
+	}
+	// A mistake is not help: its usage goes to stderr, with a failing status.
+	cmd := exec.Command(binary(t), "serve", "--no-such-flag")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err == nil || stdout.Len() != 0 || !strings.Contains(stderr.String(), "no-such-flag") {
+		t.Fatalf("serve --no-such-flag: %v; stdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+}

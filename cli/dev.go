@@ -72,6 +72,9 @@ type DevTokenMain struct {
 // ParseFlags reads --server and the user, who may come before or after the flags; it returns
 // flag.ErrHelp after --help and a usage error unless exactly one user is named.
 func (m *DevTokenMain) ParseFlags(args []string) error {
+	if len(args) > 0 && isHelp(args[0]) { // gpugate dev --help, gpugate help dev
+		args = []string{"token", "--help"}
+	}
 	if len(args) == 0 || args[0] != "token" {
 		return errors.New("usage: gpugate dev token [--server URL] USER")
 	}
@@ -87,7 +90,7 @@ func (m *DevTokenMain) ParseFlags(args []string) error {
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		m.user, rest = rest[0], rest[1:]
 	}
-	if err := f.Parse(rest); err != nil {
+	if err := parseFlags(f.FlagSet, rest); err != nil {
 		return err
 	}
 	if m.user == "" && f.NArg() == 1 {

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -58,7 +60,7 @@ func (f *envFlags) Duration(name, env string, value time.Duration, usage string)
 
 // parse reads the command line, then the environment for flags the command line left unset.
 func (f *envFlags) parse(args []string) error {
-	if err := f.Parse(args); err != nil {
+	if err := parseFlags(f.FlagSet, args); err != nil {
 		return err
 	}
 	if f.NArg() > 0 {
@@ -119,4 +121,29 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// parseFlags parses args with fs. The usage that --help asks for goes to stdout (it is the
+// command's output, and the exit status is 0); a parse error and the usage after it go to
+// stderr. It returns fs.Parse's error: flag.ErrHelp after --help.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
+	err := fs.Parse(args)
+	fs.SetOutput(nil)
+	out := os.Stderr
+	if errors.Is(err, flag.ErrHelp) {
+		out = os.Stdout
+	}
+	_, _ = buf.WriteTo(out)
+	return err
+}
+
+// isHelp reports whether arg asks for help, as the flag package understands it.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--h", "--help":
+		return true
+	}
+	return false
 }

@@ -21,6 +21,9 @@ type UsersImportMain struct {
 // ParseFlags reads the import's flags after the word "import"; it returns flag.ErrHelp after
 // --help and a usage error without it.
 func (m *UsersImportMain) ParseFlags(args []string) error {
+	if len(args) > 0 && isHelp(args[0]) { // gpugate users --help, gpugate help users
+		args = []string{"import", "--help"}
+	}
 	if len(args) == 0 || args[0] != "import" {
 		return errors.New("usage: gpugate users import --issuer URL (--legacy-csv F | --legacy-table T) (--identities-csv F | --mapping-csv F)")
 	}
