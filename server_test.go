@@ -26,10 +26,18 @@ import (
 	"github.com/gpugate/gpugate/internal/testutil"
 )
 
-func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+// TestMain removes the gpugate binary the tests built (27 MB per run otherwise left in /tmp).
+func TestMain(m *testing.M) {
+	code := dbtest.Main(m)
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 var (
 	buildOnce sync.Once
+	binDir    string // removed by TestMain
 	binPath   string
 	buildErr  error
 )
@@ -43,7 +51,7 @@ func binary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "gpugate")
+		binDir, binPath = dir, filepath.Join(dir, "gpugate")
 		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
