@@ -352,7 +352,7 @@ func TestHelpGoesToStdoutAndExitsZero(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{"--help"}, {"help"}, {"serve", "--help"}, {"serve", "-h"}, {"migrate", "--help"},
 		{"seed", "--help"}, {"worker", "--help"}, {"users", "import", "--help"}, {"users", "--help"},
-		{"dev", "token", "--help"}, {"dev", "--help"}, {"help", "serve"}, {"help", "dev"}, {"help", "users"}} {
+		{"dev", "token", "--help"}, {"dev", "--help"}, {"version", "--help"}, {"help", "serve"}, {"help", "dev"}, {"help", "users"}} {
 		cmd := exec.Command(binary(t), args...)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -371,5 +371,31 @@ func TestHelpGoesToStdoutAndExitsZero(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err == nil || stdout.Len() != 0 || !strings.Contains(stderr.String(), "no-such-flag") {
 		t.Fatalf("serve --no-such-flag: %v; stdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+}
+
+// gpugate version reports what the Go toolchain stamped into the binary (go version -m): the
+// commit when the build had version control information, and the Go version always.
+func TestVersionCommandMatchesTheBinary(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(binary(t), "version").Output()
+	if err != nil {
+		t.Fatalf("gpugate version: %v", err)
+	}
+	stamped, err := exec.Command("go", "version", "-m", binary(t)).Output()
+	if err != nil {
+		t.Fatalf("go version -m: %v", err)
+	}
+	want := []string{"go:        " + strings.Fields(strings.SplitN(string(stamped), ":", 2)[1])[0]}
+	revision := regexp.MustCompile(`(?m)^\s+build\s+vcs\.revision=(\w+)$`).FindSubmatch(stamped)
+	if revision != nil {
+		want = append(want, "commit:    "+string(revision[1]))
+	} else {
+		want = append(want, "commit:    unknown")
+	}
+	for _, w := range want {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("gpugate version lacks %q:\n%s\n(go version -m:\n%s)", w, out, stamped)
+		}
 	}
 }

@@ -25,6 +25,7 @@ Usage:
   gpugate worker [flags]    run the bundled GPU worker agent (NVML, or --simulate dgxh100)
   gpugate users import      link legacy accounts to OIDC identities (CSV or legacy table)
   gpugate dev token USER    print an access token for a demo user of a dev-mode gateway
+  gpugate version           print the version, commit and Go version this binary was built from
   gpugate help [command]    show help for a command
 
 Without DATABASE_URL every command uses the gateway's own PostgreSQL under --data-dir, started
@@ -50,6 +51,7 @@ var commands = map[string]func() command{
 	"dev":     func() command { return new(DevTokenMain) },
 	"users":   func() command { return new(UsersImportMain) },
 	"worker":  func() command { return new(WorkerMain) },
+	"version": func() command { return new(VersionMain) },
 }
 
 // exitCode is an error that carries the process's exit status and has already been reported.
