@@ -399,3 +399,59 @@ func TestVersionCommandMatchesTheBinary(t *testing.T) {
 		}
 	}
 }
+
+// A dev token is good for its hour, not until the next restart: in zero-config mode the dev
+// issuer keeps its signing key (0600) and its port in the data directory.
+func TestDevTokenSurvivesAGatewayRestart(t *testing.T) {
+	t.Parallel()
+	dataDir, err := os.MkdirTemp("", "gpugate-data-") // reachable by PostgreSQL's user, as above
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	g := start(t, []string{"DATABASE_URL="}, "--data-dir", dataDir, "--seed", "20")
+	out, err := exec.Command(binary(t), "dev", "token", "--server", "http://"+g.addr, "alice").Output()
+	if err != nil {
+		t.Fatalf("dev token: %v\n%s", err, g.out.String())
+	}
+	token := strings.TrimSpace(string(out))
+	if email := viewerEmail(t, g, token); email != "alice@example.com" {
+		t.Fatalf("viewer before the restart: %q", email)
+	}
+	g.stop(t)
+
+	g2 := start(t, []string{"DATABASE_URL="}, "--data-dir", dataDir)
+	if email := viewerEmail(t, g2, token); email != "alice@example.com" {
+		t.Fatalf("viewer after the restart: %q\n%s", email, g2.out.String())
+	}
+	fi, err := os.Stat(filepath.Join(dataDir, "dev-issuer.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the dev issuer's key in the data dir: %v %v", fi, err)
+	}
+}
+
+// viewerEmail returns the viewer's email for token, or "" with the errors logged.
+func viewerEmail(t *testing.T, g *process, token string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+g.addr+"/graphql", strings.NewReader(`{"query":"{ viewer { email } }"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Data struct {
+			Viewer struct{ Email string }
+		}
+		Errors []any
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Errors) > 0 {
+		t.Logf("viewer: HTTP %d %v", resp.StatusCode, out.Errors)
+	}
+	return out.Data.Viewer.Email
+}

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -34,7 +37,22 @@ type devIdentity struct {
 	info   devInfo
 }
 
-func startDevIssuer(ctx context.Context, addr, audience, rolesClaim string, store *db.DB, log *slog.Logger) (*devIdentity, error) {
+// devTokenTTL is how long a dev token lasts (the dev issuer's default).
+const devTokenTTL = time.Hour
+
+// Files the dev issuer keeps in the data directory in zero-config mode, so that a token
+// stays valid across a restart of the gateway: the signing key, and the address the issuer
+// listened on (the issuer URL, which tokens carry, includes its port).
+const (
+	devKeyFile  = "dev-issuer.key"
+	devAddrFile = "dev-issuer.addr"
+)
+
+// startDevIssuer starts the dev issuer on addr and links its demo users to the seeded accounts.
+// With stateDir set (zero-config mode: the data directory) it keeps its signing key there and,
+// when addr asks for any port (":0"), listens again on the port of the previous start if it
+// is free. It returns the error of starting the issuer or of linking a user.
+func startDevIssuer(ctx context.Context, addr, audience, rolesClaim, stateDir string, store *db.DB, log *slog.Logger) (*devIdentity, error) {
 	var users []devissuer.User
 	for _, name := range db.DemoUsers {
 		u := devissuer.User{Username: name, Subject: "dev|" + name, Email: name + "@example.com",
@@ -44,12 +62,33 @@ func startDevIssuer(ctx context.Context, addr, audience, rolesClaim string, stor
 		}
 		users = append(users, u)
 	}
-	srv, err := devissuer.Start(ctx, devissuer.Options{
+	o := devissuer.Options{
 		Addr: addr, Users: users, Audience: audience, ClientID: devClientID,
-		RedirectURIs: []string{devRedirectURI}, RolesClaim: rolesClaim, Logger: log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("dev OIDC issuer: %w", err)
+		RedirectURIs: []string{devRedirectURI}, RolesClaim: rolesClaim, TokenTTL: devTokenTTL, Logger: log,
+	}
+	var srv *devissuer.Server
+	var err error
+	if stateDir != "" {
+		o.KeyFile = filepath.Join(stateDir, devKeyFile)
+		if prev := previousDevAddr(stateDir, addr); prev != "" {
+			po := o
+			po.Addr = prev
+			if srv, err = devissuer.Start(ctx, po); err != nil {
+				log.Warn("dev OIDC issuer: the previous address is taken; dev tokens issued before this start no longer verify",
+					"addr", prev, "err", err)
+			}
+		}
+	}
+	if srv == nil {
+		if srv, err = devissuer.Start(ctx, o); err != nil {
+			return nil, fmt.Errorf("dev OIDC issuer: %w", err)
+		}
+	}
+	if stateDir != "" {
+		host := strings.TrimPrefix(srv.Issuer(), "http://")
+		if err := os.WriteFile(filepath.Join(stateDir, devAddrFile), []byte(host+"\n"), 0o600); err != nil {
+			log.Warn("dev OIDC issuer: cannot record its address; dev tokens will not survive a restart", "err", err)
+		}
 	}
 	for _, u := range users {
 		id := db.Identity{Issuer: srv.Issuer(), Subject: u.Subject}
@@ -58,8 +97,27 @@ func startDevIssuer(ctx context.Context, addr, audience, rolesClaim string, stor
 			return nil, err
 		}
 	}
-	log.Info("dev OIDC issuer started", "issuer", srv.Issuer(), "users", db.DemoUsers)
+	log.Info("dev OIDC issuer started", "issuer", srv.Issuer(), "users", db.DemoUsers, "token_ttl", devTokenTTL, "key_file", o.KeyFile)
 	return &devIdentity{server: srv, info: devInfo{Issuer: srv.Issuer(), ClientID: devClientID, RedirectURI: devRedirectURI}}, nil
+}
+
+// previousDevAddr returns the address the dev issuer listened on at the previous start, when
+// addr asks for any port of the same host; otherwise (or when none was recorded) "".
+func previousDevAddr(stateDir, addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port != "0" {
+		return ""
+	}
+	raw, err := os.ReadFile(filepath.Join(stateDir, devAddrFile))
+	if err != nil {
+		return ""
+	}
+	prev := strings.TrimSpace(string(raw))
+	ph, pp, err := net.SplitHostPort(prev)
+	if err != nil || ph != host || pp == "0" {
+		return ""
+	}
+	return prev
 }
 
 // DevTokenMain is `gpugate dev token USER`: sign in to a dev-mode gateway's issuer as a demo
@@ -78,11 +136,12 @@ func (m *DevTokenMain) ParseFlags(args []string) error {
 	if len(args) == 0 || args[0] != "token" {
 		return errors.New("usage: gpugate dev token [--server URL] USER")
 	}
-	f := newFlags("dev token", "Sign in as a demo user (alice, bob, admin) of a dev-mode gateway and print the access token.")
+	summary := "Sign in as a demo user (alice, bob, admin) of a dev-mode gateway and print the access token.\n" +
+		"The token lasts an hour (devTokenTTL); it survives restarts of a zero-config gateway (no DATABASE_URL)."
+	f := newFlags("dev token", summary)
 	m.server = f.FlagSet.String("server", "http://127.0.0.1:8080", "the dev-mode gateway")
 	f.Usage = func() {
-		fmt.Fprintf(f.Output(), "Usage: gpugate dev token [--server URL] USER\n\n"+
-			"Sign in as a demo user (alice, bob, admin) of a dev-mode gateway and print the access token.\n\nFlags:\n")
+		fmt.Fprintf(f.Output(), "Usage: gpugate dev token [--server URL] USER\n\n%s\n\nFlags:\n", summary)
 		f.PrintDefaults()
 	}
 	// The user may come before or after the flags.

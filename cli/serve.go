@@ -234,7 +234,11 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	}
 	issuers := splitList(*c.oidcIssuers)
 	if len(issuers) == 0 && *c.dev {
-		dev, err := startDevIssuer(ctx, *c.devIssuerAddr, *c.oidcAudience, *c.oidcRoles, d.store, log)
+		var stateDir string // zero-config mode: keep the dev issuer's key and port in the data dir
+		if d.local != nil {
+			stateDir = d.local.DataDir()
+		}
+		dev, err := startDevIssuer(ctx, *c.devIssuerAddr, *c.oidcAudience, *c.oidcRoles, stateDir, d.store, log)
 		if err != nil {
 			return err
 		}
