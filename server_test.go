@@ -6,8 +6,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -454,4 +456,34 @@ func viewerEmail(t *testing.T, g *process, token string) string {
 		t.Logf("viewer: HTTP %d %v", resp.StatusCode, out.Errors)
 	}
 	return out.Data.Viewer.Email
+}
+
+// users import says what is missing before it opens anything: without DATABASE_URL, opening
+// the database would create and start a PostgreSQL cluster (and print an empty summary).
+func TestUsersImportWithMissingFlagsOpensNothing(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "issuer is required"},
+		{[]string{"--issuer", "https://idp.example.com/"}, "legacy accounts"},
+		{[]string{"--issuer", "https://idp.example.com/", "--legacy-table", "legacy_users"}, "identities CSV"},
+	} {
+		dataDir := filepath.Join(t.TempDir(), "data")
+		cmd := exec.Command(binary(t), append([]string{"users", "import", "--data-dir", dataDir}, c.args...)...)
+		cmd.Env = append(os.Environ(), "DATABASE_URL=")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if err == nil || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("users import %v: %v, want an error saying %q; stderr:\n%s", c.args, err, c.want, stderr.String())
+		}
+		if stdout.Len() != 0 {
+			t.Errorf("users import %v printed a summary before saying what is missing:\n%s", c.args, stdout.String())
+		}
+		if _, err := os.Stat(dataDir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("users import %v created the data dir (a PostgreSQL cluster): %v", c.args, err)
+		}
+	}
 }

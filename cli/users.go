@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/userimport"
@@ -36,7 +37,23 @@ func (m *UsersImportMain) ParseFlags(args []string) error {
 	m.legacyTable = f.String("legacy-table", "GPUGATE_IMPORT_LEGACY_TABLE", "", "table of legacy accounts in the same database: [schema.]table")
 	m.identities = f.String("identities-csv", "GPUGATE_IMPORT_IDENTITIES_CSV", "", "the IdP's user export: subject,email,email_verified")
 	m.mapping = f.String("mapping-csv", "GPUGATE_IMPORT_MAPPING_CSV", "", "explicit links: legacy_id,subject")
-	return f.parse(args[1:])
+	if err := f.parse(args[1:]); err != nil {
+		return err
+	}
+	// Say what is missing before anything is opened: without DATABASE_URL, opening the
+	// database creates and starts a PostgreSQL cluster.
+	check := userimport.Options{Issuer: *m.issuer, LegacyTable: *m.legacyTable}
+	given := func(path string) io.Reader {
+		if path == "" {
+			return nil
+		}
+		return strings.NewReader("")
+	}
+	check.LegacyCSV, check.IdentitiesCSV, check.MappingCSV = given(*m.legacyCSV), given(*m.identities), given(*m.mapping)
+	if err := check.Validate(); err != nil {
+		return fmt.Errorf("%w (see gpugate users import --help)", err)
+	}
+	return nil
 }
 
 // Run opens the input files and the database and imports, printing the summary; it returns
