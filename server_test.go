@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -484,6 +486,43 @@ func TestUsersImportWithMissingFlagsOpensNothing(t *testing.T) {
 		}
 		if _, err := os.Stat(dataDir); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("users import %v created the data dir (a PostgreSQL cluster): %v", c.args, err)
+		}
+	}
+}
+
+// A data dir the user cannot write gets a hint: which directory, the permission problem, and
+// the flag and variable that choose another (as root, the test runs the gateway as nobody).
+func TestUnwritableDataDirSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	parent := t.TempDir()
+	if err := os.Chmod(parent, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(parent, 0o755) })
+	dataDir := filepath.Join(parent, "data")
+	bin := binary(t)
+	cmd := exec.Command(bin, "serve", "--listen", freeAddr(t), "--data-dir", dataDir)
+	cmd.Env = append(os.Environ(), "DATABASE_URL=")
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("nobody")
+		if err != nil {
+			t.Skipf("running as root and no user nobody to run the gateway as: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		// nobody must reach the binary; the build directory is root's 0700.
+		if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	}
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("gpugate started with a data dir it cannot write:\n%s", out)
+	}
+	for _, want := range []string{dataDir, "permission denied", "--data-dir", "GPUGATE_DATA_DIR"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the error lacks %q:\n%s", want, out)
 		}
 	}
 }

@@ -2,8 +2,11 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/user"
+	"path/filepath"
 	"time"
 
 	"github.com/gpugate/gpugate/db"
@@ -36,6 +39,9 @@ func openDatabase(ctx context.Context, f dbFlags, statsTTL time.Duration, log *s
 	if dsn == "" {
 		out.embedded = true
 		log.Info("no DATABASE_URL: starting the gateway's own PostgreSQL", "data_dir", *f.dataDir)
+		if err := checkDataDir(*f.dataDir); err != nil {
+			return nil, err
+		}
 		srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: *f.dataDir, BinDir: *f.pgBin, Logger: log})
 		if err != nil {
 			return nil, err
@@ -87,4 +93,42 @@ func (c *oneShot) Close() error {
 		c.d = nil
 	}
 	return nil
+}
+
+// checkDataDir creates dir (as PostgreSQL's data directory is created: 0700) and checks that
+// this user can write in it, so that a data dir this user cannot use fails with what to do
+// instead of PostgreSQL's own error. Root is not checked: it can write anywhere, and pglocal
+// hands the directory to PostgreSQL's unprivileged user. It returns an error naming the
+// directory, the permission problem, and the flag and variable to choose another.
+func checkDataDir(dir string) error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	err := os.MkdirAll(dir, 0o700)
+	if err == nil {
+		var f *os.File
+		if f, err = os.CreateTemp(dir, ".write-test-*"); err == nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+			return nil
+		}
+	}
+	who := "this user"
+	if u, uerr := user.Current(); uerr == nil {
+		who = "user " + u.Username
+	}
+	// Name the directory that refuses, with its owner and mode.
+	blame := ""
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if fi, serr := os.Stat(d); serr == nil {
+			blame = fmt.Sprintf(" (%s has mode %v)", d, fi.Mode())
+			break
+		}
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	return fmt.Errorf("data dir %s: %w: %s cannot create or write it%s; "+
+		"choose a directory %s can write with --data-dir or GPUGATE_DATA_DIR (default for a user other than root: %s), "+
+		"or set DATABASE_URL to use an existing PostgreSQL", dir, err, who, blame, who, defaultDataDir())
 }
