@@ -526,3 +526,67 @@ func TestUnwritableDataDirSaysWhatToDo(t *testing.T) {
 		}
 	}
 }
+
+// Ctrl-C on `make run` (SIGINT to the terminal's whole process group) ends with the gateway's
+// clean shutdown and no "make: *** ... Error 1": make runs the built binary, not `go run`,
+// which exits 1 whenever it was interrupted.
+func TestMakeRunCtrlCEndsWithoutAnError(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make on this machine")
+	}
+	dataDir, err := os.MkdirTemp("", "gpugate-data-") // reachable by PostgreSQL's user, as above
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	addr := freeAddr(t)
+	cmd := exec.Command("make", "--no-print-directory", "run", "BIN="+filepath.Join(t.TempDir(), "gpugate"),
+		"ARGS=--listen "+addr+" --data-dir "+dataDir+" --seed 20")
+	cmd.Env = append(os.Environ(), "DATABASE_URL=")
+	out := &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a terminal's process group
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{}) // closed when make has exited
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	})
+	deadline := time.Now().Add(3 * time.Minute) // make builds the binary first
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case <-done:
+			t.Fatalf("make run exited (%v) before the gateway was ready:\n%s", waitErr, out.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("make run: no gateway after 3 minutes:\n%s", out.String())
+		}
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done: // make itself was interrupted too: it exits by SIGINT, as any program would
+	case <-time.After(60 * time.Second):
+		t.Fatalf("make run still running 60s after Ctrl-C:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "msg=stopped") {
+		t.Fatalf("no clean shutdown:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "make: ***") {
+		t.Fatalf("Ctrl-C after a clean shutdown reported an error:\n%s", out.String())
+	}
+}
