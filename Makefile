@@ -14,6 +14,7 @@ run: ## run the gateway with its own PostgreSQL, demo data and GraphiQL
 
 test: ## run every test against real PostgreSQL
 	@scripts/ensure-postgres
+	@scripts/dex-notice
 	$(GO) test -count=1 ./...
 
 generate: ## regenerate graph/ from schema.graphqls
