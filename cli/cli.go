@@ -1,8 +1,10 @@
-// Package cli holds gpugate's commands, one file each: serve (the gateway), migrate, seed,
-// worker, users import and dev token, with the environment-backed flags they share
-// (flags.go), the database they open (database.go), the gateway's background jobs (jobs.go)
-// and its profiler (debug.go). The gpugate command (server.go at the repository root) only
-// calls Main.
+// Package cli holds gpugate's commands, one file and one Main-style type each: serve.go (the
+// gateway), migrate.go, seed.go, worker.go, users.go (users import), dev.go (dev token, and
+// the dev issuer serve starts) and version.go. Around them: flags.go (flags that fall back to
+// environment variables), database.go (the store a command opens, PostgreSQL's own cluster in
+// zero-config mode), evidence.go (worker limits and retention), jobs.go (serve's background
+// job) and debug.go (the profiler). The gpugate command (server.go at the repository root)
+// only calls Main.
 package cli
 
 import (
