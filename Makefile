@@ -1,14 +1,20 @@
 # gpugate developer targets. `make run` and `make test` are the README's two commands.
 GO ?= go
+# BIN is the binary `make run` builds (git ignores /gpugate).
+BIN ?= ./gpugate
 
 .PHONY: run test check generate lint bench bench-ingest bench-amplification
 
+# run builds ./gpugate and runs it rather than `go run`: go run exits 1 whenever it was
+# interrupted, so Ctrl-C ended with "make: *** Error 1" after the gateway's clean shutdown.
 run: ## run the gateway with its own PostgreSQL, demo data and GraphiQL
 	@scripts/ensure-postgres
-	$(GO) run . serve $(ARGS)
+	$(GO) build -o $(BIN) .
+	$(BIN) serve $(ARGS)
 
 test: ## run every test against real PostgreSQL
 	@scripts/ensure-postgres
+	@scripts/dex-notice
 	$(GO) test -count=1 ./...
 
 generate: ## regenerate graph/ from schema.graphqls

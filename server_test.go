@@ -6,14 +6,18 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,10 +30,18 @@ import (
 	"github.com/gpugate/gpugate/internal/testutil"
 )
 
-func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+// TestMain removes the gpugate binary the tests built (27 MB per run otherwise left in /tmp).
+func TestMain(m *testing.M) {
+	code := dbtest.Main(m)
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 var (
 	buildOnce sync.Once
+	binDir    string // removed by TestMain
 	binPath   string
 	buildErr  error
 )
@@ -43,7 +55,7 @@ func binary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "gpugate")
+		binDir, binPath = dir, filepath.Join(dir, "gpugate")
 		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -335,5 +347,246 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 15s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Help is the command's output: it goes to stdout and the exit status is 0, for every command
+// and every way of asking (a shell pipes it into less; scripts check the status).
+func TestHelpGoesToStdoutAndExitsZero(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--help"}, {"help"}, {"serve", "--help"}, {"serve", "-h"}, {"migrate", "--help"},
+		{"seed", "--help"}, {"worker", "--help"}, {"users", "import", "--help"}, {"users", "--help"},
+		{"dev", "token", "--help"}, {"dev", "--help"}, {"version", "--help"}, {"help", "serve"}, {"help", "dev"}, {"help", "users"}} {
+		cmd := exec.Command(binary(t), args...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Errorf("gpugate %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+			continue
+		}
+		if !strings.Contains(stdout.String(), "Usage") || stderr.Len() != 0 {
+			t.Errorf("gpugate %s: want the usage on stdout and nothing on stderr; stdout:\n%s\nstderr:\n%s",
+				strings.Join(args, " "), stdout.String(), stderr.String())
+		}
+	}
+	// A mistake is not help: its usage goes to stderr, with a failing status.
+	cmd := exec.Command(binary(t), "serve", "--no-such-flag")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err == nil || stdout.Len() != 0 || !strings.Contains(stderr.String(), "no-such-flag") {
+		t.Fatalf("serve --no-such-flag: %v; stdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+}
+
+// gpugate version reports what the Go toolchain stamped into the binary (go version -m): the
+// commit when the build had version control information, and the Go version always.
+func TestVersionCommandMatchesTheBinary(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(binary(t), "version").Output()
+	if err != nil {
+		t.Fatalf("gpugate version: %v", err)
+	}
+	stamped, err := exec.Command("go", "version", "-m", binary(t)).Output()
+	if err != nil {
+		t.Fatalf("go version -m: %v", err)
+	}
+	want := []string{"go:        " + strings.Fields(strings.SplitN(string(stamped), ":", 2)[1])[0]}
+	revision := regexp.MustCompile(`(?m)^\s+build\s+vcs\.revision=(\w+)$`).FindSubmatch(stamped)
+	if revision != nil {
+		want = append(want, "commit:    "+string(revision[1]))
+	} else {
+		want = append(want, "commit:    unknown")
+	}
+	for _, w := range want {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("gpugate version lacks %q:\n%s\n(go version -m:\n%s)", w, out, stamped)
+		}
+	}
+}
+
+// A dev token is good for its hour, not until the next restart: in zero-config mode the dev
+// issuer keeps its signing key (0600) and its port in the data directory.
+func TestDevTokenSurvivesAGatewayRestart(t *testing.T) {
+	t.Parallel()
+	dataDir, err := os.MkdirTemp("", "gpugate-data-") // reachable by PostgreSQL's user, as above
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	g := start(t, []string{"DATABASE_URL="}, "--data-dir", dataDir, "--seed", "20")
+	out, err := exec.Command(binary(t), "dev", "token", "--server", "http://"+g.addr, "alice").Output()
+	if err != nil {
+		t.Fatalf("dev token: %v\n%s", err, g.out.String())
+	}
+	token := strings.TrimSpace(string(out))
+	if email := viewerEmail(t, g, token); email != "alice@example.com" {
+		t.Fatalf("viewer before the restart: %q", email)
+	}
+	g.stop(t)
+
+	g2 := start(t, []string{"DATABASE_URL="}, "--data-dir", dataDir)
+	if email := viewerEmail(t, g2, token); email != "alice@example.com" {
+		t.Fatalf("viewer after the restart: %q\n%s", email, g2.out.String())
+	}
+	fi, err := os.Stat(filepath.Join(dataDir, "dev-issuer.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the dev issuer's key in the data dir: %v %v", fi, err)
+	}
+}
+
+// viewerEmail returns the viewer's email for token, or "" with the errors logged.
+func viewerEmail(t *testing.T, g *process, token string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+g.addr+"/graphql", strings.NewReader(`{"query":"{ viewer { email } }"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Data struct {
+			Viewer struct{ Email string }
+		}
+		Errors []any
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Errors) > 0 {
+		t.Logf("viewer: HTTP %d %v", resp.StatusCode, out.Errors)
+	}
+	return out.Data.Viewer.Email
+}
+
+// users import says what is missing before it opens anything: without DATABASE_URL, opening
+// the database would create and start a PostgreSQL cluster (and print an empty summary).
+func TestUsersImportWithMissingFlagsOpensNothing(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "issuer is required"},
+		{[]string{"--issuer", "https://idp.example.com/"}, "legacy accounts"},
+		{[]string{"--issuer", "https://idp.example.com/", "--legacy-table", "legacy_users"}, "identities CSV"},
+	} {
+		dataDir := filepath.Join(t.TempDir(), "data")
+		cmd := exec.Command(binary(t), append([]string{"users", "import", "--data-dir", dataDir}, c.args...)...)
+		cmd.Env = append(os.Environ(), "DATABASE_URL=")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if err == nil || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("users import %v: %v, want an error saying %q; stderr:\n%s", c.args, err, c.want, stderr.String())
+		}
+		if stdout.Len() != 0 {
+			t.Errorf("users import %v printed a summary before saying what is missing:\n%s", c.args, stdout.String())
+		}
+		if _, err := os.Stat(dataDir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("users import %v created the data dir (a PostgreSQL cluster): %v", c.args, err)
+		}
+	}
+}
+
+// A data dir the user cannot write gets a hint: which directory, the permission problem, and
+// the flag and variable that choose another (as root, the test runs the gateway as nobody).
+func TestUnwritableDataDirSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	parent := t.TempDir()
+	if err := os.Chmod(parent, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(parent, 0o755) })
+	dataDir := filepath.Join(parent, "data")
+	bin := binary(t)
+	cmd := exec.Command(bin, "serve", "--listen", freeAddr(t), "--data-dir", dataDir)
+	cmd.Env = append(os.Environ(), "DATABASE_URL=")
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("nobody")
+		if err != nil {
+			t.Skipf("running as root and no user nobody to run the gateway as: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		// nobody must reach the binary; the build directory is root's 0700.
+		if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	}
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("gpugate started with a data dir it cannot write:\n%s", out)
+	}
+	for _, want := range []string{dataDir, "permission denied", "--data-dir", "GPUGATE_DATA_DIR"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the error lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// Ctrl-C on `make run` (SIGINT to the terminal's whole process group) ends with the gateway's
+// clean shutdown and no "make: *** ... Error 1": make runs the built binary, not `go run`,
+// which exits 1 whenever it was interrupted.
+func TestMakeRunCtrlCEndsWithoutAnError(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make on this machine")
+	}
+	dataDir, err := os.MkdirTemp("", "gpugate-data-") // reachable by PostgreSQL's user, as above
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	addr := freeAddr(t)
+	cmd := exec.Command("make", "--no-print-directory", "run", "BIN="+filepath.Join(t.TempDir(), "gpugate"),
+		"ARGS=--listen "+addr+" --data-dir "+dataDir+" --seed 20")
+	cmd.Env = append(os.Environ(), "DATABASE_URL=")
+	out := &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a terminal's process group
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{}) // closed when make has exited
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	})
+	deadline := time.Now().Add(3 * time.Minute) // make builds the binary first
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case <-done:
+			t.Fatalf("make run exited (%v) before the gateway was ready:\n%s", waitErr, out.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("make run: no gateway after 3 minutes:\n%s", out.String())
+		}
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done: // make itself was interrupted too: it exits by SIGINT, as any program would
+	case <-time.After(60 * time.Second):
+		t.Fatalf("make run still running 60s after Ctrl-C:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "msg=stopped") {
+		t.Fatalf("no clean shutdown:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "make: ***") {
+		t.Fatalf("Ctrl-C after a clean shutdown reported an error:\n%s", out.String())
 	}
 }

@@ -144,6 +144,11 @@ func (s *Summary) addConflicts(n int, details []string) {
 // tableNameRE is what LegacyTable may be: a lower-case identifier, optionally schema-qualified.
 var tableNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$`)
 
+// Validate checks o as Run does before it touches the database: the issuer, one source of
+// legacy accounts (or a mapping), and identities or a mapping. Only whether each reader is
+// nil matters; none is read. It returns the first problem found.
+func (o Options) Validate() error { return o.validate() }
+
 func (o *Options) validate() error {
 	if o.Issuer == "" {
 		return errors.New("userimport: the issuer is required")

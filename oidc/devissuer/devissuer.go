@@ -59,6 +59,11 @@ type Options struct {
 	RolesClaim string
 	// TokenTTL is the lifetime of access and ID tokens. Default 1h.
 	TokenTTL time.Duration
+	// KeyFile, when set, keeps the RS256 signing key across restarts, so that tokens issued
+	// before a restart still verify after it (with the same issuer URL): the key is read from
+	// this file (PKCS#8 PEM), or generated and written to it, mode 0600, when it does not
+	// exist. Empty: a new key every start.
+	KeyFile string
 	// Logger receives the issuer's own log lines; nil discards them.
 	Logger *slog.Logger
 }

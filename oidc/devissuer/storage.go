@@ -59,16 +59,16 @@ var (
 )
 
 func newStorage(o Options) (*storage, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := loadOrGenerateKey(o.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("generate signing key: %w", err)
+		return nil, err
 	}
 	s := &storage{
 		opts:      o,
 		client:    &client{id: o.ClientID, redirectURIs: o.RedirectURIs, ttl: o.TokenTTL},
 		users:     make(map[string]User, len(o.Users)),
 		bySubject: make(map[string]User, len(o.Users)),
-		key:       signingKey{id: rand.Text(), key: key},
+		key:       key,
 		requests:  make(map[string]*authRequest),
 		codes:     make(map[string]issuedCode),
 		tokens:    make(map[string]issuedToken),

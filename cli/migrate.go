@@ -1,0 +1,38 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gpugate/gpugate/db"
+)
+
+// MigrateMain is `gpugate migrate`: apply every pending embedded migration and exit.
+type MigrateMain struct {
+	oneShot
+}
+
+// ParseFlags reads the database flags; it returns flag.ErrHelp after --help.
+func (m *MigrateMain) ParseFlags(args []string) error {
+	f := newFlags("migrate", "Apply every pending embedded migration and exit.")
+	m.dbf = addDBFlags(f)
+	return f.parse(args)
+}
+
+// Run applies the pending migrations and prints which; it returns the database's error.
+func (m *MigrateMain) Run(ctx context.Context) error {
+	d, err := m.open(ctx, "info")
+	if err != nil {
+		return err
+	}
+	applied, err := db.Migrate(ctx, d.store.SQL().DB)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Println("migrations: already current")
+		return nil
+	}
+	fmt.Printf("migrations applied: %v\n", applied)
+	return nil
+}
