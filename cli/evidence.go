@@ -12,7 +12,7 @@ import (
 
 // evidenceFlags are the limits and retention of what workers send (docs/security.md, "Evidence").
 type evidenceFlags struct {
-	heartbeatRate, challengeRate, proofRate                 *string
+	heartbeatRate, challengeRate, proofRate, tokenRate      *string
 	churnLimit                                              *int
 	churnWindow, purgeEvery                                 *time.Duration
 	keepChallenges, keepTokens, keepAttestations, keepAddrs *time.Duration
@@ -23,9 +23,11 @@ func addEvidenceFlags(f *envFlags) evidenceFlags {
 	churn := db.DefaultAddressChurn()
 	return evidenceFlags{
 		heartbeatRate: f.String("heartbeat-rate", "GPUGATE_HEARTBEAT_RATE", "",
-			"per device key: heartbeats as BURST/EVERY, e.g. 20/5s, or off (default: 20 per heartbeat-interval/6)"),
-		challengeRate: f.String("challenge-rate", "GPUGATE_CHALLENGE_RATE", "10/20s", "per device key: requestChallenge as BURST/EVERY, or off"),
-		proofRate:     f.String("proof-rate", "GPUGATE_PROOF_RATE", "10/20s", "per device key: submitProof as BURST/EVERY, or off"),
+			"per device: heartbeats as BURST/EVERY, e.g. 20/5s, or off (default: 20 per heartbeat-interval/6)"),
+		challengeRate: f.String("challenge-rate", "GPUGATE_CHALLENGE_RATE", "10/20s", "per device: requestChallenge as BURST/EVERY, or off"),
+		proofRate:     f.String("proof-rate", "GPUGATE_PROOF_RATE", "10/20s", "per device: submitProof as BURST/EVERY, or off"),
+		tokenRate: f.String("enrollment-token-rate", "GPUGATE_ENROLLMENT_TOKEN_RATE", "20/1m",
+			"per user: createEnrollmentToken as BURST/EVERY, or off (each token can create a device whose evidence is kept)"),
 		churnLimit: f.Int("address-churn-limit", "GPUGATE_ADDRESS_CHURN_LIMIT", churn.Limit,
 			"a device whose signed requests come from more distinct networks than this within --address-churn-window is reported ADDRESS_CHURN for review (never blocked)"),
 		churnWindow: f.Duration("address-churn-window", "GPUGATE_ADDRESS_CHURN_WINDOW", churn.Window, "the window of --address-churn-limit"),
@@ -53,7 +55,7 @@ func (e evidenceFlags) apply(w *resolvers.WorkerConfig) error {
 		v    string
 		dst  *resolvers.Rate
 	}{{"--heartbeat-rate", *e.heartbeatRate, &w.HeartbeatRate}, {"--challenge-rate", *e.challengeRate, &w.ChallengeRate},
-		{"--proof-rate", *e.proofRate, &w.ProofRate}} {
+		{"--proof-rate", *e.proofRate, &w.ProofRate}, {"--enrollment-token-rate", *e.tokenRate, &w.EnrollmentTokenRate}} {
 		rate, err := parseRate(r.v)
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.name, err)
