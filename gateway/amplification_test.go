@@ -18,23 +18,8 @@ import (
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/db/dbtest"
 	"github.com/gpugate/gpugate/gateway"
+	"github.com/gpugate/gpugate/internal/testutil"
 )
-
-// amplificationDocument is the attack of issue 7: a fragment of 4,500 aliased __typename spread
-// on each node of three 100-node lists (~80 KB, under the token and body limits).
-func amplificationDocument() string {
-	var b strings.Builder
-	b.WriteString("{ ")
-	for _, a := range []string{"a", "b", "c"} {
-		fmt.Fprintf(&b, "%s: devices(first: 100) { edges { node { ...F } } } ", a)
-	}
-	b.WriteString("}\nfragment F on Device {")
-	for i := range 4500 {
-		fmt.Fprintf(&b, " t%d: __typename", i)
-	}
-	b.WriteString(" }")
-	return b.String()
-}
 
 // costOf returns extensions.cost of a served response.
 func costOf(t *testing.T, r response) (requested, limit int) {
@@ -53,7 +38,7 @@ func costOf(t *testing.T, r response) (requested, limit int) {
 func TestAmplificationDocumentIsRefusedBeforeExecution(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 5, gateway.Config{})
-	doc := amplificationDocument()
+	doc := testutil.AmplificationDocument()
 	if len(doc) < 75_000 || len(doc) > 90_000 {
 		t.Fatalf("the document is %d bytes, want ~80 KB", len(doc))
 	}

@@ -1,4 +1,4 @@
-// Command amplification is the load generator of bench/amplification.sh (stdlib only). Against a
+// Command amplification is the load generator of bench/amplification.sh. Against a
 // running gateway it:
 //
 //  1. sends each worst-case document once: the most expensive documents the gateway's limits
@@ -26,6 +26,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gpugate/gpugate/internal/testutil"
 )
 
 type doc struct {
@@ -224,24 +226,8 @@ func main() {
 	}
 }
 
-// attackDocument is the document of issue 7: a fragment of 4,500 aliased __typename spread on
-// each node of three 100-node lists (~80 KB). The gateway must refuse it before execution.
-func attackDocument() string {
-	var b strings.Builder
-	b.WriteString("{ ")
-	for _, a := range []string{"a", "b", "c"} {
-		fmt.Fprintf(&b, "%s: devices(first: 100) { edges { node { ...F } } } ", a)
-	}
-	b.WriteString("}\nfragment F on Device {")
-	for i := range 4500 {
-		fmt.Fprintf(&b, " t%d: __typename", i)
-	}
-	b.WriteString(" }")
-	return b.String()
-}
-
 func run(url string, duration time.Duration, pid, clients int, pause, target time.Duration) error {
-	attack := attackDocument()
+	attack := testutil.AmplificationDocument()
 	for i := range 3 { // the first parses and validates; gqlgen caches the parsed document
 		r, _ := send(url, attack)
 		if r.err == nil || !strings.Contains(r.err.Error(), "QUERY_LIMIT") {
