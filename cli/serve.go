@@ -79,6 +79,8 @@ type serveFlags struct {
 	maxSelection     *int
 	maxConcurrent    *int
 	maxQueued        *int
+	maxWorkers       *int
+	maxWorkersQueued *int
 	heavyCost        *int
 	maxHeavy         *int
 	queueWait        *time.Duration
@@ -128,6 +130,10 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.maxSelection = f.Int("max-selection-fields", "GPUGATE_MAX_SELECTION_FIELDS", def.MaxSelectionFields, "maximum fields in one selection set, fragments expanded")
 	c.maxConcurrent = f.Int("max-concurrent", "GPUGATE_MAX_CONCURRENT", def.MaxConcurrent, "operations executing at once; more wait in the queue")
 	c.maxQueued = f.Int("max-queued", "GPUGATE_MAX_QUEUED", def.MaxQueued, "operations waiting for an execution slot (negative: none); beyond it OVERLOADED (HTTP 503)")
+	c.maxWorkers = f.Int("max-concurrent-workers", "GPUGATE_MAX_CONCURRENT_WORKERS", def.MaxWorkerConcurrent,
+		"signed worker requests executing at once, in their own lane apart from --max-concurrent")
+	c.maxWorkersQueued = f.Int("max-queued-workers", "GPUGATE_MAX_QUEUED_WORKERS", def.MaxWorkerQueued,
+		"signed worker requests waiting for a slot of their lane (negative: none); beyond it OVERLOADED (HTTP 503)")
 	c.heavyCost = f.Int("heavy-cost", "GPUGATE_HEAVY_COST", def.HeavyCost, "operations costing this much or more are limited to --max-heavy at once")
 	c.maxHeavy = f.Int("max-heavy", "GPUGATE_MAX_HEAVY", def.MaxHeavy, "expensive operations (see --heavy-cost) executing at once; as many more may wait")
 	c.queueWait = f.Duration("queue-wait", "GPUGATE_QUEUE_WAIT", def.QueueWait, "how long a queued operation waits for a slot before OVERLOADED")
@@ -229,6 +235,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		Workers:        workers,
 		PublicCacheTTL: *c.publicCache, PublicCacheBytes: int64(*c.publicCacheBytes),
 		MaxCost: *c.maxCost, MaxSelectionFields: *c.maxSelection, MaxConcurrent: *c.maxConcurrent, MaxQueued: *c.maxQueued, QueueWait: *c.queueWait,
+		MaxWorkerConcurrent: *c.maxWorkers, MaxWorkerQueued: *c.maxWorkersQueued,
 		HeavyCost: *c.heavyCost, MaxHeavy: *c.maxHeavy,
 		MaxResponseBytes: int64(*c.maxResponse),
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/gpugate/gpugate/attest"
 )
 
 // errStopped is returned for every field resolved after the request's context ended (deadline
@@ -110,6 +112,22 @@ func (a *admission) middleware(next http.Handler) http.Handler {
 		next.ServeHTTP(&overloadWriter{ResponseWriter: w, t: t, retryAfter: a.retryAfter()},
 			r.WithContext(context.WithValue(r.Context(), ticketKey{}, t)))
 	})
+}
+
+// lanes admits requests that carry a worker signature through workers and every other request
+// through general. The choice is made before the signature is checked (so checking signatures is
+// bounded too); a forged signature header only competes in the worker lane and is refused there.
+func lanes(general, workers *admission) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		g, w := general.middleware(next), workers.middleware(next)
+		return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			if r.Header.Get(attest.SignatureHeader) != "" {
+				w.ServeHTTP(rw, r)
+				return
+			}
+			g.ServeHTTP(rw, r)
+		})
+	}
 }
 
 const overloadedMessage = "the gateway is busy: retry after a short pause"

@@ -46,6 +46,12 @@ type Config struct {
 	MaxConcurrent int
 	MaxQueued     int
 	QueueWait     time.Duration
+	// Signed worker requests have their own lane: MaxWorkerConcurrent at once, MaxWorkerQueued
+	// more waiting at most QueueWait. Explorer traffic cannot crowd out heartbeats (a device
+	// whose heartbeats are refused would be shown DOWN), and a fleet's heartbeats, which hold
+	// their slot while they wait to share one write, cannot crowd out the explorer.
+	MaxWorkerConcurrent int
+	MaxWorkerQueued     int
 	// Operations costing HeavyCost or more are limited to MaxHeavy executing (and as many
 	// waiting, at most QueueWait); the rest get OVERLOADED.
 	HeavyCost int
@@ -87,7 +93,11 @@ func Defaults() Config {
 		// connections), a few dozen more may wait two seconds for a turn.
 		MaxConcurrent: 8,
 		MaxQueued:     32,
-		QueueWait:     2 * time.Second,
+		// A heartbeat holds its slot ~5 ms while it waits to share one write: 64 slots carry
+		// ~12,000 heartbeats/s, a fleet of 360,000 workers at one heartbeat per 30 s.
+		MaxWorkerConcurrent: 64,
+		MaxWorkerQueued:     256,
+		QueueWait:           2 * time.Second,
 		// Half the cost limit: a 100-device page of every device field costs 1,104; documents
 		// near the limit are what an attacker sends. One per core.
 		HeavyCost:        2500,
@@ -133,6 +143,14 @@ func (c Config) withDefaults() Config {
 		c.MaxQueued = 0
 	} else if c.MaxQueued == 0 {
 		c.MaxQueued = d.MaxQueued
+	}
+	if c.MaxWorkerConcurrent <= 0 {
+		c.MaxWorkerConcurrent = d.MaxWorkerConcurrent
+	}
+	if c.MaxWorkerQueued < 0 {
+		c.MaxWorkerQueued = 0
+	} else if c.MaxWorkerQueued == 0 {
+		c.MaxWorkerQueued = d.MaxWorkerQueued
 	}
 	if c.HeavyCost <= 0 {
 		c.HeavyCost = d.HeavyCost
@@ -200,7 +218,8 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		api = cfg.Verifier.Middleware(rejectToken(log))(api)
 	}
 	api = devices.Middleware(rejectToken(log))(api)
-	api = newAdmission(cfg.MaxConcurrent, cfg.MaxQueued, cfg.QueueWait).middleware(api)
+	api = lanes(newAdmission(cfg.MaxConcurrent, cfg.MaxQueued, cfg.QueueWait),
+		newAdmission(cfg.MaxWorkerConcurrent, cfg.MaxWorkerQueued, cfg.QueueWait))(api)
 	mux.Handle("/graphql", graphqlOnly(cfg.MaxBodyBytes, cache.middleware(api)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
