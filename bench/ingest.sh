@@ -15,12 +15,12 @@ go build -o "$work/gpugate" .
 go build -o "$work/ingest" ./bench/ingest
 # Difficulty 8 keeps the load generator's own proof-of-work cheap; the server's verification
 # costs the same at any difficulty (one hash, one signature). The down-marking job is off so the
-# benchmark's devices stay UP. The per-device and per-user limits are off: 64 workers each sending
+# benchmark's devices stay UP. The per-device and per-user limits and the open-challenge cap are off (proofs are prepared ahead): 64 workers each sending
 # ~50 heartbeats/s measure the write path, which a genuine worker (one heartbeat per 30 s) never
 # approaches; the limits themselves are tested at their boundaries in the test suite.
 "$work/gpugate" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --seed 1000 \
   --pow-difficulty 8 --challenge-ttl 5m --heartbeat-timeout 0 --log-level warn \
-  --heartbeat-rate off --challenge-rate off --proof-rate off --enrollment-token-rate off >"$work/serve.log" 2>&1 &
+  --heartbeat-rate off --challenge-rate off --proof-rate off --enrollment-token-rate off --max-open-challenges -1 >"$work/serve.log" 2>&1 &
 gw=$!
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.5; done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load before: $(cut -d' ' -f1-3 /proc/loadavg)"

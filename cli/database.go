@@ -33,7 +33,7 @@ func (d *database) close(log *slog.Logger) {
 	}
 }
 
-func openDatabase(ctx context.Context, f dbFlags, statsTTL time.Duration, log *slog.Logger) (*database, error) {
+func openDatabase(ctx context.Context, f dbFlags, o db.Options, log *slog.Logger) (*database, error) {
 	out := &database{}
 	dsn := *f.url
 	if dsn == "" {
@@ -53,7 +53,7 @@ func openDatabase(ctx context.Context, f dbFlags, statsTTL time.Duration, log *s
 		}
 		dsn = srv.DSN("gpugate")
 	}
-	store, err := db.Open(ctx, dsn, db.Options{MaxOpenConns: *f.maxConns, StatsTTL: statsTTL})
+	store, err := db.Open(ctx, dsn, db.Options{MaxOpenConns: *f.maxConns, StatsTTL: o.StatsTTL, MaxOpenChallenges: o.MaxOpenChallenges})
 	if err != nil {
 		out.close(log)
 		return nil, err
@@ -77,7 +77,7 @@ func (c *oneShot) open(ctx context.Context, level string) (*database, error) {
 		return nil, err
 	}
 	c.log = log
-	d, err := openDatabase(ctx, c.dbf, 0, log)
+	d, err := openDatabase(ctx, c.dbf, db.Options{}, log)
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ import (
 // evidenceFlags are the limits and retention of what workers send (docs/security.md, "Evidence").
 type evidenceFlags struct {
 	heartbeatRate, challengeRate, proofRate, tokenRate      *string
-	churnLimit                                              *int
+	churnLimit, maxOpen                                     *int
 	churnWindow, purgeEvery                                 *time.Duration
 	keepChallenges, keepTokens, keepAttestations, keepAddrs *time.Duration
 }
@@ -30,6 +30,8 @@ func addEvidenceFlags(f *envFlags) evidenceFlags {
 			"per user: createEnrollmentToken as BURST/EVERY, or off (each token can create a device whose evidence is kept)"),
 		churnLimit: f.Int("address-churn-limit", "GPUGATE_ADDRESS_CHURN_LIMIT", churn.Limit,
 			"a device whose signed requests come from more distinct networks than this within --address-churn-window is reported ADDRESS_CHURN for review (never blocked)"),
+		maxOpen: f.Int("max-open-challenges", "GPUGATE_MAX_OPEN_CHALLENGES", db.DefaultMaxOpenChallenges,
+			"unexpired, unused challenges one device may hold (RATE_LIMITED beyond it; negative: no cap, for load tests)"),
 		churnWindow: f.Duration("address-churn-window", "GPUGATE_ADDRESS_CHURN_WINDOW", churn.Window, "the window of --address-churn-limit"),
 		purgeEvery:  f.Duration("purge-interval", "GPUGATE_PURGE_INTERVAL", 10*time.Minute, "how often expired evidence is purged (0 disables)"),
 		keepChallenges: f.Duration("challenge-retention", "GPUGATE_CHALLENGE_RETENTION", r.Challenges,

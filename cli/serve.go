@@ -195,7 +195,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	}
 	m.ln = ln
 
-	d, err := openDatabase(ctx, c.dbf, *c.statsTTL, log)
+	d, err := openDatabase(ctx, c.dbf, db.Options{StatsTTL: *c.statsTTL, MaxOpenChallenges: *c.ev.maxOpen}, log)
 	if err != nil {
 		return err
 	}

@@ -21,12 +21,16 @@ import (
 type Options struct {
 	MaxOpenConns int           // default 20
 	StatsTTL     time.Duration // how long networkStats may be reused; default 5s, negative disables
+	// MaxOpenChallenges is how many unexpired, unused challenges one device may hold (default
+	// DefaultMaxOpenChallenges; negative: no cap, for load tests that prepare proofs ahead).
+	MaxOpenChallenges int
 }
 
 // DB is the gateway's handle on PostgreSQL. It is safe for concurrent use.
 type DB struct {
 	x        *sqlx.DB
 	statsTTL time.Duration
+	maxOpen  int // open challenges per device; <= 0: no cap
 	stats    statsCache
 	flight   singleflight.Group
 }
@@ -56,7 +60,10 @@ func New(x *sqlx.DB, o Options) *DB {
 	x.SetMaxOpenConns(o.MaxOpenConns)
 	x.SetMaxIdleConns(o.MaxOpenConns)
 	x.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{x: x, statsTTL: o.StatsTTL}
+	if o.MaxOpenChallenges == 0 {
+		o.MaxOpenChallenges = DefaultMaxOpenChallenges
+	}
+	return &DB{x: x, statsTTL: o.StatsTTL, maxOpen: o.MaxOpenChallenges}
 }
 
 // SQL returns the underlying pool (migrations, health checks, tests).

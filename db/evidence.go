@@ -96,13 +96,21 @@ func (d *DB) PriorVerdict(ctx context.Context, deviceID, challengeID string, pro
 	return row.Verdict, []string(row.Reasons), row.State, true, nil
 }
 
-// MaxOpenChallenges is how many unexpired, unused challenges one device may hold. A worker
-// needs one at a time; a few more cover a retry after a lost response.
-const MaxOpenChallenges = 4
+// DefaultMaxOpenChallenges is how many unexpired, unused challenges one device may hold unless
+// Options.MaxOpenChallenges says otherwise. A worker needs one at a time; a few more cover a
+// retry after a lost response.
+const DefaultMaxOpenChallenges = 4
 
-// checkOpenChallenges returns a RateLimitError when the device already holds MaxOpenChallenges
-// open challenges (retry after the oldest expires), nil otherwise.
-func checkOpenChallenges(ctx context.Context, x sqlx.QueryerContext, deviceID string) error {
+// MaxOpenChallenges is DefaultMaxOpenChallenges (the name tests and callers used before the cap
+// became an option).
+const MaxOpenChallenges = DefaultMaxOpenChallenges
+
+// checkOpenChallenges returns a RateLimitError when the device already holds limit open
+// challenges (retry after the oldest expires), nil otherwise or when limit <= 0.
+func checkOpenChallenges(ctx context.Context, x sqlx.QueryerContext, deviceID string, limit int) error {
+	if limit <= 0 {
+		return nil
+	}
 	var open struct {
 		N      int          `db:"n"`
 		Oldest sql.NullTime `db:"oldest"`
@@ -113,7 +121,7 @@ func checkOpenChallenges(ctx context.Context, x sqlx.QueryerContext, deviceID st
 	if err != nil {
 		return translate("open challenges", err)
 	}
-	if open.N >= MaxOpenChallenges {
+	if open.N >= limit {
 		return &RateLimitError{Msg: "this device holds the most open challenges it may: prove one or let it expire",
 			RetryAfter: open.Oldest.Time.Sub(open.Now)}
 	}

@@ -440,11 +440,11 @@ type IssuedChallenge struct {
 // CreateChallenge issues a challenge with 32 random bytes for the device. It returns ErrNotFound
 // for a missing or removed device (the check is in the statement, so a gateway replica that
 // still caches a removed device's key cannot issue it a challenge), and a RateLimitError when
-// the device already holds MaxOpenChallenges open challenges.
+// the device already holds Options.MaxOpenChallenges open challenges.
 func (d *DB) CreateChallenge(ctx context.Context, deviceID string, difficulty int, ttl time.Duration) (IssuedChallenge, error) {
 	// Open-challenge cap (evidence flooding): checked apart from the insert; concurrent requests
 	// of one key are also bounded by the per-key rate limit, so a race overshoots by little.
-	if err := checkOpenChallenges(ctx, d.x, deviceID); err != nil {
+	if err := checkOpenChallenges(ctx, d.x, deviceID, d.maxOpen); err != nil {
 		return IssuedChallenge{}, err
 	}
 	nonce := make([]byte, 32)
