@@ -10,7 +10,7 @@ import (
 	"github.com/gpugate/gpugate/resolvers"
 )
 
-// evidenceFlags are the limits and retention of what workers send (docs/security.md, "Evidence").
+// evidenceFlags are the limits and retention of what workers send (docs/security.md, "Workers" and "Retention").
 type evidenceFlags struct {
 	heartbeatRate, challengeRate, proofRate, tokenRate      *string
 	churnLimit, maxOpen                                     *int

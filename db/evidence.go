@@ -14,7 +14,7 @@ import (
 	"github.com/gpugate/gpugate/attest"
 )
 
-// Snapshot size budget (docs/security.md, "Evidence"). A snapshot is stored with every judged
+// Snapshot size budget (docs/security.md, "Workers"). A snapshot is stored with every judged
 // proof, so its size is capped at what a real host needs, not at what the parser accepts
 // (attest.MaxSnapshotBytes, 1 MiB).
 //
@@ -33,7 +33,7 @@ const (
 	// (attest.MaxGPUsPerHost). A snapshot listing more GPUs is judged (IMPLAUSIBLE_GPU_COUNT)
 	// but gets no more room.
 	SnapshotBudgetGPUs = attest.MaxGPUsPerHost
-	// MaxStoredSnapshotBytes is the largest snapshot accepted at all: 516 KiB.
+	// MaxStoredSnapshotBytes is the largest snapshot accepted at all: 644 KiB.
 	MaxStoredSnapshotBytes = SnapshotHostBytes + SnapshotBudgetGPUs*SnapshotBytesPerGPU
 )
 

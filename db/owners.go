@@ -187,7 +187,7 @@ const statusAfterPaused = `CASE WHEN quarantined_at IS NOT NULL THEN 'QUARANTINE
 	WHEN last_seen_at > now() - make_interval(secs => $3) THEN 'UP' ELSE 'DOWN' END`
 
 // RemoveDevice removes the owner's device: softly, because a device's GPU claims and evidence
-// must outlive it (docs/attestation.md, "GPU identities"). In one statement the device is hidden
+// must outlive it (docs/attestation.md, "GPU identity lifecycle"). In one statement the device is hidden
 // from every public and owner view (removed_at), every key of it is revoked and its open
 // challenges expire, so no replica accepts its key afterwards whatever it cached. Its GPU claims,
 // credentials, attestations and enrollment snapshot stay. It returns ErrNotFound for a missing or
@@ -250,8 +250,8 @@ func (d *DB) SetQuarantine(ctx context.Context, admin bool, id string, quarantin
 const MaxGPUUUIDLen = 96
 
 // ReassignGPU awards the GPU identity uuid to device, by an admin's decision on a conflict (rule 6
-// of docs/attestation.md, "GPU identities"). The device must be live and have reported the GPU at
-// enrollment; the claim moves from its holder, whoever that is (removed, quarantined or another
+// of docs/attestation.md, "GPU identity lifecycle"). The device must be live and have reported
+// the GPU at enrollment; the claim moves from its holder, whoever that is (removed, quarantined or another
 // owner's device), and is logged with actor. Both devices' public GPU counts follow. Awarding a
 // GPU the device already holds changes nothing. Only admins may call it (admin, from the role
 // directive). It returns the device, ErrForbidden without admin, ErrNotFound for a missing or

@@ -7,7 +7,7 @@ import (
 )
 
 // Retention says how long the purge job keeps what workers leave behind (docs/security.md,
-// "Evidence"). Zero fields take the defaults of DefaultRetention.
+// "Retention (the purge job)"). Zero fields take the defaults of DefaultRetention.
 type Retention struct {
 	// Challenges: a challenge is deleted this long after it expired. Until then a late proof is
 	// told CHALLENGE_EXPIRED and a retried one still finds its verdict. Default 1 h.

@@ -56,8 +56,8 @@ type Enrollment struct {
 // under the token's owner, PENDING until its first proof passes, with the worker's key as its
 // first credential. The device's GPU claims follow the rules of claimGPUs; a device that reports
 // a GPU identity held by a quarantined device is quarantined too (rule 5 of docs/attestation.md,
-// "GPU identities"). Without a name the device gets a random public name (RandomDeviceName): the
-// hostname is owner-only and never becomes public. It returns ErrInvalid for a bad key, text or
+// "GPU identity lifecycle"). Without a name the device gets a random public name
+// (RandomDeviceName): the hostname is owner-only and never becomes public. It returns ErrInvalid for a bad key, text or
 // snapshot or an unusable token, ErrConflict for a key already registered.
 func (d *DB) Enroll(ctx context.Context, e Enrollment) (deviceID, credentialID string, err error) {
 	if len(e.PublicKey) != ed25519.PublicKeySize {
@@ -169,7 +169,7 @@ func RandomDeviceName() (string, error) {
 }
 
 // claimGPUs stores the GPU claims of a device from snap (only the GPUs whose UUID keep admits,
-// all when keep is nil), by the rules of docs/attestation.md, "GPU identities":
+// all when keep is nil), by the rules of docs/attestation.md, "GPU identity lifecycle":
 //   - a UUID nobody holds becomes the device's (rule 1);
 //   - a UUID a removed device of the same owner holds moves to the device, unless that removed
 //     device is quarantined (rule 3); the move is logged in gpu_claim_transfers;

@@ -121,7 +121,7 @@ func TestRandomDeviceName(t *testing.T) {
 	}
 }
 
-// GPU identity rules at enrollment (docs/attestation.md, "GPU identities").
+// GPU identity rules at enrollment (docs/attestation.md, "GPU identity lifecycle").
 func TestEnrollGPUClaimRules(t *testing.T) {
 	f := newFixture(t)
 	alice, mallory := f.user("alice"), f.user("mallory")

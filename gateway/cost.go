@@ -10,7 +10,7 @@ import (
 	"github.com/gpugate/gpugate/db"
 )
 
-// Cost model (docs/security.md, "Query cost"). Every selected field costs 1: __typename,
+// Cost model (docs/security.md, "Documents and execution", Cost). Every selected field costs 1: __typename,
 // aliases and fields inside fragments included, fragments expanded where they are spread. A list
 // of objects multiplies the cost of its selection by its length: the page size of its connection
 // (`first`, from a literal or a variable) for connection edges, else the most elements the list

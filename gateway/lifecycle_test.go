@@ -21,7 +21,7 @@ import (
 	"github.com/gpugate/gpugate/resolvers"
 )
 
-// GPU identities outlive devices (docs/attestation.md, "GPU identities"): these tests drive the
+// GPU identities outlive devices (docs/attestation.md, "GPU identity lifecycle"): these tests drive the
 // rules through real HTTP, with real worker signatures and proofs, on a real database.
 
 type proofResult struct {

@@ -35,8 +35,9 @@ type Config struct {
 	// SIMULATED_GPU finding). The serve command turns it on in dev mode.
 	AllowSimulatedGPUs bool
 
-	// Per-device-key limits (token buckets), sized so a genuine worker (a heartbeat every
-	// HeartbeatEvery, a proof every few minutes at most, retries) never meets them. Defaults:
+	// Per-device limits (token buckets, shared by all of a device's keys), sized so a genuine
+	// worker (a heartbeat every HeartbeatEvery, a proof every few minutes at most, retries)
+	// never meets them. Defaults:
 	// heartbeats a burst of 20 then one per HeartbeatEvery/6 (5 s); challenges and proofs a
 	// burst of 10 then one per 20 s. A negative Every disables a limit.
 	HeartbeatRate, ChallengeRate, ProofRate Rate
