@@ -107,6 +107,17 @@ func Defaults() Config {
 	}
 }
 
+// queueSize is a configured queue length: negative means no queue, zero the default def.
+func queueSize(v, def int) int {
+	switch {
+	case v < 0:
+		return 0
+	case v == 0:
+		return def
+	}
+	return v
+}
+
 func (c Config) withDefaults() Config {
 	d := Defaults()
 	if c.MaxBodyBytes <= 0 {
@@ -139,19 +150,11 @@ func (c Config) withDefaults() Config {
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = d.MaxConcurrent
 	}
-	if c.MaxQueued < 0 {
-		c.MaxQueued = 0
-	} else if c.MaxQueued == 0 {
-		c.MaxQueued = d.MaxQueued
-	}
+	c.MaxQueued = queueSize(c.MaxQueued, d.MaxQueued)
 	if c.MaxWorkerConcurrent <= 0 {
 		c.MaxWorkerConcurrent = d.MaxWorkerConcurrent
 	}
-	if c.MaxWorkerQueued < 0 {
-		c.MaxWorkerQueued = 0
-	} else if c.MaxWorkerQueued == 0 {
-		c.MaxWorkerQueued = d.MaxWorkerQueued
-	}
+	c.MaxWorkerQueued = queueSize(c.MaxWorkerQueued, d.MaxWorkerQueued)
 	if c.HeavyCost <= 0 {
 		c.HeavyCost = d.HeavyCost
 	}
