@@ -120,6 +120,9 @@ func Reasons() []Reason {
 		ReasonImmutableFieldChanged, ReasonUUIDOnAnotherDevice, ReasonSerialOnAnotherDevice, ReasonGPUQuarantined,
 		ReasonSnapshotHashMismatch, ReasonBadSignature, ReasonInsufficientWork, ReasonMalformedProof,
 		ReasonChallengeReplayed, ReasonChallengeExpired, ReasonChallengeForeign,
+		ReasonCCEvidenceMalformed, ReasonCCNonceMismatch, ReasonCCSignatureInvalid, ReasonCCChainUntrusted,
+		ReasonCCCertExpired, ReasonCCCertNotYetValid, ReasonCCCertRevoked, ReasonCCIdentityMismatch,
+		ReasonCCMeasurementMismatch, ReasonCCHardwareReused, ReasonCCHardwareChanged,
 	}
 }
 

@@ -30,11 +30,15 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	Attestation() AttestationResolver
 	Device() DeviceResolver
 	DevicePrivate() DevicePrivateResolver
+	GPU() GPUResolver
 	Mutation() MutationResolver
+	NetworkStats() NetworkStatsResolver
 	Query() QueryResolver
 	Viewer() ViewerResolver
+	DeviceFilter() DeviceFilterResolver
 }
 
 type DirectiveRoot struct {
@@ -47,9 +51,35 @@ type DirectiveRoot struct {
 type ComplexityRoot struct {
 	Attestation struct {
 		CreatedAt func(childComplexity int) int
+		Gpus      func(childComplexity int) int
 		ID        func(childComplexity int) int
+		Level     func(childComplexity int) int
 		Reasons   func(childComplexity int) int
 		Verdict   func(childComplexity int) int
+	}
+
+	AuditEvent struct {
+		At            func(childComplexity int) int
+		ClientAddress func(childComplexity int) int
+		ID            func(childComplexity int) int
+		Operation     func(childComplexity int) int
+		Outcome       func(childComplexity int) int
+		Principal     func(childComplexity int) int
+		Reason        func(childComplexity int) int
+		RequestID     func(childComplexity int) int
+		Target        func(childComplexity int) int
+		UserAgent     func(childComplexity int) int
+	}
+
+	AuditEventConnection struct {
+		Edges    func(childComplexity int) int
+		Nodes    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	AuditEventEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
 	}
 
 	Challenge struct {
@@ -60,17 +90,18 @@ type ComplexityRoot struct {
 	}
 
 	Device struct {
-		CreatedAt    func(childComplexity int) int
-		GPUCount     func(childComplexity int) int
-		GPUModel     func(childComplexity int) int
-		Gpus         func(childComplexity int) int
-		ID           func(childComplexity int) int
-		LastSeenAt   func(childComplexity int) int
-		Name         func(childComplexity int) int
-		Private      func(childComplexity int) int
-		Region       func(childComplexity int) int
-		Status       func(childComplexity int) int
-		Verification func(childComplexity int) int
+		CreatedAt         func(childComplexity int) int
+		GPUCount          func(childComplexity int) int
+		GPUModel          func(childComplexity int) int
+		Gpus              func(childComplexity int) int
+		ID                func(childComplexity int) int
+		LastSeenAt        func(childComplexity int) int
+		Name              func(childComplexity int) int
+		Private           func(childComplexity int) int
+		Region            func(childComplexity int) int
+		Status            func(childComplexity int) int
+		Verification      func(childComplexity int) int
+		VerificationLevel func(childComplexity int) int
 	}
 
 	DeviceAddressReport struct {
@@ -127,6 +158,7 @@ type ComplexityRoot struct {
 		Model             func(childComplexity int) int
 		PCIDeviceID       func(childComplexity int) int
 		UUID              func(childComplexity int) int
+		VerificationLevel func(childComplexity int) int
 	}
 
 	GpuConflict struct {
@@ -137,6 +169,20 @@ type ComplexityRoot struct {
 		SameOwner         func(childComplexity int) int
 		Since             func(childComplexity int) int
 		UUID              func(childComplexity int) int
+	}
+
+	GpuEvidence struct {
+		CertificateSerials  func(childComplexity int) int
+		DriverVersion       func(childComplexity int) int
+		EvidenceSubmitted   func(childComplexity int) int
+		Index               func(childComplexity int) int
+		Level               func(childComplexity int) int
+		MeasurementsChecked func(childComplexity int) int
+		Reasons             func(childComplexity int) int
+		RevocationChecked   func(childComplexity int) int
+		Root                func(childComplexity int) int
+		UUID                func(childComplexity int) int
+		VbiosVersion        func(childComplexity int) int
 	}
 
 	GpuModelCount struct {
@@ -153,6 +199,8 @@ type ComplexityRoot struct {
 	Mutation struct {
 		AddDeviceKey          func(childComplexity int, id string, publicKey string) int
 		CreateEnrollmentToken func(childComplexity int) int
+		DisableWrites         func(childComplexity int, class model.WriteClass, reason string) int
+		EnableWrites          func(childComplexity int, class model.WriteClass) int
 		EnrollDevice          func(childComplexity int, input model.EnrollDeviceInput) int
 		Heartbeat             func(childComplexity int, deviceID string, input model.HeartbeatInput) int
 		PauseDevice           func(childComplexity int, id string) int
@@ -168,13 +216,14 @@ type ComplexityRoot struct {
 	}
 
 	NetworkStats struct {
-		ByGPUModel     func(childComplexity int) int
-		ByRegion       func(childComplexity int) int
-		ByStatus       func(childComplexity int) int
-		ByVerification func(childComplexity int) int
-		ComputedAt     func(childComplexity int) int
-		Devices        func(childComplexity int) int
-		GPUs           func(childComplexity int) int
+		ByGPUModel          func(childComplexity int) int
+		ByRegion            func(childComplexity int) int
+		ByStatus            func(childComplexity int) int
+		ByVerification      func(childComplexity int) int
+		ByVerificationLevel func(childComplexity int) int
+		ComputedAt          func(childComplexity int) int
+		Devices             func(childComplexity int) int
+		GPUs                func(childComplexity int) int
 	}
 
 	PageInfo struct {
@@ -183,12 +232,15 @@ type ComplexityRoot struct {
 	}
 
 	ProofResult struct {
+		Gpus         func(childComplexity int) int
+		Level        func(childComplexity int) int
 		Reasons      func(childComplexity int) int
 		Verdict      func(childComplexity int) int
 		Verification func(childComplexity int) int
 	}
 
 	Query struct {
+		AuditEvents     func(childComplexity int, first int, after *string, filter *model.AuditFilter) int
 		Device          func(childComplexity int, id string) int
 		DeviceAddresses func(childComplexity int, id string) int
 		Devices         func(childComplexity int, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) int
@@ -196,6 +248,7 @@ type ComplexityRoot struct {
 		NetworkStats    func(childComplexity int) int
 		SearchDevices   func(childComplexity int, query string, first int, after *string) int
 		Viewer          func(childComplexity int) int
+		WriteSwitches   func(childComplexity int) int
 	}
 
 	RegionCount struct {
@@ -232,11 +285,25 @@ type ComplexityRoot struct {
 		Verification func(childComplexity int) int
 	}
 
+	VerificationLevelCount struct {
+		Devices func(childComplexity int) int
+		Gpus    func(childComplexity int) int
+		Level   func(childComplexity int) int
+	}
+
 	Viewer struct {
 		Devices     func(childComplexity int, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) int
 		DisplayName func(childComplexity int) int
 		Email       func(childComplexity int) int
 		ID          func(childComplexity int) int
+	}
+
+	WriteSwitch struct {
+		ChangedAt func(childComplexity int) int
+		ChangedBy func(childComplexity int) int
+		Class     func(childComplexity int) int
+		Enabled   func(childComplexity int) int
+		Reason    func(childComplexity int) int
 	}
 }
 
@@ -244,7 +311,13 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type AttestationResolver interface {
+	Level(ctx context.Context, obj *db.Attestation) (model.VerificationLevel, error)
+	Gpus(ctx context.Context, obj *db.Attestation) ([]model.GpuEvidence, error)
+}
 type DeviceResolver interface {
+	VerificationLevel(ctx context.Context, obj *db.Device) (model.VerificationLevel, error)
+
 	Gpus(ctx context.Context, obj *db.Device) ([]db.GPU, error)
 	Private(ctx context.Context, obj *db.Device) (*db.DevicePrivate, error)
 }
@@ -252,6 +325,9 @@ type DevicePrivateResolver interface {
 	Credentials(ctx context.Context, obj *db.DevicePrivate) ([]db.DeviceCredential, error)
 	Attestations(ctx context.Context, obj *db.DevicePrivate) ([]db.Attestation, error)
 	SourceAddresses(ctx context.Context, obj *db.DevicePrivate) ([]db.SourceAddress, error)
+}
+type GPUResolver interface {
+	VerificationLevel(ctx context.Context, obj *db.GPU) (model.VerificationLevel, error)
 }
 type MutationResolver interface {
 	UpdateDevice(ctx context.Context, id string, input db.UpdateDeviceInput) (*db.Device, error)
@@ -268,6 +344,11 @@ type MutationResolver interface {
 	RequestChallenge(ctx context.Context, deviceID string) (*model.Challenge, error)
 	SubmitProof(ctx context.Context, deviceID string, input model.ProofInput) (*model.ProofResult, error)
 	Heartbeat(ctx context.Context, deviceID string, input model.HeartbeatInput) (*model.HeartbeatAck, error)
+	DisableWrites(ctx context.Context, class model.WriteClass, reason string) (*model.WriteSwitch, error)
+	EnableWrites(ctx context.Context, class model.WriteClass) (*model.WriteSwitch, error)
+}
+type NetworkStatsResolver interface {
+	ByVerificationLevel(ctx context.Context, obj *db.NetworkStats) ([]model.VerificationLevelCount, error)
 }
 type QueryResolver interface {
 	Device(ctx context.Context, id string) (*db.Device, error)
@@ -277,9 +358,15 @@ type QueryResolver interface {
 	Viewer(ctx context.Context) (*db.User, error)
 	DeviceAddresses(ctx context.Context, id string) (*db.DeviceAddressReport, error)
 	GpuConflicts(ctx context.Context, first int) ([]model.GpuConflict, error)
+	AuditEvents(ctx context.Context, first int, after *string, filter *model.AuditFilter) (*model.AuditEventConnection, error)
+	WriteSwitches(ctx context.Context) ([]model.WriteSwitch, error)
 }
 type ViewerResolver interface {
 	Devices(ctx context.Context, obj *db.User, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) (*model.DeviceConnection, error)
+}
+
+type DeviceFilterResolver interface {
+	VerificationLevel(ctx context.Context, obj *db.DeviceFilter, data *model.VerificationLevel) error
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -306,12 +393,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Attestation.CreatedAt(childComplexity), true
+	case "Attestation.gpus":
+		if e.ComplexityRoot.Attestation.Gpus == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Attestation.Gpus(childComplexity), true
 	case "Attestation.id":
 		if e.ComplexityRoot.Attestation.ID == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Attestation.ID(childComplexity), true
+	case "Attestation.level":
+		if e.ComplexityRoot.Attestation.Level == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Attestation.Level(childComplexity), true
 	case "Attestation.reasons":
 		if e.ComplexityRoot.Attestation.Reasons == nil {
 			break
@@ -324,6 +423,99 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Attestation.Verdict(childComplexity), true
+
+	case "AuditEvent.at":
+		if e.ComplexityRoot.AuditEvent.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.At(childComplexity), true
+	case "AuditEvent.clientAddress":
+		if e.ComplexityRoot.AuditEvent.ClientAddress == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.ClientAddress(childComplexity), true
+	case "AuditEvent.id":
+		if e.ComplexityRoot.AuditEvent.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.ID(childComplexity), true
+	case "AuditEvent.operation":
+		if e.ComplexityRoot.AuditEvent.Operation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.Operation(childComplexity), true
+	case "AuditEvent.outcome":
+		if e.ComplexityRoot.AuditEvent.Outcome == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.Outcome(childComplexity), true
+	case "AuditEvent.principal":
+		if e.ComplexityRoot.AuditEvent.Principal == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.Principal(childComplexity), true
+	case "AuditEvent.reason":
+		if e.ComplexityRoot.AuditEvent.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.Reason(childComplexity), true
+	case "AuditEvent.requestId":
+		if e.ComplexityRoot.AuditEvent.RequestID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.RequestID(childComplexity), true
+	case "AuditEvent.target":
+		if e.ComplexityRoot.AuditEvent.Target == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.Target(childComplexity), true
+	case "AuditEvent.userAgent":
+		if e.ComplexityRoot.AuditEvent.UserAgent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.UserAgent(childComplexity), true
+
+	case "AuditEventConnection.edges":
+		if e.ComplexityRoot.AuditEventConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEventConnection.Edges(childComplexity), true
+	case "AuditEventConnection.nodes":
+		if e.ComplexityRoot.AuditEventConnection.Nodes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEventConnection.Nodes(childComplexity), true
+	case "AuditEventConnection.pageInfo":
+		if e.ComplexityRoot.AuditEventConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEventConnection.PageInfo(childComplexity), true
+
+	case "AuditEventEdge.cursor":
+		if e.ComplexityRoot.AuditEventEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEventEdge.Cursor(childComplexity), true
+	case "AuditEventEdge.node":
+		if e.ComplexityRoot.AuditEventEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEventEdge.Node(childComplexity), true
 
 	case "Challenge.difficulty":
 		if e.ComplexityRoot.Challenge.Difficulty == nil {
@@ -416,6 +608,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Device.Verification(childComplexity), true
+	case "Device.verificationLevel":
+		if e.ComplexityRoot.Device.VerificationLevel == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Device.VerificationLevel(childComplexity), true
 
 	case "DeviceAddressReport.addresses":
 		if e.ComplexityRoot.DeviceAddressReport.Addresses == nil {
@@ -616,6 +814,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.GPU.UUID(childComplexity), true
+	case "GPU.verificationLevel":
+		if e.ComplexityRoot.GPU.VerificationLevel == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GPU.VerificationLevel(childComplexity), true
 
 	case "GpuConflict.claimant":
 		if e.ComplexityRoot.GpuConflict.Claimant == nil {
@@ -659,6 +863,73 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.GpuConflict.UUID(childComplexity), true
+
+	case "GpuEvidence.certificateSerials":
+		if e.ComplexityRoot.GpuEvidence.CertificateSerials == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.CertificateSerials(childComplexity), true
+	case "GpuEvidence.driverVersion":
+		if e.ComplexityRoot.GpuEvidence.DriverVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.DriverVersion(childComplexity), true
+	case "GpuEvidence.evidenceSubmitted":
+		if e.ComplexityRoot.GpuEvidence.EvidenceSubmitted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.EvidenceSubmitted(childComplexity), true
+	case "GpuEvidence.index":
+		if e.ComplexityRoot.GpuEvidence.Index == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.Index(childComplexity), true
+	case "GpuEvidence.level":
+		if e.ComplexityRoot.GpuEvidence.Level == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.Level(childComplexity), true
+	case "GpuEvidence.measurementsChecked":
+		if e.ComplexityRoot.GpuEvidence.MeasurementsChecked == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.MeasurementsChecked(childComplexity), true
+	case "GpuEvidence.reasons":
+		if e.ComplexityRoot.GpuEvidence.Reasons == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.Reasons(childComplexity), true
+	case "GpuEvidence.revocationChecked":
+		if e.ComplexityRoot.GpuEvidence.RevocationChecked == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.RevocationChecked(childComplexity), true
+	case "GpuEvidence.root":
+		if e.ComplexityRoot.GpuEvidence.Root == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.Root(childComplexity), true
+	case "GpuEvidence.uuid":
+		if e.ComplexityRoot.GpuEvidence.UUID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.UUID(childComplexity), true
+	case "GpuEvidence.vbiosVersion":
+		if e.ComplexityRoot.GpuEvidence.VbiosVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GpuEvidence.VbiosVersion(childComplexity), true
 
 	case "GpuModelCount.devices":
 		if e.ComplexityRoot.GpuModelCount.Devices == nil {
@@ -709,6 +980,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateEnrollmentToken(childComplexity), true
+	case "Mutation.disableWrites":
+		if e.ComplexityRoot.Mutation.DisableWrites == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_disableWrites_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DisableWrites(childComplexity, args["class"].(model.WriteClass), args["reason"].(string)), true
+	case "Mutation.enableWrites":
+		if e.ComplexityRoot.Mutation.EnableWrites == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_enableWrites_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.EnableWrites(childComplexity, args["class"].(model.WriteClass)), true
 	case "Mutation.enrollDevice":
 		if e.ComplexityRoot.Mutation.EnrollDevice == nil {
 			break
@@ -866,6 +1159,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.NetworkStats.ByVerification(childComplexity), true
+	case "NetworkStats.byVerificationLevel":
+		if e.ComplexityRoot.NetworkStats.ByVerificationLevel == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NetworkStats.ByVerificationLevel(childComplexity), true
 	case "NetworkStats.computedAt":
 		if e.ComplexityRoot.NetworkStats.ComputedAt == nil {
 			break
@@ -898,6 +1197,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.PageInfo.HasNextPage(childComplexity), true
 
+	case "ProofResult.gpus":
+		if e.ComplexityRoot.ProofResult.Gpus == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ProofResult.Gpus(childComplexity), true
+	case "ProofResult.level":
+		if e.ComplexityRoot.ProofResult.Level == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ProofResult.Level(childComplexity), true
 	case "ProofResult.reasons":
 		if e.ComplexityRoot.ProofResult.Reasons == nil {
 			break
@@ -917,6 +1228,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ProofResult.Verification(childComplexity), true
 
+	case "Query.auditEvents":
+		if e.ComplexityRoot.Query.AuditEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Query_auditEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.AuditEvents(childComplexity, args["first"].(int), args["after"].(*string), args["filter"].(*model.AuditFilter)), true
 	case "Query.device":
 		if e.ComplexityRoot.Query.Device == nil {
 			break
@@ -985,6 +1307,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Viewer(childComplexity), true
+	case "Query.writeSwitches":
+		if e.ComplexityRoot.Query.WriteSwitches == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.WriteSwitches(childComplexity), true
 
 	case "RegionCount.devices":
 		if e.ComplexityRoot.RegionCount.Devices == nil {
@@ -1088,6 +1416,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.VerificationCount.Verification(childComplexity), true
 
+	case "VerificationLevelCount.devices":
+		if e.ComplexityRoot.VerificationLevelCount.Devices == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerificationLevelCount.Devices(childComplexity), true
+	case "VerificationLevelCount.gpus":
+		if e.ComplexityRoot.VerificationLevelCount.Gpus == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerificationLevelCount.Gpus(childComplexity), true
+	case "VerificationLevelCount.level":
+		if e.ComplexityRoot.VerificationLevelCount.Level == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerificationLevelCount.Level(childComplexity), true
+
 	case "Viewer.devices":
 		if e.ComplexityRoot.Viewer.Devices == nil {
 			break
@@ -1118,6 +1465,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Viewer.ID(childComplexity), true
 
+	case "WriteSwitch.changedAt":
+		if e.ComplexityRoot.WriteSwitch.ChangedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WriteSwitch.ChangedAt(childComplexity), true
+	case "WriteSwitch.changedBy":
+		if e.ComplexityRoot.WriteSwitch.ChangedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WriteSwitch.ChangedBy(childComplexity), true
+	case "WriteSwitch.class":
+		if e.ComplexityRoot.WriteSwitch.Class == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WriteSwitch.Class(childComplexity), true
+	case "WriteSwitch.enabled":
+		if e.ComplexityRoot.WriteSwitch.Enabled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WriteSwitch.Enabled(childComplexity), true
+	case "WriteSwitch.reason":
+		if e.ComplexityRoot.WriteSwitch.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WriteSwitch.Reason(childComplexity), true
+
 	}
 	return 0, false
 }
@@ -1127,9 +1505,11 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	ec := newExecutionContext(opCtx, e, make(chan graphql.DeferredResult))
 	inputUnmarshalers := func() *graphql.InputUnmarshalerIndex {
 		return graphql.NewInputUnmarshalerIndex(
+			graphql.NewInputUnmarshaler("AuditFilter", ec.unmarshalInputAuditFilter),
 			graphql.NewInputUnmarshaler("DeviceFilter", ec.unmarshalInputDeviceFilter),
 			graphql.NewInputUnmarshaler("DeviceOrder", ec.unmarshalInputDeviceOrder),
 			graphql.NewInputUnmarshaler("EnrollDeviceInput", ec.unmarshalInputEnrollDeviceInput),
+			graphql.NewInputUnmarshaler("GpuEvidenceInput", ec.unmarshalInputGpuEvidenceInput),
 			graphql.NewInputUnmarshaler("GpuReadingInput", ec.unmarshalInputGpuReadingInput),
 			graphql.NewInputUnmarshaler("HeartbeatInput", ec.unmarshalInputHeartbeatInput),
 			graphql.NewInputUnmarshaler("ProofInput", ec.unmarshalInputProofInput),
@@ -1294,6 +1674,16 @@ type Query {
   docs/attestation.md, "GPU identity lifecycle".
   """
   gpuConflicts(first: Int!): [GpuConflict!]! @hasRole(role: ADMIN)
+
+  """
+  The audit log (admin), newest first: every mutation attempt and every denial, from every
+  gateway replica. first is required, 1..100; pass pageInfo.endCursor as after for the next
+  page. See docs/operations.md.
+  """
+  auditEvents(first: Int!, after: String, filter: AuditFilter): AuditEventConnection! @hasRole(role: ADMIN)
+
+  "The kill switches (admin): one per write class, whether its writes are accepted now."
+  writeSwitches: [WriteSwitch!]! @hasRole(role: ADMIN)
 }
 
 """
@@ -1361,6 +1751,15 @@ type Mutation {
   submitProof(deviceId: ID!, input: ProofInput!): ProofResult! @device(arg: "deviceId")
   "Worker: liveness and cheap telemetry; keeps the device UP."
   heartbeat(deviceId: ID!, input: HeartbeatInput!): HeartbeatAck! @device(arg: "deviceId")
+
+  """
+  Kill switch (admin): refuse every write of this class on every gateway replica (within a
+  second) until enableWrites. Callers get DISABLED with the reason; reads, the explorer and
+  sign-in keep working. reason: 1..200 characters.
+  """
+  disableWrites(class: WriteClass!, reason: String!): WriteSwitch! @hasRole(role: ADMIN)
+  "Kill switch (admin): accept writes of this class again."
+  enableWrites(class: WriteClass!): WriteSwitch! @hasRole(role: ADMIN)
 }
 
 type EnrollmentToken {
@@ -1410,12 +1809,35 @@ input ProofInput {
   snapshotHash: String
   "Base64 Ed25519 signature of the proof transcript."
   signature: String!
+  """
+  Confidential-computing evidence, one entry per GPU in CC mode (at most 64); GPUs without it
+  are SELF_REPORTED at best. See docs/attestation.md.
+  """
+  evidence: [GpuEvidenceInput!]
+}
+
+"""
+One GPU's confidential-computing evidence for a challenge: the SPDM measurement report the GPU
+signed over the nonce derived from the challenge, the device key and the GPU's index
+(attest.CCNonce), and the certificate chain of its signing key.
+"""
+input GpuEvidenceInput {
+  "NVML index of the GPU, as in the snapshot."
+  index: Int!
+  "Base64 of the SPDM GET_MEASUREMENTS request and response; at most 16 KiB decoded."
+  report: String!
+  "The attestation certificate chain, leaf first: PEM, or base64 of concatenated DER; at most 16 KiB."
+  certificateChain: String!
 }
 
 type ProofResult {
   verdict: AttestationVerdict!
   reasons: [String!]!
-  verification: VerificationState!
+  verification: VerificationState! @deprecated(reason: "Use level. VERIFIED is SELF_REPORTED or ATTESTED.")
+  "The device's verification level after this proof."
+  level: VerificationLevel!
+  "How each GPU was judged, by index."
+  gpus: [GpuEvidence!]!
 }
 
 input HeartbeatInput {
@@ -1486,7 +1908,9 @@ type Device {
   name: String!
   status: DeviceStatus!
   region: String!
-  verification: VerificationState!
+  verification: VerificationState! @deprecated(reason: "Use verificationLevel. VERIFIED is SELF_REPORTED or ATTESTED.")
+  "How strongly the device's GPUs are verified; see VerificationLevel."
+  verificationLevel: VerificationLevel!
   "The model of the device's GPUs (a mixed host reports its most numerous model)."
   gpuModel: String!
   gpuCount: Int!
@@ -1556,7 +1980,47 @@ type Attestation {
   verdict: AttestationVerdict!
   "Reason codes of a flagged proof (see docs/attestation.md)."
   reasons: [String!]!
+  "The level this proof gave the device."
+  level: VerificationLevel!
+  "How each GPU was judged in this proof, by index; empty for proofs refused before judging."
+  gpus: [GpuEvidence!]!
   createdAt: Time!
+}
+
+"""
+How one GPU was judged in one proof (owner view). Evidence facts are null when the GPU sent no
+confidential-computing evidence.
+"""
+type GpuEvidence {
+  index: Int!
+  uuid: String!
+  level: VerificationLevel!
+  "Whether the GPU sent confidential-computing evidence with this proof."
+  evidenceSubmitted: Boolean!
+  "The trusted root the certificate chain ended in; null unless the chain verified."
+  root: AttestationRoot
+  "Reason codes of evidence that did not verify (see docs/attestation.md); empty otherwise."
+  reasons: [String!]!
+  "Whether the certificates' revocation was checked (OCSP). false means unknown, not good."
+  revocationChecked: Boolean!
+  "Whether the measurements were compared with reference values (RIMs)."
+  measurementsChecked: Boolean!
+  "Driver version from the GPU's signed measurements."
+  driverVersion: String
+  "VBIOS version from the GPU's signed measurements."
+  vbiosVersion: String
+  "Serial numbers of the chain's certificates, leaf first (hex)."
+  certificateSerials: [String!]!
+}
+
+"Who vouched for a GPU's evidence."
+enum AttestationRoot {
+  "NVIDIA's Device Identity CA (pinned in the gateway)."
+  NVIDIA
+  "gpugate's simulation CA: simulated hosts only. Trusted only in zero-config dev mode or when configured."
+  SIMULATION
+  "A root the operator added by configuration."
+  CONFIGURED
 }
 
 enum AttestationVerdict {
@@ -1576,6 +2040,11 @@ type GPU {
   memoryMiB: Int!
   architecture: String!
   computeCapability: String!
+  """
+  ATTESTED when this GPU's confidential-computing evidence verified in the device's latest
+  passing proof; otherwise the device's level (PENDING, SELF_REPORTED or FLAGGED).
+  """
+  verificationLevel: VerificationLevel!
 }
 
 enum DeviceStatus {
@@ -1589,11 +2058,35 @@ enum DeviceStatus {
   QUARANTINED
 }
 
+"Superseded by VerificationLevel."
 enum VerificationState {
   "No proof has passed yet."
   PENDING
-  "The latest proof passed."
+  "The latest proof passed (SELF_REPORTED or ATTESTED)."
   VERIFIED
+  "The latest proof was flagged as counterfeit or inconsistent."
+  FLAGGED
+}
+
+"""
+How strongly a device (or one GPU) is verified. docs/attestation.md says exactly what each level
+proves and what it does not.
+"""
+enum VerificationLevel {
+  "No proof has been judged yet."
+  PENDING
+  """
+  The latest proof passed: the worker holds its key, did fresh work for a server challenge and
+  reported consistent GPUs through NVML. A host without the GPUs can report the same: this
+  proves no hardware.
+  """
+  SELF_REPORTED
+  """
+  The latest proof passed and every GPU's confidential-computing evidence (an SPDM measurement
+  report signed for this challenge) verified to a trusted root: NVIDIA's, or for simulated hosts
+  in development, gpugate's simulation CA.
+  """
+  ATTESTED
   "The latest proof was flagged as counterfeit or inconsistent."
   FLAGGED
 }
@@ -1605,12 +2098,15 @@ input DeviceFilter {
   gpuModel: String
   "Exact region, at most 64 characters."
   region: String
-  verification: VerificationState
+  verification: VerificationState @deprecated(reason: "Use verificationLevel.")
+  verificationLevel: VerificationLevel
 }
 
 enum DeviceOrderField {
   CREATED_AT
   NAME
+  "Strength: ascending FLAGGED, PENDING, SELF_REPORTED, ATTESTED; ties newest first within the direction."
+  VERIFICATION_LEVEL
 }
 
 enum OrderDirection {
@@ -1647,7 +2143,12 @@ type NetworkStats {
   byStatus: [StatusCount!]!
   byGpuModel: [GpuModelCount!]!
   byRegion: [RegionCount!]!
-  byVerification: [VerificationCount!]!
+  byVerification: [VerificationCount!]! @deprecated(reason: "Use byVerificationLevel.")
+  """
+  Devices at each level, and GPUs at each level (a GPU's own level: an ATTESTED GPU can sit in a
+  SELF_REPORTED device).
+  """
+  byVerificationLevel: [VerificationLevelCount!]!
   "When these totals were computed."
   computedAt: Time!
 }
@@ -1675,6 +2176,97 @@ type VerificationCount {
   devices: Int!
   gpus: Int!
 }
+
+type VerificationLevelCount {
+  level: VerificationLevel!
+  devices: Int!
+  gpus: Int!
+}
+
+"""
+A class of writes that one kill switch stops. Admin moderation (quarantine, release, reassign)
+and the switches themselves are never stopped.
+"""
+enum WriteClass {
+  "updateDevice, pauseDevice, resumeDevice, removeDevice."
+  DEVICE_METADATA
+  "createEnrollmentToken and enrollDevice."
+  ENROLLMENT
+  "requestChallenge and submitProof."
+  PROOFS
+  "heartbeat."
+  HEARTBEATS
+  "addDeviceKey and revokeDeviceKey."
+  DEVICE_KEYS
+}
+
+type WriteSwitch {
+  class: WriteClass!
+  "false while the switch is off: writes of this class get DISABLED."
+  enabled: Boolean!
+  "Why writes are disabled; null while enabled."
+  reason: String
+  "When the switch last changed; null if it never did."
+  changedAt: Time
+  "Who changed it last: user:<id>, or alert:<rule> when the write-rate detector tripped it."
+  changedBy: String
+}
+
+enum AuditOutcome {
+  "The write was carried out."
+  SUCCEEDED
+  """
+  Refused before anything changed: UNAUTHENTICATED, FORBIDDEN, RATE_LIMITED, DISABLED, an
+  invalid, stale or replayed device signature, a limit.
+  """
+  DENIED
+  "A proof judged counterfeit or inconsistent, or a GPU identity conflict."
+  FLAGGED
+  "Accepted for checking but not carried out: bad input, not found, a conflict."
+  FAILED
+}
+
+"Equality filters, combined with AND; since/until bound the time (since inclusive, until exclusive)."
+input AuditFilter {
+  "user:<id>, device:<id> or anonymous."
+  principal: String
+  "The device (or token, key) the attempt was aimed at."
+  target: String
+  "The GraphQL operation field, e.g. updateDevice."
+  operation: String
+  outcome: AuditOutcome
+  since: Time
+  until: Time
+}
+
+"One mutation attempt or denial (admin view)."
+type AuditEvent {
+  id: ID!
+  at: Time!
+  "user:<id>, device:<id> or anonymous."
+  principal: String!
+  "The GraphQL operation field, e.g. updateDevice."
+  operation: String!
+  target: String
+  outcome: AuditOutcome!
+  "The error or reason code (FORBIDDEN, RATE_LIMITED, DISABLED, a counterfeit reason...); null on success."
+  reason: String
+  requestId: String
+  clientAddress: String
+  userAgent: String
+}
+
+type AuditEventConnection {
+  edges: [AuditEventEdge!]!
+  "The edges' nodes, for clients that do not need cursors."
+  nodes: [AuditEvent!]!
+  pageInfo: PageInfo!
+}
+
+type AuditEventEdge {
+  cursor: String!
+  node: AuditEvent!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1691,10 +2283,62 @@ func (ec *executionContext) childFields_Attestation(ctx context.Context, field g
 		return ec.fieldContext_Attestation_verdict(ctx, field)
 	case "reasons":
 		return ec.fieldContext_Attestation_reasons(ctx, field)
+	case "level":
+		return ec.fieldContext_Attestation_level(ctx, field)
+	case "gpus":
+		return ec.fieldContext_Attestation_gpus(ctx, field)
 	case "createdAt":
 		return ec.fieldContext_Attestation_createdAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Attestation", field.Name)
+}
+
+func (ec *executionContext) childFields_AuditEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_AuditEvent_id(ctx, field)
+	case "at":
+		return ec.fieldContext_AuditEvent_at(ctx, field)
+	case "principal":
+		return ec.fieldContext_AuditEvent_principal(ctx, field)
+	case "operation":
+		return ec.fieldContext_AuditEvent_operation(ctx, field)
+	case "target":
+		return ec.fieldContext_AuditEvent_target(ctx, field)
+	case "outcome":
+		return ec.fieldContext_AuditEvent_outcome(ctx, field)
+	case "reason":
+		return ec.fieldContext_AuditEvent_reason(ctx, field)
+	case "requestId":
+		return ec.fieldContext_AuditEvent_requestId(ctx, field)
+	case "clientAddress":
+		return ec.fieldContext_AuditEvent_clientAddress(ctx, field)
+	case "userAgent":
+		return ec.fieldContext_AuditEvent_userAgent(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AuditEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_AuditEventConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_AuditEventConnection_edges(ctx, field)
+	case "nodes":
+		return ec.fieldContext_AuditEventConnection_nodes(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_AuditEventConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AuditEventConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_AuditEventEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_AuditEventEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_AuditEventEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AuditEventEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_Challenge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1723,6 +2367,8 @@ func (ec *executionContext) childFields_Device(ctx context.Context, field graphq
 		return ec.fieldContext_Device_region(ctx, field)
 	case "verification":
 		return ec.fieldContext_Device_verification(ctx, field)
+	case "verificationLevel":
+		return ec.fieldContext_Device_verificationLevel(ctx, field)
 	case "gpuModel":
 		return ec.fieldContext_Device_gpuModel(ctx, field)
 	case "gpuCount":
@@ -1847,6 +2493,8 @@ func (ec *executionContext) childFields_GPU(ctx context.Context, field graphql.C
 		return ec.fieldContext_GPU_architecture(ctx, field)
 	case "computeCapability":
 		return ec.fieldContext_GPU_computeCapability(ctx, field)
+	case "verificationLevel":
+		return ec.fieldContext_GPU_verificationLevel(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type GPU", field.Name)
 }
@@ -1869,6 +2517,34 @@ func (ec *executionContext) childFields_GpuConflict(ctx context.Context, field g
 		return ec.fieldContext_GpuConflict_since(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type GpuConflict", field.Name)
+}
+
+func (ec *executionContext) childFields_GpuEvidence(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "index":
+		return ec.fieldContext_GpuEvidence_index(ctx, field)
+	case "uuid":
+		return ec.fieldContext_GpuEvidence_uuid(ctx, field)
+	case "level":
+		return ec.fieldContext_GpuEvidence_level(ctx, field)
+	case "evidenceSubmitted":
+		return ec.fieldContext_GpuEvidence_evidenceSubmitted(ctx, field)
+	case "root":
+		return ec.fieldContext_GpuEvidence_root(ctx, field)
+	case "reasons":
+		return ec.fieldContext_GpuEvidence_reasons(ctx, field)
+	case "revocationChecked":
+		return ec.fieldContext_GpuEvidence_revocationChecked(ctx, field)
+	case "measurementsChecked":
+		return ec.fieldContext_GpuEvidence_measurementsChecked(ctx, field)
+	case "driverVersion":
+		return ec.fieldContext_GpuEvidence_driverVersion(ctx, field)
+	case "vbiosVersion":
+		return ec.fieldContext_GpuEvidence_vbiosVersion(ctx, field)
+	case "certificateSerials":
+		return ec.fieldContext_GpuEvidence_certificateSerials(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type GpuEvidence", field.Name)
 }
 
 func (ec *executionContext) childFields_GpuModelCount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1907,6 +2583,8 @@ func (ec *executionContext) childFields_NetworkStats(ctx context.Context, field 
 		return ec.fieldContext_NetworkStats_byRegion(ctx, field)
 	case "byVerification":
 		return ec.fieldContext_NetworkStats_byVerification(ctx, field)
+	case "byVerificationLevel":
+		return ec.fieldContext_NetworkStats_byVerificationLevel(ctx, field)
 	case "computedAt":
 		return ec.fieldContext_NetworkStats_computedAt(ctx, field)
 	}
@@ -1931,6 +2609,10 @@ func (ec *executionContext) childFields_ProofResult(ctx context.Context, field g
 		return ec.fieldContext_ProofResult_reasons(ctx, field)
 	case "verification":
 		return ec.fieldContext_ProofResult_verification(ctx, field)
+	case "level":
+		return ec.fieldContext_ProofResult_level(ctx, field)
+	case "gpus":
+		return ec.fieldContext_ProofResult_gpus(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ProofResult", field.Name)
 }
@@ -2003,6 +2685,18 @@ func (ec *executionContext) childFields_VerificationCount(ctx context.Context, f
 	return nil, fmt.Errorf("no field named %q was found under type VerificationCount", field.Name)
 }
 
+func (ec *executionContext) childFields_VerificationLevelCount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "level":
+		return ec.fieldContext_VerificationLevelCount_level(ctx, field)
+	case "devices":
+		return ec.fieldContext_VerificationLevelCount_devices(ctx, field)
+	case "gpus":
+		return ec.fieldContext_VerificationLevelCount_gpus(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type VerificationLevelCount", field.Name)
+}
+
 func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -2015,6 +2709,22 @@ func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphq
 		return ec.fieldContext_Viewer_devices(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Viewer", field.Name)
+}
+
+func (ec *executionContext) childFields_WriteSwitch(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "class":
+		return ec.fieldContext_WriteSwitch_class(ctx, field)
+	case "enabled":
+		return ec.fieldContext_WriteSwitch_enabled(ctx, field)
+	case "reason":
+		return ec.fieldContext_WriteSwitch_reason(ctx, field)
+	case "changedAt":
+		return ec.fieldContext_WriteSwitch_changedAt(ctx, field)
+	case "changedBy":
+		return ec.fieldContext_WriteSwitch_changedBy(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type WriteSwitch", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2194,6 +2904,42 @@ func (ec *executionContext) field_Mutation_addDeviceKey_args(ctx context.Context
 		return nil, err
 	}
 	args["publicKey"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_disableWrites_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "class",
+		func(ctx context.Context, v any) (model.WriteClass, error) {
+			return ec.unmarshalNWriteClass2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteClass(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["class"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "reason",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["reason"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_enableWrites_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "class",
+		func(ctx context.Context, v any) (model.WriteClass, error) {
+			return ec.unmarshalNWriteClass2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteClass(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["class"] = arg0
 	return args, nil
 }
 
@@ -2424,6 +3170,36 @@ func (ec *executionContext) field_Query___type_args(ctx context.Context, rawArgs
 		return nil, err
 	}
 	args["name"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_auditEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "filter",
+		func(ctx context.Context, v any) (*model.AuditFilter, error) {
+			return ec.unmarshalOAuditFilter2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditFilter(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["filter"] = arg2
 	return args, nil
 }
 
@@ -2718,6 +3494,61 @@ func (ec *executionContext) fieldContext_Attestation_reasons(_ context.Context, 
 	return graphql.NewScalarFieldContext("Attestation", field, true, false, "String")
 }
 
+func (ec *executionContext) _Attestation_level(ctx context.Context, field graphql.CollectedField, obj *db.Attestation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Attestation_level(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Attestation().Level(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.VerificationLevel) graphql.Marshaler {
+			return ec.marshalNVerificationLevel2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Attestation_level(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Attestation", field, true, true, "VerificationLevel")
+}
+
+func (ec *executionContext) _Attestation_gpus(ctx context.Context, field graphql.CollectedField, obj *db.Attestation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Attestation_gpus(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Attestation().Gpus(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.GpuEvidence) graphql.Marshaler {
+			return ec.marshalNGpuEvidence2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuEvidenceᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Attestation_gpus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Attestation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_GpuEvidence(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Attestation_createdAt(ctx context.Context, field graphql.CollectedField, obj *db.Attestation) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2739,6 +3570,387 @@ func (ec *executionContext) _Attestation_createdAt(ctx context.Context, field gr
 }
 func (ec *executionContext) fieldContext_Attestation_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Attestation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _AuditEvent_id(ctx context.Context, field graphql.CollectedField, obj *model.AuditEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEvent_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEvent_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEvent", field, false, false, "ID")
+}
+
+func (ec *executionContext) _AuditEvent_at(ctx context.Context, field graphql.CollectedField, obj *model.AuditEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEvent_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEvent_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEvent", field, false, false, "Time")
+}
+
+func (ec *executionContext) _AuditEvent_principal(ctx context.Context, field graphql.CollectedField, obj *model.AuditEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEvent_principal(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Principal, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEvent_principal(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _AuditEvent_operation(ctx context.Context, field graphql.CollectedField, obj *model.AuditEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEvent_operation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Operation, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEvent_operation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _AuditEvent_target(ctx context.Context, field graphql.CollectedField, obj *model.AuditEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEvent_target(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Target, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEvent_target(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _AuditEvent_outcome(ctx context.Context, field graphql.CollectedField, obj *model.AuditEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEvent_outcome(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Outcome, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.AuditOutcome) graphql.Marshaler {
+			return ec.marshalNAuditOutcome2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditOutcome(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEvent_outcome(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEvent", field, false, false, "AuditOutcome")
+}
+
+func (ec *executionContext) _AuditEvent_reason(ctx context.Context, field graphql.CollectedField, obj *model.AuditEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEvent_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEvent_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _AuditEvent_requestId(ctx context.Context, field graphql.CollectedField, obj *model.AuditEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEvent_requestId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RequestID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEvent_requestId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _AuditEvent_clientAddress(ctx context.Context, field graphql.CollectedField, obj *model.AuditEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEvent_clientAddress(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ClientAddress, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEvent_clientAddress(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _AuditEvent_userAgent(ctx context.Context, field graphql.CollectedField, obj *model.AuditEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEvent_userAgent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UserAgent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEvent_userAgent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _AuditEventConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.AuditEventConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEventConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.AuditEventEdge) graphql.Marshaler {
+			return ec.marshalNAuditEventEdge2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEventEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEventConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AuditEventConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuditEventEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _AuditEventConnection_nodes(ctx context.Context, field graphql.CollectedField, obj *model.AuditEventConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEventConnection_nodes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Nodes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.AuditEvent) graphql.Marshaler {
+			return ec.marshalNAuditEvent2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEventᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEventConnection_nodes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AuditEventConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuditEvent(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _AuditEventConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.AuditEventConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEventConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEventConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AuditEventConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _AuditEventEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.AuditEventEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEventEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEventEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditEventEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _AuditEventEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.AuditEventEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditEventEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AuditEvent) graphql.Marshaler {
+			return ec.marshalNAuditEvent2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditEventEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AuditEventEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuditEvent(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Challenge_id(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
@@ -2946,6 +4158,29 @@ func (ec *executionContext) _Device_verification(ctx context.Context, field grap
 }
 func (ec *executionContext) fieldContext_Device_verification(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Device", field, false, false, "VerificationState")
+}
+
+func (ec *executionContext) _Device_verificationLevel(ctx context.Context, field graphql.CollectedField, obj *db.Device) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Device_verificationLevel(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Device().VerificationLevel(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.VerificationLevel) graphql.Marshaler {
+			return ec.marshalNVerificationLevel2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Device_verificationLevel(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Device", field, true, true, "VerificationLevel")
 }
 
 func (ec *executionContext) _Device_gpuModel(ctx context.Context, field graphql.CollectedField, obj *db.Device) (ret graphql.Marshaler) {
@@ -3925,6 +5160,29 @@ func (ec *executionContext) fieldContext_GPU_computeCapability(_ context.Context
 	return graphql.NewScalarFieldContext("GPU", field, false, false, "String")
 }
 
+func (ec *executionContext) _GPU_verificationLevel(ctx context.Context, field graphql.CollectedField, obj *db.GPU) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GPU_verificationLevel(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.GPU().VerificationLevel(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.VerificationLevel) graphql.Marshaler {
+			return ec.marshalNVerificationLevel2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GPU_verificationLevel(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GPU", field, true, true, "VerificationLevel")
+}
+
 func (ec *executionContext) _GpuConflict_uuid(ctx context.Context, field graphql.CollectedField, obj *model.GpuConflict) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4102,6 +5360,259 @@ func (ec *executionContext) _GpuConflict_since(ctx context.Context, field graphq
 }
 func (ec *executionContext) fieldContext_GpuConflict_since(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("GpuConflict", field, false, false, "Time")
+}
+
+func (ec *executionContext) _GpuEvidence_index(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_index(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Index, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_index(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "Int")
+}
+
+func (ec *executionContext) _GpuEvidence_uuid(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_uuid(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UUID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_uuid(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "String")
+}
+
+func (ec *executionContext) _GpuEvidence_level(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_level(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Level, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.VerificationLevel) graphql.Marshaler {
+			return ec.marshalNVerificationLevel2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_level(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "VerificationLevel")
+}
+
+func (ec *executionContext) _GpuEvidence_evidenceSubmitted(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_evidenceSubmitted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EvidenceSubmitted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_evidenceSubmitted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _GpuEvidence_root(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_root(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Root, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AttestationRoot) graphql.Marshaler {
+			return ec.marshalOAttestationRoot2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAttestationRoot(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_root(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "AttestationRoot")
+}
+
+func (ec *executionContext) _GpuEvidence_reasons(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_reasons(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reasons, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_reasons(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "String")
+}
+
+func (ec *executionContext) _GpuEvidence_revocationChecked(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_revocationChecked(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RevocationChecked, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_revocationChecked(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _GpuEvidence_measurementsChecked(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_measurementsChecked(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MeasurementsChecked, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_measurementsChecked(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _GpuEvidence_driverVersion(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_driverVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DriverVersion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_driverVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "String")
+}
+
+func (ec *executionContext) _GpuEvidence_vbiosVersion(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_vbiosVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VbiosVersion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_vbiosVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "String")
+}
+
+func (ec *executionContext) _GpuEvidence_certificateSerials(ctx context.Context, field graphql.CollectedField, obj *model.GpuEvidence) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GpuEvidence_certificateSerials(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CertificateSerials, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GpuEvidence_certificateSerials(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GpuEvidence", field, false, false, "String")
 }
 
 func (ec *executionContext) _GpuModelCount_model(ctx context.Context, field graphql.CollectedField, obj *db.GpuModelCount) (ret graphql.Marshaler) {
@@ -5052,6 +6563,130 @@ func (ec *executionContext) fieldContext_Mutation_heartbeat(ctx context.Context,
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_disableWrites(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_disableWrites(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DisableWrites(ctx, fc.Args["class"].(model.WriteClass), fc.Args["reason"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.WriteSwitch
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.WriteSwitch
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.WriteSwitch) graphql.Marshaler {
+			return ec.marshalNWriteSwitch2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteSwitch(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_disableWrites(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_WriteSwitch(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_disableWrites_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_enableWrites(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_enableWrites(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().EnableWrites(ctx, fc.Args["class"].(model.WriteClass))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.WriteSwitch
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.WriteSwitch
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.WriteSwitch) graphql.Marshaler {
+			return ec.marshalNWriteSwitch2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteSwitch(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_enableWrites(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_WriteSwitch(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_enableWrites_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _NetworkStats_devices(ctx context.Context, field graphql.CollectedField, obj *db.NetworkStats) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5226,6 +6861,38 @@ func (ec *executionContext) fieldContext_NetworkStats_byVerification(_ context.C
 	return fc, nil
 }
 
+func (ec *executionContext) _NetworkStats_byVerificationLevel(ctx context.Context, field graphql.CollectedField, obj *db.NetworkStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NetworkStats_byVerificationLevel(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.NetworkStats().ByVerificationLevel(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.VerificationLevelCount) graphql.Marshaler {
+			return ec.marshalNVerificationLevelCount2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevelCountᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NetworkStats_byVerificationLevel(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "NetworkStats",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_VerificationLevelCount(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _NetworkStats_computedAt(ctx context.Context, field graphql.CollectedField, obj *db.NetworkStats) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5362,6 +7029,61 @@ func (ec *executionContext) _ProofResult_verification(ctx context.Context, field
 }
 func (ec *executionContext) fieldContext_ProofResult_verification(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ProofResult", field, false, false, "VerificationState")
+}
+
+func (ec *executionContext) _ProofResult_level(ctx context.Context, field graphql.CollectedField, obj *model.ProofResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ProofResult_level(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Level, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.VerificationLevel) graphql.Marshaler {
+			return ec.marshalNVerificationLevel2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ProofResult_level(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ProofResult", field, false, false, "VerificationLevel")
+}
+
+func (ec *executionContext) _ProofResult_gpus(ctx context.Context, field graphql.CollectedField, obj *model.ProofResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ProofResult_gpus(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Gpus, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.GpuEvidence) graphql.Marshaler {
+			return ec.marshalNGpuEvidence2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuEvidenceᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ProofResult_gpus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ProofResult",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_GpuEvidence(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Query_device(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -5693,6 +7415,118 @@ func (ec *executionContext) fieldContext_Query_gpuConflicts(ctx context.Context,
 	if fc.Args, err = ec.field_Query_gpuConflicts_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_auditEvents(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_auditEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().AuditEvents(ctx, fc.Args["first"].(int), fc.Args["after"].(*string), fc.Args["filter"].(*model.AuditFilter))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.AuditEventConnection
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.AuditEventConnection
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AuditEventConnection) graphql.Marshaler {
+			return ec.marshalNAuditEventConnection2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEventConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_auditEvents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuditEventConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_auditEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_writeSwitches(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_writeSwitches(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().WriteSwitches(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal []model.WriteSwitch
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []model.WriteSwitch
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v []model.WriteSwitch) graphql.Marshaler {
+			return ec.marshalNWriteSwitch2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteSwitchᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_writeSwitches(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_WriteSwitch(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -6141,6 +7975,75 @@ func (ec *executionContext) fieldContext_VerificationCount_gpus(_ context.Contex
 	return graphql.NewScalarFieldContext("VerificationCount", field, false, false, "Int")
 }
 
+func (ec *executionContext) _VerificationLevelCount_level(ctx context.Context, field graphql.CollectedField, obj *model.VerificationLevelCount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerificationLevelCount_level(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Level, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.VerificationLevel) graphql.Marshaler {
+			return ec.marshalNVerificationLevel2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VerificationLevelCount_level(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerificationLevelCount", field, false, false, "VerificationLevel")
+}
+
+func (ec *executionContext) _VerificationLevelCount_devices(ctx context.Context, field graphql.CollectedField, obj *model.VerificationLevelCount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerificationLevelCount_devices(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Devices, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VerificationLevelCount_devices(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerificationLevelCount", field, false, false, "Int")
+}
+
+func (ec *executionContext) _VerificationLevelCount_gpus(ctx context.Context, field graphql.CollectedField, obj *model.VerificationLevelCount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerificationLevelCount_gpus(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Gpus, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VerificationLevelCount_gpus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerificationLevelCount", field, false, false, "Int")
+}
+
 func (ec *executionContext) _Viewer_id(ctx context.Context, field graphql.CollectedField, obj *db.User) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -6252,6 +8155,121 @@ func (ec *executionContext) fieldContext_Viewer_devices(ctx context.Context, fie
 		return fc, err
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _WriteSwitch_class(ctx context.Context, field graphql.CollectedField, obj *model.WriteSwitch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WriteSwitch_class(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Class, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.WriteClass) graphql.Marshaler {
+			return ec.marshalNWriteClass2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteClass(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_WriteSwitch_class(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WriteSwitch", field, false, false, "WriteClass")
+}
+
+func (ec *executionContext) _WriteSwitch_enabled(ctx context.Context, field graphql.CollectedField, obj *model.WriteSwitch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WriteSwitch_enabled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Enabled, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_WriteSwitch_enabled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WriteSwitch", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _WriteSwitch_reason(ctx context.Context, field graphql.CollectedField, obj *model.WriteSwitch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WriteSwitch_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_WriteSwitch_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WriteSwitch", field, false, false, "String")
+}
+
+func (ec *executionContext) _WriteSwitch_changedAt(ctx context.Context, field graphql.CollectedField, obj *model.WriteSwitch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WriteSwitch_changedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ChangedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_WriteSwitch_changedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WriteSwitch", field, false, false, "Time")
+}
+
+func (ec *executionContext) _WriteSwitch_changedBy(ctx context.Context, field graphql.CollectedField, obj *model.WriteSwitch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WriteSwitch_changedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ChangedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_WriteSwitch_changedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WriteSwitch", field, false, false, "String")
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
@@ -7327,6 +9345,83 @@ func (ec *executionContext) fieldContext___Type_isOneOf(_ context.Context, field
 
 // region    **************************** input.gotpl *****************************
 
+func (ec *executionContext) unmarshalInputAuditFilter(ctx context.Context, obj any) (model.AuditFilter, error) {
+	var it model.AuditFilter
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"principal", "target", "operation", "outcome", "since", "until"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "principal":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("principal"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Principal = data
+		case "target":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("target"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Target = data
+		case "operation":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operation"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Operation = data
+		case "outcome":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcome"))
+			data, err := ec.unmarshalOAuditOutcome2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditOutcome(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Outcome = data
+		case "since":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("since"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Since = data
+		case "until":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("until"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Until = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalAuditFilter unmarshals raw into the AuditFilter input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalAuditFilter(ctx context.Context, raw any) (model.AuditFilter, error) {
+	var out model.AuditFilter
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "AuditFilter", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputDeviceFilter(ctx context.Context, obj any) (db.DeviceFilter, error) {
 	var it db.DeviceFilter
 	if obj == nil {
@@ -7338,7 +9433,7 @@ func (ec *executionContext) unmarshalInputDeviceFilter(ctx context.Context, obj 
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"status", "gpuModel", "region", "verification"}
+	fieldsInOrder := [...]string{"status", "gpuModel", "region", "verification", "verificationLevel"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -7373,6 +9468,15 @@ func (ec *executionContext) unmarshalInputDeviceFilter(ctx context.Context, obj 
 				return it, err
 			}
 			it.Verification = data
+		case "verificationLevel":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("verificationLevel"))
+			data, err := ec.unmarshalOVerificationLevel2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			if err = ec.Resolvers.DeviceFilter().VerificationLevel(ctx, &it, data); err != nil {
+				return it, err
+			}
 		}
 	}
 	return it, nil
@@ -7516,6 +9620,62 @@ func UnmarshalEnrollDeviceInput(ctx context.Context, raw any) (model.EnrollDevic
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputGpuEvidenceInput(ctx context.Context, obj any) (model.GpuEvidenceInput, error) {
+	var it model.GpuEvidenceInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"index", "report", "certificateChain"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "index":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("index"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Index = data
+		case "report":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("report"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Report = data
+		case "certificateChain":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("certificateChain"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CertificateChain = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalGpuEvidenceInput unmarshals raw into the GpuEvidenceInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalGpuEvidenceInput(ctx context.Context, raw any) (model.GpuEvidenceInput, error) {
+	var out model.GpuEvidenceInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "GpuEvidenceInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputGpuReadingInput(ctx context.Context, obj any) (model.GpuReadingInput, error) {
 	var it model.GpuReadingInput
 	if obj == nil {
@@ -7639,7 +9799,7 @@ func (ec *executionContext) unmarshalInputProofInput(ctx context.Context, obj an
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"challengeId", "counter", "snapshot", "snapshotHash", "signature"}
+	fieldsInOrder := [...]string{"challengeId", "counter", "snapshot", "snapshotHash", "signature", "evidence"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -7681,6 +9841,13 @@ func (ec *executionContext) unmarshalInputProofInput(ctx context.Context, obj an
 				return it, err
 			}
 			it.Signature = data
+		case "evidence":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("evidence"))
+			data, err := ec.unmarshalOGpuEvidenceInput2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuEvidenceInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Evidence = data
 		}
 	}
 	return it, nil
@@ -7769,20 +9936,191 @@ func (ec *executionContext) _Attestation(ctx context.Context, sel ast.SelectionS
 		case "id":
 			out.Values[i] = ec._Attestation_id(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "verdict":
 			out.Values[i] = ec._Attestation_verdict(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "reasons":
 			out.Values[i] = ec._Attestation_reasons(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "level":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Attestation_level(ctx, field, obj)
+				})
+		case "gpus":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Attestation_gpus(ctx, field, obj)
+				})
 		case "createdAt":
 			out.Values[i] = ec._Attestation_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var auditEventImplementors = []string{"AuditEvent"}
+
+func (ec *executionContext) _AuditEvent(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEvent) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, auditEventImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("AuditEvent")
+		case "id":
+			out.Values[i] = ec._AuditEvent_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._AuditEvent_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "principal":
+			out.Values[i] = ec._AuditEvent_principal(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "operation":
+			out.Values[i] = ec._AuditEvent_operation(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "target":
+			out.Values[i] = ec._AuditEvent_target(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "outcome":
+			out.Values[i] = ec._AuditEvent_outcome(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._AuditEvent_reason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "requestId":
+			out.Values[i] = ec._AuditEvent_requestId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "clientAddress":
+			out.Values[i] = ec._AuditEvent_clientAddress(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "userAgent":
+			out.Values[i] = ec._AuditEvent_userAgent(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var auditEventConnectionImplementors = []string{"AuditEventConnection"}
+
+func (ec *executionContext) _AuditEventConnection(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEventConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, auditEventConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("AuditEventConnection")
+		case "edges":
+			out.Values[i] = ec._AuditEventConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "nodes":
+			out.Values[i] = ec._AuditEventConnection_nodes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._AuditEventConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var auditEventEdgeImplementors = []string{"AuditEventEdge"}
+
+func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEventEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, auditEventEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("AuditEventEdge")
+		case "cursor":
+			out.Values[i] = ec._AuditEventEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._AuditEventEdge_node(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -7887,6 +10225,12 @@ func (ec *executionContext) _Device(ctx context.Context, sel ast.SelectionSet, o
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "verificationLevel":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Device_verificationLevel(ctx, field, obj)
+				})
 		case "gpuModel":
 			out.Values[i] = ec._Device_gpuModel(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -8274,38 +10618,44 @@ func (ec *executionContext) _GPU(ctx context.Context, sel ast.SelectionSet, obj 
 		case "index":
 			out.Values[i] = ec._GPU_index(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "uuid":
 			out.Values[i] = ec._GPU_uuid(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "model":
 			out.Values[i] = ec._GPU_model(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pciDeviceId":
 			out.Values[i] = ec._GPU_pciDeviceId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "memoryMiB":
 			out.Values[i] = ec._GPU_memoryMiB(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "architecture":
 			out.Values[i] = ec._GPU_architecture(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "computeCapability":
 			out.Values[i] = ec._GPU_computeCapability(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "verificationLevel":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._GPU_verificationLevel(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -8366,6 +10716,89 @@ func (ec *executionContext) _GpuConflict(ctx context.Context, sel ast.SelectionS
 			}
 		case "since":
 			out.Values[i] = ec._GpuConflict_since(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var gpuEvidenceImplementors = []string{"GpuEvidence"}
+
+func (ec *executionContext) _GpuEvidence(ctx context.Context, sel ast.SelectionSet, obj *model.GpuEvidence) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, gpuEvidenceImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("GpuEvidence")
+		case "index":
+			out.Values[i] = ec._GpuEvidence_index(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "uuid":
+			out.Values[i] = ec._GpuEvidence_uuid(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "level":
+			out.Values[i] = ec._GpuEvidence_level(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "evidenceSubmitted":
+			out.Values[i] = ec._GpuEvidence_evidenceSubmitted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "root":
+			out.Values[i] = ec._GpuEvidence_root(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "reasons":
+			out.Values[i] = ec._GpuEvidence_reasons(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revocationChecked":
+			out.Values[i] = ec._GpuEvidence_revocationChecked(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "measurementsChecked":
+			out.Values[i] = ec._GpuEvidence_measurementsChecked(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "driverVersion":
+			out.Values[i] = ec._GpuEvidence_driverVersion(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "vbiosVersion":
+			out.Values[i] = ec._GpuEvidence_vbiosVersion(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "certificateSerials":
+			out.Values[i] = ec._GpuEvidence_certificateSerials(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -8584,6 +11017,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "disableWrites":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_disableWrites(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "enableWrites":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_enableWrites(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -8615,37 +11062,43 @@ func (ec *executionContext) _NetworkStats(ctx context.Context, sel ast.Selection
 		case "devices":
 			out.Values[i] = ec._NetworkStats_devices(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "gpus":
 			out.Values[i] = ec._NetworkStats_gpus(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "byStatus":
 			out.Values[i] = ec._NetworkStats_byStatus(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "byGpuModel":
 			out.Values[i] = ec._NetworkStats_byGpuModel(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "byRegion":
 			out.Values[i] = ec._NetworkStats_byRegion(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "byVerification":
 			out.Values[i] = ec._NetworkStats_byVerification(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "byVerificationLevel":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._NetworkStats_byVerificationLevel(ctx, field, obj)
+				})
 		case "computedAt":
 			out.Values[i] = ec._NetworkStats_computedAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -8728,6 +11181,16 @@ func (ec *executionContext) _ProofResult(ctx context.Context, sel ast.SelectionS
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "level":
+			out.Values[i] = ec._ProofResult_level(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "gpus":
+			out.Values[i] = ec._ProofResult_gpus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -8805,6 +11268,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_gpuConflicts(ctx, field)
+				})
+		case "auditEvents":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_auditEvents(ctx, field)
+				})
+		case "writeSwitches":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_writeSwitches(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -9085,6 +11560,49 @@ func (ec *executionContext) _VerificationCount(ctx context.Context, sel ast.Sele
 	return out
 }
 
+var verificationLevelCountImplementors = []string{"VerificationLevelCount"}
+
+func (ec *executionContext) _VerificationLevelCount(ctx context.Context, sel ast.SelectionSet, obj *model.VerificationLevelCount) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, verificationLevelCountImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("VerificationLevelCount")
+		case "level":
+			out.Values[i] = ec._VerificationLevelCount_level(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "devices":
+			out.Values[i] = ec._VerificationLevelCount_devices(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "gpus":
+			out.Values[i] = ec._VerificationLevelCount_gpus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var viewerImplementors = []string{"Viewer"}
 
 func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, obj *db.User) graphql.Marshaler {
@@ -9117,6 +11635,59 @@ func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, o
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Viewer_devices(ctx, field, obj)
 				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var writeSwitchImplementors = []string{"WriteSwitch"}
+
+func (ec *executionContext) _WriteSwitch(ctx context.Context, sel ast.SelectionSet, obj *model.WriteSwitch) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, writeSwitchImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("WriteSwitch")
+		case "class":
+			out.Values[i] = ec._WriteSwitch_class(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "enabled":
+			out.Values[i] = ec._WriteSwitch_enabled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._WriteSwitch_reason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "changedAt":
+			out.Values[i] = ec._WriteSwitch_changedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "changedBy":
+			out.Values[i] = ec._WriteSwitch_changedBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -9526,6 +12097,72 @@ func (ec *executionContext) marshalNAttestationVerdict2githubᚗcomᚋgpugateᚋ
 	return v
 }
 
+func (ec *executionContext) marshalNAuditEvent2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEvent(ctx context.Context, sel ast.SelectionSet, v model.AuditEvent) graphql.Marshaler {
+	return ec._AuditEvent(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNAuditEvent2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEventᚄ(ctx context.Context, sel ast.SelectionSet, v []model.AuditEvent) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNAuditEvent2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEvent(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNAuditEvent2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEvent(ctx context.Context, sel ast.SelectionSet, v *model.AuditEvent) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "AuditEvent!")
+		return graphql.Null
+	}
+	return ec._AuditEvent(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNAuditEventConnection2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEventConnection(ctx context.Context, sel ast.SelectionSet, v *model.AuditEventConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "AuditEventConnection!")
+		return graphql.Null
+	}
+	return ec._AuditEventConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNAuditEventEdge2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEventEdge(ctx context.Context, sel ast.SelectionSet, v model.AuditEventEdge) graphql.Marshaler {
+	return ec._AuditEventEdge(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNAuditEventEdge2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEventEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []model.AuditEventEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNAuditEventEdge2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditEventEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNAuditOutcome2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditOutcome(ctx context.Context, v any) (model.AuditOutcome, error) {
+	var res model.AuditOutcome
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNAuditOutcome2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditOutcome(ctx context.Context, sel ast.SelectionSet, v model.AuditOutcome) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -9699,6 +12336,31 @@ func (ec *executionContext) marshalNGpuConflict2ᚕgithubᚗcomᚋgpugateᚋgpug
 	}
 
 	return ret
+}
+
+func (ec *executionContext) marshalNGpuEvidence2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuEvidence(ctx context.Context, sel ast.SelectionSet, v model.GpuEvidence) graphql.Marshaler {
+	return ec._GpuEvidence(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNGpuEvidence2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuEvidenceᚄ(ctx context.Context, sel ast.SelectionSet, v []model.GpuEvidence) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNGpuEvidence2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuEvidence(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNGpuEvidenceInput2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuEvidenceInput(ctx context.Context, v any) (model.GpuEvidenceInput, error) {
+	res, err := ec.unmarshalInputGpuEvidenceInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNGpuModelCount2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐGpuModelCount(ctx context.Context, sel ast.SelectionSet, v db.GpuModelCount) graphql.Marshaler {
@@ -10014,6 +12676,36 @@ func (ec *executionContext) marshalNVerificationCount2ᚕgithubᚗcomᚋgpugate�
 	return ret
 }
 
+func (ec *executionContext) unmarshalNVerificationLevel2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx context.Context, v any) (model.VerificationLevel, error) {
+	var res model.VerificationLevel
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNVerificationLevel2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx context.Context, sel ast.SelectionSet, v model.VerificationLevel) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNVerificationLevelCount2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevelCount(ctx context.Context, sel ast.SelectionSet, v model.VerificationLevelCount) graphql.Marshaler {
+	return ec._VerificationLevelCount(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNVerificationLevelCount2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevelCountᚄ(ctx context.Context, sel ast.SelectionSet, v []model.VerificationLevelCount) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNVerificationLevelCount2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevelCount(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) unmarshalNVerificationState2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐVerificationState(ctx context.Context, v any) (db.VerificationState, error) {
 	var res db.VerificationState
 	err := res.UnmarshalGQL(v)
@@ -10030,6 +12722,44 @@ func (ec *executionContext) marshalNViewer2ᚖgithubᚗcomᚋgpugateᚋgpugate�
 		return graphql.Null
 	}
 	return ec._Viewer(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNWriteClass2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteClass(ctx context.Context, v any) (model.WriteClass, error) {
+	var res model.WriteClass
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNWriteClass2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteClass(ctx context.Context, sel ast.SelectionSet, v model.WriteClass) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNWriteSwitch2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteSwitch(ctx context.Context, sel ast.SelectionSet, v model.WriteSwitch) graphql.Marshaler {
+	return ec._WriteSwitch(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNWriteSwitch2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteSwitchᚄ(ctx context.Context, sel ast.SelectionSet, v []model.WriteSwitch) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNWriteSwitch2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteSwitch(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNWriteSwitch2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐWriteSwitch(ctx context.Context, sel ast.SelectionSet, v *model.WriteSwitch) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "WriteSwitch!")
+		return graphql.Null
+	}
+	return ec._WriteSwitch(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx context.Context, sel ast.SelectionSet, v introspection.Directive) graphql.Marshaler {
@@ -10174,6 +12904,46 @@ func (ec *executionContext) marshalN__TypeKind2string(ctx context.Context, sel a
 	return res
 }
 
+func (ec *executionContext) unmarshalOAttestationRoot2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAttestationRoot(ctx context.Context, v any) (*model.AttestationRoot, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.AttestationRoot)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOAttestationRoot2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAttestationRoot(ctx context.Context, sel ast.SelectionSet, v *model.AttestationRoot) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOAuditFilter2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditFilter(ctx context.Context, v any) (*model.AuditFilter, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputAuditFilter(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOAuditOutcome2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditOutcome(ctx context.Context, v any) (*model.AuditOutcome, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.AuditOutcome)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOAuditOutcome2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐAuditOutcome(ctx context.Context, sel ast.SelectionSet, v *model.AuditOutcome) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
 func (ec *executionContext) unmarshalOBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -10248,6 +13018,23 @@ func (ec *executionContext) marshalODeviceStatus2ᚖgithubᚗcomᚋgpugateᚋgpu
 		return graphql.Null
 	}
 	return v
+}
+
+func (ec *executionContext) unmarshalOGpuEvidenceInput2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuEvidenceInputᚄ(ctx context.Context, v any) ([]model.GpuEvidenceInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.GpuEvidenceInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNGpuEvidenceInput2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐGpuEvidenceInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
 func (ec *executionContext) unmarshalOInt2ᚖint(ctx context.Context, v any) (*int, error) {
@@ -10337,6 +13124,22 @@ func (ec *executionContext) marshalOTime2ᚖtimeᚐTime(ctx context.Context, sel
 	_ = ctx
 	res := graphql.MarshalTime(*v)
 	return res
+}
+
+func (ec *executionContext) unmarshalOVerificationLevel2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx context.Context, v any) (*model.VerificationLevel, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.VerificationLevel)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOVerificationLevel2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐVerificationLevel(ctx context.Context, sel ast.SelectionSet, v *model.VerificationLevel) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) unmarshalOVerificationState2ᚖgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐVerificationState(ctx context.Context, v any) (*db.VerificationState, error) {

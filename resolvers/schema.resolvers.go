@@ -8,6 +8,7 @@ package resolvers
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/graph"
@@ -15,6 +16,21 @@ import (
 	"github.com/gpugate/gpugate/verify"
 	"github.com/vikstrous/dataloadgen"
 )
+
+// Level is the resolver for the level field.
+func (r *attestationResolver) Level(ctx context.Context, obj *db.Attestation) (model.VerificationLevel, error) {
+	panic(fmt.Errorf("not implemented: Level - level"))
+}
+
+// Gpus is the resolver for the gpus field.
+func (r *attestationResolver) Gpus(ctx context.Context, obj *db.Attestation) ([]model.GpuEvidence, error) {
+	panic(fmt.Errorf("not implemented: Gpus - gpus"))
+}
+
+// VerificationLevel is the resolver for the verificationLevel field.
+func (r *deviceResolver) VerificationLevel(ctx context.Context, obj *db.Device) (model.VerificationLevel, error) {
+	panic(fmt.Errorf("not implemented: VerificationLevel - verificationLevel"))
+}
 
 // Gpus is the resolver for the gpus field.
 func (r *deviceResolver) Gpus(ctx context.Context, obj *db.Device) ([]db.GPU, error) {
@@ -42,6 +58,11 @@ func (r *devicePrivateResolver) Attestations(ctx context.Context, obj *db.Device
 func (r *devicePrivateResolver) SourceAddresses(ctx context.Context, obj *db.DevicePrivate) ([]db.SourceAddress, error) {
 	return load(ctx, func(l *loaders) *dataloadgen.Loader[string, []db.SourceAddress] { return l.addresses },
 		r.DB.AddressesByDevice, obj.DeviceID)
+}
+
+// VerificationLevel is the resolver for the verificationLevel field.
+func (r *gPUResolver) VerificationLevel(ctx context.Context, obj *db.GPU) (model.VerificationLevel, error) {
+	panic(fmt.Errorf("not implemented: VerificationLevel - verificationLevel"))
 }
 
 // UpdateDevice is the resolver for the updateDevice field.
@@ -163,8 +184,13 @@ func (r *mutationResolver) RequestChallenge(ctx context.Context, deviceID string
 
 // SubmitProof is the resolver for the submitProof field.
 func (r *mutationResolver) SubmitProof(ctx context.Context, deviceID string, input model.ProofInput) (*model.ProofResult, error) {
-	v, err := r.Workers.Proof(ctx, verify.Submission(input))
-	return (*model.ProofResult)(v), err
+	// Interim (issue 8 fills evidence and levels in): evidence is not judged yet.
+	v, err := r.Workers.Proof(ctx, verify.Submission{ChallengeID: input.ChallengeID, Counter: input.Counter,
+		Snapshot: input.Snapshot, SnapshotHash: input.SnapshotHash, Signature: input.Signature})
+	if err != nil {
+		return nil, err
+	}
+	return &model.ProofResult{Verdict: v.Verdict, Reasons: v.Reasons, Verification: v.Verification, Gpus: []model.GpuEvidence{}}, nil
 }
 
 // Heartbeat is the resolver for the heartbeat field.
@@ -174,6 +200,21 @@ func (r *mutationResolver) Heartbeat(ctx context.Context, deviceID string, input
 		return nil, err
 	}
 	return &model.HeartbeatAck{Status: ack.Status, NextInSeconds: int(ack.Next.Seconds())}, nil
+}
+
+// DisableWrites is the resolver for the disableWrites field.
+func (r *mutationResolver) DisableWrites(ctx context.Context, class model.WriteClass, reason string) (*model.WriteSwitch, error) {
+	panic(fmt.Errorf("not implemented: DisableWrites - disableWrites"))
+}
+
+// EnableWrites is the resolver for the enableWrites field.
+func (r *mutationResolver) EnableWrites(ctx context.Context, class model.WriteClass) (*model.WriteSwitch, error) {
+	panic(fmt.Errorf("not implemented: EnableWrites - enableWrites"))
+}
+
+// ByVerificationLevel is the resolver for the byVerificationLevel field.
+func (r *networkStatsResolver) ByVerificationLevel(ctx context.Context, obj *db.NetworkStats) ([]model.VerificationLevelCount, error) {
+	panic(fmt.Errorf("not implemented: ByVerificationLevel - byVerificationLevel"))
 }
 
 // Device is the resolver for the device field.
@@ -254,6 +295,16 @@ func (r *queryResolver) GpuConflicts(ctx context.Context, first int) ([]model.Gp
 	return out, nil
 }
 
+// AuditEvents is the resolver for the auditEvents field.
+func (r *queryResolver) AuditEvents(ctx context.Context, first int, after *string, filter *model.AuditFilter) (*model.AuditEventConnection, error) {
+	panic(fmt.Errorf("not implemented: AuditEvents - auditEvents"))
+}
+
+// WriteSwitches is the resolver for the writeSwitches field.
+func (r *queryResolver) WriteSwitches(ctx context.Context) ([]model.WriteSwitch, error) {
+	panic(fmt.Errorf("not implemented: WriteSwitches - writeSwitches"))
+}
+
 // Devices is the resolver for the devices field.
 func (r *viewerResolver) Devices(ctx context.Context, obj *db.User, first int, after *string, filter *db.DeviceFilter, orderBy *db.DeviceOrder) (*model.DeviceConnection, error) {
 	p, err := r.DB.ListOwnedDevices(ctx, obj.ID, db.ListParams{
@@ -265,14 +316,28 @@ func (r *viewerResolver) Devices(ctx context.Context, obj *db.User, first int, a
 	return toConnection(p), nil
 }
 
+// VerificationLevel is the resolver for the verificationLevel field.
+func (r *deviceFilterResolver) VerificationLevel(ctx context.Context, obj *db.DeviceFilter, data *model.VerificationLevel) error {
+	panic(fmt.Errorf("not implemented: VerificationLevel - verificationLevel"))
+}
+
+// Attestation returns graph.AttestationResolver implementation.
+func (r *Resolver) Attestation() graph.AttestationResolver { return &attestationResolver{r} }
+
 // Device returns graph.DeviceResolver implementation.
 func (r *Resolver) Device() graph.DeviceResolver { return &deviceResolver{r} }
 
 // DevicePrivate returns graph.DevicePrivateResolver implementation.
 func (r *Resolver) DevicePrivate() graph.DevicePrivateResolver { return &devicePrivateResolver{r} }
 
+// GPU returns graph.GPUResolver implementation.
+func (r *Resolver) GPU() graph.GPUResolver { return &gPUResolver{r} }
+
 // Mutation returns graph.MutationResolver implementation.
 func (r *Resolver) Mutation() graph.MutationResolver { return &mutationResolver{r} }
+
+// NetworkStats returns graph.NetworkStatsResolver implementation.
+func (r *Resolver) NetworkStats() graph.NetworkStatsResolver { return &networkStatsResolver{r} }
 
 // Query returns graph.QueryResolver implementation.
 func (r *Resolver) Query() graph.QueryResolver { return &queryResolver{r} }
@@ -280,10 +345,17 @@ func (r *Resolver) Query() graph.QueryResolver { return &queryResolver{r} }
 // Viewer returns graph.ViewerResolver implementation.
 func (r *Resolver) Viewer() graph.ViewerResolver { return &viewerResolver{r} }
 
+// DeviceFilter returns graph.DeviceFilterResolver implementation.
+func (r *Resolver) DeviceFilter() graph.DeviceFilterResolver { return &deviceFilterResolver{r} }
+
 type (
+	attestationResolver   struct{ *Resolver }
 	deviceResolver        struct{ *Resolver }
 	devicePrivateResolver struct{ *Resolver }
+	gPUResolver           struct{ *Resolver }
 	mutationResolver      struct{ *Resolver }
+	networkStatsResolver  struct{ *Resolver }
 	queryResolver         struct{ *Resolver }
 	viewerResolver        struct{ *Resolver }
+	deviceFilterResolver  struct{ *Resolver }
 )

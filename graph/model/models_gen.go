@@ -12,6 +12,48 @@ import (
 	"github.com/gpugate/gpugate/db"
 )
 
+// One mutation attempt or denial (admin view).
+type AuditEvent struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+	// user:<id>, device:<id> or anonymous.
+	Principal string `json:"principal"`
+	// The GraphQL operation field, e.g. updateDevice.
+	Operation string       `json:"operation"`
+	Target    *string      `json:"target,omitempty"`
+	Outcome   AuditOutcome `json:"outcome"`
+	// The error or reason code (FORBIDDEN, RATE_LIMITED, DISABLED, a counterfeit reason...); null on success.
+	Reason        *string `json:"reason,omitempty"`
+	RequestID     *string `json:"requestId,omitempty"`
+	ClientAddress *string `json:"clientAddress,omitempty"`
+	UserAgent     *string `json:"userAgent,omitempty"`
+}
+
+type AuditEventConnection struct {
+	Edges []AuditEventEdge `json:"edges"`
+	// The edges' nodes, for clients that do not need cursors.
+	Nodes    []AuditEvent `json:"nodes"`
+	PageInfo *PageInfo    `json:"pageInfo"`
+}
+
+type AuditEventEdge struct {
+	Cursor string      `json:"cursor"`
+	Node   *AuditEvent `json:"node"`
+}
+
+// Equality filters, combined with AND; since/until bound the time (since inclusive, until exclusive).
+type AuditFilter struct {
+	// user:<id>, device:<id> or anonymous.
+	Principal *string `json:"principal,omitempty"`
+	// The device (or token, key) the attempt was aimed at.
+	Target *string `json:"target,omitempty"`
+	// The GraphQL operation field, e.g. updateDevice.
+	Operation *string       `json:"operation,omitempty"`
+	Outcome   *AuditOutcome `json:"outcome,omitempty"`
+	Since     *time.Time    `json:"since,omitempty"`
+	Until     *time.Time    `json:"until,omitempty"`
+}
+
 type Challenge struct {
 	ID string `json:"id"`
 	// Base64 of 32 random bytes.
@@ -74,6 +116,42 @@ type GpuConflict struct {
 	Since time.Time `json:"since"`
 }
 
+// How one GPU was judged in one proof (owner view). Evidence facts are null when the GPU sent no
+// confidential-computing evidence.
+type GpuEvidence struct {
+	Index int               `json:"index"`
+	UUID  string            `json:"uuid"`
+	Level VerificationLevel `json:"level"`
+	// Whether the GPU sent confidential-computing evidence with this proof.
+	EvidenceSubmitted bool `json:"evidenceSubmitted"`
+	// The trusted root the certificate chain ended in; null unless the chain verified.
+	Root *AttestationRoot `json:"root,omitempty"`
+	// Reason codes of evidence that did not verify (see docs/attestation.md); empty otherwise.
+	Reasons []string `json:"reasons"`
+	// Whether the certificates' revocation was checked (OCSP). false means unknown, not good.
+	RevocationChecked bool `json:"revocationChecked"`
+	// Whether the measurements were compared with reference values (RIMs).
+	MeasurementsChecked bool `json:"measurementsChecked"`
+	// Driver version from the GPU's signed measurements.
+	DriverVersion *string `json:"driverVersion,omitempty"`
+	// VBIOS version from the GPU's signed measurements.
+	VbiosVersion *string `json:"vbiosVersion,omitempty"`
+	// Serial numbers of the chain's certificates, leaf first (hex).
+	CertificateSerials []string `json:"certificateSerials"`
+}
+
+// One GPU's confidential-computing evidence for a challenge: the SPDM measurement report the GPU
+// signed over the nonce derived from the challenge, the device key and the GPU's index
+// (attest.CCNonce), and the certificate chain of its signing key.
+type GpuEvidenceInput struct {
+	// NVML index of the GPU, as in the snapshot.
+	Index int `json:"index"`
+	// Base64 of the SPDM GET_MEASUREMENTS request and response; at most 16 KiB decoded.
+	Report string `json:"report"`
+	// The attestation certificate chain, leaf first: PEM, or base64 of concatenated DER; at most 16 KiB.
+	CertificateChain string `json:"certificateChain"`
+}
+
 type GpuReadingInput struct {
 	UUID               string `json:"uuid"`
 	UtilizationPercent *int   `json:"utilizationPercent,omitempty"`
@@ -115,12 +193,19 @@ type ProofInput struct {
 	SnapshotHash *string `json:"snapshotHash,omitempty"`
 	// Base64 Ed25519 signature of the proof transcript.
 	Signature string `json:"signature"`
+	// Confidential-computing evidence, one entry per GPU in CC mode (at most 64); GPUs without it
+	// are SELF_REPORTED at best. See docs/attestation.md.
+	Evidence []GpuEvidenceInput `json:"evidence,omitempty"`
 }
 
 type ProofResult struct {
 	Verdict      db.AttestationVerdict `json:"verdict"`
 	Reasons      []string              `json:"reasons"`
 	Verification db.VerificationState  `json:"verification"`
+	// The device's verification level after this proof.
+	Level VerificationLevel `json:"level"`
+	// How each GPU was judged, by index.
+	Gpus []GpuEvidence `json:"gpus"`
 }
 
 // Public explorer queries. Anonymous callers may use every field here but viewer and gpuConflicts.
@@ -130,6 +215,149 @@ type Query struct {
 
 type RemovedDevice struct {
 	ID string `json:"id"`
+}
+
+type VerificationLevelCount struct {
+	Level   VerificationLevel `json:"level"`
+	Devices int               `json:"devices"`
+	Gpus    int               `json:"gpus"`
+}
+
+type WriteSwitch struct {
+	Class WriteClass `json:"class"`
+	// false while the switch is off: writes of this class get DISABLED.
+	Enabled bool `json:"enabled"`
+	// Why writes are disabled; null while enabled.
+	Reason *string `json:"reason,omitempty"`
+	// When the switch last changed; null if it never did.
+	ChangedAt *time.Time `json:"changedAt,omitempty"`
+	// Who changed it last: user:<id>, or alert:<rule> when the write-rate detector tripped it.
+	ChangedBy *string `json:"changedBy,omitempty"`
+}
+
+// Who vouched for a GPU's evidence.
+type AttestationRoot string
+
+const (
+	// NVIDIA's Device Identity CA (pinned in the gateway).
+	AttestationRootNvidia AttestationRoot = "NVIDIA"
+	// gpugate's simulation CA: simulated hosts only. Trusted only in zero-config dev mode or when configured.
+	AttestationRootSimulation AttestationRoot = "SIMULATION"
+	// A root the operator added by configuration.
+	AttestationRootConfigured AttestationRoot = "CONFIGURED"
+)
+
+var AllAttestationRoot = []AttestationRoot{
+	AttestationRootNvidia,
+	AttestationRootSimulation,
+	AttestationRootConfigured,
+}
+
+func (e AttestationRoot) IsValid() bool {
+	switch e {
+	case AttestationRootNvidia, AttestationRootSimulation, AttestationRootConfigured:
+		return true
+	}
+	return false
+}
+
+func (e AttestationRoot) String() string {
+	return string(e)
+}
+
+func (e *AttestationRoot) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AttestationRoot(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AttestationRoot", str)
+	}
+	return nil
+}
+
+func (e AttestationRoot) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AttestationRoot) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AttestationRoot) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type AuditOutcome string
+
+const (
+	// The write was carried out.
+	AuditOutcomeSucceeded AuditOutcome = "SUCCEEDED"
+	// Refused before anything changed: UNAUTHENTICATED, FORBIDDEN, RATE_LIMITED, DISABLED, an
+	// invalid, stale or replayed device signature, a limit.
+	AuditOutcomeDenied AuditOutcome = "DENIED"
+	// A proof judged counterfeit or inconsistent, or a GPU identity conflict.
+	AuditOutcomeFlagged AuditOutcome = "FLAGGED"
+	// Accepted for checking but not carried out: bad input, not found, a conflict.
+	AuditOutcomeFailed AuditOutcome = "FAILED"
+)
+
+var AllAuditOutcome = []AuditOutcome{
+	AuditOutcomeSucceeded,
+	AuditOutcomeDenied,
+	AuditOutcomeFlagged,
+	AuditOutcomeFailed,
+}
+
+func (e AuditOutcome) IsValid() bool {
+	switch e {
+	case AuditOutcomeSucceeded, AuditOutcomeDenied, AuditOutcomeFlagged, AuditOutcomeFailed:
+		return true
+	}
+	return false
+}
+
+func (e AuditOutcome) String() string {
+	return string(e)
+}
+
+func (e *AuditOutcome) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AuditOutcome(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AuditOutcome", str)
+	}
+	return nil
+}
+
+func (e AuditOutcome) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AuditOutcome) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AuditOutcome) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
 
 type Role string
@@ -180,6 +408,143 @@ func (e *Role) UnmarshalJSON(b []byte) error {
 }
 
 func (e Role) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// How strongly a device (or one GPU) is verified. docs/attestation.md says exactly what each level
+// proves and what it does not.
+type VerificationLevel string
+
+const (
+	// No proof has been judged yet.
+	VerificationLevelPending VerificationLevel = "PENDING"
+	// The latest proof passed: the worker holds its key, did fresh work for a server challenge and
+	// reported consistent GPUs through NVML. A host without the GPUs can report the same: this
+	// proves no hardware.
+	VerificationLevelSelfReported VerificationLevel = "SELF_REPORTED"
+	// The latest proof passed and every GPU's confidential-computing evidence (an SPDM measurement
+	// report signed for this challenge) verified to a trusted root: NVIDIA's, or for simulated hosts
+	// in development, gpugate's simulation CA.
+	VerificationLevelAttested VerificationLevel = "ATTESTED"
+	// The latest proof was flagged as counterfeit or inconsistent.
+	VerificationLevelFlagged VerificationLevel = "FLAGGED"
+)
+
+var AllVerificationLevel = []VerificationLevel{
+	VerificationLevelPending,
+	VerificationLevelSelfReported,
+	VerificationLevelAttested,
+	VerificationLevelFlagged,
+}
+
+func (e VerificationLevel) IsValid() bool {
+	switch e {
+	case VerificationLevelPending, VerificationLevelSelfReported, VerificationLevelAttested, VerificationLevelFlagged:
+		return true
+	}
+	return false
+}
+
+func (e VerificationLevel) String() string {
+	return string(e)
+}
+
+func (e *VerificationLevel) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = VerificationLevel(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid VerificationLevel", str)
+	}
+	return nil
+}
+
+func (e VerificationLevel) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *VerificationLevel) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e VerificationLevel) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// A class of writes that one kill switch stops. Admin moderation (quarantine, release, reassign)
+// and the switches themselves are never stopped.
+type WriteClass string
+
+const (
+	// updateDevice, pauseDevice, resumeDevice, removeDevice.
+	WriteClassDeviceMetadata WriteClass = "DEVICE_METADATA"
+	// createEnrollmentToken and enrollDevice.
+	WriteClassEnrollment WriteClass = "ENROLLMENT"
+	// requestChallenge and submitProof.
+	WriteClassProofs WriteClass = "PROOFS"
+	// heartbeat.
+	WriteClassHeartbeats WriteClass = "HEARTBEATS"
+	// addDeviceKey and revokeDeviceKey.
+	WriteClassDeviceKeys WriteClass = "DEVICE_KEYS"
+)
+
+var AllWriteClass = []WriteClass{
+	WriteClassDeviceMetadata,
+	WriteClassEnrollment,
+	WriteClassProofs,
+	WriteClassHeartbeats,
+	WriteClassDeviceKeys,
+}
+
+func (e WriteClass) IsValid() bool {
+	switch e {
+	case WriteClassDeviceMetadata, WriteClassEnrollment, WriteClassProofs, WriteClassHeartbeats, WriteClassDeviceKeys:
+		return true
+	}
+	return false
+}
+
+func (e WriteClass) String() string {
+	return string(e)
+}
+
+func (e *WriteClass) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = WriteClass(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid WriteClass", str)
+	}
+	return nil
+}
+
+func (e WriteClass) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *WriteClass) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e WriteClass) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -99,6 +99,27 @@ func (v *EnrollDeviceResponse) GetEnrollDevice() EnrollDeviceEnrollDeviceEnrolle
 	return v.EnrollDevice
 }
 
+// One GPU's confidential-computing evidence for a challenge: the SPDM measurement report the GPU
+// signed over the nonce derived from the challenge, the device key and the GPU's index
+// (attest.CCNonce), and the certificate chain of its signing key.
+type GpuEvidenceInput struct {
+	// NVML index of the GPU, as in the snapshot.
+	Index int `json:"index"`
+	// Base64 of the SPDM GET_MEASUREMENTS request and response; at most 16 KiB decoded.
+	Report string `json:"report"`
+	// The attestation certificate chain, leaf first: PEM, or base64 of concatenated DER; at most 16 KiB.
+	CertificateChain string `json:"certificateChain"`
+}
+
+// GetIndex returns GpuEvidenceInput.Index, and is useful for accessing the field via an interface.
+func (v *GpuEvidenceInput) GetIndex() int { return v.Index }
+
+// GetReport returns GpuEvidenceInput.Report, and is useful for accessing the field via an interface.
+func (v *GpuEvidenceInput) GetReport() string { return v.Report }
+
+// GetCertificateChain returns GpuEvidenceInput.CertificateChain, and is useful for accessing the field via an interface.
+func (v *GpuEvidenceInput) GetCertificateChain() string { return v.CertificateChain }
+
 type GpuReadingInput struct {
 	Uuid               string `json:"uuid"`
 	UtilizationPercent *int   `json:"utilizationPercent"`
@@ -162,6 +183,9 @@ type ProofInput struct {
 	SnapshotHash *string `json:"snapshotHash"`
 	// Base64 Ed25519 signature of the proof transcript.
 	Signature string `json:"signature"`
+	// Confidential-computing evidence, one entry per GPU in CC mode (at most 64); GPUs without it
+	// are SELF_REPORTED at best. See docs/attestation.md.
+	Evidence []GpuEvidenceInput `json:"evidence"`
 }
 
 // GetChallengeId returns ProofInput.ChallengeId, and is useful for accessing the field via an interface.
@@ -178,6 +202,9 @@ func (v *ProofInput) GetSnapshotHash() *string { return v.SnapshotHash }
 
 // GetSignature returns ProofInput.Signature, and is useful for accessing the field via an interface.
 func (v *ProofInput) GetSignature() string { return v.Signature }
+
+// GetEvidence returns ProofInput.Evidence, and is useful for accessing the field via an interface.
+func (v *ProofInput) GetEvidence() []GpuEvidenceInput { return v.Evidence }
 
 // PublicDeviceDevice includes the requested fields of the GraphQL type Device.
 // The GraphQL type's documentation follows.
@@ -377,12 +404,13 @@ func (v *SubmitProofSubmitProofProofResult) GetVerification() VerificationState 
 	return v.Verification
 }
 
+// Superseded by VerificationLevel.
 type VerificationState string
 
 const (
 	// No proof has passed yet.
 	VerificationStatePending VerificationState = "PENDING"
-	// The latest proof passed.
+	// The latest proof passed (SELF_REPORTED or ATTESTED).
 	VerificationStateVerified VerificationState = "VERIFIED"
 	// The latest proof was flagged as counterfeit or inconsistent.
 	VerificationStateFlagged VerificationState = "FLAGGED"
