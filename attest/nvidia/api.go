@@ -76,7 +76,9 @@ func (v *Verifier) Verify(ctx context.Context, ev Evidence, nonce []byte) Result
 type RIMBundle struct{}
 
 // LoadRIMBundle reads and verifies the RIMs in dir against NVIDIA's RIM root.
-func LoadRIMBundle(dir string, now func() time.Time) (*RIMBundle, error) { return nil, ErrNotImplemented }
+func LoadRIMBundle(dir string, now func() time.Time) (*RIMBundle, error) {
+	return nil, ErrNotImplemented
+}
 
 // OCSPChecker checks certificates' revocation through a responder, with a cache.
 type OCSPChecker struct{}
