@@ -23,7 +23,43 @@ type Write struct {
 
 // Guard runs writes and records their outcome.
 type Guard struct {
-	log *slog.Logger
+	log         *slog.Logger
+	subscribers []func(Event)
+}
+
+// Outcome is what became of a write attempt (the schema's AuditOutcome).
+type Outcome string
+
+// The outcomes.
+const (
+	Succeeded Outcome = "SUCCEEDED" // carried out
+	Denied    Outcome = "DENIED"    // refused before anything changed
+	Flagged   Outcome = "FLAGGED"   // a counterfeit finding or an identity conflict
+	Failed    Outcome = "FAILED"    // accepted for checking but not carried out
+)
+
+// Event is one recorded write attempt, as subscribers see it.
+type Event struct {
+	Write
+	Class   Class   // ClassOf(Op)
+	Outcome Outcome //
+	Reason  string  // a code (FORBIDDEN, RATE_LIMITED, a counterfeit reason...) or a short word; "" on success
+	At      time.Time
+}
+
+// Subscribe adds fn to the functions every recorded event is passed to (metrics, the
+// write-rate detector). Call it before the guard is used; fn must not block.
+func (g *Guard) Subscribe(fn func(Event)) { g.subscribers = append(g.subscribers, fn) }
+
+// emit passes ev to every subscriber.
+func (g *Guard) emit(ev Event) {
+	ev.Class = ClassOf(ev.Op)
+	if ev.At.IsZero() {
+		ev.At = time.Now()
+	}
+	for _, fn := range g.subscribers {
+		fn(ev)
+	}
 }
 
 // New returns a guard that writes its audit records to log.
@@ -38,10 +74,11 @@ func New(log *slog.Logger) *Guard {
 func (g *Guard) Do(ctx context.Context, w Write, fn func(ctx context.Context) error) error {
 	start := time.Now()
 	err := fn(ctx)
-	outcome := "ok"
+	outcome, ev := "ok", Event{Write: w, Outcome: Succeeded}
 	if err != nil {
-		outcome = "error"
+		outcome, ev.Outcome, ev.Reason = "error", Failed, "error"
 	}
+	g.emit(ev)
 	g.log.LogAttrs(ctx, slog.LevelInfo, "write", slog.String("op", w.Op), slog.String("actor", w.Actor),
 		slog.String("target", w.Target), slog.String("outcome", outcome),
 		slog.Duration("duration", time.Since(start)))
@@ -51,6 +88,7 @@ func (g *Guard) Do(ctx context.Context, w Write, fn func(ctx context.Context) er
 // Denied records an attempt refused before it ran (unauthenticated, not the owner, missing
 // role). reason is a short machine-readable word.
 func (g *Guard) Denied(ctx context.Context, w Write, reason string) {
+	g.emit(Event{Write: w, Outcome: Denied, Reason: reason})
 	g.log.LogAttrs(ctx, slog.LevelWarn, "write denied", slog.String("op", w.Op),
 		slog.String("actor", w.Actor), slog.String("target", w.Target), slog.String("reason", reason))
 }
