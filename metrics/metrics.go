@@ -61,6 +61,7 @@ type Metrics struct {
 	cache       *prometheus.CounterVec
 	jobs        *prometheus.CounterVec
 	lanes       *laneCollector
+	switches    *switchCollector
 
 	mu      sync.Mutex
 	ops     map[string]bool // allowed operation label values (the schema's root fields)
@@ -106,11 +107,12 @@ func New() *Metrics {
 			Name: "gpugate_job_runs_total",
 			Help: "Background job runs by job (mark_down, purge) and result (ok, error).",
 		}, []string{"job", "result"}),
-		lanes:   &laneCollector{lanes: map[string]Lane{}},
-		reasons: newLabelSet(),
-		codes:   newLabelSet(),
+		lanes:    &laneCollector{lanes: map[string]Lane{}},
+		switches: &switchCollector{},
+		reasons:  newLabelSet(),
+		codes:    newLabelSet(),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.writes, m.denials, m.rateLimited, m.proofs, m.cache, m.jobs, m.lanes,
+	m.reg.MustRegister(m.requests, m.latency, m.writes, m.denials, m.rateLimited, m.proofs, m.cache, m.jobs, m.lanes, m.switches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every class and outcome starts at zero, so rate() and the alert rules see a series before
 	// the first write of a class (an absent series is not a zero rate).
@@ -316,6 +318,46 @@ func (c *laneCollector) Collect(ch chan<- prometheus.Metric) {
 
 // jobPattern is a job name as the gateway's jobs are named.
 var jobPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
+// WatchSwitches exports the kill switches as gpugate_writes_disabled{class} (1: the class's writes
+// are refused), read from disabled when scraped; disabled returns the classes switched off.
+func (m *Metrics) WatchSwitches(disabled func() []guard.Class) {
+	if m == nil {
+		return
+	}
+	m.switches.mu.Lock()
+	m.switches.disabled = disabled
+	m.switches.mu.Unlock()
+}
+
+var switchDesc = prometheus.NewDesc("gpugate_writes_disabled", "1 while the kill switch of a write class is engaged (its writes are refused as DISABLED), else 0.", []string{"class"}, nil)
+
+type switchCollector struct {
+	mu       sync.Mutex
+	disabled func() []guard.Class
+}
+
+func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) { ch <- switchDesc }
+
+func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	fn := c.disabled
+	c.mu.Unlock()
+	if fn == nil {
+		return
+	}
+	off := map[guard.Class]bool{}
+	for _, cl := range fn() {
+		off[cl] = true
+	}
+	for _, cl := range guard.Classes() {
+		v := 0.0
+		if off[cl] {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(switchDesc, prometheus.GaugeValue, v, string(cl))
+	}
+}
 
 // codePattern is a machine code: what reasons and error codes look like.
 var codePattern = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,47}$`)

@@ -77,3 +77,17 @@ func TestNilMetrics(t *testing.T) {
 		t.Fatal(rec.Code)
 	}
 }
+
+// The kill switches' state is read when scraped, every class reported.
+func TestWatchSwitches(t *testing.T) {
+	m := metrics.New()
+	if strings.Contains(scrape(t, m), "gpugate_writes_disabled{") {
+		t.Fatal("switch series without a switch to watch")
+	}
+	off := []guard.Class{guard.ClassDeviceMetadata}
+	m.WatchSwitches(func() []guard.Class { return off })
+	out := scrape(t, m)
+	if !strings.Contains(out, `gpugate_writes_disabled{class="DEVICE_METADATA"} 1`) || !strings.Contains(out, `gpugate_writes_disabled{class="PROOFS"} 0`) {
+		t.Fatal(out)
+	}
+}
