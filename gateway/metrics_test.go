@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/db/dbtest"
 	"github.com/gpugate/gpugate/gateway"
 	"github.com/gpugate/gpugate/graph/model"
 	"github.com/gpugate/gpugate/metrics"
@@ -229,4 +232,28 @@ func newServer(t *testing.T, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// BenchmarkDeviceByIDWithMetrics is BenchmarkDeviceByID with the metrics on, to compare:
+//
+//	go test -run XXX -bench 'DeviceByID' -benchmem -count 5 ./gateway/
+func BenchmarkDeviceByIDWithMetrics(b *testing.B) {
+	x := dbtest.New(b)
+	store := db.New(x, db.Options{})
+	if _, err := store.Seed(context.Background(), 3000); err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(gateway.New(gateway.Config{Metrics: metrics.New()}, store,
+		slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	b.Cleanup(srv.Close)
+	body := `{"query":"{ device(id: \"6a88570e-be5f-459a-82fa-d6b0f936cafd\") { id name status region verification gpuModel gpuCount lastSeenAt createdAt } }"}`
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := http.Post(srv.URL+"/graphql", "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
 }

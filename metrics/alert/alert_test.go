@@ -437,3 +437,23 @@ func TestWebhookDownIsCounted(t *testing.T) {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// BenchmarkObserve is the detector's cost per write on the request path:
+//
+//	go test -run XXX -bench Observe -benchmem ./metrics/...
+func BenchmarkObserve(b *testing.B) {
+	d, err := alert.New(alert.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	evs := make([]guard.Event, 1024)
+	for i := range evs {
+		evs[i] = write(guard.ClassDeviceMetadata, "updateDevice", fmt.Sprintf("user-%d", i%50), fmt.Sprintf("dev-%d", i))
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		d.Observe(evs[i%len(evs)])
+		i++
+	}
+}
