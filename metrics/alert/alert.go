@@ -359,7 +359,9 @@ func (d *Detector) Evaluate(ctx context.Context) []Alert {
 
 func (d *Detector) evaluate(now time.Time) []Alert {
 	var fired []Alert
-	cur := d.bucket(now)
+	// The newest bucket that has begun before now: evaluated on a step boundary (as Run's
+	// ticker roughly is), that is the step just completed, so the window is the last Window.
+	cur := d.bucket(now.Add(-1))
 	classes := make([]guard.Class, 0, len(d.classes))
 	for c := range d.classes {
 		classes = append(classes, c)

@@ -210,6 +210,17 @@ func TestIncidentBurstByOneIdentityFires(t *testing.T) {
 	if len(s.alerts) != 2 || len(sw.Calls()) != 1 {
 		t.Fatalf("a continuing burst alerted again: %d alerts, %d switch calls", len(s.alerts), len(sw.Calls()))
 	}
+	// Ten minutes of attack did not become the baseline: after a pause, the next burst fires.
+	for range 6 {
+		s.minute(burst)
+	}
+	for range 5 {
+		s.minute(s.steady(5))
+	}
+	s.minute(burst)
+	if n := s.count(alert.RuleWriteRate, guard.ClassDeviceMetadata); n != 2 {
+		t.Fatalf("the burst after a pause raised %v write_rate alerts in all, want 2", n)
+	}
 }
 
 // The IP-hopping attacker with harvested ids: many identities, each renaming a few devices.
