@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,7 +23,9 @@ import (
 	"github.com/gpugate/gpugate/db/dbtest"
 	"github.com/gpugate/gpugate/gateway"
 	"github.com/gpugate/gpugate/graph/model"
+	"github.com/gpugate/gpugate/guard"
 	"github.com/gpugate/gpugate/metrics"
+	"github.com/gpugate/gpugate/metrics/alert"
 	"github.com/gpugate/gpugate/resolvers"
 )
 
@@ -255,5 +258,62 @@ func BenchmarkDeviceByIDWithMetrics(b *testing.B) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// killSwitchCalls stands in for the kill switch (tested in its own package) and records calls.
+type killSwitchCalls struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (k *killSwitchCalls) Disable(_ context.Context, class guard.Class, _, by string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.calls = append(k.calls, string(class)+" "+by)
+	return nil
+}
+
+// The detector, subscribed through the gateway's config, sees the guard's writes of real
+// requests: an owner renaming more distinct devices than allowed raises identity_targets and
+// trips the configured switch; nothing a refused caller tries counts.
+func TestDetectorSeesTheGatewaysWrites(t *testing.T) {
+	t.Parallel()
+	sw := &killSwitchCalls{}
+	m := metrics.New()
+	det, err := alert.New(alert.Config{MaxTargets: 3, Switch: sw, TripClasses: map[guard.Class]bool{guard.ClassDeviceMetadata: true},
+		Registerer: m.Registry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newIDP(t)
+	o := newOwnersWith(t, p, gateway.Config{Verifier: p.verifier, Metrics: m, PublicMetrics: true, GuardObservers: []func(guard.Event){det.Observe}})
+	var ids []string
+	if err := o.x.Select(&ids, `SELECT id FROM devices WHERE owner_id = $1 ORDER BY id LIMIT 4`, o.alice); err != nil || len(ids) < 4 {
+		t.Fatalf("alice's devices: %v %v", ids, err)
+	}
+	rename := `mutation($id: ID!) { updateDevice(id: $id, input: {name: "renamed"}) { id } }`
+	for _, id := range ids { // bob is refused on all of them: that counts for nothing
+		o.as(bearer(o.idp.sign(o.idp.claims("bob"))), rename, map[string]any{"id": id})
+	}
+	if fired := det.Evaluate(context.Background()); len(fired) != 0 {
+		t.Fatalf("refused writes alerted: %+v", fired)
+	}
+	for _, id := range ids[:3] {
+		o.as(bearer(o.idp.sign(o.idp.claims("alice"))), rename, map[string]any{"id": id})
+	}
+	if fired := det.Evaluate(context.Background()); len(fired) != 0 {
+		t.Fatalf("three renames alerted: %+v", fired)
+	}
+	o.as(bearer(o.idp.sign(o.idp.claims("alice"))), rename, map[string]any{"id": ids[3]})
+	fired := det.Evaluate(context.Background())
+	if len(fired) != 1 || fired[0].Rule != alert.RuleIdentityTargets || fired[0].Actor != o.alice || fired[0].KillSwitch != "tripped" {
+		t.Fatalf("fourth distinct device: %+v", fired)
+	}
+	if len(sw.calls) != 1 || sw.calls[0] != "DEVICE_METADATA alert:identity_targets" {
+		t.Fatalf("switch calls: %q", sw.calls)
+	}
+	if _, s := scrape(t, o.url); s[`gpugate_alerts_total{class="DEVICE_METADATA",rule="identity_targets"}`] != 1 {
+		t.Fatal("gpugate_alerts_total does not show the alert")
 	}
 }
