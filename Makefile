@@ -3,7 +3,7 @@ GO ?= go
 # BIN is the binary `make run` builds (git ignores /gpugate).
 BIN ?= ./gpugate
 
-.PHONY: run test check generate lint bench bench-ingest bench-amplification
+.PHONY: run test check generate lint lint-prometheus bench bench-ingest bench-amplification
 
 # run builds ./gpugate and runs it rather than `go run`: go run exits 1 whenever it was
 # interrupted, so Ctrl-C ended with "make: *** Error 1" after the gateway's clean shutdown.
@@ -20,11 +20,24 @@ test: ## run every test against real PostgreSQL
 generate: ## regenerate graph/ from schema.graphqls
 	$(GO) generate ./...
 
-lint: ## gofmt, go vet, and graph/ matches its generator
+lint: ## gofmt, go vet, graph/ matches its generator, and the Prometheus rules check and pass their tests
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GO) generate ./...
 	@git diff --exit-code -- graph resolvers || { echo "go generate changed generated code: commit its output"; exit 1; }
+	@$(MAKE) --no-print-directory lint-prometheus
+
+# promtool comes with Debian's prometheus package. Without it the rules are skipped with a
+# notice, except under CI (GPUGATE_CI=1, set by .ci/run, which installs it), where that fails.
+lint-prometheus: ## promtool check rules and promtool test rules on deploy/prometheus
+	@if command -v promtool >/dev/null 2>&1; then \
+		promtool check rules deploy/prometheus/gpugate-alerts.yml && \
+		promtool test rules deploy/prometheus/gpugate-alerts.test.yml; \
+	elif [ "$$GPUGATE_CI" = 1 ]; then \
+		echo "promtool is missing: apt-get install -y --no-install-recommends prometheus"; exit 1; \
+	else \
+		echo "promtool not installed: Prometheus rules not checked (apt-get install -y --no-install-recommends prometheus)"; \
+	fi
 
 bench: ## seed 1,000,000 devices and measure the gateway next to pgbench
 	bench/run.sh

@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/metrics"
 )
 
 // markDownJob shows DOWN the devices whose workers went silent (timeout 0: never) and, every
 // purgeEvery (0: never), purges what the retention rules let go. Status changes by time belong
 // to a job, not to whichever request happens to look.
-func markDownJob(ctx context.Context, store *db.DB, timeout time.Duration, keep db.Retention, purgeEvery time.Duration, log *slog.Logger) {
+// Each run is counted in m (gpugate_job_runs_total).
+func markDownJob(ctx context.Context, store *db.DB, timeout time.Duration, keep db.Retention, purgeEvery time.Duration, m *metrics.Metrics, log *slog.Logger) {
 	if timeout <= 0 && purgeEvery <= 0 {
 		return
 	}
@@ -30,7 +32,9 @@ func markDownJob(ctx context.Context, store *db.DB, timeout time.Duration, keep 
 		}
 		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if timeout > 0 {
-			if n, err := store.MarkSilentDevicesDown(qctx, timeout); err != nil {
+			n, err := store.MarkSilentDevicesDown(qctx, timeout)
+			m.ObserveJob("mark_down", err)
+			if err != nil {
 				log.Warn("marking silent devices down", "err", err)
 			} else if n > 0 {
 				log.Info("silent devices marked down", "devices", n)
@@ -42,6 +46,7 @@ func markDownJob(ctx context.Context, store *db.DB, timeout time.Duration, keep 
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 			n, err := store.Purge(pctx, keep)
 			cancel()
+			m.ObserveJob("purge", err)
 			if err != nil {
 				log.Warn("purging expired evidence", "err", err)
 			}

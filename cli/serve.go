@@ -57,6 +57,7 @@ type ServeMain struct {
 	db       *database
 	dev      *devIdentity
 	stopJobs context.CancelFunc
+	obs      *observability
 }
 
 // serveFlags are serve's flags; f tells which were set explicitly.
@@ -102,6 +103,7 @@ type serveFlags struct {
 	heartbeatEvery   *time.Duration
 	heartbeatTimeout *time.Duration
 	ev               evidenceFlags
+	mf               metricsFlags
 	debugListen      *string
 	logFormat        *string
 	logLevel         *string
@@ -162,6 +164,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.heartbeatTimeout = f.Duration("heartbeat-timeout", "GPUGATE_HEARTBEAT_TIMEOUT", db.HeartbeatWindow,
 		"a device silent this long is shown DOWN by a background job (0 disables the job)")
 	c.ev = addEvidenceFlags(f)
+	c.mf = addMetricsFlags(f)
 	c.debugListen = f.String("debug-listen", "GPUGATE_DEBUG_LISTEN", "", "serve /debug/pprof on this loopback address (empty: off)")
 	c.logFormat = f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	c.logLevel = f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -171,6 +174,9 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.f = f
 	m.workers = resolvers.WorkerConfig{Difficulty: *c.difficulty, ChallengeTTL: *c.challengeTTL, HeartbeatEvery: *c.heartbeatEvery}
 	if err := c.ev.apply(&m.workers); err != nil {
+		return err
+	}
+	if _, err := c.mf.config(); err != nil {
 		return err
 	}
 	log, err := newLogger(*c.logFormat, *c.logLevel, os.Stderr)
@@ -267,6 +273,11 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	} else {
 		log.Warn("no --oidc-issuer: every request is anonymous; owner and admin operations are unavailable")
 	}
+	// The kill switch the detector may trip (--alert-kill-switch) is issue 9's; nil: none yet.
+	if m.obs, err = c.mf.start(nil, log); err != nil {
+		return err
+	}
+	gcfg.Metrics, gcfg.PublicMetrics, gcfg.GuardObservers = m.obs.reg, *c.mf.public, m.obs.observers()
 	h := gateway.New(gcfg, d.store, log)
 	srv := &http.Server{
 		Handler:           h,
@@ -280,7 +291,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	base := "http://" + ln.Addr().String()
 	log.Info("gpugate is serving", "graphql", base+"/graphql", "healthz", base+"/healthz", "readyz", base+"/readyz", "dev", *c.dev)
 	if *c.dev {
-		fmt.Fprintf(os.Stderr, "\n  GraphiQL:  %s/\n  GraphQL:   %s/graphql\n  Health:    %s/healthz  %s/readyz\n", base, base, base, base)
+		fmt.Fprintf(os.Stderr, "\n  GraphiQL:  %s/\n  GraphQL:   %s/graphql\n  Health:    %s/healthz  %s/readyz\n  Metrics:   %s/metrics\n", base, base, base, base, base)
 		if gcfg.DevInfo != nil {
 			fmt.Fprintf(os.Stderr, "  Sign in:   go run . dev token --server %s alice   (also bob, admin)\n", base)
 		}
@@ -293,7 +304,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	}
 	jobs, stopJobs := context.WithCancel(context.Background())
 	m.stopJobs = stopJobs
-	go markDownJob(jobs, d.store, *c.heartbeatTimeout, c.ev.retention(), *c.ev.purgeEvery, log)
+	go markDownJob(jobs, d.store, *c.heartbeatTimeout, c.ev.retention(), *c.ev.purgeEvery, m.obs.reg, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var localDone <-chan struct{}
@@ -324,6 +335,7 @@ func (m *ServeMain) Close() error {
 	if m.stopJobs != nil {
 		m.stopJobs()
 	}
+	m.obs.close()
 	if m.dev != nil {
 		_ = m.dev.server.Close(context.Background())
 	}

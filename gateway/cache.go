@@ -16,6 +16,7 @@ import (
 	"github.com/vektah/gqlparser/v2/lexer"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/metrics"
 )
 
 // publicCache is a micro-cache for the anonymous explorer: the response to an identical
@@ -38,11 +39,14 @@ type publicCache struct {
 	mu      sync.Mutex
 	entries *simplelru.LRU[[32]byte, cachedResponse]
 	bytes   int64
+
+	metrics *metrics.Metrics // counts hits and misses; nil counts nothing
 }
 
 type cachedResponse struct {
 	body    []byte
 	expires time.Time
+	op      string // the operation's metrics label, so a hit is counted as the operation it answers
 }
 
 // maxCachedBody is the largest response kept (further capped at a quarter of the byte budget).
@@ -62,28 +66,28 @@ func newPublicCache(ttl time.Duration, maxBytes int64) *publicCache {
 	return c
 }
 
-func (c *publicCache) get(key [32]byte) ([]byte, bool) {
+func (c *publicCache) get(key [32]byte) (cachedResponse, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, ok := c.entries.Get(key)
 	if !ok {
-		return nil, false
+		return cachedResponse{}, false
 	}
 	if !c.now().Before(v.expires) {
 		c.entries.Remove(key)
-		return nil, false
+		return cachedResponse{}, false
 	}
-	return v.body, true
+	return v, true
 }
 
-func (c *publicCache) add(key [32]byte, body []byte) {
+func (c *publicCache) add(key [32]byte, body []byte, op string) {
 	if int64(len(body)) > c.entryLimit() {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.entries.Remove(key)
-	c.entries.Add(key, cachedResponse{body: body, expires: c.now().Add(c.ttl)})
+	c.entries.Add(key, cachedResponse{body: body, expires: c.now().Add(c.ttl), op: op})
 	c.bytes += int64(len(body))
 	for c.bytes > c.maxBytes {
 		if _, _, ok := c.entries.RemoveOldest(); !ok {
@@ -190,10 +194,15 @@ func (c *publicCache) middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if hit, ok := c.get(key); ok {
+		hit, ok := c.get(key)
+		c.metrics.ObserveCache(ok)
+		if ok {
+			if info := infoFrom(r.Context()); info != nil {
+				info.set(hit.op, string(ast.Query))
+			}
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("X-Cache", "hit")
-			_, _ = w.Write(hit)
+			_, _ = w.Write(hit.body)
 			return
 		}
 		mark := &cacheMark{}
@@ -203,7 +212,13 @@ func (c *publicCache) middleware(next http.Handler) http.Handler {
 		ok = mark.cacheable
 		mark.mu.Unlock()
 		if ok && rec.status == http.StatusOK && !rec.overflow {
-			c.add(key, bytes.Clone(rec.buf.Bytes()))
+			op := metrics.OpCached
+			if info := infoFrom(r.Context()); info != nil {
+				info.mu.Lock()
+				op = info.op
+				info.mu.Unlock()
+			}
+			c.add(key, bytes.Clone(rec.buf.Bytes()), op)
 		}
 	})
 }

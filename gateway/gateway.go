@@ -21,6 +21,7 @@ import (
 	"github.com/gpugate/gpugate/graph"
 	"github.com/gpugate/gpugate/graph/model"
 	"github.com/gpugate/gpugate/guard"
+	"github.com/gpugate/gpugate/metrics"
 	"github.com/gpugate/gpugate/oidc"
 	"github.com/gpugate/gpugate/resolvers"
 )
@@ -73,6 +74,16 @@ type Config struct {
 	PublicCacheTTL time.Duration
 	// PublicCacheBytes bounds the memory the public cache holds.
 	PublicCacheBytes int64
+
+	// Metrics, when set, counts requests, cache use, admission, the pool and the guard's events
+	// (docs/operations.md, "Metrics"); nil counts nothing.
+	Metrics *metrics.Metrics
+	// PublicMetrics serves Metrics at /metrics on this handler outside dev mode too (dev mode
+	// always does; production serves it on a separate listener).
+	PublicMetrics bool
+	// GuardObservers receive every write attempt and denial the guard records (the write-rate
+	// detector); they must not block.
+	GuardObservers []func(guard.Event)
 }
 
 // Defaults returns the gateway's default limits (docs/security.md).
@@ -190,8 +201,18 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 			}
 		},
 	})
-	res := resolvers.New(store, guard.New(log), cfg.RoleNames, cfg.Workers, devices)
-	srv := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: res.Directives()}))
+	g := guard.New(log)
+	for _, fn := range cfg.GuardObservers {
+		g.Subscribe(fn)
+	}
+	m := cfg.Metrics
+	if m != nil {
+		g.Subscribe(m.ObserveGuard)
+		m.WatchDB(store.SQL().DB)
+	}
+	res := resolvers.New(store, g, cfg.RoleNames, cfg.Workers, devices)
+	schema := graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: res.Directives()})
+	srv := handler.New(schema)
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
@@ -201,14 +222,22 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	if cfg.Introspection {
 		srv.Use(extension.Introspection{})
 	}
+	if m != nil { // first: the outermost middleware sees the final answer (observe.go)
+		m.AllowOperations(rootFieldNames(schema.Schema()))
+		srv.AroundOperations(observeOperation)
+		srv.AroundResponses(observeResponse)
+		srv.AroundFields(observeProofs(m))
+	}
 	srv.Use(&limits{cfg: cfg})
 	srv.AroundOperations(res.Loaders)
 	srv.AroundOperations(timeoutResponse)
-	srv.AroundOperations(newHeavyLane(int64(cfg.HeavyCost), cfg.MaxHeavy, cfg.QueueWait).middleware)
+	heavy := newHeavyLane(int64(cfg.HeavyCost), cfg.MaxHeavy, cfg.QueueWait)
+	srv.AroundOperations(heavy.middleware)
 	srv.AroundFields(stopWhenDone)
 	srv.AroundResponses(finishResponse(cfg.MaxResponseBytes))
 	cache := newPublicCache(cfg.PublicCacheTTL, cfg.PublicCacheBytes)
 	if cache != nil {
+		cache.metrics = m
 		srv.AroundOperations(markCacheable)
 	}
 	p := presenter{log: log, suggestions: cfg.Dev}
@@ -221,9 +250,14 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		api = cfg.Verifier.Middleware(rejectToken(log))(api)
 	}
 	api = devices.Middleware(rejectToken(log))(api)
-	api = lanes(newAdmission(cfg.MaxConcurrent, cfg.MaxQueued, cfg.QueueWait),
-		newAdmission(cfg.MaxWorkerConcurrent, cfg.MaxWorkerQueued, cfg.QueueWait))(api)
-	mux.Handle("/graphql", graphqlOnly(cfg.MaxBodyBytes, cache.middleware(api)))
+	general, workers := newAdmission(cfg.MaxConcurrent, cfg.MaxQueued, cfg.QueueWait),
+		newAdmission(cfg.MaxWorkerConcurrent, cfg.MaxWorkerQueued, cfg.QueueWait)
+	api = lanes(general, workers)(api)
+	watchLanes(m, map[string]*admission{"general": general, "workers": workers, "heavy": {slots: heavy.slots, queue: heavy.queue}})
+	mux.Handle("/graphql", observe(m, graphqlOnly(cfg.MaxBodyBytes, cache.middleware(api))))
+	if m != nil && (cfg.Dev || cfg.PublicMetrics) {
+		mux.Handle("GET /metrics", m.Handler())
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -156,6 +156,7 @@ func graphqlOnly(max int64, next http.Handler) http.Handler {
 }
 
 func writeError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	noteErrorCode(r.Context(), code) // the request metrics' code (observe.go)
 	writeJSON(w, status, map[string]any{"errors": []map[string]any{{
 		"message":    msg,
 		"extensions": map[string]any{"code": code, "requestId": RequestID(r.Context())},
