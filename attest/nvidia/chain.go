@@ -177,10 +177,19 @@ func verifyChain(certs []*x509.Certificate, anchors []trustAnchor, now time.Time
 		}
 		return nil, attest.ReasonCCChainUntrusted
 	}
-	// Use the verified path that follows the presented order.
+	// Use the verified path that is the presented chain: every presented certificate must be in
+	// it, in order, so a chain whose copy of the root differs from the pinned one (even only in
+	// bytes the path does not depend on) fails, as it does in nvtrust.
 	var path []*x509.Certificate
 	for _, ch := range chains {
-		if len(ch) >= minChainCerts && ch[1].Equal(certs[1]) {
+		if len(ch) < len(certs) {
+			continue
+		}
+		same := true
+		for i, c := range certs {
+			same = same && ch[i].Equal(c)
+		}
+		if same {
 			path = ch
 			break
 		}

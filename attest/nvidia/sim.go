@@ -111,7 +111,10 @@ func issue(tmpl *x509.Certificate, key *ecdsa.PrivateKey, parent *simNode, seed 
 	if parent != nil {
 		pc, pk = parent.cert, parent.key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, pc, &key.PublicKey, pk)
+	// A nil random source makes the signatures deterministic (RFC 6979), so the simulation CA's
+	// certificates are byte-identical in every process: a worker's chain ends in exactly the
+	// root certificate the gateway pins.
+	der, err := x509.CreateCertificate(nil, tmpl, pc, &key.PublicKey, pk)
 	if err != nil {
 		return simNode{}, err
 	}
