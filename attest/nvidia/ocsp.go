@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/ocsp"
@@ -143,18 +144,27 @@ func (c *OCSPChecker) revoked(ctx context.Context, now time.Time, t ocspTarget, 
 }
 
 // checkResponder returns nil when r is signed by the certificate's issuer, or by a responder
-// certificate for OCSP signing that chains, at now, through the path above the certificate to
-// the same root. (x/crypto/ocsp checked that the embedded responder certificate signed r.)
+// certificate for OCSP signing that chains, at now, to the same root through certificates
+// strictly above the one asked about (x/crypto/ocsp checked that the embedded responder
+// certificate signed r). Certificates below or equal to it are excluded: a key extracted from
+// one GPU, or the key of a revoked CA itself, must not vouch for that CA.
 func checkResponder(r *ocsp.Response, t ocspTarget, path []*x509.Certificate, now time.Time) error {
 	if r.Certificate == nil || r.Certificate.Equal(t.issuer) {
 		return r.CheckSignatureFrom(t.issuer)
 	}
+	// RFC 6960 4.2.2.2: a delegated responder carries id-kp-OCSPSigning. (x509.Verify would let
+	// a certificate without any extended key usage pass for every usage.)
+	if !slices.Contains(r.Certificate.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
+		return errors.New("responder certificate is not for OCSP signing")
+	}
+	i := slices.Index(path, t.cert)
+	if i < 0 || i+1 >= len(path) {
+		return errors.New("certificate not in its path")
+	}
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	roots.AddCert(path[len(path)-1])
-	for _, c := range path[:len(path)-1] {
-		if c != t.cert {
-			inter.AddCert(c)
-		}
+	for _, c := range path[i+1 : len(path)-1] {
+		inter.AddCert(c)
 	}
 	_, err := r.Certificate.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning}})
