@@ -119,6 +119,11 @@ func (m *AttestMain) Run(ctx context.Context) error {
 	}
 	r := nvidia.New(opts).Verify(ctx, nvidia.Evidence{Report: report, Chain: chain}, nonce)
 	writeAttestResult(out, r, opts)
+	if rep, perr := nvidia.ParseReport(report); perr == nil {
+		// What an operator fetches for --rim-bundle (docs/attestation.md); GH100 for Hopper.
+		d, v := rep.RIMIDs("GH100")
+		fmt.Fprintf(out, "rim ids:        %s %s\n", orUnknown(d), orUnknown(v))
+	}
 	if !r.OK() {
 		return exitCode(1)
 	}

@@ -52,6 +52,7 @@ func TestAttestVerifyFixture(t *testing.T) {
 		"verdict:        VERIFIED (root NVIDIA)", "gpu identity:   ", "serial 41431D480FE5E87274", "CN=GH100 A01 GSP BROM",
 		"driver:         550.90.07", "vbios:          96.00.9f.00.01", "measurements:   not checked (no --rim-bundle)",
 		"revocation:     not checked (no --ocsp-url)",
+		"rim ids:        NV_GPU_DRIVER_GH100_550.90.07 NV_GPU_VBIOS_1010_0200_882_96009F0001",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
