@@ -16,6 +16,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"math/big"
+	"slices"
 	"time"
 
 	"github.com/gpugate/gpugate/attest"
@@ -128,7 +129,8 @@ func (v *Verifier) Verify(ctx context.Context, ev Evidence, nonce []byte) Result
 	if reason != "" {
 		return fail(reason)
 	}
-	res.CertificateSerials, res.CertificateSubjects = facts.serials, facts.subjects
+	// Copies: the facts are shared through the cache with every later caller.
+	res.CertificateSerials, res.CertificateSubjects = slices.Clone(facts.serials), slices.Clone(facts.subjects)
 	if facts.fwid == nil || !bytes.Equal(facts.fwid, rep.FWID()) {
 		res.Reasons = append(res.Reasons, attest.ReasonCCIdentityMismatch)
 	}
