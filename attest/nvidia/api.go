@@ -4,7 +4,8 @@
 // where a responder is configured, checked for revocation. It also makes evidence of the same
 // shape for simulated hosts, under gpugate's simulation CA. See docs/attestation.md.
 //
-// It uses only the standard library's crypto (and golang.org/x/crypto/ocsp); no external process.
+// It uses the standard library's crypto, golang.org/x/crypto/ocsp for revocation and goxmldsig
+// for the RIMs' XML signatures; no external process.
 package nvidia
 
 import (
@@ -23,7 +24,8 @@ import (
 	"github.com/gpugate/gpugate/internal/ttlcache"
 )
 
-// ErrNotImplemented is returned by the interim stubs (issue 8 in progress).
+// ErrNotImplemented was returned by the interim stubs; nothing returns it any more. It stays so
+// that code written against the stubs still compiles.
 var ErrNotImplemented = errors.New("nvidia: not implemented yet")
 
 // Root names the trusted root a chain ended in.
