@@ -171,8 +171,10 @@ type AuditStats struct {
 }
 
 // AuditLog is the durable audit log's writer: Record appends an event to an in-memory buffer
-// and a background goroutine writes the buffer to the store in multi-row batches. Several
-// gateway replicas each run one over the same database; their rows interleave by time.
+// and a background goroutine writes the buffer to the store in multi-row batches. The goroutine
+// runs only while records are pending (an idle gateway holds none; a gateway that is dropped
+// without Close leaves nothing running once its records are written). Several gateway replicas
+// each run one over the same database; their rows interleave by time.
 type AuditLog struct {
 	store AuditStore
 	log   *slog.Logger
@@ -181,9 +183,10 @@ type AuditLog struct {
 	mu      sync.Mutex
 	buf     []db.AuditRecord
 	closed  bool
+	running bool // a writer goroutine is running (it stops when the buffer is empty)
 	kick    chan struct{}
 	stop    chan struct{}
-	done    chan struct{}
+	wg      sync.WaitGroup
 	written atomic.Uint64
 	dropped atomic.Uint64
 	failed  atomic.Uint64
@@ -192,7 +195,7 @@ type AuditLog struct {
 	lastFailLog atomic.Int64
 }
 
-// NewAuditLog starts an AuditLog writing to store; Close flushes and stops it.
+// NewAuditLog returns an AuditLog writing to store; Close flushes and stops it.
 func NewAuditLog(store AuditStore, log *slog.Logger, o AuditOptions) *AuditLog {
 	d := DefaultAuditOptions()
 	if o.Interval <= 0 {
@@ -211,10 +214,7 @@ func NewAuditLog(store AuditStore, log *slog.Logger, o AuditOptions) *AuditLog {
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &AuditLog{store: store, log: log, opt: o, kick: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
-	go a.run()
-	return a
+	return &AuditLog{store: store, log: log, opt: o, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
 // Attach subscribes the log to g's events.
@@ -239,6 +239,11 @@ func (a *AuditLog) Record(ev Event) {
 	}
 	a.buf = append(a.buf, rec)
 	full := len(a.buf) >= a.opt.Batch
+	if !a.running {
+		a.running = true
+		a.wg.Add(1)
+		go a.run()
+	}
 	a.mu.Unlock()
 	if full {
 		select {
@@ -271,8 +276,10 @@ func (a *AuditLog) Stats() AuditStats {
 	return AuditStats{Written: a.written.Load(), Dropped: a.dropped.Load(), Pending: pending, Failed: a.failed.Load()}
 }
 
+// run writes the buffer every Interval, or as soon as a batch is full, until it is empty (or
+// Close stops it).
 func (a *AuditLog) run() {
-	defer close(a.done)
+	defer a.wg.Done()
 	tick := time.NewTicker(a.opt.Interval)
 	defer tick.Stop()
 	for {
@@ -285,6 +292,13 @@ func (a *AuditLog) run() {
 		ctx, cancel := context.WithTimeout(context.Background(), a.opt.FlushTimeout)
 		_ = a.flush(ctx)
 		cancel()
+		a.mu.Lock()
+		if len(a.buf) == 0 {
+			a.running = false
+			a.mu.Unlock()
+			return
+		}
+		a.mu.Unlock()
 	}
 }
 
@@ -334,7 +348,7 @@ func (a *AuditLog) Close(ctx context.Context) error {
 	a.closed = true
 	a.mu.Unlock()
 	close(a.stop)
-	<-a.done
+	a.wg.Wait()
 	for {
 		fctx, cancel := context.WithTimeout(ctx, a.opt.FlushTimeout)
 		err := a.flush(fctx)
