@@ -184,12 +184,15 @@ type AuditLog struct {
 	buf     []db.AuditRecord
 	closed  bool
 	running bool // a writer goroutine is running (it stops when the buffer is empty)
-	kick    chan struct{}
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	written atomic.Uint64
-	dropped atomic.Uint64
-	failed  atomic.Uint64
+	// inflight counts the records flush took and has not written yet: they count against
+	// Buffer too.
+	inflight int
+	kick     chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	written  atomic.Uint64
+	dropped  atomic.Uint64
+	failed   atomic.Uint64
 	// lastDropLog and lastFailLog rate-limit the drop and insert-failure logs (unix nanoseconds).
 	lastDropLog atomic.Int64
 	lastFailLog atomic.Int64
@@ -227,7 +230,7 @@ func (a *AuditLog) Record(ev Event) {
 		Outcome: string(ev.Outcome), Reason: ev.Reason, RequestID: ev.Request.ID,
 		ClientAddress: ev.Request.ClientAddress, UserAgent: ev.Request.UserAgent}
 	a.mu.Lock()
-	if a.closed || len(a.buf) >= a.opt.Buffer {
+	if a.closed || len(a.buf)+a.inflight >= a.opt.Buffer {
 		closed := a.closed
 		a.mu.Unlock()
 		if closed {
@@ -271,7 +274,7 @@ func every(last *atomic.Int64, d time.Duration) bool {
 // Stats returns the log's counters.
 func (a *AuditLog) Stats() AuditStats {
 	a.mu.Lock()
-	pending := len(a.buf)
+	pending := len(a.buf) + a.inflight
 	a.mu.Unlock()
 	return AuditStats{Written: a.written.Load(), Dropped: a.dropped.Load(), Pending: pending, Failed: a.failed.Load()}
 }
@@ -302,38 +305,42 @@ func (a *AuditLog) run() {
 	}
 }
 
-// flush writes what is pending, a batch at a time. A failed batch goes back to the front of
-// the buffer (as much as fits) for the next attempt; flush then returns the error.
+// flush writes what is pending, a batch at a time. It takes the whole buffer at once (Record
+// never waits behind a copy of it); when a batch fails, what is left goes back to the front of
+// the buffer (as much as fits) for the next attempt, and flush returns the error.
 func (a *AuditLog) flush(ctx context.Context) error {
-	for {
-		a.mu.Lock()
-		n := min(len(a.buf), a.opt.Batch)
-		if n == 0 {
-			a.mu.Unlock()
-			return nil
-		}
-		batch := make([]db.AuditRecord, n)
-		copy(batch, a.buf)
-		a.buf = append(a.buf[:0], a.buf[n:]...)
-		a.mu.Unlock()
-		if err := a.store.InsertAudit(ctx, batch); err != nil {
+	a.mu.Lock()
+	pending := a.buf
+	a.buf = make([]db.AuditRecord, 0, a.opt.Batch) // the steady state needs no growing
+	a.inflight = len(pending)
+	a.mu.Unlock()
+	for len(pending) > 0 {
+		n := min(len(pending), a.opt.Batch)
+		if err := a.store.InsertAudit(ctx, pending[:n]); err != nil {
 			a.failed.Add(1)
 			a.mu.Lock()
-			room := a.opt.Buffer - len(a.buf)
-			keep := batch[:min(len(batch), max(room, 0))]
+			a.inflight = 0
+			room := max(a.opt.Buffer-len(a.buf), 0)
+			keep := pending[:min(len(pending), room)]
 			a.buf = append(keep[:len(keep):len(keep)], a.buf...)
+			pendingNow := len(a.buf)
 			a.mu.Unlock()
-			if lost := len(batch) - len(keep); lost > 0 {
+			if lost := len(pending) - len(keep); lost > 0 {
 				a.drop(lost, "the audit buffer is full (the database is slow or down)")
 			}
 			if every(&a.lastFailLog, 10*time.Second) { // a database outage must not flood the log
-				a.log.Warn("writing audit records; kept for the next attempt", "records", len(batch),
-					"pending", a.Stats().Pending, "err", err)
+				a.log.Warn("writing audit records; kept for the next attempt", "records", n,
+					"pending", pendingNow, "err", err)
 			}
 			return err
 		}
 		a.written.Add(uint64(n))
+		pending = pending[n:]
+		a.mu.Lock()
+		a.inflight = len(pending)
+		a.mu.Unlock()
 	}
+	return nil
 }
 
 // Close stops the background writer and writes what is pending, retrying failed batches until
