@@ -483,7 +483,8 @@ func TestAuditCloseLosesNothingAndOverflowIsCounted(t *testing.T) {
 		return n
 	}
 	g := guard.New(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	a := guard.NewAuditLog(store, nil, guard.AuditOptions{Interval: time.Hour, Batch: 400, Buffer: 5000})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a := guard.NewAuditLog(store, quiet, guard.AuditOptions{Interval: time.Hour, Batch: 400, Buffer: 5000})
 	a.Attach(g)
 	ctx := guard.WithRequest(context.Background(), guard.RequestInfo{ID: "req-close", ClientAddress: "::ffff:10.1.2.3", UserAgent: "ua"})
 	for i := range 1900 {
@@ -505,7 +506,7 @@ func TestAuditCloseLosesNothingAndOverflowIsCounted(t *testing.T) {
 		t.Fatalf("a record after Close: %+v", s)
 	}
 
-	full := guard.NewAuditLog(store, nil, guard.AuditOptions{Interval: time.Hour, Batch: 10, Buffer: 10})
+	full := guard.NewAuditLog(store, quiet, guard.AuditOptions{Interval: time.Hour, Batch: 10, Buffer: 10})
 	for i := range 25 {
 		full.Record(guard.Event{Write: guard.Write{Op: "overflow", Actor: fmt.Sprint(i)}, Outcome: guard.Succeeded, At: time.Now()})
 	}
