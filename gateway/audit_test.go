@@ -490,11 +490,18 @@ func TestAuditCloseLosesNothingAndOverflowIsCounted(t *testing.T) {
 	for i := range 1900 {
 		_ = g.Do(ctx, guard.Write{Op: "updateDevice", Actor: fmt.Sprintf("u%d", i), Target: "d"}, func(context.Context) error { return nil })
 	}
-	waitFor(t, func() bool { return count() >= 1600 }) // four full batches went without waiting for the interval
+	// Full batches are written without waiting for the (hour-long) interval.
+	waitFor(t, func() bool { return count() == 1900 && a.Stats().Pending == 0 })
+	for i := range 150 { // less than a batch: these wait for the interval, or Close
+		g.Denied(ctx, guard.Write{Op: "pauseDevice", Actor: fmt.Sprintf("u%d", i), Target: "d"}, guard.ReasonForbidden)
+	}
+	if n, s := count(), a.Stats(); n != 1900 || s.Pending != 150 {
+		t.Fatalf("before Close: %d rows, stats %+v", n, s)
+	}
 	if err := a.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n, s := count(), a.Stats(); n != 1900 || s.Written != 1900 || s.Dropped != 0 || s.Pending != 0 {
+	if n, s := count(), a.Stats(); n != 2050 || s.Written != 2050 || s.Dropped != 0 || s.Pending != 0 {
 		t.Fatalf("after Close: %d rows, stats %+v", n, s)
 	}
 	var addr string
