@@ -84,6 +84,10 @@ type Config struct {
 	// GuardObservers receive every write attempt and denial the guard records (the write-rate
 	// detector); they must not block.
 	GuardObservers []func(guard.Event)
+	// Audit is the durable audit log the guard's records go to (docs/operations.md, "Audit
+	// log"); the caller closes it after the server drained. nil: New starts one with the
+	// default options that is never closed (records pending at exit are lost).
+	Audit *guard.AuditLog
 }
 
 // Defaults returns the gateway's default limits (docs/security.md).
@@ -202,6 +206,10 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		},
 	})
 	g := guard.New(log)
+	if cfg.Audit == nil {
+		cfg.Audit = guard.NewAuditLog(store, log, guard.AuditOptions{})
+	}
+	cfg.Audit.Attach(g)
 	for _, fn := range cfg.GuardObservers {
 		g.Subscribe(fn)
 	}
@@ -234,6 +242,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	heavy := newHeavyLane(int64(cfg.HeavyCost), cfg.MaxHeavy, cfg.QueueWait)
 	srv.AroundOperations(heavy.middleware)
 	srv.AroundFields(stopWhenDone)
+	srv.AroundFields(res.AuditMutations)
 	srv.AroundResponses(finishResponse(cfg.MaxResponseBytes))
 	cache := newPublicCache(cfg.PublicCacheTTL, cfg.PublicCacheBytes)
 	if cache != nil {
@@ -246,10 +255,11 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 
 	mux := http.NewServeMux()
 	var api http.Handler = srv
+	reject := audited(g, cfg.MaxTokens, rejectToken(log))
 	if cfg.Verifier != nil {
-		api = cfg.Verifier.Middleware(rejectToken(log))(api)
+		api = cfg.Verifier.Middleware(reject)(api)
 	}
-	api = devices.Middleware(rejectToken(log))(api)
+	api = devices.Middleware(reject)(api)
 	general, workers := newAdmission(cfg.MaxConcurrent, cfg.MaxQueued, cfg.QueueWait),
 		newAdmission(cfg.MaxWorkerConcurrent, cfg.MaxWorkerQueued, cfg.QueueWait)
 	api = lanes(general, workers)(api)
