@@ -73,6 +73,11 @@ type Config struct {
 	PublicCacheTTL time.Duration
 	// PublicCacheBytes bounds the memory the public cache holds.
 	PublicCacheBytes int64
+	// WriteLimits are the identity write limits (guard.DefaultLimits for zero fields).
+	WriteLimits guard.LimitConfig
+	// Switches are the kill switches, kept current by their Run (serve starts it); nil: the
+	// gateway reads them itself, re-reading every few seconds when checked.
+	Switches *guard.Switches
 }
 
 // Defaults returns the gateway's default limits (docs/security.md).
@@ -190,7 +195,12 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 			}
 		},
 	})
-	res := resolvers.New(store, guard.New(log), cfg.RoleNames, cfg.Workers, devices)
+	g, switches := guard.New(log), cfg.Switches
+	if switches == nil {
+		switches = guard.NewSwitches(store, log, 0)
+	}
+	g.Admission(guard.NewLimits(store, cfg.WriteLimits), switches) // before resolvers.New: verify adds its limits
+	res := resolvers.New(store, g, cfg.RoleNames, cfg.Workers, devices)
 	srv := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: res.Directives()}))
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
@@ -216,7 +226,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	srv.SetRecoverFunc(p.recover)
 
 	mux := http.NewServeMux()
-	var api http.Handler = srv
+	var api http.Handler = retryAfterHeader(srv)
 	if cfg.Verifier != nil {
 		api = cfg.Verifier.Middleware(rejectToken(log))(api)
 	}

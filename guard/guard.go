@@ -25,6 +25,8 @@ type Write struct {
 type Guard struct {
 	log         *slog.Logger
 	subscribers []func(Event)
+	limits      *Limits   // write limits (limits.go); nil: none
+	switches    *Switches // kill switches (switches.go); nil: none
 }
 
 // Outcome is what became of a write attempt (the schema's AuditOutcome).
@@ -70,8 +72,13 @@ func New(log *slog.Logger) *Guard {
 	return &Guard{log: log.With("audit", true)}
 }
 
-// Do runs fn as the write w and records the outcome. It returns fn's error unchanged.
+// Do runs fn as the write w and records the outcome. It returns fn's error unchanged, or,
+// without running fn, the admission's refusal (a *DisabledError or a *db.RateLimitError).
 func (g *Guard) Do(ctx context.Context, w Write, fn func(ctx context.Context) error) error {
+	if code, err := g.admit(ctx, w); err != nil { // kill switch, then write limits (limits.go)
+		g.Denied(ctx, w, code)
+		return err
+	}
 	start := time.Now()
 	err := fn(ctx)
 	outcome, ev := "ok", Event{Write: w, Outcome: Succeeded}
