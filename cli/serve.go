@@ -15,6 +15,7 @@ import (
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/gateway"
 	"github.com/gpugate/gpugate/graph/model"
+	"github.com/gpugate/gpugate/guard"
 	"github.com/gpugate/gpugate/oidc"
 	"github.com/gpugate/gpugate/resolvers"
 )
@@ -102,6 +103,7 @@ type serveFlags struct {
 	heartbeatEvery   *time.Duration
 	heartbeatTimeout *time.Duration
 	ev               evidenceFlags
+	lim              limitFlags
 	debugListen      *string
 	logFormat        *string
 	logLevel         *string
@@ -162,6 +164,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.heartbeatTimeout = f.Duration("heartbeat-timeout", "GPUGATE_HEARTBEAT_TIMEOUT", db.HeartbeatWindow,
 		"a device silent this long is shown DOWN by a background job (0 disables the job)")
 	c.ev = addEvidenceFlags(f)
+	c.lim = addLimitFlags(f)
 	c.debugListen = f.String("debug-listen", "GPUGATE_DEBUG_LISTEN", "", "serve /debug/pprof on this loopback address (empty: off)")
 	c.logFormat = f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	c.logLevel = f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -171,6 +174,9 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.f = f
 	m.workers = resolvers.WorkerConfig{Difficulty: *c.difficulty, ChallengeTTL: *c.challengeTTL, HeartbeatEvery: *c.heartbeatEvery}
 	if err := c.ev.apply(&m.workers); err != nil {
+		return err
+	}
+	if err := c.lim.apply(); err != nil {
 		return err
 	}
 	log, err := newLogger(*c.logFormat, *c.logLevel, os.Stderr)
@@ -238,6 +244,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		MaxWorkerConcurrent: *c.maxWorkers, MaxWorkerQueued: *c.maxWorkersQueued,
 		HeavyCost: *c.heavyCost, MaxHeavy: *c.maxHeavy,
 		MaxResponseBytes: int64(*c.maxResponse),
+		WriteLimits:      c.lim.limits, Switches: guard.NewSwitches(d.store, log, *c.lim.switchReread),
 	}
 	issuers := splitList(*c.oidcIssuers)
 	if len(issuers) == 0 && *c.dev {
@@ -294,6 +301,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	jobs, stopJobs := context.WithCancel(context.Background())
 	m.stopJobs = stopJobs
 	go markDownJob(jobs, d.store, *c.heartbeatTimeout, c.ev.retention(), *c.ev.purgeEvery, log)
+	go gcfg.Switches.Run(jobs, d.dsn) // the kill switches: LISTEN/NOTIFY and re-reads (cli/limits.go)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var localDone <-chan struct{}
