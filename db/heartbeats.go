@@ -132,7 +132,7 @@ func (h *Heartbeats) flush(batch []*pendingBeat) {
 	limited := map[string]error{}
 	for _, r := range rows {
 		if r.Limited {
-			limited[r.ID] = h.limit.refusal(time.Duration(r.RetryAfter * float64(time.Second)))
+			limited[r.ID] = h.limit.refusal(seconds(r.RetryAfter))
 		}
 	}
 	status := make(map[string]DeviceStatus, len(rows))

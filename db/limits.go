@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/lib/pq"
@@ -72,8 +73,11 @@ func (d *DB) TakeWriteTokens(ctx context.Context, at time.Time, buckets []Bucket
 	if out.Refused.Int64 == 0 {
 		refused = len(buckets)
 	}
-	return refused, time.Duration(out.RetryAfter * float64(time.Second)), nil
+	return refused, seconds(out.RetryAfter), nil
 }
+
+// seconds converts PostgreSQL's seconds (microsecond precision) to a Duration.
+func seconds(s float64) time.Duration { return time.Duration(math.Round(s*1e6)) * time.Microsecond }
 
 // HeartbeatLimit is the shared per-device heartbeat limit that the coalescer takes in the same
 // statement as its batched write (a round trip per heartbeat would halve the heartbeat rate):
