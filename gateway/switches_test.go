@@ -182,7 +182,9 @@ func TestKillSwitchReachesTheOtherReplica(t *testing.T) {
 	b.as(b.user("bob"), renameMutation, vars("bob")).WantError(t, "FORBIDDEN", "")
 	// Reads, the explorer, sign-in, other classes and admin moderation keep working.
 	var list struct {
-		Devices struct{ Edges []struct{ Node struct{ ID string } } }
+		Devices struct {
+			Edges []struct{ Node struct{ ID string } }
+		}
 	}
 	b.as(nil, `{ devices(first: 5) { edges { node { id name status } } } }`, nil).Decode(t, &list)
 	if len(list.Devices.Edges) != 5 {
