@@ -116,13 +116,17 @@ const heartbeatSQL = `UPDATE devices d SET last_seen_at = now(), heartbeat = b.r
 // limitedHeartbeatSQL: the tokens are taken by a conditional upsert in the same statement
 // (ON CONFLICT DO UPDATE locks the bucket row and re-checks the condition on its latest
 // version, so replicas flushing concurrently cannot both take the last token).
-const limitedHeartbeatSQL = `WITH b AS (
-		SELECT id, readings, n, $5 || id::text AS key FROM unnest($1::uuid[], $2::jsonb[], $3::int[]) AS b(id, readings, n)
+const limitedHeartbeatSQL = `WITH p AS (
+		SELECT $4::timestamptz AS at, $5::text AS prefix, $6::float8 AS every, $7::int AS burst
+	), b AS (
+		SELECT id, readings, n, p.prefix || id::text AS key
+		FROM unnest($1::uuid[], $2::jsonb[], $3::int[]) AS b(id, readings, n), p
 	), taken AS (
 		INSERT INTO write_limits AS l (key, tat)
-		SELECT key, $4::timestamptz + make_interval(secs => n * $6) FROM b WHERE n <= $7 ORDER BY key
-		ON CONFLICT (key) DO UPDATE SET tat = greatest(l.tat, $4) + (excluded.tat - $4)
-		WHERE greatest(l.tat, $4) + (excluded.tat - $4) - $4 <= make_interval(secs => $6 * $7)
+		SELECT key, p.at + make_interval(secs => n * p.every) FROM b, p WHERE n <= p.burst ORDER BY key
+		ON CONFLICT (key) DO UPDATE SET tat = greatest(l.tat, $4::timestamptz) + (excluded.tat - $4::timestamptz)
+		WHERE greatest(l.tat, $4::timestamptz) + (excluded.tat - $4::timestamptz) - $4::timestamptz
+			<= make_interval(secs => $6::float8 * $7::int)
 		RETURNING key
 	), written AS (
 		UPDATE devices d SET last_seen_at = now(), heartbeat = b.readings,
@@ -132,8 +136,8 @@ const limitedHeartbeatSQL = `WITH b AS (
 	)
 	SELECT id::text AS id, status, false AS limited, 0::float8 AS retry_after FROM written
 	UNION ALL
-	SELECT b.id::text, ''::text, true, greatest(extract(epoch FROM (greatest(l.tat, $4) - $4)) - $6 * ($7 - b.n), 0)
-	FROM b LEFT JOIN write_limits l ON l.key = b.key WHERE b.key NOT IN (SELECT key FROM taken)`
+	SELECT b.id::text, ''::text, true, greatest(extract(epoch FROM (greatest(l.tat, p.at) - p.at)) - p.every * (p.burst - b.n), 0)::float8
+	FROM b CROSS JOIN p LEFT JOIN write_limits l ON l.key = b.key WHERE b.key NOT IN (SELECT key FROM taken)`
 
 // purgeWriteLimits deletes the full buckets (tat passed) and the touches older than
 // MaxTouchWindow, in batches; it returns how many rows it deleted and the first database error.
