@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -249,11 +248,4 @@ func (l *LocalLimiter) Allow(key string, r Rate, now time.Time) (wait time.Durat
 	}
 	b.tokens--
 	return 0, true
-}
-
-// logLimits is for the serve command's start-up line.
-func (l *Limits) LogValue() slog.Value {
-	c := l.cfg
-	return slog.GroupValue(slog.String("user", c.User.String()), slog.String("target", c.Target.String()),
-		slog.String("distinct", c.Distinct.String()), slog.Duration("distinct_window", c.DistinctWindow))
 }
