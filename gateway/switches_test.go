@@ -161,11 +161,11 @@ func TestKillSwitchReachesTheOtherReplica(t *testing.T) {
 		s.ChangedBy == nil || *s.ChangedBy != "user:"+a.admin || s.ChangedAt == nil {
 		t.Fatalf("disableWrites returned %+v", s)
 	}
-	before := b.snapshot(a.aliceDevice)
 	took := pollUntil(t, time.Second, "DISABLED on replica B", func() bool {
 		return errorCode(b.as(alice, renameMutation, vars("during"))) == "DISABLED"
 	})
 	t.Logf("replica B refused writes %s after the switch", took)
+	before := b.snapshot(a.aliceDevice) // a poll before the switch arrived may have renamed it
 	e := b.as(alice, renameMutation, vars("during")).WantError(t, "DISABLED", "metadata vandalism in progress")
 	if !strings.Contains(e.Message, "DEVICE_METADATA") {
 		t.Fatalf("message %q does not name the class", e.Message)
