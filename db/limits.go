@@ -97,7 +97,7 @@ func (h *Heartbeats) Limit(l HeartbeatLimit) {
 	}
 }
 
-// heartbeatLimited is what a limited heartbeat returns.
+// refusal is the error of a heartbeat refused by l, retry after retry.
 func (l *HeartbeatLimit) refusal(retry time.Duration) error {
 	return &RateLimitError{Msg: fmt.Sprintf("heartbeat: sent more than its limit (a burst of %d, then one per %s); retry later",
 		l.Burst, l.Every), RetryAfter: retry}
