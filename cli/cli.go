@@ -26,6 +26,7 @@ Usage:
   gpugate seed [flags]      load deterministic demo data into an empty database and exit
   gpugate worker [flags]    run the bundled GPU worker agent (NVML, or --simulate dgxh100)
   gpugate users import      link legacy accounts to OIDC identities (CSV or legacy table)
+  gpugate admin writes ...  list, disable or enable a class of writes (kill switches)
   gpugate dev token USER    print an access token for a demo user of a dev-mode gateway
   gpugate attest verify     verify a GPU's confidential-computing evidence offline (exit 0: verified)
   gpugate version           print the version, commit and Go version this binary was built from
@@ -53,6 +54,7 @@ var commands = map[string]func() command{
 	"seed":    func() command { return new(SeedMain) },
 	"dev":     func() command { return new(DevTokenMain) },
 	"users":   func() command { return new(UsersImportMain) },
+	"admin":   func() command { return new(AdminMain) },
 	"worker":  func() command { return new(WorkerMain) },
 	"version": func() command { return new(VersionMain) },
 	"attest":  func() command { return new(AttestMain) },

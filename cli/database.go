@@ -18,6 +18,7 @@ type database struct {
 	store    *db.DB
 	local    *pglocal.Server
 	embedded bool
+	dsn      string // for connections outside the pool (the kill switches' listener)
 }
 
 func (d *database) close(log *slog.Logger) {
@@ -58,7 +59,7 @@ func openDatabase(ctx context.Context, f dbFlags, o db.Options, log *slog.Logger
 		out.close(log)
 		return nil, err
 	}
-	out.store = store
+	out.store, out.dsn = store, dsn
 	return out, nil
 }
 

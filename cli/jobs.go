@@ -52,7 +52,7 @@ func markDownJob(ctx context.Context, store *db.DB, timeout time.Duration, keep 
 			}
 			if n != (db.Purged{}) {
 				log.Info("purged", "challenges", n.Challenges, "enrollment_tokens", n.EnrollmentTokens,
-					"attestations", n.Attestations, "addresses", n.Addresses, "review_findings", n.Findings)
+					"attestations", n.Attestations, "addresses", n.Addresses, "review_findings", n.Findings, "write_limits", n.WriteLimits)
 			}
 		}
 	}

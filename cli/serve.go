@@ -107,6 +107,7 @@ type serveFlags struct {
 	ev               evidenceFlags
 	mf               metricsFlags
 	audit            auditFlags
+	lim              limitFlags
 	debugListen      *string
 	logFormat        *string
 	logLevel         *string
@@ -169,6 +170,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.ev = addEvidenceFlags(f)
 	c.mf = addMetricsFlags(f)
 	c.audit = addAuditFlags(f)
+	c.lim = addLimitFlags(f)
 	c.debugListen = f.String("debug-listen", "GPUGATE_DEBUG_LISTEN", "", "serve /debug/pprof on this loopback address (empty: off)")
 	c.logFormat = f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	c.logLevel = f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -184,6 +186,9 @@ func (m *ServeMain) ParseFlags(args []string) error {
 		return err
 	}
 	if err := c.audit.check(); err != nil {
+		return err
+	}
+	if err := c.lim.apply(); err != nil {
 		return err
 	}
 	log, err := newLogger(*c.logFormat, *c.logLevel, os.Stderr)
@@ -251,6 +256,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		MaxWorkerConcurrent: *c.maxWorkers, MaxWorkerQueued: *c.maxWorkersQueued,
 		HeavyCost: *c.heavyCost, MaxHeavy: *c.maxHeavy,
 		MaxResponseBytes: int64(*c.maxResponse),
+		WriteLimits:      c.lim.limits, Switches: guard.NewSwitches(d.store, log, *c.lim.switchReread),
 	}
 	issuers := splitList(*c.oidcIssuers)
 	if len(issuers) == 0 && *c.dev {
@@ -280,10 +286,11 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	} else {
 		log.Warn("no --oidc-issuer: every request is anonymous; owner and admin operations are unavailable")
 	}
-	// The kill switch the detector may trip (--alert-kill-switch) is issue 9's; nil: none yet.
-	if m.obs, err = c.mf.start(nil, log); err != nil {
+	// The detector may trip the kill switches (--alert-kill-switch); the metrics export them.
+	if m.obs, err = c.mf.start(gcfg.Switches, log); err != nil {
 		return err
 	}
+	m.obs.reg.WatchSwitches(gcfg.Switches.Disabled)
 	gcfg.Metrics, gcfg.PublicMetrics, gcfg.GuardObservers = m.obs.reg, *c.mf.public, m.obs.observers()
 	m.audit = guard.NewAuditLog(d.store, log, c.audit.options())
 	gcfg.Audit = m.audit
@@ -315,6 +322,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	m.stopJobs = stopJobs
 	go markDownJob(jobs, d.store, *c.heartbeatTimeout, c.ev.retention(), *c.ev.purgeEvery, m.obs.reg, log)
 	go auditPurgeJob(jobs, d.store, *c.audit.retention, *c.ev.purgeEvery, log)
+	go gcfg.Switches.Run(jobs, d.dsn) // the kill switches: LISTEN/NOTIFY and re-reads (cli/limits.go)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var localDone <-chan struct{}

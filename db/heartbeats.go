@@ -21,6 +21,7 @@ type Heartbeats struct {
 	mu      sync.Mutex
 	pending []*pendingBeat
 	timer   *time.Timer
+	limit   *HeartbeatLimit // the shared per-device limit (db/limits.go); nil: none
 }
 
 type pendingBeat struct {
@@ -43,10 +44,11 @@ func (d *DB) NewHeartbeats(wait time.Duration, max int) *Heartbeats {
 // Record records one heartbeat and returns the device's status, or a NotFound error for an
 // unknown device. It returns ctx.Err() if ctx ends first (the heartbeat may still be written).
 func (h *Heartbeats) Record(ctx context.Context, deviceID string, readings []byte) (DeviceStatus, error) {
-	if h.wait <= 0 {
-		return h.d.Heartbeat(ctx, deviceID, readings)
-	}
 	b := &pendingBeat{device: deviceID, readings: readings, done: make(chan struct{})}
+	if h.wait <= 0 {
+		h.flush([]*pendingBeat{b}) // alone, but through the same statement (and limit)
+		return b.status, b.err
+	}
 	h.mu.Lock()
 	h.pending = append(h.pending, b)
 	switch {
@@ -89,9 +91,10 @@ func (h *Heartbeats) flush(batch []*pendingBeat) {
 		return
 	}
 	// The last heartbeat of a device in the batch wins; each caller gets its device's status.
-	last := map[string]int{}
+	last, beats := map[string]int{}, map[string]int{}
 	for i, b := range batch {
 		last[b.device] = i
+		beats[b.device]++
 	}
 	ids := make([]string, 0, len(last))
 	for dev := range last {
@@ -99,38 +102,51 @@ func (h *Heartbeats) flush(batch []*pendingBeat) {
 	}
 	slices.Sort(ids) // one lock order for every batch
 	readings := make([]string, len(ids))
+	counts := make([]int64, len(ids))
 	for i, dev := range ids {
-		readings[i] = string(batch[last[dev]].readings)
+		readings[i], counts[i] = string(batch[last[dev]].readings), int64(beats[dev])
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var rows []struct {
-		ID     string       `db:"id"`
-		Status DeviceStatus `db:"status"`
+		ID         string       `db:"id"`
+		Status     DeviceStatus `db:"status"`
+		Limited    bool         `db:"limited"`
+		RetryAfter float64      `db:"retry_after"`
 	}
 	err := h.d.lossTolerant(ctx, func(tx *sqlx.Tx) error {
-		return tx.SelectContext(ctx, &rows, `UPDATE devices d SET last_seen_at = now(), heartbeat = b.readings,
-			status = CASE WHEN d.quarantined_at IS NOT NULL THEN 'QUARANTINED' WHEN d.paused THEN 'PAUSED' ELSE 'UP' END
-			FROM unnest($1::uuid[], $2::jsonb[]) AS b(id, readings)
-			WHERE d.id = b.id AND d.removed_at IS NULL RETURNING d.id, d.status`, pq.Array(ids), pq.Array(readings))
+		if l := h.limit; l != nil { // the shared limit is taken in the same statement (db/limits.go)
+			return tx.SelectContext(ctx, &rows, limitedHeartbeatSQL, pq.Array(ids), pq.Array(readings), pq.Array(counts),
+				time.Now().UTC(), l.KeyPrefix, l.Every.Seconds(), l.Burst)
+		}
+		return tx.SelectContext(ctx, &rows, heartbeatSQL, pq.Array(ids), pq.Array(readings))
 	})
 	err = translate("heartbeat", err)
 	if err != nil && len(batch) > 1 {
 		// One bad row must fail only its sender: write each heartbeat alone.
 		for _, b := range batch {
-			b.status, b.err = h.d.Heartbeat(ctx, b.device, b.readings)
-			close(b.done)
+			h.flush([]*pendingBeat{b})
 		}
 		return
 	}
+	limited := map[string]error{}
+	for _, r := range rows {
+		if r.Limited {
+			limited[r.ID] = h.limit.refusal(seconds(r.RetryAfter))
+		}
+	}
 	status := make(map[string]DeviceStatus, len(rows))
 	for _, r := range rows {
-		status[r.ID] = r.Status
+		if !r.Limited {
+			status[r.ID] = r.Status
+		}
 	}
 	for _, b := range batch {
 		switch st, ok := status[b.device]; {
 		case err != nil:
 			b.err = err
+		case limited[b.device] != nil:
+			b.err = limited[b.device]
 		case !ok:
 			b.err = NotFoundf("device not found")
 		default:

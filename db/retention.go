@@ -48,6 +48,7 @@ func (r Retention) withDefaults() Retention {
 // Purged counts the rows one Purge deleted.
 type Purged struct {
 	Challenges, EnrollmentTokens, Attestations, Addresses, Findings int64
+	WriteLimits                                                     int64 // full limit buckets and old touches (limits.go)
 }
 
 // purgeBatch bounds the rows one DELETE removes, so a first purge of a large backlog never holds
@@ -116,5 +117,7 @@ func (d *DB) Purge(ctx context.Context, r Retention) (Purged, error) {
 			}
 		}
 	}
-	return out, nil
+	n, err := purgeWriteLimits(ctx, conn)
+	out.WriteLimits = n
+	return out, err
 }

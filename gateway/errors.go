@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"regexp"
+	"strconv"
+	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/deviceauth"
+	"github.com/gpugate/gpugate/guard"
 	"github.com/gpugate/gpugate/oidc"
 )
 
@@ -27,7 +31,8 @@ const (
 	CodeTimeout         = "TIMEOUT"
 	CodeInternal        = "INTERNAL"
 	CodeLimit           = "QUERY_LIMIT"
-	CodeRateLimited     = "RATE_LIMITED" // extensions.retryAfterSeconds says when to retry
+	CodeRateLimited     = "RATE_LIMITED" // extensions.retryAfterSeconds (and HTTP Retry-After) say when to retry
+	CodeDisabled        = "DISABLED"     // an operator switched the write's class off; the message carries the reason
 
 	CodeIntrospectionDisabled = "INTROSPECTION_DISABLED"
 	CodeOverloaded            = "OVERLOADED"         // HTTP 503 + Retry-After: too many operations executing
@@ -55,11 +60,15 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 	cause := gerr.Err
 	var clientErr *db.Error
 	var limited *db.RateLimitError
+	var disabled *guard.DisabledError
 	switch {
 	case errors.As(cause, &limited):
 		out := withCode(gerr, CodeRateLimited, limited.Msg)
 		out.Extensions["retryAfterSeconds"] = limited.RetryAfterSeconds()
+		noteRetryAfter(ctx, limited.RetryAfterSeconds())
 		return out
+	case errors.As(cause, &disabled):
+		return withCode(gerr, CodeDisabled, disabled.Error())
 	case errors.As(cause, &clientErr) && clientErr.Kind != nil:
 		return withCode(gerr, codeOf(clientErr.Kind), clientErr.Msg)
 	case errors.Is(cause, db.ErrInvalid):
@@ -136,3 +145,56 @@ func (p presenter) recover(ctx context.Context, v any) error {
 	p.log.LogAttrs(ctx, slog.LevelError, "resolver panic", slog.String("panic", fmt.Sprint(v)))
 	return errors.New("panic in resolver") // masked as internal by present
 }
+
+// retryHint carries the longest retry-after of a request's RATE_LIMITED errors to its HTTP
+// response (Retry-After), so clients and proxies that read only headers back off too.
+type retryHint struct {
+	mu   sync.Mutex
+	secs int
+}
+
+type retryHintKey struct{}
+
+func noteRetryAfter(ctx context.Context, secs int) {
+	if h, ok := ctx.Value(retryHintKey{}).(*retryHint); ok {
+		h.mu.Lock()
+		h.secs = max(h.secs, secs)
+		h.mu.Unlock()
+	}
+}
+
+// retryAfterHeader sets Retry-After on a response whose operation was rate limited.
+func retryAfterHeader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := &retryHint{}
+		next.ServeHTTP(&retryWriter{ResponseWriter: w, hint: h}, r.WithContext(context.WithValue(r.Context(), retryHintKey{}, h)))
+	})
+}
+
+type retryWriter struct {
+	http.ResponseWriter
+	hint  *retryHint
+	wrote bool
+}
+
+func (w *retryWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.wrote = true
+		w.hint.mu.Lock()
+		if w.hint.secs > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(w.hint.secs))
+		}
+		w.hint.mu.Unlock()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *retryWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *retryWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -88,6 +88,11 @@ type Config struct {
 	// log"); the caller closes it after the server drained. nil: New starts one with the
 	// default options that is never closed (records pending at exit are lost).
 	Audit *guard.AuditLog
+	// WriteLimits are the identity write limits (guard.DefaultLimits for zero fields).
+	WriteLimits guard.LimitConfig
+	// Switches are the kill switches, kept current by their Run (serve starts it); nil: the
+	// gateway reads them itself, re-reading every few seconds when checked.
+	Switches *guard.Switches
 }
 
 // Defaults returns the gateway's default limits (docs/security.md).
@@ -205,7 +210,11 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 			}
 		},
 	})
-	g := guard.New(log)
+	g, switches := guard.New(log), cfg.Switches
+	if switches == nil {
+		switches = guard.NewSwitches(store, log, 0)
+	}
+	g.Admission(guard.NewLimits(store, cfg.WriteLimits), switches) // before resolvers.New: verify adds its limits
 	if cfg.Audit == nil {
 		cfg.Audit = guard.NewAuditLog(store, log, guard.AuditOptions{})
 	}
@@ -254,7 +263,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	srv.SetRecoverFunc(p.recover)
 
 	mux := http.NewServeMux()
-	var api http.Handler = srv
+	var api http.Handler = retryAfterHeader(srv)
 	reject := audited(g, cfg.MaxTokens, rejectToken(log))
 	if cfg.Verifier != nil {
 		api = cfg.Verifier.Middleware(reject)(api)

@@ -27,6 +27,8 @@ type Write struct {
 type Guard struct {
 	log         *slog.Logger
 	subscribers []func(Event)
+	limits      *Limits   // write limits (limits.go); nil: none
+	switches    *Switches // kill switches (switches.go); nil: none
 }
 
 // Outcome is what became of a write attempt (the schema's AuditOutcome).
@@ -91,8 +93,13 @@ func New(log *slog.Logger) *Guard {
 }
 
 // Do runs fn as the write w and records the outcome: SUCCEEDED, FLAGGED when fn called Flag,
-// or what Classify makes of fn's error. It returns fn's error unchanged.
+// or what Classify makes of fn's error. It returns fn's error unchanged, or, without running fn,
+// the admission's refusal (a *DisabledError or a *db.RateLimitError), recorded as DENIED.
 func (g *Guard) Do(ctx context.Context, w Write, fn func(ctx context.Context) error) error {
+	if code, err := g.admit(ctx, w); err != nil { // kill switch, then write limits (limits.go)
+		g.Denied(ctx, w, code)
+		return err
+	}
 	start := time.Now()
 	ctx, flag := withFlag(ctx)
 	err := fn(ctx)

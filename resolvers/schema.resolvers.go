@@ -204,12 +204,12 @@ func (r *mutationResolver) Heartbeat(ctx context.Context, deviceID string, input
 
 // DisableWrites is the resolver for the disableWrites field.
 func (r *mutationResolver) DisableWrites(ctx context.Context, class model.WriteClass, reason string) (*model.WriteSwitch, error) {
-	panic(fmt.Errorf("not implemented: DisableWrites - disableWrites"))
+	return r.setWriteSwitch(ctx, class, false, reason)
 }
 
 // EnableWrites is the resolver for the enableWrites field.
 func (r *mutationResolver) EnableWrites(ctx context.Context, class model.WriteClass) (*model.WriteSwitch, error) {
-	panic(fmt.Errorf("not implemented: EnableWrites - enableWrites"))
+	return r.setWriteSwitch(ctx, class, true, "")
 }
 
 // ByVerificationLevel is the resolver for the byVerificationLevel field.
@@ -302,7 +302,7 @@ func (r *queryResolver) AuditEvents(ctx context.Context, first int, after *strin
 
 // WriteSwitches is the resolver for the writeSwitches field.
 func (r *queryResolver) WriteSwitches(ctx context.Context) ([]model.WriteSwitch, error) {
-	panic(fmt.Errorf("not implemented: WriteSwitches - writeSwitches"))
+	return r.writeSwitches(ctx)
 }
 
 // Devices is the resolver for the devices field.

@@ -11,26 +11,24 @@ import (
 )
 
 // deviceWrite runs one worker operation through the guard, as the device that signed the
-// request. It returns deviceauth.ErrUnauthenticated for an unsigned request, a
-// *db.RateLimitError when the device is over op's limit (nothing is written then), or the
-// error of the address write or of fn.
+// request. It returns deviceauth.ErrUnauthenticated for an unsigned request, the guard's
+// refusal (a *guard.DisabledError, or a *db.RateLimitError when the device is over op's limit;
+// nothing is written then), or the error of the address write or of fn.
 func (s *Service) deviceWrite(ctx context.Context, op string, fn func(ctx context.Context, p deviceauth.Principal) error) error {
 	p, ok := deviceauth.PrincipalFrom(ctx)
 	if !ok { // the @device directive guarantees it; stay closed if a field forgot the directive
 		return fmt.Errorf("sign the request with the device key: %w", deviceauth.ErrUnauthenticated)
 	}
 	w := guard.Write{Op: op, Actor: "device:" + p.DeviceID, Target: p.DeviceID}
-	// The limit comes first: a limited request writes nothing, not even its address. It is kept
-	// per device, not per key: an owner may add keys to a device (rotation), and each key must
-	// not bring its own allowance.
-	if err := s.limits.allow(op, p.DeviceID, s.cfg.rate(op)); err != nil {
-		s.guard.Refused(ctx, w, err)
-		return err
-	}
-	if err := s.recordAddress(ctx, p, w); err != nil {
-		return err
-	}
-	return s.guard.Do(ctx, w, func(ctx context.Context) error { return fn(ctx, p) })
+	// The guard admits the write first (kill switch, then the per-device limit of op, kept per
+	// device, not per key: see ratelimit.go): a refused request writes nothing, not even its
+	// address.
+	return s.guard.Do(ctx, w, func(ctx context.Context) error {
+		if err := s.recordAddress(ctx, p, w); err != nil {
+			return err
+		}
+		return fn(ctx, p)
+	})
 }
 
 // recordAddress stores the request's source address for the device when it is new or was last

@@ -18,16 +18,12 @@ type EnrollmentToken struct {
 	ExpiresAt time.Time
 }
 
-// CreateEnrollmentToken issues an enrollment token for the user userID. It returns a
-// *db.RateLimitError when the user is over EnrollmentTokenRate (nothing is written then), or
-// the store's error.
+// CreateEnrollmentToken issues an enrollment token for the user userID. It returns the
+// guard's refusal (a *guard.DisabledError, or a *db.RateLimitError when the user is over
+// EnrollmentTokenRate or a write limit; nothing is written then), or the store's error.
 func (s *Service) CreateEnrollmentToken(ctx context.Context, userID string) (*EnrollmentToken, error) {
 	var out EnrollmentToken
-	w := guard.Write{Op: "createEnrollmentToken", Actor: userID}
-	if err := s.limits.allow(w.Op, "user:"+userID, s.cfg.rate(w.Op)); err != nil {
-		s.guard.Refused(ctx, w, err)
-		return nil, err
-	}
+	w := guard.Write{Op: "createEnrollmentToken", Actor: userID} // the guard takes EnrollmentTokenRate (ratelimit.go)
 	err := s.guard.Do(ctx, w, func(ctx context.Context) error {
 		var err error
 		out.Token, out.ExpiresAt, err = s.db.CreateEnrollmentToken(ctx, userID)

@@ -1,67 +1,32 @@
 package verify
 
 import (
-	"fmt"
-	"sync"
-	"time"
-
-	"github.com/gpugate/gpugate/internal/ttlcache"
-
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/guard"
 )
 
-// Rate is a token bucket: Burst requests at once, then one per Every. A zero Every disables it.
-type Rate struct {
-	Every time.Duration
-	Burst int
-}
+// Rate is a token bucket (guard.Rate): Burst requests at once, then one per Every. A negative
+// Every disables it.
+type Rate = guard.Rate
 
-// limiter holds one token bucket per (operation, key): a device, or a user for
-// createEnrollmentToken. Buckets live in process memory:
-// behind several gateways a key gets each gateway's allowance, which the open-challenge cap in
-// SQL and the proof's single-use challenge still bound. An idle bucket is dropped once it would
-// be full again (a fresh bucket is the same thing), so memory follows the active keys.
-type limiter struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	buckets *ttlcache.LRU[string, *bucket]
-}
-
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-func newLimiter(maxRefill time.Duration) *limiter {
-	return &limiter{now: time.Now, buckets: ttlcache.New[string, *bucket](200_000, max(maxRefill, time.Minute))}
-}
-
-// allow takes a token from key's bucket under rate r. It returns nil, or a RateLimitError saying
-// when the next token is due (nothing is taken then).
-func (l *limiter) allow(op, key string, r Rate) error {
-	if r.Every <= 0 || r.Burst <= 0 {
-		return nil
+// registerLimits hands the per-device worker limits and the per-user enrollment-token limit to
+// the guard, which takes them in PostgreSQL before each write (guard/limits.go), so they hold
+// across replicas and are kept per device, not per key: an owner may add keys to a device
+// (rotation), and each key must not bring its own allowance. Heartbeats are the hot path: the
+// guard only pre-checks them in memory and the coalescer takes the shared token in the
+// statement that writes the batch (db.HeartbeatLimit), which costs no extra round trip.
+// Without guard limits (no store) nothing is limited.
+func (s *Service) registerLimits() {
+	l := s.guard.Limits()
+	if l == nil {
+		return
 	}
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	id := op + "\x00" + key
-	b, ok := l.buckets.Get(id)
-	if !ok {
-		b = &bucket{tokens: float64(r.Burst), at: now}
+	for _, op := range []string{"requestChallenge", "submitProof", "createEnrollmentToken"} {
+		l.SetOpRate(op, guard.OpRate{Rate: s.cfg.rate(op)})
 	}
-	l.buckets.Add(id, b) // each use restarts the bucket's lifetime: only an idle bucket is dropped
-	b.tokens = min(float64(r.Burst), b.tokens+float64(now.Sub(b.at))/float64(r.Every))
-	b.at = now
-	if b.tokens < 1 {
-		wait := time.Duration((1 - b.tokens) * float64(r.Every))
-		return &db.RateLimitError{Msg: op + ": sent more than its limit (" +
-			rateText(r) + "); retry later", RetryAfter: wait}
+	hb := s.cfg.rate("heartbeat")
+	l.SetOpRate("heartbeat", guard.OpRate{Rate: hb, Batched: true})
+	if hb.Every > 0 && hb.Burst > 0 {
+		s.heartbeats.Limit(db.HeartbeatLimit{KeyPrefix: "heartbeat|device:", Every: hb.Every, Burst: hb.Burst})
 	}
-	b.tokens--
-	return nil
-}
-
-func rateText(r Rate) string {
-	return fmt.Sprintf("a burst of %d, then one per %s", r.Burst, r.Every)
 }

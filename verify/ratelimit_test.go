@@ -6,7 +6,17 @@ import (
 	"time"
 
 	"github.com/gpugate/gpugate/db"
+	"github.com/gpugate/gpugate/guard"
 )
+
+// allow takes a token as the guard's limits do (the shared GCRA bucket in PostgreSQL refuses
+// exactly when this token bucket does; guard and gateway tests check that at the boundaries).
+func allow(l *guard.LocalLimiter, now time.Time, op, key string, r Rate) error {
+	if wait, ok := l.Allow(op+"|"+key, r, now); !ok {
+		return &db.RateLimitError{Msg: op, RetryAfter: wait}
+	}
+	return nil
+}
 
 // The default limits never meet a genuine worker: a day of heartbeats every HeartbeatEvery, a
 // proof (challenge + submission) every 3 minutes, and after every lost response three quick
@@ -14,9 +24,8 @@ import (
 func TestDefaultWorkerLimitsSpareGenuineWorkers(t *testing.T) {
 	c := Config{}.withDefaults()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newLimiter(time.Hour)
-	l.now = func() time.Time { return now }
-	send := func(op string) error { return l.allow(op, "key", c.rate(op)) }
+	l := guard.NewLocalLimiter(time.Hour)
+	send := func(op string) error { return allow(l, now, op, "key", c.rate(op)) }
 
 	end := now.Add(24 * time.Hour)
 	nextProof := now
@@ -44,7 +53,7 @@ func TestDefaultWorkerLimitsSpareGenuineWorkers(t *testing.T) {
 	for _, op := range []string{"heartbeat", "requestChallenge", "submitProof"} {
 		var err error
 		for range 1000 {
-			if err = l.allow(op, "flooder", c.rate(op)); err != nil {
+			if err = allow(l, now, op, "flooder", c.rate(op)); err != nil {
 				break
 			}
 			now = now.Add(100 * time.Millisecond)
@@ -58,9 +67,9 @@ func TestDefaultWorkerLimitsSpareGenuineWorkers(t *testing.T) {
 
 // A disabled limit (negative Every) never refuses.
 func TestDisabledLimit(t *testing.T) {
-	l := newLimiter(time.Minute)
+	l := guard.NewLocalLimiter(time.Minute)
 	for range 100 {
-		if err := l.allow("heartbeat", "k", Rate{Every: -1}); err != nil {
+		if err := allow(l, time.Now(), "heartbeat", "k", Rate{Every: -1}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -100,7 +100,7 @@ func (c Config) rate(op string) Rate {
 }
 
 // Service runs the worker protocol over a store; every write goes through the guard. Its
-// in-process state (rate-limit buckets, recently written addresses, cached enrollment
+// in-process state (recently written addresses, cached enrollment
 // snapshots, the heartbeat coalescer) is per gateway replica.
 type Service struct {
 	db    *db.DB
@@ -109,22 +109,19 @@ type Service struct {
 
 	heartbeats *db.Heartbeats
 	enrolled   *ttlcache.LRU[string, attest.Snapshot] // immutable once enrolled
-	limits     *limiter
-	addresses  *ttlcache.LRU[string, struct{}] // (device, address) pairs written lately
+	addresses  *ttlcache.LRU[string, struct{}]        // (device, address) pairs written lately
 }
 
 // New returns a Service over store whose writes go through g, with cfg's zero fields set to
 // their defaults.
 func New(store *db.DB, g *guard.Guard, cfg Config) *Service {
 	c := cfg.withDefaults()
-	refill := max(c.HeartbeatRate.Every*time.Duration(c.HeartbeatRate.Burst),
-		c.ChallengeRate.Every*time.Duration(c.ChallengeRate.Burst), c.ProofRate.Every*time.Duration(c.ProofRate.Burst),
-		c.EnrollmentTokenRate.Every*time.Duration(c.EnrollmentTokenRate.Burst))
-	return &Service{db: store, guard: g, cfg: c,
+	s := &Service{db: store, guard: g, cfg: c,
 		heartbeats: store.NewHeartbeats(c.HeartbeatBatchWait, 500),
 		enrolled:   ttlcache.New[string, attest.Snapshot](10_000, time.Hour),
-		limits:     newLimiter(refill),
 		addresses:  ttlcache.New[string, struct{}](200_000, c.AddressRefresh)}
+	s.registerLimits() // ratelimit.go
+	return s
 }
 
 // Config returns the settings in use, defaults applied.
