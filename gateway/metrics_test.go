@@ -307,7 +307,7 @@ func TestDetectorSeesTheGatewaysWrites(t *testing.T) {
 	}
 	o.as(bearer(o.idp.sign(o.idp.claims("alice"))), rename, map[string]any{"id": ids[3]})
 	fired := det.Evaluate(context.Background())
-	if len(fired) != 1 || fired[0].Rule != alert.RuleIdentityTargets || fired[0].Actor != o.alice || fired[0].KillSwitch != "tripped" {
+	if len(fired) != 1 || fired[0].Rule != alert.RuleIdentityTargets || fired[0].Actor != "user:"+o.alice || fired[0].KillSwitch != "tripped" {
 		t.Fatalf("fourth distinct device: %+v", fired)
 	}
 	if len(sw.calls) != 1 || sw.calls[0] != "DEVICE_METADATA alert:identity_targets" {
