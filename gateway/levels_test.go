@@ -500,3 +500,78 @@ func TestLevelsEvidenceFactsAreOwnerOnly(t *testing.T) {
 		}
 	}
 }
+
+// networkStats counts devices by their level and GPUs by their own level (an ATTESTED GPU in a
+// SELF_REPORTED device counts as ATTESTED); the demo data has every level; a cursor of another
+// order or a forged level key is refused.
+func TestLevelsStatsAndCursors(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 400, gateway.Config{})
+	var stats struct {
+		NetworkStats struct {
+			Devices, Gpus       int
+			ByVerificationLevel []struct {
+				Level         string
+				Devices, Gpus int
+			}
+			ByVerification []struct {
+				Verification  string
+				Devices, Gpus int
+			}
+		}
+	}
+	e.post(`{ networkStats { devices gpus byVerificationLevel { level devices gpus } byVerification { verification devices gpus } } }`, nil).Decode(t, &stats)
+	var want []struct {
+		Level   string `db:"level"`
+		Devices int    `db:"devices"`
+		GPUs    int    `db:"gpus"`
+	}
+	// Counted from the gpus rows themselves, not from the devices' attested_gpus.
+	if err := e.x.Select(&want, `SELECT l.level,
+			(SELECT count(*) FROM devices d WHERE d.removed_at IS NULL AND d.verification_level = l.level) AS devices,
+			(SELECT count(*) FROM gpus g JOIN devices d ON d.id = g.device_id WHERE d.removed_at IS NULL AND g.verification_level = l.level) AS gpus
+		FROM unnest(ARRAY['FLAGGED', 'PENDING', 'SELF_REPORTED', 'ATTESTED']) WITH ORDINALITY AS l(level, n) ORDER BY l.n`); err != nil {
+		t.Fatal(err)
+	}
+	got := stats.NetworkStats.ByVerificationLevel
+	if len(got) != 4 {
+		t.Fatalf("byVerificationLevel %+v; the demo data should have every level", got)
+	}
+	devices, gpus := 0, 0
+	for i, w := range want {
+		if got[i].Level != w.Level || got[i].Devices != w.Devices || got[i].Gpus != w.GPUs || w.Devices == 0 {
+			t.Fatalf("byVerificationLevel[%d] = %+v, want %+v", i, got[i], w)
+		}
+		devices, gpus = devices+w.Devices, gpus+w.GPUs
+	}
+	if devices != stats.NetworkStats.Devices || gpus != stats.NetworkStats.Gpus {
+		t.Fatalf("levels add up to %d devices and %d GPUs; totals %d and %d", devices, gpus, stats.NetworkStats.Devices, stats.NetworkStats.Gpus)
+	}
+	var mixed int // SELF_REPORTED devices with ATTESTED GPUs: the GPU counts differ from the devices'
+	if err := e.x.Get(&mixed, `SELECT count(*) FROM devices d WHERE verification_level = 'SELF_REPORTED'
+		AND EXISTS (SELECT 1 FROM gpus g WHERE g.device_id = d.id AND g.verification_level = 'ATTESTED')`); err != nil || mixed == 0 {
+		t.Fatalf("%d SELF_REPORTED devices with ATTESTED GPUs in the demo data (%v)", mixed, err)
+	}
+	for _, v := range stats.NetworkStats.ByVerification {
+		if v.Verification == "VERIFIED" && v.Devices != want[2].Devices+want[3].Devices {
+			t.Fatalf("deprecated VERIFIED counts %d devices; SELF_REPORTED+ATTESTED are %d", v.Devices, want[2].Devices+want[3].Devices)
+		}
+	}
+
+	byLevel := map[string]any{"field": "VERIFICATION_LEVEL", "direction": "DESC"}
+	first := e.page(5, nil, nil, byLevel)
+	if first.Edges[0].Node.Level != "ATTESTED" {
+		t.Fatalf("strongest first: %+v", first.Edges[0].Node)
+	}
+	byCreated := e.page(5, nil, nil, map[string]any{"field": "CREATED_AT", "direction": "DESC"})
+	vars := map[string]any{"first": 5, "after": byCreated.PageInfo.EndCursor, "orderBy": byLevel}
+	e.post(listQuery, vars).WantError(t, "BAD_USER_INPUT", "cursor for another order")
+	vars = map[string]any{"first": 5, "after": first.PageInfo.EndCursor, "orderBy": map[string]any{"field": "VERIFICATION_LEVEL", "direction": "ASC"}}
+	e.post(listQuery, vars).WantError(t, "BAD_USER_INPUT", "cursor for another order")
+	for _, key := range []string{"9/2025-01-01T00:00:00Z", "x/2025-01-01T00:00:00Z", "3", "3/yesterday", "-1/2025-01-01T00:00:00Z"} {
+		forged, _ := json.Marshal(map[string]any{"v": 1, "o": "VERIFICATION_LEVEL_DESC", "k": key, "i": first.Edges[0].Node.ID})
+		vars = map[string]any{"first": 5, "after": base64.RawURLEncoding.EncodeToString(forged), "orderBy": byLevel}
+		e.post(listQuery, vars).WantError(t, "BAD_USER_INPUT", "not a cursor")
+	}
+	e.post(listQuery, map[string]any{"first": 5, "filter": map[string]any{"verificationLevel": "VERIFIED"}}).WantError(t, "BAD_USER_INPUT", "not a valid VerificationLevel")
+}
