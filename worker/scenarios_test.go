@@ -66,9 +66,6 @@ func TestGenuineSimulatedHostsPass(t *testing.T) {
 			if len(rows) != 1 || rows[0].Verdict != "PASSED" || len(rows[0].Reasons) != 0 {
 				t.Fatalf("attestations: %+v", rows)
 			}
-			if cc := rows[0].CCReport; (profile == "dgxh100-cc") != (len(cc) > 0) {
-				t.Fatalf("cc_report stored: %q", cc)
-			}
 			d := g.listed(t, id)
 			if d.Verification != client.VerificationStateVerified || d.Status != client.DeviceStatusUp || d.GpuCount != 8 {
 				t.Fatalf("public listing: %+v", d)
@@ -109,8 +106,8 @@ func TestCounterfeitSimulatedHostsAreFlagged(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, resolvers.WorkerConfig{}, nil)
 	for _, p := range Profiles {
-		if !p.Counterfeit {
-			continue
+		if !p.Counterfeit || strings.Contains(p.Name, "-cc") {
+			continue // the CC counterfeits need a gateway that trusts the simulation CA: cc_scenarios_test.go
 		}
 		t.Run(p.Name, func(t *testing.T) {
 			t.Parallel()
@@ -204,7 +201,7 @@ func challenge(t *testing.T, c graphql.Client, deviceID string) Challenge {
 
 func submit(t *testing.T, c graphql.Client, deviceID string, p attest.Proof) client.SubmitProofSubmitProofProofResult {
 	t.Helper()
-	in, err := ProofInput(p)
+	in, err := ProofInput(p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +280,7 @@ func TestAnotherDevicesKeyIsRefused(t *testing.T) {
 	before := len(g.attestations(t, kA.DeviceID))
 	chA := challenge(t, cA, kA.DeviceID)
 	forged := prove(t, kB, chA, snapA) // B does the work for A's challenge with its own key
-	in, _ := ProofInput(forged)
+	in, _ := ProofInput(forged, nil)
 
 	// B's key claiming to be device A: the signature does not verify under A's keys.
 	asA := client.New(g.url+"/graphql", kB.Key(), kA.DeviceID, nil, 10*time.Second)

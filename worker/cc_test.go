@@ -1,0 +1,241 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+
+	"github.com/gpugate/gpugate/attest"
+)
+
+const fakePEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+
+// ccMock is a simulated DGX H100 whose NVML reports confidential computing on, with fake
+// evidence: each GPU's report is an SPDM-shaped request (version 1.1, GET_MEASUREMENTS) over
+// the nonce it was asked for, and the nonces asked for are recorded by index. Tests replace a
+// device's functions to make it fail.
+type ccMock struct {
+	*server.Server
+	mu     sync.Mutex
+	nonces map[int][32]byte
+}
+
+func newCCMock(t *testing.T) *ccMock {
+	t.Helper()
+	lib, err := Simulate("dgxh100", []byte("cc-mock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &ccMock{Server: lib.(*server.Server), nonces: map[int][32]byte{}}
+	m.SystemGetConfComputeStateFunc = func() (nvml.ConfComputeSystemState, nvml.Return) {
+		return nvml.ConfComputeSystemState{CcFeature: nvml.CC_SYSTEM_FEATURE_ENABLED}, nvml.SUCCESS
+	}
+	for i, nd := range m.Devices {
+		d := nd.(*server.Device)
+		d.GetConfComputeGpuCertificateFunc = func() (nvml.ConfComputeGpuCertificate, nvml.Return) {
+			var c nvml.ConfComputeGpuCertificate
+			c.CertChainSize = uint32(copy(c.CertChain[:], "device chain"))
+			c.AttestationCertChainSize = uint32(copy(c.AttestationCertChain[:], fakePEM))
+			return c, nvml.SUCCESS
+		}
+		d.GetConfComputeGpuAttestationReportFunc = func(r *nvml.ConfComputeGpuAttestationReport) nvml.Return {
+			m.mu.Lock()
+			m.nonces[i] = r.Nonce
+			m.mu.Unlock()
+			rep := append([]byte{0x11, 0xE0, 0x01, 0xFF}, r.Nonce[:]...)
+			rep = append(rep, fmt.Sprintf("response of GPU %d", i)...)
+			r.AttestationReportSize = uint32(copy(r.AttestationReport[:], rep))
+			return nvml.SUCCESS
+		}
+	}
+	return m
+}
+
+func (m *ccMock) dev(i int) *server.Device { return m.Devices[i].(*server.Device) }
+
+var (
+	ccChallenge = Challenge{ID: "4b0f1a4e-1c7e-4d0c-9a53-0f5b1c2d3e4f", Nonce: bytes.Repeat([]byte{7}, 32)}
+	ccPub       = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32)).Public().(ed25519.PublicKey)
+)
+
+// Each GPU is asked for a report over attest.CCNonce of the challenge, the device key and its
+// own NVML index, and its evidence carries that index, the report and the attestation chain.
+func TestCCEvidenceIsRequestedForEachIndexNonce(t *testing.T) {
+	t.Parallel()
+	m := newCCMock(t)
+	ev, err := CCAttestation{NVML: m}.Evidence(context.Background(), ccChallenge, ccPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev) != 8 {
+		t.Fatalf("%d GPUs with evidence, want 8", len(ev))
+	}
+	for i, e := range ev {
+		want := attest.CCNonce(ccChallenge.ID, ccChallenge.Nonce, ccPub, i)
+		if e.Index != i || m.nonces[i] != want || !bytes.Equal(e.Report[4:36], want[:]) {
+			t.Fatalf("GPU %d: index %d, nonce asked %x, want %x", i, e.Index, m.nonces[i], want)
+		}
+		if !strings.HasSuffix(string(e.Report), fmt.Sprintf("response of GPU %d", i)) || string(e.Chain) != fakePEM {
+			t.Fatalf("GPU %d evidence: %q / %q", i, e.Report, e.Chain)
+		}
+		if e.UUID != m.dev(i).UUID {
+			t.Fatalf("GPU %d UUID %q", i, e.UUID)
+		}
+	}
+	if n := len(m.InitCalls()); n != 1 || len(m.ShutdownCalls()) != 1 {
+		t.Fatalf("Init %d, Shutdown %d: want them paired", n, len(m.ShutdownCalls()))
+	}
+	// Another challenge, another key: other nonces.
+	other := ccChallenge
+	other.Nonce = bytes.Repeat([]byte{8}, 32)
+	if _, err := (CCAttestation{NVML: m}).Evidence(context.Background(), other, ccPub); err != nil {
+		t.Fatal(err)
+	}
+	if m.nonces[0] != attest.CCNonce(other.ID, other.Nonce, ccPub, 0) {
+		t.Fatal("the nonce does not follow the challenge")
+	}
+}
+
+// No CC on the system, CC off, or no GPU in CC mode: ErrUnsupported and no evidence. A GPU
+// that answers ERROR_NOT_SUPPORTED (or ERROR_FUNCTION_NOT_FOUND, or whose mock function is
+// unset) simply has none.
+func TestCCEvidenceAbsentIsNotAFailure(t *testing.T) {
+	t.Parallel()
+	plain, _ := Simulate("dgxh100", []byte("x"), nil) // no ConfCompute function set at all
+	if ev, err := (CCAttestation{NVML: plain}).Evidence(context.Background(), ccChallenge, ccPub); !errors.Is(err, ErrUnsupported) || ev != nil {
+		t.Fatalf("no CC functions: %v %v", ev, err)
+	}
+	m := newCCMock(t)
+	m.SystemGetConfComputeStateFunc = func() (nvml.ConfComputeSystemState, nvml.Return) {
+		return nvml.ConfComputeSystemState{CcFeature: nvml.CC_SYSTEM_FEATURE_DISABLED}, nvml.SUCCESS
+	}
+	if ev, err := (CCAttestation{NVML: m}).Evidence(context.Background(), ccChallenge, ccPub); !errors.Is(err, ErrUnsupported) || ev != nil {
+		t.Fatalf("CC off: %v %v", ev, err)
+	}
+	m.SystemGetConfComputeStateFunc = func() (nvml.ConfComputeSystemState, nvml.Return) {
+		return nvml.ConfComputeSystemState{}, nvml.ERROR_NOT_SUPPORTED
+	}
+	if _, err := (CCAttestation{NVML: m}).Evidence(context.Background(), ccChallenge, ccPub); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("NOT_SUPPORTED state: %v", err)
+	}
+
+	m = newCCMock(t)
+	m.dev(1).GetConfComputeGpuCertificateFunc = func() (nvml.ConfComputeGpuCertificate, nvml.Return) {
+		return nvml.ConfComputeGpuCertificate{}, nvml.ERROR_NOT_SUPPORTED
+	}
+	m.dev(2).GetConfComputeGpuAttestationReportFunc = func(*nvml.ConfComputeGpuAttestationReport) nvml.Return {
+		return nvml.ERROR_FUNCTION_NOT_FOUND
+	}
+	m.dev(3).GetConfComputeGpuCertificateFunc = nil // the mock panics "method is nil"
+	ev, err := CCAttestation{NVML: m}.Evidence(context.Background(), ccChallenge, ccPub)
+	if err != nil {
+		t.Fatalf("GPUs without CC are not failures: %v", err)
+	}
+	if got := indices(ev); got != "0,4,5,6,7" {
+		t.Fatalf("evidence for GPUs %s, want 0,4,5,6,7", got)
+	}
+	for i := range 8 {
+		m.dev(i).GetConfComputeGpuCertificateFunc = func() (nvml.ConfComputeGpuCertificate, nvml.Return) {
+			return nvml.ConfComputeGpuCertificate{}, nvml.ERROR_NOT_SUPPORTED
+		}
+	}
+	if ev, err := (CCAttestation{NVML: m}).Evidence(context.Background(), ccChallenge, ccPub); !errors.Is(err, ErrUnsupported) || ev != nil {
+		t.Fatalf("no GPU in CC mode: %v %v", ev, err)
+	}
+}
+
+// A GPU whose collection fails (an NVML error, a panicking function, an empty answer, a report
+// over another nonce) is a *GPUError naming it; the other GPUs keep their evidence.
+func TestCCEvidenceFailuresArePerGPU(t *testing.T) {
+	t.Parallel()
+	m := newCCMock(t)
+	m.dev(1).GetConfComputeGpuAttestationReportFunc = func(*nvml.ConfComputeGpuAttestationReport) nvml.Return {
+		return nvml.ERROR_NO_PERMISSION
+	}
+	m.dev(2).GetConfComputeGpuAttestationReportFunc = func(*nvml.ConfComputeGpuAttestationReport) nvml.Return {
+		panic("driver bug")
+	}
+	m.dev(3).GetConfComputeGpuCertificateFunc = func() (nvml.ConfComputeGpuCertificate, nvml.Return) {
+		panic(errors.New("another bug"))
+	}
+	m.dev(4).GetConfComputeGpuCertificateFunc = func() (nvml.ConfComputeGpuCertificate, nvml.Return) {
+		return nvml.ConfComputeGpuCertificate{}, nvml.SUCCESS // nothing in it
+	}
+	m.dev(5).GetConfComputeGpuAttestationReportFunc = func(r *nvml.ConfComputeGpuAttestationReport) nvml.Return {
+		rep := append([]byte{0x11, 0xE0, 0, 0}, make([]byte, 40)...) // ignored the nonce
+		r.AttestationReportSize = uint32(copy(r.AttestationReport[:], rep))
+		return nvml.SUCCESS
+	}
+	m.dev(6).GetConfComputeGpuAttestationReportFunc = func(r *nvml.ConfComputeGpuAttestationReport) nvml.Return {
+		return nvml.SUCCESS // size 0
+	}
+	ev, err := CCAttestation{NVML: m}.Evidence(context.Background(), ccChallenge, ccPub)
+	if got := indices(ev); got != "0,7" {
+		t.Fatalf("evidence for GPUs %s, want 0,7", got)
+	}
+	failed := map[int]string{}
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var ge *GPUError
+		if !errors.As(e, &ge) || ge.UUID != m.dev(ge.Index).UUID {
+			t.Fatalf("not a GPUError naming its GPU: %v", e)
+		}
+		failed[ge.Index] = ge.Error()
+	}
+	for i, want := range map[int]string{1: "ERROR_NO_PERMISSION", 2: "driver bug", 3: "another bug", 4: "empty attestation certificate chain",
+		5: "another nonce", 6: "empty report"} {
+		if !strings.Contains(failed[i], want) {
+			t.Errorf("GPU %d: %q, want it to say %q", i, failed[i], want)
+		}
+	}
+	if len(failed) != 6 {
+		t.Fatalf("failures: %v", failed)
+	}
+}
+
+func indices(ev []GPUEvidence) string {
+	var s []string
+	for _, e := range ev {
+		s = append(s, fmt.Sprint(e.Index))
+	}
+	return strings.Join(s, ",")
+}
+
+// The proof input carries one GpuEvidenceInput per GPU with evidence: its index, the report in
+// base64 and the chain as PEM text, or base64 when NVML gave DER.
+func TestProofInputCarriesTheEvidence(t *testing.T) {
+	t.Parallel()
+	snap, _ := Collect(newCCMock(t))
+	p := attest.Proof{ChallengeID: "c", Counter: 7, Snapshot: snap, Signature: make([]byte, 64)}
+	der := []byte{0x30, 0x82, 0x01, 0x00, 0xAA}
+	in, err := ProofInput(p, []GPUEvidence{
+		{Index: 0, Report: []byte("report 0"), Chain: append([]byte(fakePEM), 0, 0)},
+		{Index: 5, Report: []byte("report 5"), Chain: der},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Evidence) != 2 || in.Evidence[0].Index != 0 || in.Evidence[1].Index != 5 {
+		t.Fatalf("evidence: %+v", in.Evidence)
+	}
+	if r, _ := base64.StdEncoding.DecodeString(in.Evidence[1].Report); string(r) != "report 5" {
+		t.Fatalf("report: %q", in.Evidence[1].Report)
+	}
+	if in.Evidence[0].CertificateChain != fakePEM {
+		t.Fatalf("PEM chain: %q", in.Evidence[0].CertificateChain)
+	}
+	if c, _ := base64.StdEncoding.DecodeString(in.Evidence[1].CertificateChain); !bytes.Equal(c, der) {
+		t.Fatalf("DER chain: %q", in.Evidence[1].CertificateChain)
+	}
+	if in, _ := ProofInput(p, nil); in.Evidence != nil {
+		t.Fatal("no evidence must send none")
+	}
+}
