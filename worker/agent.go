@@ -282,15 +282,16 @@ func (a *agent) run(ctx context.Context) error {
 			}
 			nextProof = time.Now().Add(a.o.ReproveEvery)
 			if res.Verdict == client.AttestationVerdictPassed {
-				a.log.Info("proof passed", "verification", res.Verification)
+				a.log.Info("proof passed", "level", res.Level, "verification", res.Verification)
 				flagged = nil
 			} else {
-				flagged = &FlaggedError{Reasons: res.Reasons, Verification: string(res.Verification)}
-				a.log.Warn("proof flagged", "verification", res.Verification, "reasons", strings.Join(res.Reasons, ","))
+				flagged = &FlaggedError{Reasons: res.Reasons, Verification: string(res.Verification), Level: string(res.Level)}
+				a.log.Warn("proof flagged", "level", res.Level, "verification", res.Verification, "reasons", strings.Join(res.Reasons, ","))
 				for _, r := range res.Reasons {
 					a.log.Warn("reason", "code", r, "meaning", attest.Reason(r).Description())
 				}
 			}
+			a.logGPUs(res.Gpus)
 		}
 		ack, err := retry(ctx, a, "heartbeat", a.heartbeat)
 		if err != nil {
@@ -553,6 +554,24 @@ func (a *agent) evidence(ctx context.Context, ch Challenge) []GPUEvidence {
 		all = append(all, ev...)
 	}
 	return all
+}
+
+// logGPUs logs how the gateway judged each GPU's confidential-computing evidence.
+func (a *agent) logGPUs(gpus []client.SubmitProofSubmitProofProofResultGpusGpuEvidence) {
+	for _, g := range gpus {
+		switch {
+		case !g.EvidenceSubmitted:
+		case len(g.Reasons) > 0:
+			a.log.Warn("the GPU's confidential-computing evidence did not verify", "gpu", g.Index, "level", g.Level,
+				"reasons", strings.Join(g.Reasons, ","))
+		default:
+			root := ""
+			if g.Root != nil {
+				root = string(*g.Root)
+			}
+			a.log.Info("GPU attested", "gpu", g.Index, "level", g.Level, "root", root)
+		}
+	}
 }
 
 // ProofInput encodes a proof and its GPUs' evidence as the gateway's submitProof input. It

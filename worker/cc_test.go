@@ -5,8 +5,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +18,8 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/resolvers"
+	"github.com/gpugate/gpugate/worker/client"
 )
 
 const fakePEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
@@ -238,4 +243,90 @@ func TestProofInputCarriesTheEvidence(t *testing.T) {
 	if in, _ := ProofInput(p, nil); in.Evidence != nil {
 		t.Fatal("no evidence must send none")
 	}
+}
+
+// The agent sends each CC GPU's evidence with its proof; a GPU whose NVML call panics is sent
+// without evidence, the worker says why in its log, and the run goes on to its verdict.
+func TestAgentSendsEvidenceAndSurvivesAFailingGPU(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, resolvers.WorkerConfig{}, nil)
+	m := newCCMock(t)
+	m.dev(2).GetConfComputeGpuAttestationReportFunc = func(*nvml.ConfComputeGpuAttestationReport) nvml.Return {
+		panic("driver bug")
+	}
+	var mu sync.Mutex
+	var sent []client.GpuEvidenceInput
+	var challenge Challenge
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		body, err := readBody(r)
+		if err != nil {
+			return nil, err
+		}
+		var req struct {
+			OperationName string
+			Variables     struct{ Input client.ProofInput }
+		}
+		if json.Unmarshal(body, &req) == nil && req.OperationName == "SubmitProof" {
+			mu.Lock()
+			sent = req.Variables.Input.Evidence
+			mu.Unlock()
+		}
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err != nil || req.OperationName != "RequestChallenge" {
+			return resp, err
+		}
+		b, err := readAll(resp)
+		var ch struct {
+			Data struct{ RequestChallenge struct{ ID, Nonce string } }
+		}
+		if err == nil && json.Unmarshal(b, &ch) == nil {
+			mu.Lock()
+			challenge.ID = ch.Data.RequestChallenge.ID
+			challenge.Nonce, _ = base64.StdEncoding.DecodeString(ch.Data.RequestChallenge.Nonce)
+			mu.Unlock()
+		}
+		resp.Body = nopCloser(b)
+		return resp, err
+	})
+	var logs bytes.Buffer
+	o := g.options(t, "", keyPath(t, "key.json"), g.token(t, "alice"))
+	o.NVML, o.Transport, o.Logger = m, rt, newTestLogger(&syncWriter{w: &logs})
+	err := Run(context.Background(), o)
+	var flagged *FlaggedError
+	if err != nil && !errors.As(err, &flagged) {
+		t.Fatalf("run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	k, err := LoadKeyFile(o.KeyFile)
+	if err != nil || challenge.ID == "" {
+		t.Fatalf("key file: %v; challenge %+v", err, challenge)
+	}
+	var idx []string
+	for _, e := range sent {
+		idx = append(idx, fmt.Sprint(e.Index))
+		want := attest.CCNonce(challenge.ID, challenge.Nonce, k.PublicKey(), e.Index)
+		rep, err := base64.StdEncoding.DecodeString(e.Report)
+		if err != nil || !bytes.Equal(rep[4:36], want[:]) || e.CertificateChain != fakePEM ||
+			!strings.HasSuffix(string(rep), fmt.Sprintf("response of GPU %d", e.Index)) {
+			t.Fatalf("evidence of GPU %d: %+v", e.Index, e)
+		}
+	}
+	if got := strings.Join(idx, ","); got != "0,1,3,4,5,6,7" {
+		t.Fatalf("evidence sent for GPUs %s, want all but 2", got)
+	}
+	if !strings.Contains(logs.String(), "gpu=2") || !strings.Contains(logs.String(), "driver bug") {
+		t.Fatalf("the log does not say why GPU 2 has no evidence:\n%s", logs.String())
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

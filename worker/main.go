@@ -165,6 +165,9 @@ func printUsage(fs *flag.FlagSet) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "\n  Any profile plus --clone-uuids-from OTHER-KEY-FILE: the GPU UUIDs of another simulated host.")
+	fmt.Fprintln(w, "  The -cc profiles sign each GPU's attestation report under gpugate's simulation CA, whose key is")
+	fmt.Fprintln(w, "  public: they are ATTESTED only by a gateway that trusts that CA (zero-config dev mode, or explicit")
+	fmt.Fprintln(w, "  configuration), and prove nothing about hardware. See docs/worker.md.")
 }
 
 // defaultKeyFile is $XDG_CONFIG_HOME/gpugate/worker-key.json (~/.config/... on Linux), or
