@@ -8,12 +8,18 @@
 package nvidia
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"errors"
+	"math/big"
 	"time"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/internal/ttlcache"
 )
 
 // ErrNotImplemented is returned by the interim stubs (issue 8 in progress).
@@ -48,9 +54,10 @@ type Options struct {
 // Result is what Verify found. Reasons is empty when the evidence verified.
 type Result struct {
 	Reasons             []attest.Reason
-	Root                Root   // "" unless the chain verified
-	HardwareID          string // stable per-GPU identity from the chain; "" unless it verified
-	CertificateSerials  []string
+	Root                Root     // "" unless the chain verified
+	HardwareID          string   // stable per-GPU identity from the chain; "" unless it verified
+	CertificateSerials  []string // hex, leaf first, of the verified path (root included)
+	CertificateSubjects []string // the same certificates' subjects
 	DriverVersion       string
 	VBIOSVersion        string
 	MeasurementsChecked bool
@@ -61,15 +68,110 @@ type Result struct {
 func (r Result) OK() bool { return len(r.Reasons) == 0 }
 
 // Verifier verifies evidence; safe for concurrent use.
-type Verifier struct{ opts Options }
+type Verifier struct {
+	opts    Options
+	anchors []trustAnchor
+	chains  *ttlcache.LRU[[32]byte, *chainFacts]
+}
 
-// New returns a Verifier.
-func New(opts Options) *Verifier { return &Verifier{opts: opts} }
+// Chain-cache bounds: an 8-GPU host presents 8 chains; 4096 covers some 500 such hosts. An entry
+// lives at most chainCacheTTL (so a changed trust decision is never stale long) and never past
+// the earliest NotAfter of its chain.
+const (
+	chainCacheSize = 4096
+	chainCacheTTL  = time.Hour
+)
 
-// Verify checks ev against the expected 32-byte nonce. Every failure is a reason in the Result;
-// it returns no error.
+// New returns a Verifier. It returns one that fails every chain with CC_CHAIN_UNTRUSTED if the
+// simulation CA was asked for and cannot be built (it always can).
+func New(opts Options) *Verifier {
+	v := &Verifier{opts: opts, chains: ttlcache.New[[32]byte, *chainFacts](chainCacheSize, chainCacheTTL)}
+	if v.opts.Now == nil {
+		v.opts.Now = time.Now
+	}
+	v.anchors = append(v.anchors, trustAnchor{cert: nvidiaDeviceRoot, root: RootNVIDIA})
+	if opts.TrustSimulation {
+		if r, err := SimulationRoot(); err == nil {
+			v.anchors = append(v.anchors, trustAnchor{cert: r, root: RootSimulation})
+		}
+	}
+	for _, c := range opts.ExtraRoots {
+		if c != nil {
+			v.anchors = append(v.anchors, trustAnchor{cert: c, root: RootConfigured})
+		}
+	}
+	return v
+}
+
+// Verify checks ev against the expected 32-byte nonce: the report parses, its request carries
+// nonce, the chain verifies to a trusted root at Options.Now, the leaf's FWID is the report's,
+// the report's signature verifies with the leaf key, and (when configured) the measurements
+// match the RIMs and no certificate is revoked. Every failure is a reason in the Result (a
+// malformed report or chain stops there); it returns no error and never panics.
 func (v *Verifier) Verify(ctx context.Context, ev Evidence, nonce []byte) Result {
-	return Result{Reasons: []attest.Reason{attest.ReasonCCEvidenceMalformed}}
+	var res Result
+	fail := func(r attest.Reason) Result {
+		res.Reasons = append(res.Reasons, r)
+		res.Root, res.HardwareID = "", ""
+		return res
+	}
+	rep, err := ParseReport(ev.Report)
+	if err != nil {
+		return fail(attest.ReasonCCEvidenceMalformed)
+	}
+	res.DriverVersion, res.VBIOSVersion = rep.DriverVersion(), rep.VBIOSVersion()
+	if len(nonce) != attest.CCNonceBytes || !bytes.Equal(rep.RequestNonce, nonce) {
+		res.Reasons = append(res.Reasons, attest.ReasonCCNonceMismatch)
+	}
+	facts, reason := v.chainFacts(ev.Chain)
+	if reason != "" {
+		return fail(reason)
+	}
+	res.CertificateSerials, res.CertificateSubjects = facts.serials, facts.subjects
+	if facts.fwid == nil || !bytes.Equal(facts.fwid, rep.FWID()) {
+		res.Reasons = append(res.Reasons, attest.ReasonCCIdentityMismatch)
+	}
+	if !verifyP384(facts.leafKey, rep.Signed, rep.Signature) {
+		res.Reasons = append(res.Reasons, attest.ReasonCCSignatureInvalid)
+	}
+	if len(res.Reasons) > 0 {
+		return res
+	}
+	res.Root, res.HardwareID = facts.root, facts.hardwareID
+	return res
+}
+
+// chainFacts returns the cached facts of the chain's bytes, or parses and verifies the chain
+// and caches a success until the earliest NotAfter (and at most chainCacheTTL); a cached entry
+// is used only while Options.Now is inside every validity period of its path, so the cache never
+// changes a verdict. Failures are not cached: they may depend on the clock.
+func (v *Verifier) chainFacts(raw []byte) (*chainFacts, attest.Reason) {
+	key := sha256.Sum256(raw)
+	now := v.opts.Now()
+	if f, ok := v.chains.Get(key); ok && !now.Before(f.notBefore) && !now.After(f.notAfter) {
+		return f, ""
+	}
+	certs, err := ParseChain(raw)
+	if err != nil {
+		return nil, attest.ReasonCCEvidenceMalformed
+	}
+	f, reason := verifyChain(certs, v.anchors, now)
+	if reason != "" {
+		return nil, reason
+	}
+	v.chains.Add(key, f)
+	return f, ""
+}
+
+// verifyP384 reports whether sig (r‖s, 48 bytes each) is key's ECDSA signature of SHA-384(msg).
+func verifyP384(key *ecdsa.PublicKey, msg, sig []byte) bool {
+	if key == nil || len(sig) != spdmSignatureLen {
+		return false
+	}
+	h := sha512.Sum384(msg)
+	r := new(big.Int).SetBytes(sig[:48])
+	s := new(big.Int).SetBytes(sig[48:])
+	return ecdsa.Verify(key, h[:], r, s)
 }
 
 // RIMBundle holds reference measurements loaded from a local directory of NVIDIA RIMs.
@@ -82,20 +184,3 @@ func LoadRIMBundle(dir string, now func() time.Time) (*RIMBundle, error) {
 
 // OCSPChecker checks certificates' revocation through a responder, with a cache.
 type OCSPChecker struct{}
-
-// SimulatedGPU makes evidence for one simulated GPU under the simulation CA.
-type SimulatedGPU struct{}
-
-// SimulationOptions describe a simulated GPU: Seed (e.g. its UUID and the host's key) derives its
-// key and certificates, so the same GPU keeps its identity across restarts.
-type SimulationOptions struct {
-	Seed          []byte
-	DriverVersion string
-	VBIOSVersion  string
-}
-
-// NewSimulatedGPU returns the simulated GPU for opts.
-func NewSimulatedGPU(opts SimulationOptions) (*SimulatedGPU, error) { return nil, ErrNotImplemented }
-
-// Evidence returns a report signed over nonce and the GPU's chain (PEM).
-func (g *SimulatedGPU) Evidence(nonce []byte) (Evidence, error) { return Evidence{}, ErrNotImplemented }
