@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/attest/nvidia"
 	"github.com/gpugate/gpugate/resolvers"
 	"github.com/gpugate/gpugate/worker/client"
 )
@@ -329,4 +331,102 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// simEvidence collects the evidence of a simulated profile for ccChallenge and verifies each
+// GPU's with the gateway's verifier (trusting the simulation CA as dev mode does, or not).
+func simEvidence(t *testing.T, profile string, seed []byte, trustSim bool) (attest.Snapshot, []GPUEvidence, []nvidia.Result) {
+	t.Helper()
+	lib, err := Simulate(profile, seed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := Collect(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := CCAttestation{NVML: lib}.Evidence(context.Background(), ccChallenge, ccPub)
+	if err != nil || len(ev) != 8 {
+		t.Fatalf("%s: %d GPUs with evidence, err %v", profile, len(ev), err)
+	}
+	v := nvidia.New(nvidia.Options{TrustSimulation: trustSim})
+	var res []nvidia.Result
+	for _, e := range ev {
+		nonce := attest.CCNonce(ccChallenge.ID, ccChallenge.Nonce, ccPub, e.Index)
+		res = append(res, v.Verify(context.Background(), nvidia.Evidence{Report: e.Report, Chain: e.Chain}, nonce[:]))
+	}
+	return snap, ev, res
+}
+
+// The genuine simulated CC hosts produce evidence the verifier accepts under the simulation CA
+// (and only under it), with the driver and VBIOS the snapshot reports, one hardware identity
+// per GPU, the same identities after a restart (same key) and others on another host.
+func TestSimulatedCCHostsVerify(t *testing.T) {
+	t.Parallel()
+	for _, profile := range []string{"dgxh100-cc", "dgxh200-cc", "dgxb200-cc"} {
+		t.Run(profile, func(t *testing.T) {
+			t.Parallel()
+			snap, _, res := simEvidence(t, profile, []byte("host A"), true)
+			ids := map[string]bool{}
+			for i, r := range res {
+				if !r.OK() || r.Root != nvidia.RootSimulation || r.HardwareID == "" {
+					t.Fatalf("GPU %d: %+v", i, r)
+				}
+				if r.DriverVersion != snap.DriverVersion || !strings.EqualFold(r.VBIOSVersion, snap.GPUs[i].VBIOSVersion) {
+					t.Fatalf("GPU %d measured driver %q vbios %q; the snapshot says %q %q", i, r.DriverVersion, r.VBIOSVersion,
+						snap.DriverVersion, snap.GPUs[i].VBIOSVersion)
+				}
+				ids[r.HardwareID] = true
+			}
+			if len(ids) != 8 {
+				t.Fatalf("%d distinct hardware identities for 8 GPUs", len(ids))
+			}
+			_, _, again := simEvidence(t, profile, []byte("host A"), true)
+			_, _, other := simEvidence(t, profile, []byte("host B"), true)
+			for i := range res {
+				if again[i].HardwareID != res[i].HardwareID {
+					t.Fatalf("GPU %d changed identity across a restart", i)
+				}
+				if ids[other[i].HardwareID] {
+					t.Fatalf("GPU %d of another host has this host's identity", i)
+				}
+			}
+			_, _, prod := simEvidence(t, profile, []byte("host A"), false)
+			for i, r := range prod {
+				if r.OK() || !slices.Contains(r.Reasons, attest.ReasonCCChainUntrusted) {
+					t.Fatalf("GPU %d verified without trusting the simulation CA: %+v", i, r)
+				}
+			}
+		})
+	}
+}
+
+// The CC counterfeits: "cloned" presents one GPU's verified identity for all eight (what the
+// gateway flags as CC_HARDWARE_REUSED); "forged" signs under a CA of its own (CC_CHAIN_UNTRUSTED
+// even where the simulation CA is trusted), with a valid signature by its own leaf.
+func TestSimulatedCCCounterfeits(t *testing.T) {
+	t.Parallel()
+	_, _, cloned := simEvidence(t, "dgxh100-cc-cloned", []byte("host C"), true)
+	for i, r := range cloned {
+		if !r.OK() || r.HardwareID != cloned[0].HardwareID {
+			t.Fatalf("cloned GPU %d: %+v (GPU 0: %s)", i, r, cloned[0].HardwareID)
+		}
+	}
+	_, ev, forged := simEvidence(t, "dgxh100-cc-forged", []byte("host D"), true)
+	for i, r := range forged {
+		if !slices.Equal(r.Reasons, []attest.Reason{attest.ReasonCCChainUntrusted}) {
+			t.Fatalf("forged GPU %d: %+v", i, r)
+		}
+	}
+	// The forgery is only in the chain: under its own root the report verifies.
+	chain, err := nvidia.ParseChain(ev[0].Chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := attest.CCNonce(ccChallenge.ID, ccChallenge.Nonce, ccPub, 0)
+	r := nvidia.New(nvidia.Options{ExtraRoots: chain[len(chain)-1:]}).Verify(context.Background(),
+		nvidia.Evidence{Report: ev[0].Report, Chain: ev[0].Chain}, nonce[:])
+	if !r.OK() || r.Root != nvidia.RootConfigured {
+		t.Fatalf("forged evidence under its own root: %+v", r)
+	}
 }

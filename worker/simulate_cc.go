@@ -153,7 +153,7 @@ func (h *ccHost) gpu(uuid string) (*ccGPU, error) {
 	if err != nil {
 		return nil, err
 	}
-	chain, err := parseChain(probe.Chain)
+	chain, err := nvidia.ParseChain(probe.Chain)
 	if err != nil {
 		return nil, err
 	}
@@ -235,6 +235,7 @@ func (f *forger) forge(chain []*x509.Certificate, genuine func([]byte) ([]byte, 
 			}
 		}
 		tmpl.SignatureAlgorithm = x509.ECDSAWithSHA384
+		tmpl.PublicKey = &key.PublicKey // a self-signed template is its own parent
 		signer, signerKey := parent, parentKey
 		if bytes.Equal(orig.RawSubject, orig.RawIssuer) && j == len(chain)-1 {
 			signer, signerKey = &tmpl, key // the chain carries its root: self-signed again
@@ -275,36 +276,6 @@ func resign(report []byte, key *ecdsa.PrivateKey) ([]byte, error) {
 	r.FillBytes(out[len(signed) : len(signed)+48])
 	s.FillBytes(out[len(signed)+48:])
 	return out, nil
-}
-
-// parseChain parses a certificate chain as nvidia.Evidence carries it: PEM, or concatenated
-// DER. It fails on anything else, or on an empty chain.
-func parseChain(b []byte) ([]*x509.Certificate, error) {
-	b = bytes.TrimRight(b, "\x00")
-	var certs []*x509.Certificate
-	if bytes.Contains(b, []byte("-----BEGIN")) {
-		for {
-			var blk *pem.Block
-			blk, b = pem.Decode(b)
-			if blk == nil {
-				break
-			}
-			c, err := x509.ParseCertificate(blk.Bytes)
-			if err != nil {
-				return nil, err
-			}
-			certs = append(certs, c)
-		}
-	} else {
-		var err error
-		if certs, err = x509.ParseCertificates(b); err != nil {
-			return nil, err
-		}
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("empty certificate chain")
-	}
-	return certs, nil
 }
 
 // encodeChain encodes certs as PEM (as NVML returns chains) when that fits in limit bytes, else
