@@ -102,6 +102,7 @@ type serveFlags struct {
 	heartbeatEvery   *time.Duration
 	heartbeatTimeout *time.Duration
 	ev               evidenceFlags
+	cc               *ccFlags
 	debugListen      *string
 	logFormat        *string
 	logLevel         *string
@@ -162,6 +163,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.heartbeatTimeout = f.Duration("heartbeat-timeout", "GPUGATE_HEARTBEAT_TIMEOUT", db.HeartbeatWindow,
 		"a device silent this long is shown DOWN by a background job (0 disables the job)")
 	c.ev = addEvidenceFlags(f)
+	c.cc = addCCFlags(f)
 	c.debugListen = f.String("debug-listen", "GPUGATE_DEBUG_LISTEN", "", "serve /debug/pprof on this loopback address (empty: off)")
 	c.logFormat = f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	c.logLevel = f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -171,6 +173,9 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.f = f
 	m.workers = resolvers.WorkerConfig{Difficulty: *c.difficulty, ChallengeTTL: *c.challengeTTL, HeartbeatEvery: *c.heartbeatEvery}
 	if err := c.ev.apply(&m.workers); err != nil {
+		return err
+	}
+	if err := c.cc.load(); err != nil {
 		return err
 	}
 	log, err := newLogger(*c.logFormat, *c.logLevel, os.Stderr)
@@ -210,6 +215,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		*c.allowSimulated = *c.dev
 	}
 	workers.AllowSimulatedGPUs = *c.allowSimulated
+	if err := c.cc.apply(&workers, c.f.explicit, d.embedded, log); err != nil {
+		return err
+	}
 	if *c.migrate {
 		applied, err := db.Migrate(ctx, d.store.SQL().DB)
 		if err != nil {
