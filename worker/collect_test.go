@@ -41,7 +41,7 @@ func TestSimulatedProfilesAgainstTheRules(t *testing.T) {
 			}
 			// Dev mode's policy: the go-nvml DGX H200 and B200 report PCI ids of no real GPU.
 			findings := attest.CheckSnapshotWith(snap, attest.Policy{AllowSimulated: true})
-			if !p.Counterfeit {
+			if !p.Counterfeit || p.CC { // a CC counterfeit's snapshot is genuine: its fault is in the evidence
 				if len(findings) != 0 {
 					t.Fatalf("a genuine simulated host has findings: %v", findings)
 				}

@@ -53,7 +53,7 @@ func TestAcceptanceCommand(t *testing.T) {
 
 func TestGenuineSimulatedHostsPass(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, resolvers.WorkerConfig{AllowSimulatedGPUs: true}, nil) // as in dev mode
+	g := startGateway(t, devConfig(), nil)
 	for _, profile := range []string{"dgxa100", "dgxh100", "dgxh200", "dgxb200", "dgxh100-cc"} {
 		t.Run(profile, func(t *testing.T) {
 			t.Parallel()
@@ -106,7 +106,7 @@ func TestCounterfeitSimulatedHostsAreFlagged(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, resolvers.WorkerConfig{}, nil)
 	for _, p := range Profiles {
-		if !p.Counterfeit || strings.Contains(p.Name, "-cc") {
+		if !p.Counterfeit || p.CC {
 			continue // the CC counterfeits need a gateway that trusts the simulation CA: cc_scenarios_test.go
 		}
 		t.Run(p.Name, func(t *testing.T) {

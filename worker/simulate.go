@@ -25,7 +25,10 @@ type Profile struct {
 	// should return for them (documentation and tests).
 	Counterfeit bool
 	Expect      []string
-	build       func(seed []byte) *server.Server
+	// CC: confidential computing is on, and each GPU sends evidence with the proof. A CC
+	// counterfeit's snapshot is genuine; its Expect codes come from the evidence.
+	CC    bool
+	build func(seed []byte) *server.Server
 }
 
 // board is what the go-nvml mocks leave unset (they panic on it) and a real board reports:
@@ -75,15 +78,15 @@ var Profiles = []Profile{
 		build: func(seed []byte) *server.Server { return personalize(dgxh200.New(), seed, h200Board) }},
 	{Name: "dgxb200", Description: "genuine DGX B200: 8x B200 180GB (go-nvml mock)",
 		build: func(seed []byte) *server.Server { return personalize(dgxb200.New(), seed, b200Board) }},
-	{Name: "dgxh100-cc", Description: "genuine DGX H100 in confidential-computing mode: each GPU signs its attestation report under gpugate's simulation CA",
+	{Name: "dgxh100-cc", CC: true, Description: "genuine DGX H100 in confidential-computing mode: each GPU signs its attestation report under gpugate's simulation CA",
 		build: func(seed []byte) *server.Server {
 			return withConfCompute(personalize(dgxh100.New(), seed, h100Board), seed, h100Board, ccGenuine)
 		}},
-	{Name: "dgxh200-cc", Description: "genuine DGX H200 in confidential-computing mode: each GPU signs its attestation report under gpugate's simulation CA",
+	{Name: "dgxh200-cc", CC: true, Description: "genuine DGX H200 in confidential-computing mode: each GPU signs its attestation report under gpugate's simulation CA",
 		build: func(seed []byte) *server.Server {
 			return withConfCompute(personalize(dgxh200.New(), seed, h200Board), seed, h200Board, ccGenuine)
 		}},
-	{Name: "dgxb200-cc", Description: "genuine DGX B200 in confidential-computing mode: each GPU signs its attestation report under gpugate's simulation CA",
+	{Name: "dgxb200-cc", CC: true, Description: "genuine DGX B200 in confidential-computing mode: each GPU signs its attestation report under gpugate's simulation CA",
 		build: func(seed []byte) *server.Server {
 			return withConfCompute(personalize(dgxb200.New(), seed, b200Board), seed, b200Board, ccGenuine)
 		}},
@@ -109,12 +112,12 @@ var Profiles = []Profile{
 			s.Devices[1].(*server.Device).UUID = s.Devices[0].(*server.Device).UUID
 			return s
 		}},
-	{Name: "dgxh100-cc-cloned", Counterfeit: true, Expect: []string{"CC_HARDWARE_REUSED"},
+	{Name: "dgxh100-cc-cloned", Counterfeit: true, CC: true, Expect: []string{"CC_HARDWARE_REUSED"},
 		Description: "counterfeit: a DGX H100 in CC mode where one GPU's (simulated) hardware identity signs the reports of all 8",
 		build: func(seed []byte) *server.Server {
 			return withConfCompute(personalize(dgxh100.New(), seed, h100Board), seed, h100Board, ccCloned)
 		}},
-	{Name: "dgxh100-cc-forged", Counterfeit: true, Expect: []string{"CC_CHAIN_UNTRUSTED"},
+	{Name: "dgxh100-cc-forged", Counterfeit: true, CC: true, Expect: []string{"CC_CHAIN_UNTRUSTED"},
 		Description: "counterfeit: a DGX H100 in CC mode whose reports are signed under a certificate authority the worker made itself",
 		build: func(seed []byte) *server.Server {
 			return withConfCompute(personalize(dgxh100.New(), seed, h100Board), seed, h100Board, ccForged)
