@@ -430,3 +430,24 @@ func TestSimulatedCCCounterfeits(t *testing.T) {
 		t.Fatalf("forged evidence under its own root: %+v", r)
 	}
 }
+
+// BenchmarkCCEvidenceSimulated measures the worker's collection of 8 GPUs' evidence on a
+// simulated CC host (identities already made) and reports the evidence's size on the wire.
+func BenchmarkCCEvidenceSimulated(b *testing.B) {
+	lib, _ := Simulate("dgxh100-cc", []byte("bench"), nil)
+	p := CCAttestation{NVML: lib}
+	ev, err := p.Evidence(context.Background(), ccChallenge, ccPub)
+	if err != nil || len(ev) != 8 {
+		b.Fatal(err)
+	}
+	in, _ := ProofInput(attest.Proof{}, ev)
+	js, _ := json.Marshal(in.Evidence)
+	for b.Loop() {
+		if _, err := p.Evidence(context.Background(), ccChallenge, ccPub); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(ev[0].Report)), "report-bytes/gpu")
+	b.ReportMetric(float64(len(ev[0].Chain)), "chain-bytes/gpu")
+	b.ReportMetric(float64(len(js))/8, "wire-bytes/gpu")
+}
