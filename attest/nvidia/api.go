@@ -123,7 +123,8 @@ func (v *Verifier) Verify(ctx context.Context, ev Evidence, nonce []byte) Result
 	if len(nonce) != attest.CCNonceBytes || !bytes.Equal(rep.RequestNonce, nonce) {
 		res.Reasons = append(res.Reasons, attest.ReasonCCNonceMismatch)
 	}
-	facts, reason := v.chainFacts(ev.Chain)
+	now := v.opts.Now()
+	facts, reason := v.chainFacts(ev.Chain, now)
 	if reason != "" {
 		return fail(reason)
 	}
@@ -137,17 +138,50 @@ func (v *Verifier) Verify(ctx context.Context, ev Evidence, nonce []byte) Result
 	if len(res.Reasons) > 0 {
 		return res
 	}
+	checked, mismatch := v.opts.RIMs.check(rep, now)
+	res.MeasurementsChecked = checked
+	if mismatch {
+		return fail(attest.ReasonCCMeasurementMismatch)
+	}
+	if v.opts.Revocation != nil {
+		revoked, checked := v.revocation(ctx, now, facts)
+		res.RevocationChecked = checked
+		if revoked {
+			return fail(attest.ReasonCCCertRevoked)
+		}
+	}
 	res.Root, res.HardwareID = facts.root, facts.hardwareID
 	return res
+}
+
+// revocation asks the responder about every certificate of the path but the leaf and the root,
+// as nvtrust does: the FMC leaf is made by the GPU at boot and never registered with NVIDIA,
+// and the root is pinned. revoked is true when any is revoked; checked is true when every one
+// got a fresh, verified answer.
+func (v *Verifier) revocation(ctx context.Context, now time.Time, f *chainFacts) (revoked, checked bool) {
+	if len(f.ocspTargets) < 2 {
+		return false, false
+	}
+	checked = true
+	for _, t := range f.ocspTargets[1:] {
+		r, err := v.opts.Revocation.revoked(ctx, now, t, f.path)
+		if err != nil {
+			checked = false
+			continue
+		}
+		if r {
+			return true, true
+		}
+	}
+	return false, checked
 }
 
 // chainFacts returns the cached facts of the chain's bytes, or parses and verifies the chain
 // and caches a success until the earliest NotAfter (and at most chainCacheTTL); a cached entry
 // is used only while Options.Now is inside every validity period of its path, so the cache never
 // changes a verdict. Failures are not cached: they may depend on the clock.
-func (v *Verifier) chainFacts(raw []byte) (*chainFacts, attest.Reason) {
+func (v *Verifier) chainFacts(raw []byte, now time.Time) (*chainFacts, attest.Reason) {
 	key := sha256.Sum256(raw)
-	now := v.opts.Now()
 	if f, ok := v.chains.Get(key); ok && !now.Before(f.notBefore) && !now.After(f.notAfter) {
 		return f, ""
 	}
@@ -173,14 +207,3 @@ func verifyP384(key *ecdsa.PublicKey, msg, sig []byte) bool {
 	s := new(big.Int).SetBytes(sig[48:])
 	return ecdsa.Verify(key, h[:], r, s)
 }
-
-// RIMBundle holds reference measurements loaded from a local directory of NVIDIA RIMs.
-type RIMBundle struct{}
-
-// LoadRIMBundle reads and verifies the RIMs in dir against NVIDIA's RIM root.
-func LoadRIMBundle(dir string, now func() time.Time) (*RIMBundle, error) {
-	return nil, ErrNotImplemented
-}
-
-// OCSPChecker checks certificates' revocation through a responder, with a cache.
-type OCSPChecker struct{}

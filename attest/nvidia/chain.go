@@ -123,6 +123,7 @@ type chainFacts struct {
 	notBefore   time.Time
 	notAfter    time.Time // the earliest NotAfter of the verified path: the facts expire then
 	ocspTargets []ocspTarget
+	path        []*x509.Certificate // leaf first, root last
 }
 
 // ocspTarget is one non-root certificate of the verified path and its issuer.
@@ -197,7 +198,7 @@ func verifyChain(certs []*x509.Certificate, anchors []trustAnchor, now time.Time
 	if path == nil {
 		return nil, attest.ReasonCCChainUntrusted
 	}
-	f := &chainFacts{notAfter: path[0].NotAfter, notBefore: path[0].NotBefore}
+	f := &chainFacts{notAfter: path[0].NotAfter, notBefore: path[0].NotBefore, path: path}
 	top := path[len(path)-1]
 	for _, a := range anchors {
 		if bytes.Equal(a.cert.RawSubjectPublicKeyInfo, top.RawSubjectPublicKeyInfo) && bytes.Equal(a.cert.RawSubject, top.RawSubject) {

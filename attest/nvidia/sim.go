@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 	"sync"
 	"time"
 )
@@ -152,8 +153,9 @@ const simMeasurementBlocks = 64
 
 // SimulatedMeasurements returns the measurement block values (index 1..n at [0..n-1]) a
 // simulated GPU with these driver and VBIOS versions reports: they depend on the firmware only,
-// so reference manifests can be made for them.
+// so reference manifests can be made for them. The VBIOS version is compared without case.
 func SimulatedMeasurements(driver, vbios string) [][]byte {
+	vbios = strings.ToLower(vbios)
 	ms := make([][]byte, simMeasurementBlocks)
 	for i := range ms {
 		h := sha512.New384()
