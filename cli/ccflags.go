@@ -142,7 +142,7 @@ func (c *ccFlags) apply(w *resolvers.WorkerConfig, explicit map[string]bool, emb
 	return nil
 }
 
-// newOCSPChecker returns the revocation checker for a responder.
+// newOCSPChecker returns the revocation checker for a responder (nvidia.ErrOCSPURL for a bad URL).
 func newOCSPChecker(url string, timeout time.Duration) (*nvidia.OCSPChecker, error) {
-	return nil, errors.New("OCSP is not available in this build yet")
+	return nvidia.NewOCSPChecker(nvidia.OCSPOptions{URL: url, Timeout: timeout})
 }

@@ -60,7 +60,8 @@ func (d *DB) PriorJudgement(ctx context.Context, deviceID, challengeID string, p
 		Level Level  `db:"level"`
 		Facts []byte `db:"gpu_evidence"`
 	}
-	err = sqlx.GetContext(ctx, d.x, &row, `SELECT level, gpu_evidence FROM attestations
+	err = sqlx.GetContext(ctx, d.x, &row, `SELECT COALESCE(level, CASE verdict WHEN 'PASSED' THEN 'SELF_REPORTED' ELSE 'FLAGGED' END) AS level,
+		gpu_evidence FROM attestations
 		WHERE challenge_id = $1 AND device_id = $2 AND proof_hash = $3
 		ORDER BY created_at LIMIT 1`, challengeID, deviceID, proofHash)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -78,8 +78,20 @@ type Attestation struct {
 	CreatedAt  time.Time          `db:"created_at"`
 	// ProofLevel is the level this proof gave the device; GPUFacts how each GPU was judged
 	// (JSON of []GPUJudgement; NULL for proofs refused before judging). See db/ccevidence.go.
-	ProofLevel Level  `db:"level"`
+	ProofLevel *Level `db:"level"`
 	GPUFacts   []byte `db:"gpu_evidence"`
+}
+
+// GivenLevel returns the level the proof gave the device; a row stored without one reads by its
+// verdict (PASSED: SELF_REPORTED, FLAGGED: FLAGGED).
+func (a Attestation) GivenLevel() Level {
+	switch {
+	case a.ProofLevel != nil:
+		return *a.ProofLevel
+	case a.Verdict == VerdictPassed:
+		return LevelSelfReported
+	}
+	return LevelFlagged
 }
 
 // Reasons returns the reason codes of a flagged proof.

@@ -39,7 +39,7 @@ func byLevel(s *db.NetworkStats) []model.VerificationLevelCount {
 
 // attestationLevel is Attestation.level.
 func attestationLevel(a *db.Attestation) model.VerificationLevel {
-	return model.VerificationLevel(a.ProofLevel)
+	return model.VerificationLevel(a.GivenLevel())
 }
 
 // attestationGPUs is Attestation.gpus (owner-only: Attestation is reached through

@@ -30,8 +30,9 @@ FROM devices d WHERE d.id = g.device_id AND d.verification_level <> 'PENDING';
 ALTER TABLE attestations
     ADD COLUMN level text CHECK (level IN ('PENDING', 'SELF_REPORTED', 'ATTESTED', 'FLAGGED')),
     ADD COLUMN gpu_evidence jsonb;
+-- Earlier verdicts: a passed proof was SELF_REPORTED (nothing else existed). A row written
+-- without a level reads the same way (Attestation.Level).
 UPDATE attestations SET level = CASE verdict WHEN 'PASSED' THEN 'SELF_REPORTED' ELSE 'FLAGGED' END;
-ALTER TABLE attestations ALTER COLUMN level SET NOT NULL;
 
 -- Hardware identities (the stable per-GPU identity of a verified certificate chain) and the GPU
 -- UUID each first attested as. One real GPU must not vouch for another UUID (CC_HARDWARE_REUSED)
