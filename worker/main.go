@@ -139,7 +139,11 @@ func mainContext(ctx context.Context, args []string, tweak func(*Options), stdou
 	case err == nil:
 		return 0
 	case errors.As(err, &flagged):
-		fmt.Fprintf(stderr, "gpugate worker: the proof was FLAGGED (device verification %s):\n", flagged.Verification)
+		level := flagged.Level
+		if level == "" { // a gateway from before verification levels
+			level = flagged.Verification
+		}
+		fmt.Fprintf(stderr, "gpugate worker: the proof was FLAGGED (device level %s):\n", level)
 		for _, r := range flagged.Reasons {
 			fmt.Fprintf(stderr, "  %s", r)
 			if d := attest.Reason(r).Description(); d != "" {

@@ -135,7 +135,7 @@ func TestMainPrintsTheReasonsOfAFlaggedProof(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := mainContext(context.Background(), []string{"--server", g.url, "--simulate", "fake-h100-24g",
 		"--enroll", g.token(t, "bob"), "--key-file", keyPath(t, "k.json"), "--once"}, nil, &stdout, &stderr)
-	if code != 1 || !strings.Contains(stderr.String(), "FLAGGED") ||
+	if code != 1 || !strings.Contains(stderr.String(), "FLAGGED (device level FLAGGED)") ||
 		!strings.Contains(stderr.String(), "MEMORY_OUT_OF_BAND: "+attest.ReasonMemoryOutOfBand.Description()) {
 		t.Fatalf("exit %d:\n%s", code, stderr.String())
 	}
