@@ -532,13 +532,7 @@ func (a *agent) evidence(ctx context.Context, ch Challenge) []GPUEvidence {
 		case errors.Is(err, ErrUnsupported):
 			a.log.Debug("evidence not available", "prover", p.Name(), "why", err)
 		case err != nil:
-			var errs []error
-			if j, ok := err.(interface{ Unwrap() []error }); ok {
-				errs = j.Unwrap()
-			} else {
-				errs = []error{err}
-			}
-			for _, e := range errs {
+			for _, e := range flatten(err) {
 				var ge *GPUError
 				if errors.As(e, &ge) {
 					a.log.Warn("no confidential-computing evidence for this GPU; it is proved without (SELF_REPORTED at best)",
@@ -554,6 +548,19 @@ func (a *agent) evidence(ctx context.Context, ch Challenge) []GPUEvidence {
 		all = append(all, ev...)
 	}
 	return all
+}
+
+// flatten returns the errors joined in err (errors.Join, nested too), or err alone.
+func flatten(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }
 
 // logGPUs logs how the gateway judged each GPU's confidential-computing evidence.

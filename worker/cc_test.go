@@ -451,3 +451,15 @@ func BenchmarkCCEvidenceSimulated(b *testing.B) {
 	b.ReportMetric(float64(len(ev[0].Chain)), "chain-bytes/gpu")
 	b.ReportMetric(float64(len(js))/8, "wire-bytes/gpu")
 }
+
+func TestFlattenNestedJoins(t *testing.T) {
+	t.Parallel()
+	a, b, c := errors.New("a"), &GPUError{Index: 1, Err: errors.New("b")}, errors.New("c")
+	got := flatten(errors.Join(errors.Join(a, b), c))
+	if len(got) != 3 || got[0] != a || got[1] != b || got[2] != c {
+		t.Fatalf("flatten: %v", got)
+	}
+	if got := flatten(a); len(got) != 1 || got[0] != a {
+		t.Fatalf("flatten of one error: %v", got)
+	}
+}
