@@ -51,9 +51,10 @@ type OCSPOptions struct {
 // OCSPChecker checks certificates' revocation through a responder, with a cache. It is safe for
 // concurrent use.
 type OCSPChecker struct {
-	url    string
-	client *http.Client
-	cache  *ttlcache.LRU[string, ocspAnswer]
+	url     string
+	timeout time.Duration
+	client  *http.Client
+	cache   *ttlcache.LRU[string, ocspAnswer]
 }
 
 type ocspAnswer struct {
@@ -78,7 +79,7 @@ func NewOCSPChecker(o OCSPOptions) (*OCSPChecker, error) {
 	if client == nil {
 		client = &http.Client{Timeout: o.Timeout}
 	}
-	return &OCSPChecker{url: o.URL, client: client, cache: ttlcache.New[string, ocspAnswer](o.CacheSize, ocspMaxLifetime)}, nil
+	return &OCSPChecker{url: o.URL, timeout: o.Timeout, client: client, cache: ttlcache.New[string, ocspAnswer](o.CacheSize, ocspMaxLifetime)}, nil
 }
 
 // errOCSPUnknown: the responder gave no usable good/revoked answer.
@@ -96,7 +97,7 @@ func (c *OCSPChecker) revoked(ctx context.Context, now time.Time, t ocspTarget, 
 	if err != nil {
 		return false, fmt.Errorf("%w: %v", errOCSPUnknown, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.client.Timeout+time.Second)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(req))
 	if err != nil {
