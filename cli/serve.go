@@ -108,6 +108,7 @@ type serveFlags struct {
 	mf               metricsFlags
 	audit            auditFlags
 	lim              limitFlags
+	cc               *ccFlags
 	debugListen      *string
 	logFormat        *string
 	logLevel         *string
@@ -171,6 +172,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.mf = addMetricsFlags(f)
 	c.audit = addAuditFlags(f)
 	c.lim = addLimitFlags(f)
+	c.cc = addCCFlags(f)
 	c.debugListen = f.String("debug-listen", "GPUGATE_DEBUG_LISTEN", "", "serve /debug/pprof on this loopback address (empty: off)")
 	c.logFormat = f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	c.logLevel = f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -189,6 +191,9 @@ func (m *ServeMain) ParseFlags(args []string) error {
 		return err
 	}
 	if err := c.lim.apply(); err != nil {
+		return err
+	}
+	if err := c.cc.load(); err != nil {
 		return err
 	}
 	log, err := newLogger(*c.logFormat, *c.logLevel, os.Stderr)
@@ -228,6 +233,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		*c.allowSimulated = *c.dev
 	}
 	workers.AllowSimulatedGPUs = *c.allowSimulated
+	if err := c.cc.apply(&workers, c.f.explicit, d.embedded, log); err != nil {
+		return err
+	}
 	if *c.migrate {
 		applied, err := db.Migrate(ctx, d.store.SQL().DB)
 		if err != nil {

@@ -94,9 +94,9 @@ func (d *DB) InsertAudit(ctx context.Context, recs []AuditRecord) error {
 	return translate("insert audit events", err)
 }
 
-// AuditFilter narrows an audit listing; empty fields do not filter. Since is inclusive, Until
+// AuditQuery narrows an audit listing; empty fields do not filter. Since is inclusive, Until
 // exclusive.
-type AuditFilter struct {
+type AuditQuery struct {
 	Principal, Target, Operation, Outcome string
 	Since, Until                          *time.Time
 }
@@ -148,7 +148,7 @@ const MaxAuditFilterLen = auditPrincipalMax
 // id), after the cursor after ("" for the first page). It returns an ErrInvalid error for first
 // out of range, a filter longer than MaxAuditFilterLen or not valid UTF-8, or a cursor this
 // listing did not issue; otherwise the store's error.
-func (d *DB) ListAudit(ctx context.Context, first int, after string, f AuditFilter) (AuditPage, error) {
+func (d *DB) ListAudit(ctx context.Context, first int, after string, f AuditQuery) (AuditPage, error) {
 	if first < 1 || first > 100 {
 		return AuditPage{}, Invalidf("first must be between 1 and 100")
 	}

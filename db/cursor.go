@@ -3,6 +3,8 @@ package db
 import (
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,9 +30,33 @@ func encodeCursor(order, key, id string) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// keyKind is what a cursor's key must be.
+type keyKind int
+
+const (
+	keyText  keyKind = iota // a name
+	keyTime                 // an RFC 3339 timestamp
+	keyLevel                // a level rank and an RFC 3339 timestamp (levelKey)
+)
+
+// levelKey is the key of the VERIFICATION_LEVEL order: the rank, a slash, the creation time.
+func levelKey(rank int, created time.Time) string {
+	return strconv.Itoa(rank) + "/" + created.UTC().Format(time.RFC3339Nano)
+}
+
+// parseLevelKey splits a levelKey; ok is false for anything else.
+func parseLevelKey(k string) (rank int, created time.Time, ok bool) {
+	r, ts, found := strings.Cut(k, "/")
+	if !found || len(r) != 1 || r[0] < '0' || r[0] >= '0'+byte(len(AllLevels)) {
+		return 0, time.Time{}, false
+	}
+	created, err := time.Parse(time.RFC3339Nano, ts)
+	return int(r[0] - '0'), created, err == nil
+}
+
 // decodeCursor parses an after argument issued for order. An empty string means "from the start".
-// timeKey says the key must be an RFC 3339 timestamp.
-func decodeCursor(s, order string, timeKey bool) (*cursor, error) {
+// kind says what the key must be; a cursor of another order or kind is ErrInvalid.
+func decodeCursor(s, order string, kind keyKind) (*cursor, error) {
 	if s == "" {
 		return nil, nil
 	}
@@ -52,8 +78,13 @@ func decodeCursor(s, order string, timeKey bool) (*cursor, error) {
 	if _, err := uuid.Parse(c.ID); err != nil {
 		return nil, bad
 	}
-	if timeKey {
+	switch kind {
+	case keyTime:
 		if _, err := time.Parse(time.RFC3339Nano, c.Key); err != nil {
+			return nil, bad
+		}
+	case keyLevel:
+		if _, _, ok := parseLevelKey(c.Key); !ok {
 			return nil, bad
 		}
 	}

@@ -23,7 +23,7 @@ const (
 	maxRegionLen      = 64
 )
 
-const deviceColumns = `id, owner_id, name, status, region, verification, gpu_model, gpu_count,
+const deviceColumns = `id, owner_id, name, status, region, verification, verification_level, gpu_model, gpu_count,
 	last_seen_at, created_at, updated_at, hostname, host(ip_address) AS ip_address, labels, enrolled_at,
 	paused, quarantined_at, quarantine_reason`
 
@@ -66,8 +66,9 @@ type ListParams struct {
 	owner  string // set by ListOwnedDevices only
 }
 
-// listQueries holds one fixed statement per allow-listed order: $1..$4 are the optional filters,
-// $5/$6 the optional keyset position, $7 the limit, $8 the optional owner (an owner's own list). A NULL parameter disables its condition;
+// listQueries holds one fixed statement per allow-listed order: $1..$4 and $9 are the optional
+// filters ($9 the level's rank), $5/$6 the optional keyset position (for the level order $5 is
+// a levelKey, "rank/created_at", checked by decodeCursor), $7 the limit, $8 the optional owner (an owner's own list). A NULL parameter disables its condition;
 // PostgreSQL plans unnamed statements with their actual parameters, so the folded query is a
 // plain index range scan.
 var listQueries = map[DeviceOrder]string{
@@ -79,6 +80,14 @@ var listQueries = map[DeviceOrder]string{
 		ORDER BY name DESC, id DESC LIMIT $7`,
 	{OrderName, Asc}: listSelect + ` AND ($5::text IS NULL OR (name, id) > ($5::text, $6::uuid))
 		ORDER BY name ASC, id ASC LIMIT $7`,
+	// Strength, ties by creation time then ID in the same direction: one scan of
+	// devices_level_created (forward or backward), also under a level filter.
+	{OrderVerificationLevel, Desc}: listSelect + ` AND ($5::text IS NULL OR (verification_rank, created_at, id) <
+			(split_part($5::text, '/', 1)::smallint, split_part($5::text, '/', 2)::timestamptz, $6::uuid))
+		ORDER BY verification_rank DESC, created_at DESC, id DESC LIMIT $7`,
+	{OrderVerificationLevel, Asc}: listSelect + ` AND ($5::text IS NULL OR (verification_rank, created_at, id) >
+			(split_part($5::text, '/', 1)::smallint, split_part($5::text, '/', 2)::timestamptz, $6::uuid))
+		ORDER BY verification_rank ASC, created_at ASC, id ASC LIMIT $7`,
 }
 
 // Removed devices are in no list (see RemoveDevice).
@@ -88,7 +97,8 @@ const listSelect = `SELECT ` + deviceColumns + ` FROM devices
 	  AND ($2::text IS NULL OR gpu_model = $2)
 	  AND ($3::text IS NULL OR region = $3)
 	  AND ($4::text IS NULL OR verification = $4)
-	  AND ($8::uuid IS NULL OR owner_id = $8)`
+	  AND ($8::uuid IS NULL OR owner_id = $8)
+	  AND ($9::smallint IS NULL OR verification_rank = $9)`
 
 // ListDevices returns a page of devices in p.Order (DefaultOrder when zero). It returns
 // ErrInvalid for a page size outside 1..MaxPageSize, an oversized filter or a foreign cursor.
@@ -110,8 +120,22 @@ func (d *DB) ListDevices(ctx context.Context, p ListParams) (Page, error) {
 	if err := checkLen("filter.region", f.Region, maxRegionLen); err != nil {
 		return Page{}, err
 	}
-	timeKey := p.Order.Field == OrderCreatedAt
-	c, err := decodeCursor(p.After, p.Order.String(), timeKey)
+	kind := keyText
+	switch p.Order.Field {
+	case OrderCreatedAt:
+		kind = keyTime
+	case OrderVerificationLevel:
+		kind = keyLevel
+	}
+	var levelRank any
+	if f.Level != nil {
+		r := f.Level.Rank()
+		if r < 0 {
+			return Page{}, Invalidf("filter.verificationLevel %q is not a level", *f.Level)
+		}
+		levelRank = r
+	}
+	c, err := decodeCursor(p.After, p.Order.String(), kind)
 	if err != nil {
 		return Page{}, err
 	}
@@ -126,13 +150,16 @@ func (d *DB) ListDevices(ctx context.Context, p ListParams) (Page, error) {
 	var rows []Device
 	err = sqlx.SelectContext(ctx, d.x, &rows, q,
 		nullable(f.Status), nullable(f.GPUModel), nullable(f.Region), nullable(f.Verification),
-		key, id, p.First+1, ownerArg)
+		key, id, p.First+1, ownerArg, levelRank)
 	if err != nil {
 		return Page{}, translate("list devices", err)
 	}
 	return makePage(rows, p.First, p.Order.String(), func(dev Device) string {
-		if timeKey {
+		switch kind {
+		case keyTime:
 			return dev.CreatedAt.UTC().Format(time.RFC3339Nano)
+		case keyLevel:
+			return levelKey(dev.DeviceLevel.Rank(), dev.CreatedAt)
 		}
 		return dev.Name
 	}), nil
@@ -167,7 +194,7 @@ func (d *DB) SearchDevices(ctx context.Context, query string, first int, after s
 		return Page{}, Invalidf("query must have at least %d characters, or %d hexadecimal digits of a device ID",
 			MinSearchNameLen, MinSearchIDPrefix)
 	}
-	c, err := decodeCursor(after, searchOrder, false)
+	c, err := decodeCursor(after, searchOrder, keyText)
 	if err != nil {
 		return Page{}, err
 	}
@@ -186,7 +213,7 @@ func (d *DB) SearchDevices(ctx context.Context, query string, first int, after s
 func (d *DB) GPUsByDevice(ctx context.Context, ids []string) (map[string][]GPU, error) {
 	var rows []GPU
 	err := sqlx.SelectContext(ctx, d.x, &rows, `SELECT device_id, idx, uuid, model, pci_device_id,
-		memory_mib, architecture, compute_capability FROM gpus WHERE device_id = ANY($1::uuid[])
+		memory_mib, architecture, compute_capability, verification_level FROM gpus WHERE device_id = ANY($1::uuid[])
 		ORDER BY device_id, idx`, pq.Array(ids))
 	if err != nil {
 		return nil, translate("list gpus", err)

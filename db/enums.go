@@ -19,6 +19,10 @@ type (
 	DeviceOrderField string
 	// OrderDirection is ascending or descending.
 	OrderDirection string
+	// Level is how strongly a device or one GPU is verified (the GraphQL VerificationLevel; the
+	// Go name differs so gqlgen's autobind keeps its generated enum). See docs/attestation.md,
+	// "Verification levels".
+	Level string
 )
 
 // Attestation verdicts.
@@ -43,10 +47,47 @@ const (
 	VerificationFlagged  VerificationState = "FLAGGED"
 )
 
+// Verification levels, weakest first after FLAGGED (their rank order).
+const (
+	LevelFlagged      Level = "FLAGGED"
+	LevelPending      Level = "PENDING"
+	LevelSelfReported Level = "SELF_REPORTED"
+	LevelAttested     Level = "ATTESTED"
+)
+
+// AllLevels lists every Level in rank order (FLAGGED < PENDING < SELF_REPORTED < ATTESTED).
+var AllLevels = []Level{LevelFlagged, LevelPending, LevelSelfReported, LevelAttested}
+
+// Rank is the level's strength for ordering (the devices.verification_rank column computes the
+// same); -1 for an unknown value.
+func (l Level) Rank() int {
+	for i, v := range AllLevels {
+		if v == l {
+			return i
+		}
+	}
+	return -1
+}
+
+// State is the deprecated three-valued state a level answers as: SELF_REPORTED and ATTESTED are
+// VERIFIED.
+func (l Level) State() VerificationState {
+	switch l {
+	case LevelSelfReported, LevelAttested:
+		return VerificationVerified
+	case LevelFlagged:
+		return VerificationFlagged
+	}
+	return VerificationPending
+}
+
 // Device order fields and directions.
 const (
 	OrderCreatedAt DeviceOrderField = "CREATED_AT"
 	OrderName      DeviceOrderField = "NAME"
+	// OrderVerificationLevel orders by Level.Rank, ties by creation time then ID, all in the
+	// order's direction.
+	OrderVerificationLevel DeviceOrderField = "VERIFICATION_LEVEL"
 
 	Asc  OrderDirection = "ASC"
 	Desc OrderDirection = "DESC"
@@ -58,7 +99,7 @@ var (
 	AllDeviceStatuses = []DeviceStatus{StatusUp, StatusDown, StatusPaused, StatusQuarantined}
 	// AllVerificationStates lists every VerificationState in presentation order.
 	AllVerificationStates = []VerificationState{VerificationPending, VerificationVerified, VerificationFlagged}
-	allOrderFields        = []DeviceOrderField{OrderCreatedAt, OrderName}
+	allOrderFields        = []DeviceOrderField{OrderCreatedAt, OrderName, OrderVerificationLevel}
 	allDirections         = []OrderDirection{Asc, Desc}
 )
 

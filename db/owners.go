@@ -401,7 +401,7 @@ func (d *DB) CredentialsByDevice(ctx context.Context, ids []string) (map[string]
 // AttestationsByDevice returns the latest 50 attestations of each device, newest first.
 func (d *DB) AttestationsByDevice(ctx context.Context, ids []string) (map[string][]Attestation, error) {
 	var rows []Attestation
-	err := sqlx.SelectContext(ctx, d.x, &rows, `SELECT a.id, a.device_id, a.verdict, a.reasons, a.created_at
+	err := sqlx.SelectContext(ctx, d.x, &rows, `SELECT a.id, a.device_id, a.verdict, a.reasons, a.created_at, a.level, a.gpu_evidence
 		FROM unnest($1::uuid[]) AS d(id)
 		CROSS JOIN LATERAL (SELECT * FROM attestations WHERE device_id = d.id ORDER BY created_at DESC LIMIT 50) a
 		ORDER BY a.device_id, a.created_at DESC`, pq.Array(ids))

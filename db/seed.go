@@ -77,9 +77,11 @@ func uuidOf(b string) string {
 // physically in created_at order.
 //
 // Parameters: $1 models, $2 GPUs per host, $3 fixed counts, $4 demo rows, $5 their owners,
-// $6 regions, $7 last row, $8 first row, $9 short model names, $10 operator IDs, $11 salt.
+// $6 regions, $7 last row, $8 first row, $9 short model names, $10 operator IDs, $11 salt,
+// $12 whether the model supports confidential computing (can be ATTESTED). A CC-capable model's
+// hosts are fixed-size (every host has GPUsPerHost GPUs), so attested_gpus never exceeds gpu_count.
 var seedDevicesSQL = `
-INSERT INTO devices (id, owner_id, name, status, region, verification, gpu_model, gpu_count,
+INSERT INTO devices (id, owner_id, name, status, region, verification, verification_level, attested_gpus, gpu_model, gpu_count,
                      last_seen_at, created_at, updated_at, hostname, ip_address, labels, enrolled_at, paused)
 SELECT ` + uuidOf("r.db") + `,
        CASE WHEN h.demo IS NOT NULL THEN ($5::uuid[])[h.demo]
@@ -91,6 +93,12 @@ SELECT ` + uuidOf("r.db") + `,
        CASE WHEN h.st < 70 THEN 'UP' WHEN h.st < 90 THEN 'DOWN' ELSE 'PAUSED' END,
        ($6::text[])[1 + h.region % array_length($6::text[], 1)],
        CASE WHEN h.ver < 75 THEN 'VERIFIED' WHEN h.ver < 90 THEN 'PENDING' ELSE 'FLAGGED' END,
+       -- Levels: only confidential-computing GPUs (Hopper, Blackwell) can attest; about half of
+       -- the verified ones do, and a few more attest all but one GPU (one without CC mode).
+       CASE WHEN h.ver < 75 AND ($12::bool[])[h.m] AND h.ver < 40 THEN 'ATTESTED'
+            WHEN h.ver < 75 THEN 'SELF_REPORTED' WHEN h.ver < 90 THEN 'PENDING' ELSE 'FLAGGED' END,
+       CASE WHEN ($12::bool[])[h.m] AND h.ver < 40 THEN ($2::int[])[h.m]
+            WHEN ($12::bool[])[h.m] AND h.ver < 45 THEN ($2::int[])[h.m] - 1 ELSE 0 END,
        ($1::text[])[h.m],
        CASE WHEN ($3::bool[])[h.m] THEN ($2::int[])[h.m] ELSE 1 + h.cnt % ($2::int[])[h.m] END,
        CASE WHEN h.st < 70 THEN now() - make_interval(secs => h.seen % 120)
@@ -119,9 +127,10 @@ WITH specs AS (
   SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[])
     AS s(model, pci, mem, arch, cc)
 )
-INSERT INTO gpus (device_id, idx, uuid, model, pci_device_id, memory_mib, architecture, compute_capability)
-SELECT z.id, z.idx, 'GPU-' || ` + uuidOf("z.b") + `, z.model, z.pci, z.mem, z.arch, z.cc
-FROM (SELECT d.id, g.idx, s.model, s.pci, s.mem, s.arch, s.cc,
+INSERT INTO gpus (device_id, idx, uuid, model, pci_device_id, memory_mib, architecture, compute_capability, verification_level)
+SELECT z.id, z.idx, 'GPU-' || ` + uuidOf("z.b") + `, z.model, z.pci, z.mem, z.arch, z.cc,
+       CASE WHEN z.idx < z.attested THEN 'ATTESTED' ELSE z.level END
+FROM (SELECT d.id, g.idx, s.model, s.pci, s.mem, s.arch, s.cc, d.attested_gpus AS attested, d.verification_level AS level,
              decode(md5('gpugate-gpu-' || d.id || '-' || g.idx), 'hex') AS b
       FROM devices d
       JOIN specs s ON s.model = d.gpu_model
@@ -240,8 +249,9 @@ func seed(ctx context.Context, x sqlx.ExtContext, n int) error {
 	var models, archs, ccs, shorts []string
 	var perHost, pcis []int
 	var mems []int64
-	var fixed []bool
+	var fixed, ccCapable []bool
 	for _, s := range DemoCatalogue {
+		ccCapable = append(ccCapable, s.Fixed && (s.Architecture == "Hopper" || s.Architecture == "Blackwell"))
 		models = append(models, s.Model)
 		perHost = append(perHost, s.GPUsPerHost)
 		fixed = append(fixed, s.Fixed)
@@ -265,7 +275,7 @@ func seed(ctx context.Context, x sqlx.ExtContext, n int) error {
 	}
 	if _, err := x.ExecContext(ctx, seedDevicesSQL, pq.Array(models), pq.Array(perHost), pq.Array(fixed),
 		pq.Array(demoRows), pq.Array(demoOwners), pq.Array(DemoRegions), n, 1, pq.Array(shorts),
-		pq.Array(operatorIDs), hex.EncodeToString(salt[:])); err != nil {
+		pq.Array(operatorIDs), hex.EncodeToString(salt[:]), pq.Array(ccCapable)); err != nil {
 		return translate("seed devices", err)
 	}
 	if _, err := x.ExecContext(ctx, seedGPUsSQL, pq.Array(models), pq.Array(pcis), pq.Array(mems),

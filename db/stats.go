@@ -15,23 +15,28 @@ type statsCache struct {
 }
 
 // statsQuery computes every total in one scan with grouping sets; the grouping bitmask says
-// which set a row belongs to (0 = grand total). Removed devices count nowhere.
+// which set a row belongs to (0 = grand total). Removed devices count nowhere. GPUs count by
+// their own level from the devices row alone: a GPU is ATTESTED (attested_gpus of its device)
+// or at its device's level (the rest, unattested).
 const statsQuery = `SELECT
-	GROUPING(status, gpu_model, region, verification) AS grp,
+	GROUPING(status, gpu_model, region, verification, verification_level) AS grp,
 	COALESCE(status, '') AS status, COALESCE(gpu_model, '') AS gpu_model,
 	COALESCE(region, '') AS region, COALESCE(verification, '') AS verification,
-	count(*) AS devices, COALESCE(sum(gpu_count), 0) AS gpus
+	COALESCE(verification_level, '') AS verification_level,
+	count(*) AS devices, COALESCE(sum(gpu_count), 0) AS gpus,
+	COALESCE(sum(LEAST(attested_gpus, gpu_count)), 0) AS attested
 	FROM devices WHERE removed_at IS NULL
-	GROUP BY GROUPING SETS ((), (status), (gpu_model), (region), (verification))
-	ORDER BY grp, devices DESC, status, gpu_model, region, verification`
+	GROUP BY GROUPING SETS ((), (status), (gpu_model), (region), (verification), (verification_level))
+	ORDER BY grp, devices DESC, status, gpu_model, region, verification, verification_level`
 
-// Grouping bitmasks: bit 3 is status ... bit 0 is verification; a set bit means "not grouped".
+// Grouping bitmasks: bit 4 is status ... bit 0 is verification_level; a set bit means "not grouped".
 const (
-	grpTotal        = 0b1111
-	grpStatus       = 0b0111
-	grpModel        = 0b1011
-	grpRegion       = 0b1101
-	grpVerification = 0b1110
+	grpTotal        = 0b11111
+	grpStatus       = 0b01111
+	grpModel        = 0b10111
+	grpRegion       = 0b11011
+	grpVerification = 0b11101
+	grpLevel        = 0b11110
 )
 
 // NetworkStats returns network totals, reusing a result younger than the configured TTL so a
@@ -77,8 +82,10 @@ func (d *DB) computeStats(ctx context.Context) (NetworkStats, error) {
 		GPUModel     string `db:"gpu_model"`
 		Region       string `db:"region"`
 		Verification string `db:"verification"`
+		Level        string `db:"verification_level"`
 		Devices      int    `db:"devices"`
 		GPUs         int    `db:"gpus"`
+		Attested     int    `db:"attested"`
 	}
 	if err := sqlx.SelectContext(ctx, d.x, &rows, statsQuery); err != nil {
 		return NetworkStats{}, translate("network stats", err)
@@ -87,6 +94,8 @@ func (d *DB) computeStats(ctx context.Context) (NetworkStats, error) {
 		ByStatus: []StatusCount{}, ByGPUModel: []GpuModelCount{}, ByRegion: []RegionCount{},
 		ByVerification: []VerificationCount{}, ComputedAt: time.Now().UTC(),
 	}
+	byLevel := map[Level]*LevelCount{}
+	attested := 0
 	for _, r := range rows {
 		switch r.Grp {
 		case grpTotal:
@@ -99,6 +108,21 @@ func (d *DB) computeStats(ctx context.Context) (NetworkStats, error) {
 			s.ByRegion = append(s.ByRegion, RegionCount{r.Region, r.Devices, r.GPUs})
 		case grpVerification:
 			s.ByVerification = append(s.ByVerification, VerificationCount{VerificationState(r.Verification), r.Devices, r.GPUs})
+		case grpLevel:
+			byLevel[Level(r.Level)] = &LevelCount{Level: Level(r.Level), Devices: r.Devices, GPUs: r.GPUs - r.Attested}
+			attested += r.Attested
+		}
+	}
+	if attested > 0 {
+		if byLevel[LevelAttested] == nil {
+			byLevel[LevelAttested] = &LevelCount{Level: LevelAttested}
+		}
+		byLevel[LevelAttested].GPUs += attested
+	}
+	s.ByLevel = []LevelCount{}
+	for _, l := range AllLevels {
+		if c := byLevel[l]; c != nil {
+			s.ByLevel = append(s.ByLevel, *c)
 		}
 	}
 	return s, nil

@@ -13,9 +13,9 @@ import (
 // that makes it (docs/operations.md, "Kill switches").
 const SwitchChannel = "gpugate_write_switches"
 
-// WriteSwitch is the stored state of one write class's kill switch. A class never switched
+// SwitchRow is the stored state of one write class's kill switch. A class never switched
 // has no row: it is enabled, with a zero ChangedAt.
-type WriteSwitch struct {
+type SwitchRow struct {
 	Class     string    `db:"class"`
 	Enabled   bool      `db:"enabled"`
 	Reason    string    `db:"reason"`
@@ -25,8 +25,8 @@ type WriteSwitch struct {
 
 // WriteSwitches returns the stored switches (only the classes ever switched), or the store's
 // error.
-func (d *DB) WriteSwitches(ctx context.Context) ([]WriteSwitch, error) {
-	var out []WriteSwitch
+func (d *DB) WriteSwitches(ctx context.Context) ([]SwitchRow, error) {
+	var out []SwitchRow
 	err := d.x.SelectContext(ctx, &out, `SELECT class, enabled, reason, changed_at, changed_by FROM write_switches ORDER BY class`)
 	return out, translate("write switches", err)
 }
@@ -36,18 +36,18 @@ func (d *DB) WriteSwitches(ctx context.Context) ([]WriteSwitch, error) {
 // notification reads the new state. reason must be 1..MaxReasonLen characters when disabling
 // (ErrInvalid otherwise) and is cleared when enabling. It returns the stored switch, or the
 // store's error.
-func (d *DB) SetWriteSwitch(ctx context.Context, class string, enabled bool, reason, by string) (WriteSwitch, error) {
+func (d *DB) SetWriteSwitch(ctx context.Context, class string, enabled bool, reason, by string) (SwitchRow, error) {
 	if !enabled {
 		r, err := CleanText("reason", reason, MaxReasonLen)
 		if err != nil {
-			return WriteSwitch{}, err
+			return SwitchRow{}, err
 		}
 		reason = r
 	} else {
 		reason = ""
 	}
 	by = truncate(by, 200)
-	var out WriteSwitch
+	var out SwitchRow
 	err := d.switchTx(ctx, func(tx *sqlx.Tx) error {
 		if err := tx.GetContext(ctx, &out, `INSERT INTO write_switches (class, enabled, reason, changed_at, changed_by)
 			VALUES ($1, $2, $3, now(), $4)

@@ -14,7 +14,8 @@ type Device struct {
 	Name         string            `db:"name"`
 	Status       DeviceStatus      `db:"status"`
 	Region       string            `db:"region"`
-	Verification VerificationState `db:"verification"`
+	Verification VerificationState `db:"verification"` // deprecated: DeviceLevel.State()
+	DeviceLevel  Level             `db:"verification_level"`
 	GPUModel     string            `db:"gpu_model"`
 	GPUCount     int               `db:"gpu_count"`
 	LastSeenAt   *time.Time        `db:"last_seen_at"`
@@ -75,6 +76,22 @@ type Attestation struct {
 	Verdict    AttestationVerdict `db:"verdict"`
 	ReasonList pq.StringArray     `db:"reasons"`
 	CreatedAt  time.Time          `db:"created_at"`
+	// ProofLevel is the level this proof gave the device; GPUFacts how each GPU was judged
+	// (JSON of []GPUJudgement; NULL for proofs refused before judging). See db/ccevidence.go.
+	ProofLevel *Level `db:"level"`
+	GPUFacts   []byte `db:"gpu_evidence"`
+}
+
+// GivenLevel returns the level the proof gave the device; a row stored without one reads by its
+// verdict (PASSED: SELF_REPORTED, FLAGGED: FLAGGED).
+func (a Attestation) GivenLevel() Level {
+	switch {
+	case a.ProofLevel != nil:
+		return *a.ProofLevel
+	case a.Verdict == VerdictPassed:
+		return LevelSelfReported
+	}
+	return LevelFlagged
 }
 
 // Reasons returns the reason codes of a flagged proof.
@@ -108,6 +125,9 @@ type GPU struct {
 	MemoryMiB         int64  `db:"memory_mib"`
 	Architecture      string `db:"architecture"`
 	ComputeCapability string `db:"compute_capability"`
+	// GPULevel is the GPU's own level: ATTESTED when its evidence verified in the device's
+	// latest passing proof, otherwise the device's level.
+	GPULevel Level `db:"verification_level"`
 }
 
 // PCIDeviceID formats the PCI device id the way nvidia-smi does (0x2330).
@@ -118,7 +138,10 @@ type DeviceFilter struct {
 	Status       *DeviceStatus      `json:"status"`
 	GPUModel     *string            `json:"gpuModel"`
 	Region       *string            `json:"region"`
-	Verification *VerificationState `json:"verification"`
+	Verification *VerificationState `json:"verification"` // deprecated: VERIFIED is SELF_REPORTED or ATTESTED
+	// Level filters by verification level (set by the verificationLevel input field's resolver;
+	// named apart so gqlgen's autobind leaves that field to it).
+	Level *Level `json:"-"`
 }
 
 // DeviceOrder is one of the allow-listed orders; ties are broken by ID in the same direction.
@@ -140,7 +163,10 @@ type NetworkStats struct {
 	ByGPUModel     []GpuModelCount
 	ByRegion       []RegionCount
 	ByVerification []VerificationCount
-	ComputedAt     time.Time
+	// ByLevel counts devices by their level and GPUs by each GPU's own level, in AllLevels
+	// order, levels without devices or GPUs left out.
+	ByLevel    []LevelCount
+	ComputedAt time.Time
 }
 
 // StatusCount is the number of devices and GPUs with one status.
@@ -169,4 +195,12 @@ type VerificationCount struct {
 	Verification VerificationState
 	Devices      int
 	GPUs         int
+}
+
+// LevelCount is the number of devices at one level, and of GPUs at that level (a GPU's own
+// level: an ATTESTED GPU may sit in a SELF_REPORTED device).
+type LevelCount struct {
+	Level   Level
+	Devices int
+	GPUs    int
 }

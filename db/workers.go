@@ -573,6 +573,12 @@ type ProofRecord struct {
 	// keep their claim and their public verification (a newcomer listing public UUIDs must not
 	// be able to flag other owners' devices); the conflict is for an admin to review.
 	Accomplices []Accomplice
+	// Level is the device level the judge computed for a passing proof (SELF_REPORTED when
+	// empty; a flagged verdict is always FLAGGED), GPUs how each GPU was judged, Bindings the
+	// hardware identities of its attested GPUs. See db/ccevidence.go.
+	Level    Level
+	GPUs     []GPUJudgement
+	Bindings []HardwareBinding
 }
 
 // ConsumeAndRecord consumes the proof's challenge (compare-and-swap: open, unexpired, this
@@ -581,7 +587,12 @@ type ProofRecord struct {
 // nothing, when the challenge was no longer open (a concurrent submission or expiry won).
 func (d *DB) ConsumeAndRecord(ctx context.Context, p ProofRecord) (consumed bool, verdict AttestationVerdict, reasons []string, state VerificationState, err error) {
 	verdict, state, reasons = verdictOf(p.Findings)
+	level := p.levelOf(verdict)
 	snap, cc, err := proofJSON(p)
+	if err != nil {
+		return false, "", nil, "", err
+	}
+	facts, err := p.gpuFacts()
 	if err != nil {
 		return false, "", nil, "", err
 	}
@@ -592,17 +603,21 @@ func (d *DB) ConsumeAndRecord(ctx context.Context, p ProofRecord) (consumed bool
 		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM devices WHERE id = $1 FOR NO KEY UPDATE`, p.DeviceID); err != nil {
 			return err
 		}
-		return tx.GetContext(ctx, &n, `WITH c AS (
+		if err := tx.GetContext(ctx, &n, `WITH c AS (
 			UPDATE challenges SET consumed_at = now()
 			WHERE id = $1 AND device_id = $2 AND consumed_at IS NULL AND expires_at > now()
 			  AND EXISTS (SELECT 1 FROM devices WHERE id = $2 AND removed_at IS NULL) RETURNING id),
-		a AS (INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report, proof_hash)
-			SELECT $2, $3, $4, id, $5, $6, $8 FROM c RETURNING 1),
-		u AS (UPDATE devices SET verification = $7, updated_at = now(),
+		a AS (INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report, proof_hash, level, gpu_evidence)
+			SELECT $2, $3, $4, id, $5, $6, $8, $9, $11 FROM c RETURNING 1),
+		u AS (UPDATE devices SET verification = $7, verification_level = $9, attested_gpus = $10, updated_at = now(),
 			enrollment_snapshot = COALESCE(enrollment_snapshot, CASE WHEN $7 = 'VERIFIED' THEN $5::jsonb END)
 			WHERE id = $2 AND removed_at IS NULL AND EXISTS (SELECT 1 FROM c) RETURNING 1)
 		SELECT (SELECT count(*) FROM c) + 0 * (SELECT count(*) FROM a) + 0 * (SELECT count(*) FROM u)`,
-			p.ChallengeID, p.DeviceID, verdict, pq.Array(reasons), snap, cc, state, p.ProofHash)
+			p.ChallengeID, p.DeviceID, verdict, pq.Array(reasons), snap, cc, state, p.ProofHash,
+			level, len(p.attestedUUIDs(level)), facts); err != nil || n == 0 {
+			return err
+		}
+		return recordGPULevels(ctx, tx, p, level)
 	})
 	if err != nil || n == 0 {
 		return false, "", nil, "", translate("record proof", err)
@@ -624,10 +639,9 @@ func proofJSON(p ProofRecord) (snap, cc []byte, err error) {
 	if snap, err = json.Marshal(p.Snapshot); err != nil {
 		return nil, nil, fmt.Errorf("record proof: %w", err)
 	}
-	if p.Snapshot.Attestation != nil {
-		cc, _ = json.Marshal(p.Snapshot.Attestation)
-	}
-	return snap, cc, nil
+	// cc (the cc_report column) stays NULL: CC evidence left the snapshot for the proof's
+	// evidence, whose verified facts are stored instead.
+	return snap, nil, nil
 }
 
 // RecordProof stores the verdict of a submission refused before its challenge checked out
@@ -637,7 +651,12 @@ func proofJSON(p ProofRecord) (snap, cc []byte, err error) {
 // verification state; ErrNotFound for a removed device; or a translated database error.
 func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict, []string, VerificationState, error) {
 	verdict, state, reasons := verdictOf(p.Findings)
+	level := p.levelOf(verdict)
 	snap, cc, err := proofJSON(p)
+	if err != nil {
+		return "", nil, "", err
+	}
+	facts, err := p.gpuFacts()
 	if err != nil {
 		return "", nil, "", err
 	}
@@ -651,16 +670,20 @@ func (d *DB) RecordProof(ctx context.Context, p ProofRecord) (AttestationVerdict
 	}
 	defer func() { _ = tx.Rollback() }()
 	// A removed device records nothing (checked here, whatever a replica's key cache says).
-	res, err := tx.ExecContext(ctx, `UPDATE devices SET verification = $2, updated_at = now()
-		WHERE id = $1 AND removed_at IS NULL`, p.DeviceID, state)
+	res, err := tx.ExecContext(ctx, `UPDATE devices SET verification = $2, verification_level = $3, attested_gpus = $4,
+		updated_at = now() WHERE id = $1 AND removed_at IS NULL`, p.DeviceID, state, level, len(p.attestedUUIDs(level)))
 	if err != nil {
 		return "", nil, "", translate("record proof", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return "", nil, "", NotFoundf("device not found")
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report, proof_hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, p.DeviceID, verdict, pq.Array(reasons), challenge, snap, cc, p.ProofHash); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO attestations (device_id, verdict, reasons, challenge_id, snapshot, cc_report, proof_hash, level, gpu_evidence)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, p.DeviceID, verdict, pq.Array(reasons), challenge, snap, cc, p.ProofHash,
+		level, facts); err != nil {
+		return "", nil, "", translate("record proof", err)
+	}
+	if err := recordGPULevels(ctx, tx, p, level); err != nil {
 		return "", nil, "", translate("record proof", err)
 	}
 	return verdict, reasons, state, translate("record proof", tx.Commit())

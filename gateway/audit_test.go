@@ -652,25 +652,25 @@ func BenchmarkAuditList(b *testing.B) {
 	if _, err := store.SQL().Exec(`ANALYZE audit_events`); err != nil {
 		b.Fatal(err)
 	}
-	p, err := store.ListAudit(context.Background(), 100, "", db.AuditFilter{})
+	p, err := store.ListAudit(context.Background(), 100, "", db.AuditQuery{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	page10 := p.Cursors[99]
 	for range 8 {
-		p, _ = store.ListAudit(context.Background(), 100, page10, db.AuditFilter{})
+		p, _ = store.ListAudit(context.Background(), 100, page10, db.AuditQuery{})
 		page10 = p.Cursors[99]
 	}
 	for _, c := range []struct {
 		name  string
 		after string
-		f     db.AuditFilter
+		f     db.AuditQuery
 	}{
-		{"newest", "", db.AuditFilter{}},
-		{"operation", "", db.AuditFilter{Operation: "updateDevice"}},
-		{"principal", "", db.AuditFilter{Principal: "user:3"}},
-		{"outcome", "", db.AuditFilter{Outcome: "DENIED"}},
-		{"page10", page10, db.AuditFilter{}},
+		{"newest", "", db.AuditQuery{}},
+		{"operation", "", db.AuditQuery{Operation: "updateDevice"}},
+		{"principal", "", db.AuditQuery{Principal: "user:3"}},
+		{"outcome", "", db.AuditQuery{Outcome: "DENIED"}},
+		{"page10", page10, db.AuditQuery{}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			for range b.N {

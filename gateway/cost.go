@@ -34,6 +34,10 @@ var listBounds = map[string]int64{
 	"DevicePrivate.credentials":   10,
 	"NetworkStats.byStatus":       4, // DeviceStatus values
 	"NetworkStats.byVerification": 3, // VerificationState values
+	// How each GPU was judged in a proof: one per snapshot GPU (verify.judgeEvidence).
+	"Attestation.gpus":                 attest.MaxSnapshotGPUs,
+	"ProofResult.gpus":                 attest.MaxSnapshotGPUs,
+	"NetworkStats.byVerificationLevel": 4, // VerificationLevel values
 	// Distinct models and regions are not capped by a rule; these totals come from one cached
 	// aggregate, so a generous estimate only guards their field selections.
 	"NetworkStats.byGpuModel": 64,

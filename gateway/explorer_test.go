@@ -17,6 +17,7 @@ type node struct {
 	Status       string    `json:"status"`
 	Region       string    `json:"region"`
 	Verification string    `json:"verification"`
+	Level        string    `json:"verificationLevel"`
 	GPUModel     string    `json:"gpuModel"`
 	GPUCount     int       `json:"gpuCount"`
 	CreatedAt    time.Time `json:"createdAt"`
@@ -40,7 +41,7 @@ type connection struct {
 	} `json:"pageInfo"`
 }
 
-const nodeFields = `id name status region verification gpuModel gpuCount createdAt`
+const nodeFields = `id name status region verification verificationLevel gpuModel gpuCount createdAt`
 
 const listQuery = `query($first: Int!, $after: String, $filter: DeviceFilter, $orderBy: DeviceOrder) {
 	devices(first: $first, after: $after, filter: $filter, orderBy: $orderBy) {
@@ -119,6 +120,20 @@ var orders = []struct {
 	}},
 	{"NAME", "ASC", func(a, b node) bool { return a.Name < b.Name || a.Name == b.Name && a.ID < b.ID }},
 	{"NAME", "DESC", func(a, b node) bool { return a.Name > b.Name || a.Name == b.Name && a.ID > b.ID }},
+	// Strength, ties by creation time then ID, all in the direction asked.
+	{"VERIFICATION_LEVEL", "ASC", func(a, b node) bool {
+		ra, rb := levelRank(a.Level), levelRank(b.Level)
+		return ra < rb || ra == rb && (a.CreatedAt.Before(b.CreatedAt) || a.CreatedAt.Equal(b.CreatedAt) && a.ID < b.ID)
+	}},
+	{"VERIFICATION_LEVEL", "DESC", func(a, b node) bool {
+		ra, rb := levelRank(a.Level), levelRank(b.Level)
+		return ra > rb || ra == rb && (a.CreatedAt.After(b.CreatedAt) || a.CreatedAt.Equal(b.CreatedAt) && a.ID > b.ID)
+	}},
+}
+
+// levelRank is the documented strength order: FLAGGED < PENDING < SELF_REPORTED < ATTESTED.
+func levelRank(l string) int {
+	return slices.Index([]string{"FLAGGED", "PENDING", "SELF_REPORTED", "ATTESTED"}, l)
 }
 
 func TestPaginationHasNoDuplicatesOrGapsWhileRowsAreInserted(t *testing.T) {
@@ -186,6 +201,14 @@ func TestEveryFilterMatchesTheDatabase(t *testing.T) {
 		{"all combined", map[string]any{"status": "UP", "region": "us-east", "verification": "VERIFIED",
 			"gpuModel": "NVIDIA B200"},
 			"status = 'UP' AND region = 'us-east' AND verification = 'VERIFIED' AND gpu_model = 'NVIDIA B200'", nil},
+		{"level ATTESTED", map[string]any{"verificationLevel": "ATTESTED"}, "verification_level = 'ATTESTED'", nil},
+		{"level SELF_REPORTED", map[string]any{"verificationLevel": "SELF_REPORTED"}, "verification_level = 'SELF_REPORTED'", nil},
+		{"level PENDING", map[string]any{"verificationLevel": "PENDING"}, "verification_level = 'PENDING'", nil},
+		{"level FLAGGED", map[string]any{"verificationLevel": "FLAGGED"}, "verification_level = 'FLAGGED'", nil},
+		// The deprecated filter: VERIFIED is SELF_REPORTED or ATTESTED.
+		{"verification VERIFIED", map[string]any{"verification": "VERIFIED"}, "verification_level IN ('SELF_REPORTED', 'ATTESTED')", nil},
+		{"level and status", map[string]any{"verificationLevel": "ATTESTED", "status": "UP"}, "verification_level = 'ATTESTED' AND status = 'UP'", nil},
+		{"level against the deprecated state", map[string]any{"verificationLevel": "ATTESTED", "verification": "PENDING"}, "false", nil},
 		{"unknown region", map[string]any{"region": "moon-1"}, "false", nil},
 		{"SQL metacharacters", map[string]any{"region": "x' OR '1'='1", "gpuModel": "%"}, "false", nil},
 	}
@@ -200,6 +223,12 @@ func TestEveryFilterMatchesTheDatabase(t *testing.T) {
 			got := e.walk(100, c.filter, nil, nil)
 			if !slices.Equal(nodeIDs(got), want) {
 				t.Fatalf("filter %v: got %d devices, want %d", c.filter, len(got), len(want))
+			}
+			for _, n := range got { // the deprecated field answers from the level
+				if want := map[string]string{"PENDING": "PENDING", "SELF_REPORTED": "VERIFIED", "ATTESTED": "VERIFIED",
+					"FLAGGED": "FLAGGED"}[n.Level]; n.Verification != want {
+					t.Fatalf("device %s: verification %s with level %s", n.ID, n.Verification, n.Level)
+				}
 			}
 			for _, o := range orders {
 				ordered := e.walk(37, c.filter, map[string]any{"field": o.field, "direction": o.dir}, nil)

@@ -56,7 +56,7 @@ type Switches struct {
 }
 
 type switchState struct {
-	byClass map[Class]db.WriteSwitch
+	byClass map[Class]db.SwitchRow
 	at      time.Time
 }
 
@@ -114,7 +114,7 @@ func (s *Switches) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m := make(map[Class]db.WriteSwitch, len(rows))
+	m := make(map[Class]db.SwitchRow, len(rows))
 	for _, r := range rows {
 		m[Class(r.Class)] = r
 	}
@@ -139,17 +139,17 @@ func (s *Switches) Enable(ctx context.Context, class Class, by string) error {
 // Set stores the switch of class and applies it on this replica at once; the others learn it
 // through the notification. It returns the stored switch, a db.ErrInvalid error for an unknown
 // class or (disabling) a reason that is not 1..200 characters, or the store's error.
-func (s *Switches) Set(ctx context.Context, class Class, enabled bool, reason, by string) (db.WriteSwitch, error) {
+func (s *Switches) Set(ctx context.Context, class Class, enabled bool, reason, by string) (db.SwitchRow, error) {
 	if !slices.Contains(Classes(), class) {
-		return db.WriteSwitch{}, db.Invalidf("unknown write class %q", class)
+		return db.SwitchRow{}, db.Invalidf("unknown write class %q", class)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sw, err := s.store.SetWriteSwitch(ctx, string(class), enabled, reason, by)
 	if err != nil {
-		return db.WriteSwitch{}, err
+		return db.SwitchRow{}, err
 	}
-	m := map[Class]db.WriteSwitch{}
+	m := map[Class]db.SwitchRow{}
 	if st := s.state.Load(); st != nil {
 		for k, v := range st.byClass {
 			m[k] = v
@@ -165,16 +165,16 @@ func (s *Switches) Set(ctx context.Context, class Class, enabled bool, reason, b
 // List reads the switches from the database (refreshing this replica's copy) and returns one
 // per class, in the schema's order; a class never switched is enabled with a zero ChangedAt.
 // It returns the store's error.
-func (s *Switches) List(ctx context.Context) ([]db.WriteSwitch, error) {
+func (s *Switches) List(ctx context.Context) ([]db.SwitchRow, error) {
 	if err := s.Reload(ctx); err != nil {
 		return nil, err
 	}
 	st := s.state.Load()
-	out := make([]db.WriteSwitch, 0, len(Classes()))
+	out := make([]db.SwitchRow, 0, len(Classes()))
 	for _, c := range Classes() {
 		sw, ok := st.byClass[c]
 		if !ok {
-			sw = db.WriteSwitch{Class: string(c), Enabled: true}
+			sw = db.SwitchRow{Class: string(c), Enabled: true}
 		}
 		out = append(out, sw)
 	}

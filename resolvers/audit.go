@@ -17,9 +17,9 @@ import (
 // directive admits admins only. It returns an ErrInvalid error for first out of 1..100, a bad
 // cursor or an over-long filter, else the store's error.
 func (r *Resolver) auditEvents(ctx context.Context, first int, after *string, filter *model.AuditFilter) (*model.AuditEventConnection, error) {
-	var f db.AuditFilter
+	var f db.AuditQuery
 	if filter != nil {
-		f = db.AuditFilter{Principal: deref(filter.Principal), Target: deref(filter.Target),
+		f = db.AuditQuery{Principal: deref(filter.Principal), Target: deref(filter.Target),
 			Operation: deref(filter.Operation), Since: filter.Since, Until: filter.Until}
 		if filter.Outcome != nil {
 			f.Outcome = string(*filter.Outcome)

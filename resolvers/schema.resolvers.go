@@ -8,7 +8,6 @@ package resolvers
 import (
 	"context"
 	"encoding/base64"
-	"fmt"
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/graph"
@@ -19,17 +18,17 @@ import (
 
 // Level is the resolver for the level field.
 func (r *attestationResolver) Level(ctx context.Context, obj *db.Attestation) (model.VerificationLevel, error) {
-	panic(fmt.Errorf("not implemented: Level - level"))
+	return attestationLevel(obj), nil
 }
 
 // Gpus is the resolver for the gpus field.
 func (r *attestationResolver) Gpus(ctx context.Context, obj *db.Attestation) ([]model.GpuEvidence, error) {
-	panic(fmt.Errorf("not implemented: Gpus - gpus"))
+	return attestationGPUs(obj)
 }
 
 // VerificationLevel is the resolver for the verificationLevel field.
 func (r *deviceResolver) VerificationLevel(ctx context.Context, obj *db.Device) (model.VerificationLevel, error) {
-	panic(fmt.Errorf("not implemented: VerificationLevel - verificationLevel"))
+	return deviceLevel(obj), nil
 }
 
 // Gpus is the resolver for the gpus field.
@@ -62,7 +61,7 @@ func (r *devicePrivateResolver) SourceAddresses(ctx context.Context, obj *db.Dev
 
 // VerificationLevel is the resolver for the verificationLevel field.
 func (r *gPUResolver) VerificationLevel(ctx context.Context, obj *db.GPU) (model.VerificationLevel, error) {
-	panic(fmt.Errorf("not implemented: VerificationLevel - verificationLevel"))
+	return gpuLevel(obj), nil
 }
 
 // UpdateDevice is the resolver for the updateDevice field.
@@ -184,13 +183,7 @@ func (r *mutationResolver) RequestChallenge(ctx context.Context, deviceID string
 
 // SubmitProof is the resolver for the submitProof field.
 func (r *mutationResolver) SubmitProof(ctx context.Context, deviceID string, input model.ProofInput) (*model.ProofResult, error) {
-	// Interim (issue 8 fills evidence and levels in): evidence is not judged yet.
-	v, err := r.Workers.Proof(ctx, verify.Submission{ChallengeID: input.ChallengeID, Counter: input.Counter,
-		Snapshot: input.Snapshot, SnapshotHash: input.SnapshotHash, Signature: input.Signature})
-	if err != nil {
-		return nil, err
-	}
-	return &model.ProofResult{Verdict: v.Verdict, Reasons: v.Reasons, Verification: v.Verification, Gpus: []model.GpuEvidence{}}, nil
+	return r.submitProof(ctx, input)
 }
 
 // Heartbeat is the resolver for the heartbeat field.
@@ -214,7 +207,7 @@ func (r *mutationResolver) EnableWrites(ctx context.Context, class model.WriteCl
 
 // ByVerificationLevel is the resolver for the byVerificationLevel field.
 func (r *networkStatsResolver) ByVerificationLevel(ctx context.Context, obj *db.NetworkStats) ([]model.VerificationLevelCount, error) {
-	panic(fmt.Errorf("not implemented: ByVerificationLevel - byVerificationLevel"))
+	return byLevel(obj), nil
 }
 
 // Device is the resolver for the device field.
@@ -318,7 +311,7 @@ func (r *viewerResolver) Devices(ctx context.Context, obj *db.User, first int, a
 
 // VerificationLevel is the resolver for the verificationLevel field.
 func (r *deviceFilterResolver) VerificationLevel(ctx context.Context, obj *db.DeviceFilter, data *model.VerificationLevel) error {
-	panic(fmt.Errorf("not implemented: VerificationLevel - verificationLevel"))
+	return filterByLevel(obj, data)
 }
 
 // Attestation returns graph.AttestationResolver implementation.

@@ -45,7 +45,7 @@ func (r *Resolver) setWriteSwitch(ctx context.Context, class model.WriteClass, e
 	if enabled {
 		op = "enableWrites"
 	}
-	var sw db.WriteSwitch
+	var sw db.SwitchRow
 	err = r.Guard.Do(ctx, guard.Write{Op: op, Actor: u.ID, Target: string(class)}, func(ctx context.Context) error {
 		sw, err = s.Set(ctx, guard.Class(class), enabled, reason, "user:"+u.ID)
 		return err
@@ -57,7 +57,7 @@ func (r *Resolver) setWriteSwitch(ctx context.Context, class model.WriteClass, e
 	return &out, nil
 }
 
-func toWriteSwitch(s db.WriteSwitch) model.WriteSwitch {
+func toWriteSwitch(s db.SwitchRow) model.WriteSwitch {
 	out := model.WriteSwitch{Class: model.WriteClass(s.Class), Enabled: s.Enabled}
 	if !s.Enabled {
 		out.Reason = &s.Reason

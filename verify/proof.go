@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/attest/nvidia"
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/deviceauth"
 	"github.com/gpugate/gpugate/guard"
@@ -36,13 +37,17 @@ type Submission struct {
 	Snapshot     string  // the GPU snapshot as JSON; hashed here, never trusted as sent
 	SnapshotHash *string // base64 SHA-256 of the canonical snapshot the work was done over
 	Signature    string  // base64 Ed25519 signature of the proof transcript
+	// Evidence is the confidential-computing evidence of GPUs in CC mode (cc.go).
+	Evidence []GPUEvidence
 }
 
-// Verdict is the outcome of a proof and the device's verification state after it.
+// Verdict is the outcome of a proof and the device's verification level after it.
 type Verdict struct {
 	Verdict      db.AttestationVerdict
 	Reasons      []string // reason codes (attest.Reason), empty when passed
 	Verification db.VerificationState
+	Level        db.Level
+	GPUs         []db.GPUJudgement // how each GPU was judged, by index; empty if refused before judging
 }
 
 // Proof checks a submitted proof and stores its verdict. Malformed input is refused before the
@@ -79,10 +84,14 @@ func (s *Service) Proof(ctx context.Context, in Submission) (*Verdict, error) {
 	if err != nil {
 		return nil, db.Invalidf("challengeId is not a challenge ID")
 	}
+	evidence, err := parseEvidence(in.Evidence, len(snap.GPUs))
+	if err != nil {
+		return nil, err
+	}
 	proof := attest.Proof{ChallengeID: challengeID, Counter: counter, Snapshot: snap, SnapshotHash: claimedHash, Signature: sig}
 	var res Verdict
 	err = s.deviceWrite(ctx, "submitProof", func(ctx context.Context, p deviceauth.Principal) error {
-		res, err = s.decide(ctx, p, proof)
+		res, err = s.decide(ctx, p, proof, evidence)
 		if err == nil && res.Verdict == db.VerdictFlagged {
 			guard.Flag(ctx, strings.Join(res.Reasons, ","))
 		}
@@ -96,8 +105,9 @@ func (s *Service) Proof(ctx context.Context, in Submission) (*Verdict, error) {
 
 // decide consumes the proof's challenge, judges the proof and stores the verdict; a proof
 // whose challenge does not check out (unknown, expired, used, another device's) is stored as
-// that one finding, unless it is a retry of a proof already judged.
-func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof attest.Proof) (Verdict, error) {
+// that one finding, unless it is a retry of a proof already judged. The judging, evidence
+// verification included, happens before the challenge-consuming transaction.
+func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof attest.Proof, evidence map[int]nvidia.Evidence) (Verdict, error) {
 	challengeID := proof.ChallengeID
 	rec := db.ProofRecord{DeviceID: p.DeviceID, ChallengeID: challengeID, Snapshot: &proof.Snapshot, ProofHash: db.ProofHash(proof)}
 	ch, reason, err := s.db.OpenChallenge(ctx, p.DeviceID, challengeID)
@@ -106,10 +116,14 @@ func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof atte
 	}
 	var v Verdict
 	if reason == "" {
-		rec.Findings, rec.Accomplices, err = s.judge(ctx, p, ch, proof)
+		var cc ccJudged
+		rec.Findings, rec.Accomplices, cc, err = s.judge(ctx, p, ch, proof, evidence)
 		if err != nil {
 			return Verdict{}, err
 		}
+		rec.Level = cc.levels(attest.Flagged(rec.Findings))
+		rec.GPUs, rec.Bindings = cc.gpus, cc.bindings
+		v.Level, v.GPUs = rec.Level, rec.GPUs
 		var consumed bool
 		if consumed, v.Verdict, v.Reasons, v.Verification, err = s.db.ConsumeAndRecord(ctx, rec); err != nil {
 			return Verdict{}, err
@@ -131,6 +145,10 @@ func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof atte
 			return Verdict{}, err
 		}
 		if seen {
+			// The original level and GPU judgements too: a retry is judged once.
+			if v.Level, v.GPUs, _, err = s.db.PriorJudgement(ctx, p.DeviceID, challengeID, rec.ProofHash); err != nil {
+				return Verdict{}, err
+			}
 			return v, nil
 		}
 		// Refused before the challenge checked out: the finding and the submission's hash
@@ -138,9 +156,17 @@ func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof atte
 		// per made-up challenge id).
 		rec.Snapshot = nil
 		rec.Findings, rec.Accomplices = []attest.Finding{{Reason: reason, Detail: reason.Description()}}, nil
+		rec.Level, rec.GPUs, rec.Bindings = "", nil, nil
 		if v.Verdict, v.Reasons, v.Verification, err = s.db.RecordProof(ctx, rec); err != nil {
 			return Verdict{}, err
 		}
+		v.Level, v.GPUs = db.LevelFlagged, nil
+		if v.Verdict == db.VerdictPassed { // no finding of a refusal passes; kept consistent regardless
+			v.Level = db.LevelSelfReported
+		}
+	}
+	if v.GPUs == nil {
+		v.GPUs = []db.GPUJudgement{}
 	}
 	return v, nil
 }
@@ -149,26 +175,34 @@ func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof atte
 // host-level counterfeit rules, the changes since enrollment and the GPU identities other
 // devices hold (after letting the device take over the claims the rules now give it). Each
 // check adds attest.Findings; a further kind of evidence is one more check here. Identity
-// conflicts go to the audit log for an admin. It returns only the store's errors.
-func (s *Service) judge(ctx context.Context, p deviceauth.Principal, ch db.IssuedChallenge, proof attest.Proof) ([]attest.Finding, []db.Accomplice, error) {
+// conflicts go to the audit log for an admin. Confidential-computing evidence is verified
+// (judgeEvidence) only for a proof whose work and signature hold. It returns only the store's
+// errors.
+func (s *Service) judge(ctx context.Context, p deviceauth.Principal, ch db.IssuedChallenge, proof attest.Proof,
+	evidence map[int]nvidia.Evidence) ([]attest.Finding, []db.Accomplice, ccJudged, error) {
 	if err := attest.VerifyProof(p.PublicKey, ch.Nonce, ch.Difficulty, proof); err != nil {
 		reason := attest.ReasonForError(err)
 		if reason == "" {
 			reason = attest.ReasonMalformedProof
 		}
-		return []attest.Finding{{Reason: reason, Detail: reason.Description()}}, nil, nil
+		return []attest.Finding{{Reason: reason, Detail: reason.Description()}}, nil, ccJudged{}, nil
 	}
 	findings := attest.CheckSnapshotWith(proof.Snapshot, attest.Policy{AllowSimulated: s.cfg.AllowSimulatedGPUs})
+	ccFindings, cc, err := s.judgeEvidence(ctx, p, ch, proof, evidence)
+	if err != nil {
+		return nil, nil, ccJudged{}, err
+	}
+	findings = append(findings, ccFindings...)
 	enrolled, ok, err := s.enrollmentSnapshot(ctx, p.DeviceID)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, ccJudged{}, err
 	}
 	if ok {
 		findings = append(findings, attest.CompareEnrollment(enrolled, proof.Snapshot)...)
 	}
 	claims, accomplices, err := s.db.GPUClaims(ctx, p.DeviceID, proof.Snapshot)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, ccJudged{}, err
 	}
 	if ok && slices.ContainsFunc(claims, func(f attest.Finding) bool { return f.Reason == attest.ReasonUUIDOnAnotherDevice }) {
 		// A claim may have become this device's since enrollment (its holder, a removed device of
@@ -176,17 +210,17 @@ func (s *Service) judge(ctx context.Context, p deviceauth.Principal, ch db.Issue
 		// it enrolled with and still reports, then judge what is left.
 		uuids, _ := proof.Snapshot.IdentityKeys()
 		if err := s.db.ReclaimGPUs(ctx, p.DeviceID, enrolled, uuids); err != nil {
-			return nil, nil, err
+			return nil, nil, ccJudged{}, err
 		}
 		if claims, accomplices, err = s.db.GPUClaims(ctx, p.DeviceID, proof.Snapshot); err != nil {
-			return nil, nil, err
+			return nil, nil, ccJudged{}, err
 		}
 	}
 	for _, a := range accomplices {
 		// Not a verdict on the earlier device: anyone can list public UUIDs. An admin decides.
 		s.guard.Flagged(ctx, guard.Write{Op: "submitProof", Actor: "device:" + p.DeviceID, Target: a.DeviceID}, string(a.Reason))
 	}
-	return append(findings, claims...), accomplices, nil
+	return append(findings, claims...), accomplices, cc, nil
 }
 
 // enrollmentSnapshot returns the (immutable) snapshot a device enrolled with, cached.

@@ -6,8 +6,9 @@
 // limit, then the source address (churn findings go to the audit log), then the guard. A proof then runs
 // the checks in judge (proof.go) — the work and signature, the host-level counterfeit rules
 // (attest), the changes since enrollment and the GPU identities other devices hold — and the
-// findings become the stored verdict. A new kind of evidence (for example NVIDIA
-// confidential-computing attestation) is one more check in judge returning attest.Findings.
+// findings become the stored verdict. NVIDIA confidential-computing evidence is one more check
+// (cc.go): verified per GPU before the challenge-consuming transaction, its failures are
+// findings, and with the verdict it sets the device's and each GPU's verification level.
 //
 // The rules themselves live in attest (pure functions over a snapshot) and the storage in db;
 // neither imports this package. The GraphQL resolvers call one method per mutation.
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/attest/nvidia"
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/guard"
 	"github.com/gpugate/gpugate/internal/ttlcache"
@@ -50,6 +52,15 @@ type Config struct {
 	// AddressRefresh is how often an unchanged source address is written again to refresh its
 	// last-seen time (default 10 min): the heartbeat path writes only when an address changes.
 	AddressRefresh time.Duration
+
+	// CC verifies GPUs' confidential-computing evidence (default: NVIDIA's pinned root only,
+	// no measurements, no revocation; the serve command configures it, trusting the
+	// simulation CA in zero-config dev mode only). See docs/attestation.md.
+	CC *nvidia.Verifier
+	// RequireRIMs and RequireRevocation keep a GPU whose evidence verified but whose
+	// measurements (RIMs) or certificates' revocation (OCSP) could not be checked at
+	// SELF_REPORTED instead of ATTESTED; the facts record what was not checked. Default off.
+	RequireRIMs, RequireRevocation bool
 }
 
 func (c Config) withDefaults() Config {
@@ -76,6 +87,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EnrollmentTokenRate == (Rate{}) {
 		c.EnrollmentTokenRate = Rate{Every: time.Minute, Burst: 20}
+	}
+	if c.CC == nil {
+		c.CC = nvidia.New(nvidia.Options{})
 	}
 	c.AddressChurn = c.AddressChurn.WithDefaults()
 	if c.AddressRefresh <= 0 {
