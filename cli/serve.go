@@ -15,6 +15,7 @@ import (
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/gateway"
 	"github.com/gpugate/gpugate/graph/model"
+	"github.com/gpugate/gpugate/guard"
 	"github.com/gpugate/gpugate/oidc"
 	"github.com/gpugate/gpugate/resolvers"
 )
@@ -56,6 +57,7 @@ type ServeMain struct {
 	ln       net.Listener
 	db       *database
 	dev      *devIdentity
+	audit    *guard.AuditLog
 	stopJobs context.CancelFunc
 }
 
@@ -103,6 +105,7 @@ type serveFlags struct {
 	heartbeatTimeout *time.Duration
 	ev               evidenceFlags
 	cc               *ccFlags
+	audit            auditFlags
 	debugListen      *string
 	logFormat        *string
 	logLevel         *string
@@ -164,6 +167,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 		"a device silent this long is shown DOWN by a background job (0 disables the job)")
 	c.ev = addEvidenceFlags(f)
 	c.cc = addCCFlags(f)
+	c.audit = addAuditFlags(f)
 	c.debugListen = f.String("debug-listen", "GPUGATE_DEBUG_LISTEN", "", "serve /debug/pprof on this loopback address (empty: off)")
 	c.logFormat = f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	c.logLevel = f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -176,6 +180,9 @@ func (m *ServeMain) ParseFlags(args []string) error {
 		return err
 	}
 	if err := c.cc.load(); err != nil {
+		return err
+	}
+	if err := c.audit.check(); err != nil {
 		return err
 	}
 	log, err := newLogger(*c.logFormat, *c.logLevel, os.Stderr)
@@ -275,6 +282,8 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	} else {
 		log.Warn("no --oidc-issuer: every request is anonymous; owner and admin operations are unavailable")
 	}
+	m.audit = guard.NewAuditLog(d.store, log, c.audit.options())
+	gcfg.Audit = m.audit
 	h := gateway.New(gcfg, d.store, log)
 	srv := &http.Server{
 		Handler:           h,
@@ -302,6 +311,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	jobs, stopJobs := context.WithCancel(context.Background())
 	m.stopJobs = stopJobs
 	go markDownJob(jobs, d.store, *c.heartbeatTimeout, c.ev.retention(), *c.ev.purgeEvery, log)
+	go auditPurgeJob(jobs, d.store, *c.audit.retention, *c.ev.purgeEvery, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var localDone <-chan struct{}
@@ -322,6 +332,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		log.Warn("drain incomplete; closing remaining connections", "err", err)
 		_ = srv.Close()
 	}
+	m.closeAudit() // after the drain: every request's records are in the buffer
 	log.Info("stopped")
 	return nil
 }
@@ -332,6 +343,7 @@ func (m *ServeMain) Close() error {
 	if m.stopJobs != nil {
 		m.stopJobs()
 	}
+	m.closeAudit()
 	if m.dev != nil {
 		_ = m.dev.server.Close(context.Background())
 	}

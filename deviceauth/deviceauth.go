@@ -24,12 +24,22 @@ import (
 // ErrUnauthenticated wraps every refusal; messages are safe for clients.
 var ErrUnauthenticated = errors.New("device unauthenticated")
 
-type refusal struct{ msg string }
+// The audit reason codes of refusals (docs/operations.md, "Audit log").
+const (
+	ReasonBadSignature   = "BAD_SIGNATURE"
+	ReasonStaleSignature = "STALE_SIGNATURE"
+	ReasonReplayed       = "REPLAYED_REQUEST"
+)
+
+type refusal struct{ msg, code string }
 
 func (e *refusal) Error() string { return e.msg }
 func (e *refusal) Unwrap() error { return ErrUnauthenticated }
 
-func refuse(msg string) error { return &refusal{msg} }
+// AuditReason is the refusal's audit code (guard.Classify reads it).
+func (e *refusal) AuditReason() string { return e.code }
+
+func refuse(msg string) error { return &refusal{msg, ReasonBadSignature} }
 
 // MaxBody is the largest request body a signature is checked over.
 const MaxBody = 1 << 20
@@ -229,13 +239,13 @@ func (a *Authenticator) verify(ctx context.Context, s attest.Signed, method, uri
 	for _, k := range keys {
 		err := attest.VerifyRequest(k.PublicKey, s, method, uri, body, now, a.window)
 		if errors.Is(err, attest.ErrStale) {
-			return Principal{}, refuse("device signature expired: check the worker's clock")
+			return Principal{}, &refusal{"device signature expired: check the worker's clock", ReasonStaleSignature}
 		}
 		if err != nil {
 			continue
 		}
 		if !a.firstUse(s) {
-			return Principal{}, refuse("replayed request")
+			return Principal{}, &refusal{"replayed request", ReasonReplayed}
 		}
 		if a.touch != nil {
 			a.touch(k.CredentialID)

@@ -245,7 +245,7 @@ func TestWorkerLimitsRefuseWithoutWriting(t *testing.T) {
 	if err := o.x.Get(&open, `SELECT count(*) FROM challenges WHERE device_id = $1`, w.deviceID); err != nil || open != db.MaxOpenChallenges {
 		t.Fatalf("%d challenges stored (%v)", open, err)
 	}
-	if !strings.Contains(o.log.String(), "rate limited") {
+	if !strings.Contains(o.log.String(), "RATE_LIMITED") {
 		t.Fatal("the limited request is not in the audit log")
 	}
 }

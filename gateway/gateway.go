@@ -73,6 +73,10 @@ type Config struct {
 	PublicCacheTTL time.Duration
 	// PublicCacheBytes bounds the memory the public cache holds.
 	PublicCacheBytes int64
+	// Audit is the durable audit log the guard's records go to (docs/operations.md, "Audit
+	// log"); the caller closes it after the server drained. nil: New starts one with the
+	// default options that is never closed (records pending at exit are lost).
+	Audit *guard.AuditLog
 }
 
 // Defaults returns the gateway's default limits (docs/security.md).
@@ -190,7 +194,12 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 			}
 		},
 	})
-	res := resolvers.New(store, guard.New(log), cfg.RoleNames, cfg.Workers, devices)
+	g := guard.New(log)
+	if cfg.Audit == nil {
+		cfg.Audit = guard.NewAuditLog(store, log, guard.AuditOptions{})
+	}
+	cfg.Audit.Attach(g)
+	res := resolvers.New(store, g, cfg.RoleNames, cfg.Workers, devices)
 	srv := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: res.Directives()}))
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
@@ -206,6 +215,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	srv.AroundOperations(timeoutResponse)
 	srv.AroundOperations(newHeavyLane(int64(cfg.HeavyCost), cfg.MaxHeavy, cfg.QueueWait).middleware)
 	srv.AroundFields(stopWhenDone)
+	srv.AroundFields(res.AuditMutations)
 	srv.AroundResponses(finishResponse(cfg.MaxResponseBytes))
 	cache := newPublicCache(cfg.PublicCacheTTL, cfg.PublicCacheBytes)
 	if cache != nil {
@@ -217,10 +227,11 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 
 	mux := http.NewServeMux()
 	var api http.Handler = srv
+	reject := audited(g, cfg.MaxTokens, rejectToken(log))
 	if cfg.Verifier != nil {
-		api = cfg.Verifier.Middleware(rejectToken(log))(api)
+		api = cfg.Verifier.Middleware(reject)(api)
 	}
-	api = devices.Middleware(rejectToken(log))(api)
+	api = devices.Middleware(reject)(api)
 	api = lanes(newAdmission(cfg.MaxConcurrent, cfg.MaxQueued, cfg.QueueWait),
 		newAdmission(cfg.MaxWorkerConcurrent, cfg.MaxWorkerQueued, cfg.QueueWait))(api)
 	mux.Handle("/graphql", graphqlOnly(cfg.MaxBodyBytes, cache.middleware(api)))

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"regexp"
 	"runtime/debug"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/deviceauth"
+	"github.com/gpugate/gpugate/guard"
 	"github.com/gpugate/gpugate/oidc"
 )
 
@@ -34,7 +36,8 @@ func RequestID(ctx context.Context) string {
 var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{8,64}$`)
 
 // requestID tags every request with an id: the caller's X-Request-Id when it is a plausible
-// token (so a trace can cross a proxy), else a random one. It is echoed in the response.
+// token (so a trace can cross a proxy), else a random one. It is echoed in the response, and
+// the audit log records it with the peer's address and user agent (guard.WithRequest).
 func requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
@@ -44,7 +47,13 @@ func requestID(next http.Handler) http.Handler {
 			id = hex.EncodeToString(b[:])
 		}
 		w.Header().Set("X-Request-Id", id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+		ctx := context.WithValue(r.Context(), requestIDKey{}, id)
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		ctx = guard.WithRequest(ctx, guard.RequestInfo{ID: id, ClientAddress: host, UserAgent: r.UserAgent()})
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -77,14 +77,15 @@ func TestDoRecordsEachWrite(t *testing.T) {
 	if len(recs) != 2 {
 		t.Fatalf("%d records for two writes", len(recs))
 	}
-	wantKeys := []string{"actor", "audit", "duration", "level", "msg", "op", "outcome", "request", "target", "time"}
-	for i, outcome := range []string{"ok", "error"} {
+	wantKeys := [][]string{{"actor", "audit", "duration", "level", "msg", "op", "outcome", "request", "target", "time"},
+		{"actor", "audit", "duration", "level", "msg", "op", "outcome", "reason", "request", "target", "time"}}
+	for i, outcome := range []string{"SUCCEEDED", "FAILED"} {
 		r := recs[i]
-		if got := slices.Sorted(maps.Keys(r)); !slices.Equal(got, wantKeys) {
-			t.Fatalf("record %d has keys %v, want %v (the error text is not logged)", i, got, wantKeys)
+		if got := slices.Sorted(maps.Keys(r)); !slices.Equal(got, wantKeys[i]) {
+			t.Fatalf("record %d has keys %v, want %v (the error text is not logged)", i, got, wantKeys[i])
 		}
 		if r["msg"] != "write" || r["level"] != "INFO" || r["audit"] != true || r["op"] != "updateDevice" ||
-			r["actor"] != "user-1" || r["target"] != "device-1" || r["outcome"] != outcome || r["request"] != "req-1" {
+			r["actor"] != "user:user-1" || r["target"] != "device-1" || r["outcome"] != outcome || r["request"] != "req-1" {
 			t.Fatalf("record %d = %v", i, r)
 		}
 		if d, ok := r["duration"].(float64); !ok || d < 0 {
@@ -97,21 +98,21 @@ func TestDeniedRecordsTheRefusalWithoutRunning(t *testing.T) {
 	t.Parallel()
 	g, buf := newGuard()
 	g.Denied(context.WithValue(context.Background(), ctxKey{}, "req-2"),
-		guard.Write{Op: "quarantineDevice", Actor: "user-2", Target: "device-2"}, "missing_role")
+		guard.Write{Op: "quarantineDevice", Actor: "user-2", Target: "device-2"}, guard.ReasonForbidden)
 	recs := records(t, buf)
 	if len(recs) != 1 {
 		t.Fatalf("%d records", len(recs))
 	}
 	r := recs[0]
 	want := map[string]any{"msg": "write denied", "level": "WARN", "audit": true, "op": "quarantineDevice",
-		"actor": "user-2", "target": "device-2", "reason": "missing_role", "request": "req-2"}
+		"actor": "user:user-2", "target": "device-2", "reason": "FORBIDDEN", "request": "req-2", "outcome": "DENIED"}
 	for k, v := range want {
 		if r[k] != v {
 			t.Fatalf("%s = %v, want %v (record %v)", k, r[k], v, r)
 		}
 	}
-	if _, ok := r["outcome"]; ok {
-		t.Fatal("a denial records an outcome: nothing ran")
+	if _, ok := r["duration"]; ok {
+		t.Fatal("a denial records a duration: nothing ran")
 	}
 }
 

@@ -39,20 +39,17 @@ func (r *Resolver) device(ctx context.Context, _ any, next graphql.Resolver, arg
 	}
 	p, ok := deviceauth.PrincipalFrom(ctx)
 	if !ok {
-		r.deny(ctx, "", id, "no device signature")
-		return nil, fmt.Errorf("sign the request with the device key: %w", deviceauth.ErrUnauthenticated)
+		return nil, r.deny(ctx, "", id, fmt.Errorf("sign the request with the device key: %w", deviceauth.ErrUnauthenticated))
 	}
 	if p.DeviceID != id {
-		r.deny(ctx, "device:"+p.DeviceID, id, "signed by another device")
-		return nil, db.Forbiddenf("the request is signed by another device")
+		return nil, r.deny(ctx, "device:"+p.DeviceID, id, db.Forbiddenf("the request is signed by another device"))
 	}
 	return next(ctx)
 }
 
 func (r *Resolver) authenticated(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
 	if _, err := r.currentUser(ctx); err != nil {
-		r.deny(ctx, "", "", "unauthenticated")
-		return nil, err
+		return nil, r.deny(ctx, "", "", err)
 	}
 	return next(ctx)
 }
@@ -85,17 +82,14 @@ func (r *Resolver) owner(ctx context.Context, obj any, next graphql.Resolver, ar
 	}
 	u, err := r.currentUser(ctx)
 	if err != nil {
-		r.deny(ctx, "", id, "unauthenticated")
-		return nil, err
+		return nil, r.deny(ctx, "", id, err)
 	}
 	owner, err := r.DB.DeviceOwner(ctx, id)
 	if err != nil {
-		r.deny(ctx, u.ID, id, "no such device")
-		return nil, err
+		return nil, r.deny(ctx, u.ID, id, err)
 	}
 	if owner != u.ID {
-		r.deny(ctx, u.ID, id, "not the owner")
-		return nil, db.Forbiddenf("you do not own this device")
+		return nil, r.deny(ctx, u.ID, id, db.Forbiddenf("you do not own this device"))
 	}
 	return next(ctx)
 }
@@ -103,13 +97,11 @@ func (r *Resolver) owner(ctx context.Context, obj any, next graphql.Resolver, ar
 func (r *Resolver) hasRole(ctx context.Context, _ any, next graphql.Resolver, role model.Role) (any, error) {
 	u, err := r.currentUser(ctx)
 	if err != nil {
-		r.deny(ctx, "", "", "unauthenticated")
-		return nil, err
+		return nil, r.deny(ctx, "", "", err)
 	}
 	p, _ := oidc.PrincipalFrom(ctx)
 	if !p.HasRole(r.roleName(role)) {
-		r.deny(ctx, u.ID, "", "missing role "+string(role))
-		return nil, db.Forbiddenf("this needs the %s role", role)
+		return nil, r.deny(ctx, u.ID, "", db.Forbiddenf("this needs the %s role", role))
 	}
 	return next(ctx)
 }
@@ -128,7 +120,9 @@ func (r *Resolver) roleName(role model.Role) string {
 	return string(role)
 }
 
-func (r *Resolver) deny(ctx context.Context, actor, target, reason string) {
+// deny records the field's refusal with err (guard.Classify gives its outcome and code: a
+// refusal before a resolver runs is audited like any other) and returns err.
+func (r *Resolver) deny(ctx context.Context, actor, target string, err error) error {
 	op := ""
 	if fc := graphql.GetFieldContext(ctx); fc != nil {
 		op = fc.Field.Name
@@ -136,5 +130,6 @@ func (r *Resolver) deny(ctx context.Context, actor, target, reason string) {
 	if actor == "" {
 		actor = "anonymous"
 	}
-	r.Guard.Denied(ctx, guard.Write{Op: op, Actor: actor, Target: target}, reason)
+	r.Guard.Refused(ctx, guard.Write{Op: op, Actor: actor, Target: target}, err)
+	return err
 }

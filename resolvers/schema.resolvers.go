@@ -291,7 +291,7 @@ func (r *queryResolver) GpuConflicts(ctx context.Context, first int) ([]model.Gp
 
 // AuditEvents is the resolver for the auditEvents field.
 func (r *queryResolver) AuditEvents(ctx context.Context, first int, after *string, filter *model.AuditFilter) (*model.AuditEventConnection, error) {
-	panic(fmt.Errorf("not implemented: AuditEvents - auditEvents"))
+	return r.auditEvents(ctx, first, after, filter)
 }
 
 // WriteSwitches is the resolver for the writeSwitches field.

@@ -24,7 +24,7 @@ func (s *Service) deviceWrite(ctx context.Context, op string, fn func(ctx contex
 	// per device, not per key: an owner may add keys to a device (rotation), and each key must
 	// not bring its own allowance.
 	if err := s.limits.allow(op, p.DeviceID, s.cfg.rate(op)); err != nil {
-		s.guard.Denied(ctx, w, "rate limited")
+		s.guard.Refused(ctx, w, err)
 		return err
 	}
 	if err := s.recordAddress(ctx, p, w); err != nil {
@@ -52,8 +52,8 @@ func (s *Service) recordAddress(ctx context.Context, p deviceauth.Principal, w g
 	}
 	s.addresses.Add(key, struct{}{})
 	if f != nil {
-		s.guard.Denied(ctx, w, fmt.Sprintf("%s: %d distinct source networks within %s (limit %d); review, not blocked",
-			db.ReasonAddressChurn, f.Distinct, s.cfg.AddressChurn.Window, s.cfg.AddressChurn.Limit))
+		// Recorded for review, not refused; the detail stays in the review finding.
+		s.guard.Flagged(ctx, w, db.ReasonAddressChurn)
 	}
 	return nil
 }

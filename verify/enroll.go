@@ -25,7 +25,7 @@ func (s *Service) CreateEnrollmentToken(ctx context.Context, userID string) (*En
 	var out EnrollmentToken
 	w := guard.Write{Op: "createEnrollmentToken", Actor: userID}
 	if err := s.limits.allow(w.Op, "user:"+userID, s.cfg.rate(w.Op)); err != nil {
-		s.guard.Denied(ctx, w, "rate limited")
+		s.guard.Refused(ctx, w, err)
 		return nil, err
 	}
 	err := s.guard.Do(ctx, w, func(ctx context.Context) error {
@@ -62,7 +62,7 @@ type Enrolled struct {
 func (s *Service) Enroll(ctx context.Context, in EnrollRequest) (*Enrolled, error) {
 	e, ok := deviceauth.EnrollmentFrom(ctx)
 	if !ok {
-		s.denyAnonymous(ctx, "unsigned enrollment")
+		s.guard.Denied(ctx, guard.Write{Op: "enrollDevice", Actor: "anonymous"}, guard.ReasonUnauthenticated)
 		return nil, fmt.Errorf("sign the enrollment request with the key being enrolled: %w", deviceauth.ErrUnauthenticated)
 	}
 	pub, err := db.ParsePublicKey(in.PublicKey)
@@ -70,7 +70,7 @@ func (s *Service) Enroll(ctx context.Context, in EnrollRequest) (*Enrolled, erro
 		return nil, err
 	}
 	if err := e.VerifyEnrollment(pub); err != nil {
-		s.denyAnonymous(ctx, "bad enrollment signature")
+		s.guard.Refused(ctx, guard.Write{Op: "enrollDevice", Actor: "anonymous", Target: "key:" + db.Fingerprint(pub)[:16]}, err)
 		return nil, err
 	}
 	snap, err := attest.ParseSnapshot([]byte(in.Snapshot))
@@ -92,11 +92,6 @@ func (s *Service) Enroll(ctx context.Context, in EnrollRequest) (*Enrolled, erro
 		return nil, err
 	}
 	return &out, nil
-}
-
-// denyAnonymous records an enrollment refused before anyone is known.
-func (s *Service) denyAnonymous(ctx context.Context, reason string) {
-	s.guard.Denied(ctx, guard.Write{Op: "enrollDevice", Actor: "anonymous"}, reason)
 }
 
 // str returns *p, or "" for nil.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/gpugate/gpugate/attest"
 	"github.com/gpugate/gpugate/attest/nvidia"
@@ -91,6 +92,9 @@ func (s *Service) Proof(ctx context.Context, in Submission) (*Verdict, error) {
 	var res Verdict
 	err = s.deviceWrite(ctx, "submitProof", func(ctx context.Context, p deviceauth.Principal) error {
 		res, err = s.decide(ctx, p, proof, evidence)
+		if err == nil && res.Verdict == db.VerdictFlagged {
+			guard.Flag(ctx, strings.Join(res.Reasons, ","))
+		}
 		return err
 	})
 	if err != nil {
@@ -214,8 +218,7 @@ func (s *Service) judge(ctx context.Context, p deviceauth.Principal, ch db.Issue
 	}
 	for _, a := range accomplices {
 		// Not a verdict on the earlier device: anyone can list public UUIDs. An admin decides.
-		s.guard.Denied(ctx, guard.Write{Op: "submitProof", Actor: "device:" + p.DeviceID, Target: a.DeviceID},
-			"GPU identity conflict ("+string(a.Reason)+"): review both devices")
+		s.guard.Flagged(ctx, guard.Write{Op: "submitProof", Actor: "device:" + p.DeviceID, Target: a.DeviceID}, string(a.Reason))
 	}
 	return append(findings, claims...), accomplices, cc, nil
 }
