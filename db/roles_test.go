@@ -280,3 +280,41 @@ func TestRolesMigrationByAnotherOwner(t *testing.T) {
 	_, err = app.Exec(`DELETE FROM audit_events`)
 	wantDenied(t, "app deletes audit rows", err)
 }
+
+// A zero-config data directory migrated as the superuser before the roles existed: preparing the
+// roles hands every object to the owner, who then migrates, and the app and explorer roles work.
+func TestPrepareLocalRolesAdoptsASuperuserSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := emptyDatabase(t, "", "")
+	super := open(t, dsn)
+	if _, err := db.Migrate(ctx, super); err != nil {
+		t.Fatal(err)
+	}
+	// Back to before migration 00009, as an earlier binary left it.
+	if _, err := super.ExecContext(ctx, `DROP SCHEMA explorer CASCADE; DELETE FROM goose_db_version WHERE version_id >= 9;
+		REVOKE ALL ON ALL TABLES IN SCHEMA public FROM gpugate_app, gpugate_explorer`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PrepareLocalRoles(ctx, super); err != nil {
+		t.Fatal(err)
+	}
+	as := func(role string) string { return strings.Replace(dsn, "gpugate@", role+"@", 1) }
+	if applied, err := db.Migrate(ctx, open(t, as(db.RoleOwner))); err != nil || len(applied) != 1 {
+		t.Fatalf("owner migrates: %v, %v", applied, err)
+	}
+	var others int
+	if err := super.QueryRowContext(ctx, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname IN ('public', 'explorer') AND c.relowner <> $1::regrole
+		  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')`, db.RoleOwner).Scan(&others); err != nil || others != 0 {
+		t.Fatalf("%d objects not owned by %s (%v)", others, db.RoleOwner, err)
+	}
+	if _, err := open(t, as(db.RoleApp)).ExecContext(ctx, `INSERT INTO users (email) VALUES ('a@example.test')`); err != nil {
+		t.Fatalf("app writes: %v", err)
+	}
+	ex, check, err := db.OpenExplorer(ctx, as(db.RoleExplorer), 1)
+	if err != nil || !check.LeastPrivilege || check.User != db.RoleExplorer {
+		t.Fatalf("explorer: %+v, %v", check, err)
+	}
+	ex.Close()
+}
