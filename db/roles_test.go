@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -317,4 +319,76 @@ func TestPrepareLocalRolesAdoptsASuperuserSchema(t *testing.T) {
 		t.Fatalf("explorer: %+v, %v", check, err)
 	}
 	ex.Close()
+}
+
+// The SQL docs/postgresql.md ("Database roles") gives an operator of a managed PostgreSQL, run as
+// it says: the database part as an administrator, migrations as the owner, and the grants by hand
+// as the owner (for roles created after the migration ran).
+const (
+	docsDatabaseSQL = `REVOKE ALL ON DATABASE %[1]s FROM PUBLIC;
+GRANT CONNECT ON DATABASE %[1]s TO gpugate_app, gpugate_explorer;`
+	docsSchemaSQL = `REVOKE ALL ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO gpugate_app;`
+	docsGrantsSQL = `GRANT USAGE ON SCHEMA public TO gpugate_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO gpugate_app;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO gpugate_app;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO gpugate_app;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO gpugate_app;
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON goose_db_version FROM gpugate_app;
+REVOKE ALL ON audit_events FROM gpugate_app;
+GRANT SELECT, INSERT ON audit_events TO gpugate_app;
+GRANT EXECUTE ON FUNCTION gpugate_purge_audit(timestamptz, integer) TO gpugate_app;
+GRANT USAGE ON SCHEMA explorer TO gpugate_app, gpugate_explorer;
+GRANT SELECT ON ALL TABLES IN SCHEMA explorer TO gpugate_app, gpugate_explorer;
+ALTER DEFAULT PRIVILEGES IN SCHEMA explorer GRANT SELECT ON TABLES TO gpugate_app, gpugate_explorer;`
+)
+
+func TestDocumentedManagedPostgresSQL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := emptyDatabase(t, db.RoleOwner, "")
+	u, _ := url.Parse(dsn)
+	name := strings.TrimPrefix(u.Path, "/")
+	super := open(t, dsn)
+	if _, err := super.ExecContext(ctx, fmt.Sprintf(docsDatabaseSQL, name)+docsSchemaSQL); err != nil {
+		t.Fatal(err)
+	}
+	as := func(role string) string { return strings.Replace(dsn, "gpugate@", role+"@", 1) }
+	owner := open(t, as(db.RoleOwner))
+	if _, err := db.Migrate(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		app := open(t, as(db.RoleApp))
+		if _, err := app.ExecContext(ctx, `INSERT INTO users (email) VALUES ('a@example.test');
+			INSERT INTO audit_events (at, principal, operation, outcome) VALUES (now(), 'anonymous', 'x', 'DENIED')`); err != nil {
+			t.Fatalf("%s: app writes: %v", when, err)
+		}
+		_, err := app.ExecContext(ctx, `DELETE FROM audit_events`)
+		wantDenied(t, when+": app deletes audit rows", err)
+		ex, c, err := db.OpenExplorer(ctx, as(db.RoleExplorer), 1)
+		if err != nil || !c.LeastPrivilege {
+			t.Fatalf("%s: explorer: %+v, %v", when, c, err)
+		}
+		ex.Close()
+		ax, _, err := db.OpenExplorer(ctx, as(db.RoleApp), 1)
+		if err != nil {
+			t.Fatalf("%s: app through the explorer views: %v", when, err)
+		}
+		ax.Close()
+	}
+	check("after migrating")
+	// Roles that got no grants (created after the migration): the owner grants by hand.
+	if _, err := owner.ExecContext(ctx, `REVOKE ALL ON ALL TABLES IN SCHEMA public, explorer FROM gpugate_app, gpugate_explorer;
+		REVOKE ALL ON SCHEMA explorer FROM gpugate_app, gpugate_explorer`); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.OpenExplorer(ctx, as(db.RoleExplorer), 1); !errors.Is(err, db.ErrExplorerUnavailable) {
+		t.Fatalf("explorer without grants: %v; want ErrExplorerUnavailable", err)
+	}
+	if _, err := owner.ExecContext(ctx, docsGrantsSQL); err != nil {
+		t.Fatal(err)
+	}
+	check("after the manual grants")
 }
