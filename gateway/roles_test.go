@@ -17,11 +17,6 @@ func TestAnonymousReadsUseTheExplorerRole(t *testing.T) {
 	if r := o.as(nil, q, nil); len(r.Errors) > 0 {
 		t.Fatalf("anonymous: %+v", r.Errors)
 	}
-	var sessions int
-	if err := o.x.Get(&sessions, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND usename = $1`,
-		db.RoleExplorer); err != nil || sessions == 0 {
-		t.Fatalf("%d sessions of %s after an anonymous read (%v)", sessions, db.RoleExplorer, err)
-	}
 
 	if _, err := o.x.Exec(`REVOKE SELECT ON explorer.devices, explorer.gpus FROM ` + db.RoleExplorer); err != nil {
 		t.Fatal(err)
