@@ -201,8 +201,8 @@ func Prove(ctx context.Context, priv ed25519.PrivateKey, challengeID string, non
 // device key pub. It recomputes the snapshot hash from p.Snapshot, so a snapshot edited after
 // hashing cannot pass. It returns nil, or an error wrapping:
 //
-//   - ErrMalformed: bad key or nonce size, challenge id too long, difficulty out of range, a
-//     snapshot that fails Validate, or a CC attestation report not bound to this nonce;
+//   - ErrMalformed: bad key or nonce size, challenge id too long, difficulty out of range,
+//     or a snapshot that fails Validate;
 //   - ErrSnapshotMismatch: p.SnapshotHash is present and is not the hash of p.Snapshot;
 //   - ErrInsufficientWork: the proof hash has fewer than difficulty leading zero bits;
 //   - ErrBadSignature: p.Signature is not the key's signature of the transcript.
@@ -224,9 +224,6 @@ func VerifyProof(pub ed25519.PublicKey, nonce []byte, difficulty int, p Proof) e
 	}
 	if err := p.Snapshot.Validate(); err != nil {
 		return err
-	}
-	if a := p.Snapshot.Attestation; a != nil && !bytes.Equal(a.Nonce, nonce) {
-		return fmt.Errorf("%w: attestation report nonce is not the challenge nonce", ErrMalformed)
 	}
 	snapHash := p.Snapshot.Hash()
 	if len(p.SnapshotHash) != 0 && subtle.ConstantTimeCompare(p.SnapshotHash, snapHash[:]) != 1 {

@@ -18,13 +18,9 @@ const SnapshotVersion = "gpugate/snapshot/v1"
 // Structural limits enforced by [Snapshot.Validate]. They bound the work and memory the server
 // spends on one snapshot; the plausibility limits (e.g. [MaxGPUsPerHost]) are counterfeit rules.
 const (
-	MaxSnapshotBytes   = 1 << 20 // JSON accepted by ParseSnapshot
-	MaxSnapshotGPUs    = 64      // GPUs per snapshot
-	MaxFieldBytes      = 256     // any string field
-	MaxCCNonceBytes    = 64      // CCReport.Nonce
-	MaxCCReportBytes   = 8192    // NVML CC_GPU_ATTESTATION_REPORT_SIZE
-	MaxCCCECBytes      = 4096    // NVML CC_GPU_CEC_ATTESTATION_REPORT_SIZE
-	MaxCCCertChainSize = 16384   // each certificate chain (NVML uses 4096 and 5120 today)
+	MaxSnapshotBytes = 1 << 20 // JSON accepted by ParseSnapshot
+	MaxSnapshotGPUs  = 64      // GPUs per snapshot
+	MaxFieldBytes    = 256     // any string field
 )
 
 // GPU is what NVML says about one GPU. A field NVML answered with ERROR_NOT_SUPPORTED is left
@@ -57,58 +53,52 @@ type GPU struct {
 
 // Snapshot is one host's GPUs plus the host-level versions, as collected by the worker for
 // enrollment and for every proof.
+//
+// It carries no confidential-computing evidence: that travels beside it, in the proof's
+// evidence (ProofInput.evidence), each GPU's report bound to the challenge by [CCNonce]. The
+// snapshot is stored with every judged proof, raw evidence is about 9 KB per GPU, and the
+// server keeps only the facts it verified from it (docs/attestation.md).
 type Snapshot struct {
-	DriverVersion     string    `json:"driverVersion"`     // "550.54.15"
-	NVMLVersion       string    `json:"nvmlVersion"`       // "12.550.54.15"
-	CUDADriverVersion int       `json:"cudaDriverVersion"` // 12040 for CUDA 12.4
-	GPUs              []GPU     `json:"gpus"`
-	Attestation       *CCReport `json:"attestation,omitempty"`
-}
-
-// CCReport carries NVIDIA confidential-computing evidence where the host supports it (Hopper
-// and later in CC mode). It is hashed and stored with the snapshot but not verified yet: that
-// needs NVIDIA's certificate chain and the report parser (nvTrust). The worker should pass the
-// challenge nonce to nvmlDeviceGetConfComputeGpuAttestationReport so the report is fresh;
-// [VerifyProof] refuses a report whose Nonce differs from the challenge nonce.
-type CCReport struct {
-	Nonce []byte        `json:"nonce"`
-	GPUs  []CCGPUReport `json:"gpus"`
-}
-
-// CCGPUReport is NVML's confidential-computing evidence for one GPU (raw bytes as returned by
-// GetConfComputeGpuAttestationReport and GetConfComputeGpuCertificate; absent parts empty).
-type CCGPUReport struct {
-	UUID                 string `json:"uuid"`
-	Report               []byte `json:"report"`
-	CECReport            []byte `json:"cecReport,omitempty"`
-	CertChain            []byte `json:"certChain,omitempty"`
-	AttestationCertChain []byte `json:"attestationCertChain,omitempty"`
+	DriverVersion     string `json:"driverVersion"`     // "550.54.15"
+	NVMLVersion       string `json:"nvmlVersion"`       // "12.550.54.15"
+	CUDADriverVersion int    `json:"cudaDriverVersion"` // 12040 for CUDA 12.4
+	GPUs              []GPU  `json:"gpus"`
 }
 
 // ParseSnapshot decodes the snapshot JSON a worker sent. It refuses unknown fields, trailing
 // data, more than MaxSnapshotBytes and anything [Snapshot.Validate] refuses; every error wraps
-// ErrMalformed.
+// ErrMalformed. A snapshot with the former "attestation" field (workers before CC evidence
+// moved to the proof's evidence) is refused with a message saying so.
 func ParseSnapshot(data []byte) (Snapshot, error) {
-	var s Snapshot
 	if len(data) > MaxSnapshotBytes {
-		return s, fmt.Errorf("%w: snapshot is %d bytes, limit %d", ErrMalformed, len(data), MaxSnapshotBytes)
+		return Snapshot{}, fmt.Errorf("%w: snapshot is %d bytes, limit %d", ErrMalformed, len(data), MaxSnapshotBytes)
+	}
+	var in struct {
+		Snapshot
+		// Attestation is only recognised to be refused clearly: an older worker's hash covers
+		// it, so ignoring it would fail the proof with a less useful SNAPSHOT_HASH_MISMATCH.
+		Attestation json.RawMessage `json:"attestation"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
+	if err := dec.Decode(&in); err != nil {
 		return Snapshot{}, fmt.Errorf("%w: snapshot JSON: %v", ErrMalformed, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return Snapshot{}, fmt.Errorf("%w: snapshot JSON: trailing data", ErrMalformed)
 	}
-	if err := s.Validate(); err != nil {
+	if len(in.Attestation) > 0 && string(in.Attestation) != "null" {
+		return Snapshot{}, fmt.Errorf("%w: snapshot.attestation is no longer accepted: confidential-computing "+
+			"evidence travels in the proof's evidence (upgrade the worker)", ErrMalformed)
+	}
+	if err := in.Snapshot.Validate(); err != nil {
 		return Snapshot{}, err
 	}
-	return s, nil
+	return in.Snapshot, nil
 }
 
 // Validate checks the structural limits (GPU count, field lengths, 16-bit PCI device ids,
-// compute capability range, attestation sizes). It returns nil or an error wrapping
+// compute capability range). It returns nil or an error wrapping
 // ErrMalformed naming the first offending field. Plausibility is not checked here: that is
 // [CheckSnapshot], whose findings are verdicts rather than refusals.
 func (s Snapshot) Validate() error {
@@ -142,32 +132,6 @@ func (s Snapshot) Validate() error {
 			return fmt.Errorf("%w: gpus[%d] compute capability %d.%d out of range", ErrMalformed, i, g.ComputeMajor, g.ComputeMinor)
 		}
 	}
-	if a := s.Attestation; a != nil {
-		if len(a.Nonce) > MaxCCNonceBytes {
-			return fmt.Errorf("%w: attestation.nonce is %d bytes, limit %d", ErrMalformed, len(a.Nonce), MaxCCNonceBytes)
-		}
-		if len(a.GPUs) > MaxSnapshotGPUs {
-			return fmt.Errorf("%w: attestation has %d GPU reports, limit %d", ErrMalformed, len(a.GPUs), MaxSnapshotGPUs)
-		}
-		for i, r := range a.GPUs {
-			if len(r.UUID) > MaxFieldBytes {
-				return checkLen(fmt.Sprintf("attestation.gpus[%d].uuid", i), r.UUID)
-			}
-			for _, f := range [...]struct {
-				name   string
-				n, lim int
-			}{
-				{"report", len(r.Report), MaxCCReportBytes},
-				{"cecReport", len(r.CECReport), MaxCCCECBytes},
-				{"certChain", len(r.CertChain), MaxCCCertChainSize},
-				{"attestationCertChain", len(r.AttestationCertChain), MaxCCCertChainSize},
-			} {
-				if f.n > f.lim {
-					return fmt.Errorf("%w: attestation.gpus[%d].%s is %d bytes, limit %d", ErrMalformed, i, f.name, f.n, f.lim)
-				}
-			}
-		}
-	}
 	return nil
 }
 
@@ -179,20 +143,13 @@ func checkLen(field, v string) error {
 }
 
 // Canonical returns the deterministic "gpugate/snapshot/v1" encoding described in the package
-// documentation. It does not depend on the order of GPUs or attestation reports, on JSON field
-// order, or on nil versus empty slices; it depends on every other field. It never fails: an
+// documentation. It does not depend on the order of GPUs, on JSON field order, or on nil versus
+// empty slices; it depends on every other field. It never fails: an
 // invalid snapshot still has an encoding (Validate separately).
 func (s Snapshot) Canonical() []byte {
 	size := 64 + len(s.DriverVersion) + len(s.NVMLVersion)
 	for i := range s.GPUs {
 		size += gpuSize(&s.GPUs[i])
-	}
-	if a := s.Attestation; a != nil {
-		size += 8 + len(a.Nonce)
-		for i := range a.GPUs {
-			r := &a.GPUs[i]
-			size += 20 + len(r.UUID) + len(r.Report) + len(r.CECReport) + len(r.CertChain) + len(r.AttestationCertChain)
-		}
 	}
 	b := make([]byte, 0, size)
 	b = appendStr(b, SnapshotVersion)
@@ -206,18 +163,9 @@ func (s Snapshot) Canonical() []byte {
 		b = appendGPU(b, &s.GPUs[i])
 	}
 
-	a := s.Attestation
-	if a == nil {
-		return append(b, 0)
-	}
-	b = append(b, 1)
-	b = appendBytes(b, a.Nonce)
-	reps := reportEncodings(a.GPUs)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(reps)))
-	for _, e := range reps {
-		b = append(b, e.enc...)
-	}
-	return b
+	// The trailing 0 was "no attestation" when v1 could carry CC evidence; it stays so that
+	// every snapshot hashes as it always did (see the package documentation).
+	return append(b, 0)
 }
 
 // gpuOrder returns the indices of gpus in canonical order: by UUID, and GPUs sharing a UUID (a
@@ -236,43 +184,13 @@ func gpuOrder(gpus []GPU) []int {
 	return order
 }
 
-type reportEnc struct {
-	i   int
-	enc []byte
-}
-
-// reportEncodings encodes the CC reports in canonical order. Each encoding starts with the
-// length-prefixed UUID, so sorting the encodings sorts by UUID length, then UUID: any total
-// order works as long as it ignores the input order.
-func reportEncodings(reports []CCGPUReport) []reportEnc {
-	reps := make([]reportEnc, len(reports))
-	for i := range reports {
-		r := &reports[i]
-		e := appendStr(nil, r.UUID)
-		e = appendBytes(e, r.Report)
-		e = appendBytes(e, r.CECReport)
-		e = appendBytes(e, r.CertChain)
-		reps[i] = reportEnc{i, appendBytes(e, r.AttestationCertChain)}
-	}
-	slices.SortFunc(reps, func(a, b reportEnc) int { return bytes.Compare(a.enc, b.enc) })
-	return reps
-}
-
-// Sorted returns a copy of s with its GPUs and attestation reports in the order Canonical
-// encodes them, for storage and display. It has the same Hash as s.
+// Sorted returns a copy of s with its GPUs in the order Canonical encodes them, for storage
+// and display. It has the same Hash as s.
 func (s Snapshot) Sorted() Snapshot {
 	out := s
 	out.GPUs = make([]GPU, 0, len(s.GPUs))
 	for _, i := range gpuOrder(s.GPUs) {
 		out.GPUs = append(out.GPUs, s.GPUs[i])
-	}
-	if s.Attestation != nil {
-		a := *s.Attestation
-		a.GPUs = make([]CCGPUReport, 0, len(s.Attestation.GPUs))
-		for _, e := range reportEncodings(s.Attestation.GPUs) {
-			a.GPUs = append(a.GPUs, s.Attestation.GPUs[e.i])
-		}
-		out.Attestation = &a
 	}
 	return out
 }

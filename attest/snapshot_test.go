@@ -12,29 +12,14 @@ import (
 	"testing"
 )
 
-func withAttestation(s Snapshot) Snapshot {
-	s.Attestation = &CCReport{Nonce: bytes32(7)}
-	for i, g := range s.GPUs[:3] {
-		s.Attestation.GPUs = append(s.Attestation.GPUs, CCGPUReport{
-			UUID: g.UUID, Report: bytes.Repeat([]byte{byte(i + 1)}, 100), CECReport: []byte{byte(i)},
-			CertChain: []byte("chain"), AttestationCertChain: []byte("att"),
-		})
-	}
-	return s
-}
-
 func TestCanonicalIsStableUnderReordering(t *testing.T) {
-	base := withAttestation(realH100())
+	base := realH100()
 	want := base.Canonical()
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 50 {
 		s := base
 		s.GPUs = slices.Clone(base.GPUs)
 		r.Shuffle(len(s.GPUs), func(i, j int) { s.GPUs[i], s.GPUs[j] = s.GPUs[j], s.GPUs[i] })
-		a := *base.Attestation
-		a.GPUs = slices.Clone(a.GPUs)
-		r.Shuffle(len(a.GPUs), func(i, j int) { a.GPUs[i], a.GPUs[j] = a.GPUs[j], a.GPUs[i] })
-		s.Attestation = &a
 		if got := s.Canonical(); !bytes.Equal(got, want) {
 			t.Fatalf("order changed the encoding")
 		}
@@ -42,9 +27,8 @@ func TestCanonicalIsStableUnderReordering(t *testing.T) {
 }
 
 func TestSorted(t *testing.T) {
-	s := withAttestation(realH100())
+	s := realH100()
 	slices.Reverse(s.GPUs)
-	slices.Reverse(s.Attestation.GPUs)
 	sorted := s.Sorted()
 	if sorted.Hash() != s.Hash() {
 		t.Fatal("Sorted changed the hash")
@@ -62,8 +46,8 @@ func TestSorted(t *testing.T) {
 }
 
 func TestCanonicalIgnoresNilVersusEmpty(t *testing.T) {
-	a := Snapshot{DriverVersion: "1", GPUs: nil, Attestation: &CCReport{Nonce: nil, GPUs: nil}}
-	b := Snapshot{DriverVersion: "1", GPUs: []GPU{}, Attestation: &CCReport{Nonce: []byte{}, GPUs: []CCGPUReport{}}}
+	a := Snapshot{DriverVersion: "1", GPUs: nil}
+	b := Snapshot{DriverVersion: "1", GPUs: []GPU{}}
 	if a.Hash() != b.Hash() {
 		t.Fatal("nil and empty slices hash differently")
 	}
@@ -88,7 +72,6 @@ var fieldChanges = []struct {
 	{"Snapshot.NVMLVersion", func(s *Snapshot) { s.NVMLVersion += "1" }},
 	{"Snapshot.CUDADriverVersion", func(s *Snapshot) { s.CUDADriverVersion++ }},
 	{"Snapshot.GPUs", func(s *Snapshot) { s.GPUs = s.GPUs[1:] }},
-	{"Snapshot.Attestation", func(s *Snapshot) { s.Attestation = nil }},
 	{"GPU.UUID", func(s *Snapshot) { s.GPUs[0].UUID = seededUUID("other") }},
 	{"GPU.Name", func(s *Snapshot) { s.GPUs[0].Name += " " }},
 	{"GPU.PCIDeviceID", func(s *Snapshot) { s.GPUs[0].PCIDeviceID = 0x2331 }},
@@ -109,13 +92,6 @@ var fieldChanges = []struct {
 	{"GPU.ECCEnabled absent", func(s *Snapshot) { s.GPUs[0].ECCEnabled = nil }},
 	{"GPU.MIGEnabled", func(s *Snapshot) { s.GPUs[0].MIGEnabled = ptr(true) }},
 	{"GPU.MIGEnabled absent", func(s *Snapshot) { s.GPUs[0].MIGEnabled = nil }},
-	{"CCReport.Nonce", func(s *Snapshot) { s.Attestation.Nonce = bytes32(8) }},
-	{"CCReport.GPUs", func(s *Snapshot) { s.Attestation.GPUs = s.Attestation.GPUs[1:] }},
-	{"CCGPUReport.UUID", func(s *Snapshot) { s.Attestation.GPUs[0].UUID = seededUUID("x") }},
-	{"CCGPUReport.Report", func(s *Snapshot) { s.Attestation.GPUs[0].Report[5] ^= 1 }},
-	{"CCGPUReport.CECReport", func(s *Snapshot) { s.Attestation.GPUs[0].CECReport = nil }},
-	{"CCGPUReport.CertChain", func(s *Snapshot) { s.Attestation.GPUs[0].CertChain = []byte("chaiN") }},
-	{"CCGPUReport.AttestationCertChain", func(s *Snapshot) { s.Attestation.GPUs[0].AttestationCertChain = nil }},
 }
 
 func cloneSnapshot(s Snapshot) Snapshot {
@@ -131,7 +107,7 @@ func cloneSnapshot(s Snapshot) Snapshot {
 }
 
 func TestCanonicalChangesWithEveryField(t *testing.T) {
-	base := withAttestation(realH100())
+	base := realH100()
 	want := base.Hash()
 	for _, tc := range fieldChanges {
 		t.Run(tc.field, func(t *testing.T) {
@@ -149,7 +125,7 @@ func TestCanonicalChangesWithEveryField(t *testing.T) {
 	for _, tc := range fieldChanges {
 		covered[strings.TrimSuffix(tc.field, " absent")] = true
 	}
-	for _, typ := range []reflect.Type{reflect.TypeFor[Snapshot](), reflect.TypeFor[GPU](), reflect.TypeFor[CCReport](), reflect.TypeFor[CCGPUReport]()} {
+	for _, typ := range []reflect.Type{reflect.TypeFor[Snapshot](), reflect.TypeFor[GPU]()} {
 		for f := range typ.Fields() {
 			if name := typ.Name() + "." + f.Name; !covered[name] {
 				t.Errorf("%s has no entry in fieldChanges", name)
@@ -174,7 +150,7 @@ func TestCanonicalHasNoFieldBoundaryAmbiguity(t *testing.T) {
 // The worker hashes what NVML gave it; the server hashes what JSON delivered. They must agree
 // whatever the JSON field order, and even for strings that are not valid UTF-8.
 func TestCanonicalSurvivesJSON(t *testing.T) {
-	s := withAttestation(realH100())
+	s := realH100()
 	s.GPUs[1].Name = "NVIDIA H100 \xff\xfe80GB" // invalid UTF-8: json.Marshal turns each byte into U+FFFD
 	s.GPUs[2].BoardPartNumber = "\u2028<&>"
 	js, err := json.Marshal(s)
@@ -239,7 +215,8 @@ func reverseKeys(v any) string {
 }
 
 // A pinned vector: the worker and the server are built separately, and a silent change of the
-// encoding would fail every proof in the field.
+// encoding would fail every proof in the field. The value predates the removal of the snapshot's
+// CC attestation field: snapshots without one hash as they always did.
 func TestCanonicalVector(t *testing.T) {
 	s := Snapshot{DriverVersion: "550.54.15", NVMLVersion: "12.550.54.15", CUDADriverVersion: 12040,
 		GPUs: []GPU{{UUID: seededUUID("v"), Name: "NVIDIA H100 80GB HBM3", PCIDeviceID: 0x2330, PCIVendorID: 0x10DE,
@@ -271,8 +248,7 @@ func TestParseSnapshotRefusesMalformedInput(t *testing.T) {
 		{"compute capability out of range", `{"gpus":[{"computeMajor":-1}]}`},
 		{"cuda out of range", `{"cudaDriverVersion":-5}`},
 		{"too many GPUs", `{"gpus":[` + strings.Repeat(`{},`, MaxSnapshotGPUs) + `{}]}`},
-		{"oversized report", `{"attestation":{"nonce":"","gpus":[{"uuid":"u","report":"` + strings.Repeat("A", (MaxCCReportBytes+3)/3*4+4) + `"}]}}`},
-		{"oversized nonce", `{"attestation":{"nonce":"` + strings.Repeat("A", 100) + `","gpus":[]}}`},
+		{"former attestation field", `{"driverVersion":"1","attestation":{"nonce":"","gpus":[]}}`},
 		{"too large", `{"driverVersion":"` + strings.Repeat(" ", MaxSnapshotBytes) + `"}`},
 	}
 	for _, tc := range tests {
@@ -285,6 +261,14 @@ func TestParseSnapshotRefusesMalformedInput(t *testing.T) {
 	}
 	if _, err := ParseSnapshot(good); err != nil {
 		t.Fatalf("genuine snapshot refused: %v", err)
+	}
+	// An explicit null is what an older worker never sent, but it carries no evidence.
+	if _, err := ParseSnapshot([]byte(`{"driverVersion":"1","attestation":null}`)); err != nil {
+		t.Fatalf("null attestation refused: %v", err)
+	}
+	_, err := ParseSnapshot([]byte(`{"attestation":{"nonce":"","gpus":[]}}`))
+	if err == nil || !strings.Contains(err.Error(), "proof's evidence") {
+		t.Fatalf("former attestation field: %v, want a message naming the proof's evidence", err)
 	}
 }
 

@@ -27,6 +27,7 @@ Usage:
   gpugate worker [flags]    run the bundled GPU worker agent (NVML, or --simulate dgxh100)
   gpugate users import      link legacy accounts to OIDC identities (CSV or legacy table)
   gpugate dev token USER    print an access token for a demo user of a dev-mode gateway
+  gpugate attest verify     verify a GPU's confidential-computing evidence offline (exit 0: verified)
   gpugate version           print the version, commit and Go version this binary was built from
   gpugate help [command]    show help for a command
 
@@ -54,6 +55,7 @@ var commands = map[string]func() command{
 	"users":   func() command { return new(UsersImportMain) },
 	"worker":  func() command { return new(WorkerMain) },
 	"version": func() command { return new(VersionMain) },
+	"attest":  func() command { return new(AttestMain) },
 }
 
 // exitCode is an error that carries the process's exit status and has already been reported.

@@ -639,10 +639,9 @@ func proofJSON(p ProofRecord) (snap, cc []byte, err error) {
 	if snap, err = json.Marshal(p.Snapshot); err != nil {
 		return nil, nil, fmt.Errorf("record proof: %w", err)
 	}
-	if p.Snapshot.Attestation != nil {
-		cc, _ = json.Marshal(p.Snapshot.Attestation)
-	}
-	return snap, cc, nil
+	// cc (the cc_report column) stays NULL: CC evidence left the snapshot for the proof's
+	// evidence, whose verified facts are stored instead.
+	return snap, nil, nil
 }
 
 // RecordProof stores the verdict of a submission refused before its challenge checked out

@@ -575,3 +575,35 @@ func TestLevelsStatsAndCursors(t *testing.T) {
 	}
 	e.post(listQuery, map[string]any{"first": 5, "filter": map[string]any{"verificationLevel": "VERIFIED"}}).WantError(t, "BAD_USER_INPUT", "not a valid VerificationLevel")
 }
+
+// With --cc-require-revocation (or --cc-require-rims), evidence that verified but whose
+// revocation (measurements) could not be checked leaves the GPU SELF_REPORTED, the fact recorded.
+func TestLevelsRequirementsKeepUncheckedGPUsSelfReported(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		cfg  resolvers.WorkerConfig
+	}{
+		{"revocation", resolvers.WorkerConfig{RequireRevocation: true}},
+		{"measurements", resolvers.WorkerConfig{RequireRIMs: true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			p := newIDP(t)
+			c.cfg.Difficulty, c.cfg.CC = 8, nvidia.New(nvidia.Options{TrustSimulation: true})
+			o := newOwnersWith(t, p, gateway.Config{Verifier: p.verifier, RoleNames: map[model.Role]string{model.RoleAdmin: "ADMIN"}, Workers: c.cfg})
+			snap := h100Host(49)
+			w := o.enrolledWorker(t, "alice", snap)
+			gpus := simGPUs(t, snap)
+			res := w.proveCC(t, snap, func(ch issued) []map[string]any { return w.allEvidence(t, gpus, ch) })
+			if res.Verdict != "PASSED" || res.Level != "SELF_REPORTED" || judgedLevels(res) != repeat("SELF_REPORTED", 8) {
+				t.Fatalf("%+v", res)
+			}
+			for _, g := range res.Gpus {
+				if !g.EvidenceSubmitted || g.Root == nil || len(g.Reasons) != 0 || g.RevocationChecked || g.MeasurementsChecked {
+					t.Fatalf("GPU %d facts: %+v", g.Index, g)
+				}
+			}
+		})
+	}
+}

@@ -57,7 +57,7 @@ type Options struct {
 	// NVML is the library to read GPUs through. nil means nvml.New() (the driver's
 	// libnvidia-ml.so.1), or the Simulate profile when set.
 	NVML nvml.Interface
-	// Provers add challenge-bound evidence before the hash proof; nil means CCAttestation
+	// Provers gather challenge-bound evidence sent with the proof; nil means CCAttestation
 	// over NVML. An empty non-nil slice disables them.
 	Provers        []Prover
 	Transport      http.RoundTripper // nil means http.DefaultTransport
@@ -282,15 +282,16 @@ func (a *agent) run(ctx context.Context) error {
 			}
 			nextProof = time.Now().Add(a.o.ReproveEvery)
 			if res.Verdict == client.AttestationVerdictPassed {
-				a.log.Info("proof passed", "verification", res.Verification)
+				a.log.Info("proof passed", "level", res.Level, "verification", res.Verification)
 				flagged = nil
 			} else {
-				flagged = &FlaggedError{Reasons: res.Reasons, Verification: string(res.Verification)}
-				a.log.Warn("proof flagged", "verification", res.Verification, "reasons", strings.Join(res.Reasons, ","))
+				flagged = &FlaggedError{Reasons: res.Reasons, Verification: string(res.Verification), Level: string(res.Level)}
+				a.log.Warn("proof flagged", "level", res.Level, "verification", res.Verification, "reasons", strings.Join(res.Reasons, ","))
 				for _, r := range res.Reasons {
 					a.log.Warn("reason", "code", r, "meaning", attest.Reason(r).Description())
 				}
 			}
+			a.logGPUs(res.Gpus)
 		}
 		ack, err := retry(ctx, a, "heartbeat", a.heartbeat)
 		if err != nil {
@@ -460,16 +461,7 @@ func (a *agent) prove(ctx context.Context) (*client.SubmitProofSubmitProofProofR
 			ErrChallengeRefused, ch.ID, ch.Difficulty, a.o.MaxDifficulty)
 	}
 
-	for _, p := range a.provers {
-		switch err := p.Evidence(ctx, ch, &snap); {
-		case err == nil:
-			a.log.Info("evidence added", "prover", p.Name())
-		case errors.Is(err, ErrUnsupported):
-			a.log.Debug("evidence not available", "prover", p.Name(), "why", err)
-		default:
-			a.log.Warn("evidence failed; proving without it", "prover", p.Name(), "err", err)
-		}
-	}
+	evidence := a.evidence(ctx, ch)
 
 	// A proof for an expired challenge would be flagged (CHALLENGE_EXPIRED): stop solving at
 	// the expiry and take a new challenge instead. This host's clock is within the gateway's
@@ -514,7 +506,7 @@ func (a *agent) prove(ctx context.Context) (*client.SubmitProofSubmitProofProofR
 	if err := a.key.Save(); err != nil {
 		a.log.Warn("could not record the submitted challenge in the key file", "err", err)
 	}
-	in, err := ProofInput(proof)
+	in, err := ProofInput(proof, evidence)
 	if err != nil {
 		return nil, err
 	}
@@ -530,9 +522,68 @@ func (a *agent) prove(ctx context.Context) (*client.SubmitProofSubmitProofProofR
 	return &res.SubmitProof, nil
 }
 
-// ProofInput encodes a proof as the gateway's submitProof input. It fails only if the
-// snapshot cannot be encoded as JSON.
-func ProofInput(p attest.Proof) (client.ProofInput, error) {
+// evidence runs the provers for ch. Evidence is optional: every failure is logged (per GPU
+// where it concerns one GPU, which is then proved without evidence) and none stops the proof.
+func (a *agent) evidence(ctx context.Context, ch Challenge) []GPUEvidence {
+	var all []GPUEvidence
+	for _, p := range a.provers {
+		ev, err := p.Evidence(ctx, ch, a.key.PublicKey())
+		switch {
+		case errors.Is(err, ErrUnsupported):
+			a.log.Debug("evidence not available", "prover", p.Name(), "why", err)
+		case err != nil:
+			for _, e := range flatten(err) {
+				var ge *GPUError
+				if errors.As(e, &ge) {
+					a.log.Warn("no confidential-computing evidence for this GPU; it is proved without (SELF_REPORTED at best)",
+						"prover", p.Name(), "gpu", ge.Index, "uuid", ge.UUID, "err", ge.Err)
+				} else {
+					a.log.Warn("evidence failed; proving without it", "prover", p.Name(), "err", e)
+				}
+			}
+		}
+		if len(ev) > 0 {
+			a.log.Info("evidence collected", "prover", p.Name(), "gpus", len(ev))
+		}
+		all = append(all, ev...)
+	}
+	return all
+}
+
+// flatten returns the errors joined in err (errors.Join, nested too), or err alone.
+func flatten(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
+}
+
+// logGPUs logs how the gateway judged each GPU's confidential-computing evidence.
+func (a *agent) logGPUs(gpus []client.SubmitProofSubmitProofProofResultGpusGpuEvidence) {
+	for _, g := range gpus {
+		switch {
+		case !g.EvidenceSubmitted:
+		case len(g.Reasons) > 0:
+			a.log.Warn("the GPU's confidential-computing evidence did not verify", "gpu", g.Index, "level", g.Level,
+				"reasons", strings.Join(g.Reasons, ","))
+		default:
+			root := ""
+			if g.Root != nil {
+				root = string(*g.Root)
+			}
+			a.log.Info("GPU attested", "gpu", g.Index, "level", g.Level, "root", root)
+		}
+	}
+}
+
+// ProofInput encodes a proof and its GPUs' evidence as the gateway's submitProof input. It
+// fails only if the snapshot cannot be encoded as JSON.
+func ProofInput(p attest.Proof, evidence []GPUEvidence) (client.ProofInput, error) {
 	js, err := json.Marshal(p.Snapshot)
 	if err != nil {
 		return client.ProofInput{}, fmt.Errorf("encoding the snapshot: %w", err)
@@ -542,6 +593,9 @@ func ProofInput(p attest.Proof) (client.ProofInput, error) {
 		Counter:     strconv.FormatUint(p.Counter, 10),
 		Snapshot:    string(js),
 		Signature:   base64.StdEncoding.EncodeToString(p.Signature),
+	}
+	for _, e := range evidence {
+		in.Evidence = append(in.Evidence, EvidenceInput(e))
 	}
 	if len(p.SnapshotHash) > 0 {
 		h := base64.StdEncoding.EncodeToString(p.SnapshotHash)

@@ -41,7 +41,7 @@ func TestSimulatedProfilesAgainstTheRules(t *testing.T) {
 			}
 			// Dev mode's policy: the go-nvml DGX H200 and B200 report PCI ids of no real GPU.
 			findings := attest.CheckSnapshotWith(snap, attest.Policy{AllowSimulated: true})
-			if !p.Counterfeit {
+			if !p.Counterfeit || p.CC { // a CC counterfeit's snapshot is genuine: its fault is in the evidence
 				if len(findings) != 0 {
 					t.Fatalf("a genuine simulated host has findings: %v", findings)
 				}
@@ -230,29 +230,5 @@ func TestOtherNVMLErrorsFailTheCollection(t *testing.T) {
 	dev.GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) { return nvml.Memory{Total: 80 << 30}, nvml.SUCCESS }
 	if _, err := Collect(lib); err == nil || !strings.Contains(err.Error(), "Shutdown") {
 		t.Fatalf("a failed Shutdown is reported: %v", err)
-	}
-}
-
-func TestConfComputeEvidence(t *testing.T) {
-	t.Parallel()
-	lib, _ := Simulate("dgxh100-cc", []byte("cc"), nil)
-	snap, _ := Collect(lib)
-	nonce := bytes.Repeat([]byte{7}, 32)
-	if err := (CCAttestation{NVML: lib}).Evidence(context.Background(), Challenge{ID: "c", Nonce: nonce}, &snap); err != nil {
-		t.Fatal(err)
-	}
-	a := snap.Attestation
-	if a == nil || !bytes.Equal(a.Nonce, nonce) || len(a.GPUs) != 8 || !bytes.Contains(a.GPUs[0].Report, nonce) ||
-		len(a.GPUs[0].CertChain) == 0 || len(a.GPUs[0].AttestationCertChain) == 0 {
-		t.Fatalf("attestation: %+v", a)
-	}
-	if err := snap.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	// A host without confidential computing: unsupported, the snapshot is left alone.
-	plain, _ := Simulate("dgxh100", []byte("cc"), nil)
-	snap2, _ := Collect(plain)
-	if err := (CCAttestation{NVML: plain}).Evidence(context.Background(), Challenge{ID: "c", Nonce: nonce}, &snap2); !errors.Is(err, ErrUnsupported) || snap2.Attestation != nil {
-		t.Fatalf("no CC: %v %+v", err, snap2.Attestation)
 	}
 }

@@ -26,7 +26,8 @@ var ErrChallengeRefused = errors.New("challenge refused")
 // FlaggedError is Run's error with Once when the gateway flagged the proof.
 type FlaggedError struct {
 	Reasons      []string // reason codes, see attest.Reason
-	Verification string   // the device's public verification state now
+	Verification string   // the device's public verification state now (deprecated by Level)
+	Level        string   // the device's verification level now (FLAGGED)
 }
 
 func (e *FlaggedError) Error() string {

@@ -84,16 +84,15 @@ func (g *testGateway) token(t *testing.T, user string) string {
 }
 
 type attestationRow struct {
-	Verdict  string         `db:"verdict"`
-	Reasons  pq.StringArray `db:"reasons"`
-	CCReport []byte         `db:"cc_report"`
+	Verdict string         `db:"verdict"`
+	Reasons pq.StringArray `db:"reasons"`
 }
 
 // attestations returns the device's verdicts, newest first.
 func (g *testGateway) attestations(t *testing.T, deviceID string) []attestationRow {
 	t.Helper()
 	var rows []attestationRow
-	if err := g.x.Select(&rows, `SELECT verdict, reasons, cc_report FROM attestations WHERE device_id = $1
+	if err := g.x.Select(&rows, `SELECT verdict, reasons FROM attestations WHERE device_id = $1
 		ORDER BY created_at DESC`, deviceID); err != nil {
 		t.Fatal(err)
 	}

@@ -139,7 +139,11 @@ func mainContext(ctx context.Context, args []string, tweak func(*Options), stdou
 	case err == nil:
 		return 0
 	case errors.As(err, &flagged):
-		fmt.Fprintf(stderr, "gpugate worker: the proof was FLAGGED (device verification %s):\n", flagged.Verification)
+		level := flagged.Level
+		if level == "" { // a gateway from before verification levels
+			level = flagged.Verification
+		}
+		fmt.Fprintf(stderr, "gpugate worker: the proof was FLAGGED (device level %s):\n", level)
 		for _, r := range flagged.Reasons {
 			fmt.Fprintf(stderr, "  %s", r)
 			if d := attest.Reason(r).Description(); d != "" {
@@ -165,6 +169,9 @@ func printUsage(fs *flag.FlagSet) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "\n  Any profile plus --clone-uuids-from OTHER-KEY-FILE: the GPU UUIDs of another simulated host.")
+	fmt.Fprintln(w, "  The -cc profiles sign each GPU's attestation report under gpugate's simulation CA, whose key is")
+	fmt.Fprintln(w, "  public: they are ATTESTED only by a gateway that trusts that CA (zero-config dev mode, or explicit")
+	fmt.Fprintln(w, "  configuration), and prove nothing about hardware. See docs/worker.md.")
 }
 
 // defaultKeyFile is $XDG_CONFIG_HOME/gpugate/worker-key.json (~/.config/... on Linux), or

@@ -3,6 +3,8 @@ package worker
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/gpugate/gpugate/attest"
+	"github.com/gpugate/gpugate/worker/client"
 )
 
 // Challenge is a proof-of-work challenge as the gateway issued it.
@@ -24,24 +27,51 @@ type Challenge struct {
 // goes ahead without it.
 var ErrUnsupported = errors.New("not supported on this host")
 
-// A Prover adds evidence bound to a challenge to the snapshot before the hash proof of work
-// (attest.Prove, always run) hashes and signs it, so the evidence is covered by the proof.
-// Today that is NVIDIA confidential-computing attestation (CCAttestation); a CUDA compute
-// proof would be another implementation (its results would need a field in attest.Snapshot).
+// GPUEvidence is one GPU's confidential-computing evidence for one challenge, as NVML gave it.
+// It travels with the proof (ProofInput.evidence), not in the snapshot: see docs/worker.md.
+type GPUEvidence struct {
+	Index  int    // NVML index; the nonce the report was requested for derives from it
+	UUID   string // for logs; the gateway takes the GPU's UUID from the snapshot
+	Report []byte // SPDM GET_MEASUREMENTS request followed by the signed response
+	Chain  []byte // the attestation certificate chain, leaf first: PEM, or concatenated DER
+}
+
+// GPUError is one GPU whose evidence could not be collected. That GPU is proved without
+// evidence (SELF_REPORTED at best); the others are not affected.
+type GPUError struct {
+	Index int
+	UUID  string // "" when NVML did not say
+	Err   error
+}
+
+func (e *GPUError) Error() string {
+	if e.UUID == "" {
+		return fmt.Sprintf("GPU %d: %v", e.Index, e.Err)
+	}
+	return fmt.Sprintf("GPU %d (%s): %v", e.Index, e.UUID, e.Err)
+}
+
+func (e *GPUError) Unwrap() error { return e.Err }
+
+// A Prover gathers evidence bound to a challenge, sent beside the snapshot in the proof. Today
+// that is NVIDIA confidential-computing attestation (CCAttestation); a CUDA compute proof
+// would be another implementation.
 type Prover interface {
 	// Name identifies the prover in logs.
 	Name() string
-	// Evidence adds the prover's evidence for ch to snap. It returns an error wrapping
-	// ErrUnsupported when the host cannot produce it (logged, the proof proceeds) and any
-	// other error when it failed (logged, the proof proceeds without this evidence).
-	Evidence(ctx context.Context, ch Challenge, snap *attest.Snapshot) error
+	// Evidence returns the evidence for ch and the device key pub, one entry per GPU that
+	// produced some. It returns an error wrapping ErrUnsupported when the host cannot produce
+	// any (logged, the proof proceeds); otherwise the evidence it has together with a joined
+	// *GPUError per GPU that failed (each logged, those GPUs are proved without evidence), or
+	// another error when it could not even look (logged, the proof proceeds without evidence).
+	Evidence(ctx context.Context, ch Challenge, pub ed25519.PublicKey) ([]GPUEvidence, error)
 }
 
-// CCAttestation collects NVIDIA confidential-computing evidence through NVML on hosts where
-// CC is enabled (Hopper and later): per GPU, the attestation report from
-// GetConfComputeGpuAttestationReport over the challenge nonce, and the certificate chains
-// from GetConfComputeGpuCertificate. It fills snap.Attestation; the gateway stores it with
-// the verdict (it does not verify the NVIDIA signatures yet).
+// CCAttestation collects NVIDIA confidential-computing evidence through NVML on hosts where CC
+// is on (Hopper and later): per GPU, the attestation report from
+// GetConfComputeGpuAttestationReport over attest.CCNonce(challenge, device key, NVML index)
+// and the attestation certificate chain from GetConfComputeGpuCertificate. The gateway
+// verifies both (docs/attestation.md).
 type CCAttestation struct {
 	NVML nvml.Interface
 }
@@ -49,79 +79,160 @@ type CCAttestation struct {
 // Name implements Prover.
 func (CCAttestation) Name() string { return "nvml-cc-attestation" }
 
-// ccNonceSize is the size of nvmlConfComputeGpuAttestationReport_t.nonce.
-const ccNonceSize = 32
-
-// Evidence implements Prover. It returns an error wrapping ErrUnsupported when CC is not
-// enabled on the system, when no GPU produced a report, or when the challenge nonce does not
-// fit NVML's 32-byte nonce; an NVML error otherwise.
-func (c CCAttestation) Evidence(_ context.Context, ch Challenge, snap *attest.Snapshot) (err error) {
-	if len(ch.Nonce) != ccNonceSize {
-		return fmt.Errorf("%w: the challenge nonce is %d bytes, NVML takes %d", ErrUnsupported, len(ch.Nonce), ccNonceSize)
-	}
+// Evidence implements Prover. It returns an error wrapping ErrUnsupported when NVML has no
+// confidential computing (ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND, a mock function left
+// unset), when CC is off, or when no GPU is in CC mode; an NVML error when NVML cannot be
+// opened or enumerated; otherwise the evidence and a *GPUError per GPU that failed, joined.
+// A GPU that answers ERROR_NOT_SUPPORTED is not in CC mode: no evidence, no error. No NVML
+// call can crash the worker from here: a panicking call is that GPU's error.
+func (c CCAttestation) Evidence(_ context.Context, ch Challenge, pub ed25519.PublicKey) (ev []GPUEvidence, err error) {
 	shutdown, err := openNVML(c.NVML)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() {
 		if serr := shutdown(); serr != nil {
 			err = errors.Join(err, serr)
 		}
 	}()
-	state, ret := guard(c.NVML.SystemGetConfComputeState)
+	state, ret, perr := safe(c.NVML.SystemGetConfComputeState)
 	switch {
+	case perr != nil:
+		return nil, fmt.Errorf("nvml SystemGetConfComputeState: %w", perr)
 	case absent(ret):
-		return fmt.Errorf("%w: NVML has no confidential computing", ErrUnsupported)
+		return nil, fmt.Errorf("%w: NVML has no confidential computing", ErrUnsupported)
 	case ret != nvml.SUCCESS:
-		return &nvmlError{gpu: -1, call: "SystemGetConfComputeState", ret: ret}
+		return nil, &nvmlError{gpu: -1, call: "SystemGetConfComputeState", ret: ret}
 	case state.CcFeature != nvml.CC_SYSTEM_FEATURE_ENABLED:
-		return fmt.Errorf("%w: confidential computing is off", ErrUnsupported)
+		return nil, fmt.Errorf("%w: confidential computing is off", ErrUnsupported)
 	}
-	n, ret := guard(c.NVML.DeviceGetCount)
-	if ret != nvml.SUCCESS {
-		return &nvmlError{gpu: -1, call: "DeviceGetCount", ret: ret}
+	n, ret, perr := safe(c.NVML.DeviceGetCount)
+	switch {
+	case perr != nil:
+		return nil, fmt.Errorf("nvml DeviceGetCount: %w", perr)
+	case ret != nvml.SUCCESS:
+		return nil, &nvmlError{gpu: -1, call: "DeviceGetCount", ret: ret}
 	}
-	cc := &attest.CCReport{Nonce: bytes.Clone(ch.Nonce)}
+	var errs []error
 	for i := range min(n, attest.MaxSnapshotGPUs) {
-		dev, ret := guard(func() (nvml.Device, nvml.Return) { return c.NVML.DeviceGetHandleByIndex(i) })
-		if ret != nvml.SUCCESS {
-			return &nvmlError{gpu: i, call: "DeviceGetHandleByIndex", ret: ret}
-		}
-		uuid, ret := guard(dev.GetUUID)
-		if ret != nvml.SUCCESS {
-			return &nvmlError{gpu: i, call: "GetUUID", ret: ret}
-		}
-		var rep nvml.ConfComputeGpuAttestationReport
-		copy(rep.Nonce[:], ch.Nonce)
-		ret = guardRet(func() nvml.Return { return dev.GetConfComputeGpuAttestationReport(&rep) })
-		if absent(ret) {
-			continue // this GPU is not CC-capable
-		}
-		if ret != nvml.SUCCESS {
-			return &nvmlError{gpu: i, call: "GetConfComputeGpuAttestationReport", ret: ret}
-		}
-		r := attest.CCGPUReport{UUID: uuid, Report: clip(rep.AttestationReport[:], rep.AttestationReportSize)}
-		if rep.IsCecAttestationReportPresent != 0 {
-			r.CECReport = clip(rep.CecAttestationReport[:], rep.CecAttestationReportSize)
-		}
-		cert, ret := guard(dev.GetConfComputeGpuCertificate)
+		e, ok, err := c.gpu(i, ch, pub)
 		switch {
-		case ret == nvml.SUCCESS:
-			r.CertChain = clip(cert.CertChain[:], cert.CertChainSize)
-			r.AttestationCertChain = clip(cert.AttestationCertChain[:], cert.AttestationCertChainSize)
-		case !absent(ret):
-			return &nvmlError{gpu: i, call: "GetConfComputeGpuCertificate", ret: ret}
+		case err != nil:
+			errs = append(errs, err)
+		case ok:
+			ev = append(ev, e)
 		}
-		cc.GPUs = append(cc.GPUs, r)
 	}
-	if len(cc.GPUs) == 0 {
-		return fmt.Errorf("%w: no GPU returned an attestation report", ErrUnsupported)
+	if len(ev) == 0 && len(errs) == 0 {
+		return nil, fmt.Errorf("%w: no GPU is in confidential-computing mode", ErrUnsupported)
 	}
-	snap.Attestation = cc
-	return nil
+	return ev, errors.Join(errs...)
+}
+
+// gpu collects the evidence of the GPU at NVML index i: ok is false (and err nil) for a GPU
+// not in CC mode; err is a *GPUError when collection failed.
+func (c CCAttestation) gpu(i int, ch Challenge, pub ed25519.PublicKey) (ev GPUEvidence, ok bool, err error) {
+	fail := func(format string, args ...any) (GPUEvidence, bool, error) {
+		return GPUEvidence{}, false, &GPUError{Index: i, UUID: ev.UUID, Err: fmt.Errorf(format, args...)}
+	}
+	ev.Index = i
+	dev, ret, perr := safe(func() (nvml.Device, nvml.Return) { return c.NVML.DeviceGetHandleByIndex(i) })
+	if perr != nil || ret != nvml.SUCCESS {
+		return fail("DeviceGetHandleByIndex: %v", orRet(perr, ret))
+	}
+	if uuid, ret, perr := safe(dev.GetUUID); perr == nil && ret == nvml.SUCCESS {
+		ev.UUID = uuid // only for the logs
+	}
+
+	cert, ret, perr := safe(dev.GetConfComputeGpuCertificate)
+	switch {
+	case perr != nil:
+		return fail("GetConfComputeGpuCertificate: %v", perr)
+	case absent(ret):
+		return GPUEvidence{}, false, nil // not in CC mode
+	case ret != nvml.SUCCESS:
+		return fail("GetConfComputeGpuCertificate: %s", ret.Error())
+	}
+	// The attestation chain (leaf: the key that signs the reports), not CertChain (the GPU's
+	// device identity chain without the attestation leaf).
+	ev.Chain = clip(cert.AttestationCertChain[:], cert.AttestationCertChainSize)
+	if len(bytes.Trim(ev.Chain, "\x00 \r\n\t")) == 0 {
+		return fail("GetConfComputeGpuCertificate returned an empty attestation certificate chain")
+	}
+
+	nonce := attest.CCNonce(ch.ID, ch.Nonce, pub, i)
+	rep := new(nvml.ConfComputeGpuAttestationReport) // 12 KB: not on the stack of a loop
+	rep.Nonce = nonce
+	ret, perr = safeRet(func() nvml.Return { return dev.GetConfComputeGpuAttestationReport(rep) })
+	switch {
+	case perr != nil:
+		return fail("GetConfComputeGpuAttestationReport: %v", perr)
+	case absent(ret):
+		return GPUEvidence{}, false, nil
+	case ret != nvml.SUCCESS:
+		return fail("GetConfComputeGpuAttestationReport: %s", ret.Error())
+	}
+	ev.Report = clip(rep.AttestationReport[:], rep.AttestationReportSize)
+	if len(ev.Report) == 0 {
+		return fail("GetConfComputeGpuAttestationReport returned an empty report")
+	}
+	if got, isSPDM := spdmRequestNonce(ev.Report); isSPDM && !bytes.Equal(got, nonce[:]) {
+		// A driver that ignored the nonce: the gateway would flag the report (CC_NONCE_MISMATCH).
+		return fail("the report was made for another nonce than the one requested")
+	}
+	return ev, true, nil
+}
+
+// spdmRequestNonce returns the nonce of the SPDM GET_MEASUREMENTS request that opens an NVML
+// attestation report (SPDMVersion, RequestResponseCode 0xE0, Param1, Param2, Nonce[32], ...);
+// isSPDM is false when the report does not start with one, and then nothing is checked here.
+func spdmRequestNonce(report []byte) (nonce []byte, isSPDM bool) {
+	const getMeasurements = 0xE0
+	if len(report) < 4+attest.CCNonceBytes || report[0]>>4 != 1 || report[1] != getMeasurements {
+		return nil, false
+	}
+	return report[4 : 4+attest.CCNonceBytes], true
+}
+
+// safe calls an NVML function: a mock function left unset reads as ERROR_NOT_SUPPORTED (see
+// guard), and any other panic is returned as an error instead of crashing the worker.
+// Evidence is optional, so nothing in its collection may stop the proof.
+func safe[T any](f func() (T, nvml.Return)) (v T, ret nvml.Return, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			var zero T
+			v, ret, err = zero, nvml.ERROR_UNKNOWN, fmt.Errorf("NVML call panicked: %v", p)
+		}
+	}()
+	v, ret = guard(f)
+	return v, ret, nil
+}
+
+func safeRet(f func() nvml.Return) (nvml.Return, error) {
+	_, ret, err := safe(func() (struct{}, nvml.Return) { return struct{}{}, f() })
+	return ret, err
+}
+
+func orRet(err error, ret nvml.Return) any {
+	if err != nil {
+		return err
+	}
+	return ret.Error()
 }
 
 // clip copies the first n bytes of b (n bounded by len(b)).
 func clip(b []byte, n uint32) []byte {
 	return bytes.Clone(b[:min(int(n), len(b))])
+}
+
+// EvidenceInput encodes one GPU's evidence as the gateway's GpuEvidenceInput: the report in
+// base64, the chain as PEM text when NVML returned PEM (trailing NULs dropped), else as base64
+// of its DER bytes.
+func EvidenceInput(e GPUEvidence) client.GpuEvidenceInput {
+	chain := bytes.TrimRight(e.Chain, "\x00")
+	text := string(chain)
+	if !bytes.HasPrefix(bytes.TrimLeft(chain, " \r\n\t"), []byte("-----BEGIN ")) {
+		text = base64.StdEncoding.EncodeToString(chain)
+	}
+	return client.GpuEvidenceInput{Index: e.Index, Report: base64.StdEncoding.EncodeToString(e.Report), CertificateChain: text}
 }

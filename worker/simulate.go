@@ -25,7 +25,10 @@ type Profile struct {
 	// should return for them (documentation and tests).
 	Counterfeit bool
 	Expect      []string
-	build       func(seed []byte) *server.Server
+	// CC: confidential computing is on, and each GPU sends evidence with the proof. A CC
+	// counterfeit's snapshot is genuine; its Expect codes come from the evidence.
+	CC    bool
+	build func(seed []byte) *server.Server
 }
 
 // board is what the go-nvml mocks leave unset (they panic on it) and a real board reports:
@@ -75,8 +78,18 @@ var Profiles = []Profile{
 		build: func(seed []byte) *server.Server { return personalize(dgxh200.New(), seed, h200Board) }},
 	{Name: "dgxb200", Description: "genuine DGX B200: 8x B200 180GB (go-nvml mock)",
 		build: func(seed []byte) *server.Server { return personalize(dgxb200.New(), seed, b200Board) }},
-	{Name: "dgxh100-cc", Description: "genuine DGX H100 in confidential-computing mode: adds a (simulated, unverified) NVML attestation report per GPU",
-		build: func(seed []byte) *server.Server { return withConfCompute(personalize(dgxh100.New(), seed, h100Board)) }},
+	{Name: "dgxh100-cc", CC: true, Description: "genuine DGX H100 in confidential-computing mode: each GPU signs its attestation report under gpugate's simulation CA",
+		build: func(seed []byte) *server.Server {
+			return withConfCompute(personalize(dgxh100.New(), seed, h100Board), seed, h100Board, ccGenuine)
+		}},
+	{Name: "dgxh200-cc", CC: true, Description: "genuine DGX H200 in confidential-computing mode: each GPU signs its attestation report under gpugate's simulation CA",
+		build: func(seed []byte) *server.Server {
+			return withConfCompute(personalize(dgxh200.New(), seed, h200Board), seed, h200Board, ccGenuine)
+		}},
+	{Name: "dgxb200-cc", CC: true, Description: "genuine DGX B200 in confidential-computing mode: each GPU signs its attestation report under gpugate's simulation CA",
+		build: func(seed []byte) *server.Server {
+			return withConfCompute(personalize(dgxb200.New(), seed, b200Board), seed, b200Board, ccGenuine)
+		}},
 	{Name: "fake-h100-24g", Counterfeit: true, Expect: []string{"MEMORY_OUT_OF_BAND"},
 		Description: `counterfeit: a DGX H100 whose 8 "H100 80GB" GPUs report 24 GiB`,
 		build: func(seed []byte) *server.Server {
@@ -98,6 +111,16 @@ var Profiles = []Profile{
 			s := personalize(dgxh100.New(), seed, h100Board)
 			s.Devices[1].(*server.Device).UUID = s.Devices[0].(*server.Device).UUID
 			return s
+		}},
+	{Name: "dgxh100-cc-cloned", Counterfeit: true, CC: true, Expect: []string{"CC_HARDWARE_REUSED"},
+		Description: "counterfeit: a DGX H100 in CC mode where one GPU's (simulated) hardware identity signs the reports of all 8",
+		build: func(seed []byte) *server.Server {
+			return withConfCompute(personalize(dgxh100.New(), seed, h100Board), seed, h100Board, ccCloned)
+		}},
+	{Name: "dgxh100-cc-forged", Counterfeit: true, CC: true, Expect: []string{"CC_CHAIN_UNTRUSTED"},
+		Description: "counterfeit: a DGX H100 in CC mode whose reports are signed under a certificate authority the worker made itself",
+		build: func(seed []byte) *server.Server {
+			return withConfCompute(personalize(dgxh100.New(), seed, h100Board), seed, h100Board, ccForged)
 		}},
 }
 
@@ -231,29 +254,4 @@ func putCString(dst []int8, s string) {
 	for i := 0; i < len(s) && i < len(dst)-1; i++ {
 		dst[i] = int8(s[i])
 	}
-}
-
-// withConfCompute turns on confidential computing: the system reports CC enabled and every
-// GPU returns an attestation report bound to the caller's nonce, and a certificate chain.
-// The bytes are placeholders (no NVIDIA signature); the gateway stores them unverified.
-func withConfCompute(s *server.Server) *server.Server {
-	s.SystemGetConfComputeStateFunc = func() (nvml.ConfComputeSystemState, nvml.Return) {
-		return nvml.ConfComputeSystemState{CcFeature: nvml.CC_SYSTEM_FEATURE_ENABLED}, nvml.SUCCESS
-	}
-	for _, nd := range s.Devices {
-		d := nd.(*server.Device)
-		d.GetConfComputeGpuAttestationReportFunc = func(r *nvml.ConfComputeGpuAttestationReport) nvml.Return {
-			rep := append([]byte("SIMULATED-NVML-CC-REPORT/"+d.UUID+"/"), r.Nonce[:]...)
-			r.AttestationReportSize = uint32(copy(r.AttestationReport[:], rep))
-			r.IsCecAttestationReportPresent = 0
-			return nvml.SUCCESS
-		}
-		d.GetConfComputeGpuCertificateFunc = func() (nvml.ConfComputeGpuCertificate, nvml.Return) {
-			var c nvml.ConfComputeGpuCertificate
-			c.CertChainSize = uint32(copy(c.CertChain[:], "SIMULATED-CERT-CHAIN/"+d.UUID))
-			c.AttestationCertChainSize = uint32(copy(c.AttestationCertChain[:], "SIMULATED-ATTESTATION-CERT-CHAIN/"+d.UUID))
-			return c, nvml.SUCCESS
-		}
-	}
-	return s
 }

@@ -4,7 +4,8 @@
 // where a responder is configured, checked for revocation. It also makes evidence of the same
 // shape for simulated hosts, under gpugate's simulation CA. See docs/attestation.md.
 //
-// It uses only the standard library's crypto (and golang.org/x/crypto/ocsp); no external process.
+// It uses the standard library's crypto, golang.org/x/crypto/ocsp for revocation and goxmldsig
+// for the RIMs' XML signatures; no external process.
 package nvidia
 
 import (
@@ -16,13 +17,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"math/big"
+	"slices"
 	"time"
 
 	"github.com/gpugate/gpugate/attest"
 	"github.com/gpugate/gpugate/internal/ttlcache"
 )
 
-// ErrNotImplemented is returned by the interim stubs (issue 8 in progress).
+// ErrNotImplemented was returned by the interim stubs; nothing returns it any more. It stays so
+// that code written against the stubs still compiles.
 var ErrNotImplemented = errors.New("nvidia: not implemented yet")
 
 // Root names the trusted root a chain ended in.
@@ -128,7 +131,8 @@ func (v *Verifier) Verify(ctx context.Context, ev Evidence, nonce []byte) Result
 	if reason != "" {
 		return fail(reason)
 	}
-	res.CertificateSerials, res.CertificateSubjects = facts.serials, facts.subjects
+	// Copies: the facts are shared through the cache with every later caller.
+	res.CertificateSerials, res.CertificateSubjects = slices.Clone(facts.serials), slices.Clone(facts.subjects)
 	if facts.fwid == nil || !bytes.Equal(facts.fwid, rep.FWID()) {
 		res.Reasons = append(res.Reasons, attest.ReasonCCIdentityMismatch)
 	}

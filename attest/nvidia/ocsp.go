@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/ocsp"
@@ -50,9 +51,10 @@ type OCSPOptions struct {
 // OCSPChecker checks certificates' revocation through a responder, with a cache. It is safe for
 // concurrent use.
 type OCSPChecker struct {
-	url    string
-	client *http.Client
-	cache  *ttlcache.LRU[string, ocspAnswer]
+	url     string
+	timeout time.Duration
+	client  *http.Client
+	cache   *ttlcache.LRU[string, ocspAnswer]
 }
 
 type ocspAnswer struct {
@@ -77,7 +79,7 @@ func NewOCSPChecker(o OCSPOptions) (*OCSPChecker, error) {
 	if client == nil {
 		client = &http.Client{Timeout: o.Timeout}
 	}
-	return &OCSPChecker{url: o.URL, client: client, cache: ttlcache.New[string, ocspAnswer](o.CacheSize, ocspMaxLifetime)}, nil
+	return &OCSPChecker{url: o.URL, timeout: o.Timeout, client: client, cache: ttlcache.New[string, ocspAnswer](o.CacheSize, ocspMaxLifetime)}, nil
 }
 
 // errOCSPUnknown: the responder gave no usable good/revoked answer.
@@ -95,7 +97,7 @@ func (c *OCSPChecker) revoked(ctx context.Context, now time.Time, t ocspTarget, 
 	if err != nil {
 		return false, fmt.Errorf("%w: %v", errOCSPUnknown, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.client.Timeout+time.Second)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(req))
 	if err != nil {
@@ -143,18 +145,27 @@ func (c *OCSPChecker) revoked(ctx context.Context, now time.Time, t ocspTarget, 
 }
 
 // checkResponder returns nil when r is signed by the certificate's issuer, or by a responder
-// certificate for OCSP signing that chains, at now, through the path above the certificate to
-// the same root. (x/crypto/ocsp checked that the embedded responder certificate signed r.)
+// certificate for OCSP signing that chains, at now, to the same root through certificates
+// strictly above the one asked about (x/crypto/ocsp checked that the embedded responder
+// certificate signed r). Certificates below or equal to it are excluded: a key extracted from
+// one GPU, or the key of a revoked CA itself, must not vouch for that CA.
 func checkResponder(r *ocsp.Response, t ocspTarget, path []*x509.Certificate, now time.Time) error {
 	if r.Certificate == nil || r.Certificate.Equal(t.issuer) {
 		return r.CheckSignatureFrom(t.issuer)
 	}
+	// RFC 6960 4.2.2.2: a delegated responder carries id-kp-OCSPSigning. (x509.Verify would let
+	// a certificate without any extended key usage pass for every usage.)
+	if !slices.Contains(r.Certificate.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
+		return errors.New("responder certificate is not for OCSP signing")
+	}
+	i := slices.Index(path, t.cert)
+	if i < 0 || i+1 >= len(path) {
+		return errors.New("certificate not in its path")
+	}
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	roots.AddCert(path[len(path)-1])
-	for _, c := range path[:len(path)-1] {
-		if c != t.cert {
-			inter.AddCert(c)
-		}
+	for _, c := range path[i+1 : len(path)-1] {
+		inter.AddCert(c)
 	}
 	_, err := r.Certificate.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning}})

@@ -28,6 +28,7 @@ const (
 const (
 	opaqueDriverVersion = 3
 	opaqueVBIOSVersion  = 6
+	opaqueChipSKU       = 15
 	opaqueProject       = 17
 	opaqueProjectSKU    = 18
 	opaqueFWID          = 20
@@ -181,6 +182,22 @@ func (r *Report) VBIOSVersion() string { return formatVBIOS(r.Opaque[opaqueVBIOS
 
 // Project returns the board project the report carries ("" when absent).
 func (r *Report) Project() string { return cString(r.Opaque[opaqueProject]) }
+
+// RIMIDs returns the identifiers of the driver and VBIOS RIMs that describe this report's
+// firmware in NVIDIA's RIM service (https://rim.attestation.nvidia.com/v1/rim/<id>), for a GPU of
+// chip ("GH100" for Hopper): NV_GPU_DRIVER_<chip>_<driver> and
+// NV_GPU_VBIOS_<project>_<projectSKU>_<chipSKU>_<VBIOS without dots, upper case>. An ID is ""
+// when the report lacks a field it needs.
+func (r *Report) RIMIDs(chip string) (driver, vbios string) {
+	if d := r.DriverVersion(); d != "" {
+		driver = "NV_GPU_DRIVER_" + chip + "_" + d
+	}
+	p, ps, cs, v := r.Project(), cString(r.Opaque[opaqueProjectSKU]), cString(r.Opaque[opaqueChipSKU]), r.VBIOSVersion()
+	if p != "" && ps != "" && cs != "" && v != "" {
+		vbios = "NV_GPU_VBIOS_" + p + "_" + ps + "_" + cs + "_" + strings.ToUpper(strings.ReplaceAll(v, ".", ""))
+	}
+	return driver, vbios
+}
 
 // FWID returns the firmware identity digest the report carries (nil when absent).
 func (r *Report) FWID() []byte { return r.Opaque[opaqueFWID] }

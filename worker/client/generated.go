@@ -9,6 +9,24 @@ import (
 	"github.com/Khan/genqlient/graphql"
 )
 
+// Who vouched for a GPU's evidence.
+type AttestationRoot string
+
+const (
+	// NVIDIA's Device Identity CA (pinned in the gateway).
+	AttestationRootNvidia AttestationRoot = "NVIDIA"
+	// gpugate's simulation CA: simulated hosts only. Trusted only in zero-config dev mode or when configured.
+	AttestationRootSimulation AttestationRoot = "SIMULATION"
+	// A root the operator added by configuration.
+	AttestationRootConfigured AttestationRoot = "CONFIGURED"
+)
+
+var AllAttestationRoot = []AttestationRoot{
+	AttestationRootNvidia,
+	AttestationRootSimulation,
+	AttestationRootConfigured,
+}
+
 type AttestationVerdict string
 
 const (
@@ -20,6 +38,62 @@ var AllAttestationVerdict = []AttestationVerdict{
 	AttestationVerdictPassed,
 	AttestationVerdictFlagged,
 }
+
+// DeviceLevelDevice includes the requested fields of the GraphQL type Device.
+// The GraphQL type's documentation follows.
+//
+// A GPU host in the network, as the public sees it. It deliberately has no owner or user field.
+type DeviceLevelDevice struct {
+	// Random UUID; never sequential.
+	Id string `json:"id"`
+	// How strongly the device's GPUs are verified; see VerificationLevel.
+	VerificationLevel VerificationLevel          `json:"verificationLevel"`
+	Gpus              []DeviceLevelDeviceGpusGPU `json:"gpus"`
+}
+
+// GetId returns DeviceLevelDevice.Id, and is useful for accessing the field via an interface.
+func (v *DeviceLevelDevice) GetId() string { return v.Id }
+
+// GetVerificationLevel returns DeviceLevelDevice.VerificationLevel, and is useful for accessing the field via an interface.
+func (v *DeviceLevelDevice) GetVerificationLevel() VerificationLevel { return v.VerificationLevel }
+
+// GetGpus returns DeviceLevelDevice.Gpus, and is useful for accessing the field via an interface.
+func (v *DeviceLevelDevice) GetGpus() []DeviceLevelDeviceGpusGPU { return v.Gpus }
+
+// DeviceLevelDeviceGpusGPU includes the requested fields of the GraphQL type GPU.
+// The GraphQL type's documentation follows.
+//
+// One GPU of a device, as its worker reported it through NVML.
+type DeviceLevelDeviceGpusGPU struct {
+	// Position of the GPU on its host (NVML index).
+	Index int `json:"index"`
+	// NVML UUID, e.g. GPU-8b1a....
+	Uuid string `json:"uuid"`
+	// ATTESTED when this GPU's confidential-computing evidence verified in the device's latest
+	// passing proof; otherwise the device's level (PENDING, SELF_REPORTED or FLAGGED).
+	VerificationLevel VerificationLevel `json:"verificationLevel"`
+}
+
+// GetIndex returns DeviceLevelDeviceGpusGPU.Index, and is useful for accessing the field via an interface.
+func (v *DeviceLevelDeviceGpusGPU) GetIndex() int { return v.Index }
+
+// GetUuid returns DeviceLevelDeviceGpusGPU.Uuid, and is useful for accessing the field via an interface.
+func (v *DeviceLevelDeviceGpusGPU) GetUuid() string { return v.Uuid }
+
+// GetVerificationLevel returns DeviceLevelDeviceGpusGPU.VerificationLevel, and is useful for accessing the field via an interface.
+func (v *DeviceLevelDeviceGpusGPU) GetVerificationLevel() VerificationLevel {
+	return v.VerificationLevel
+}
+
+// DeviceLevelResponse is returned by DeviceLevel on success.
+type DeviceLevelResponse struct {
+	// One device by its ID. Errors with NOT_FOUND when no device has this ID and with
+	// BAD_USER_INPUT when the ID is not a UUID.
+	Device *DeviceLevelDevice `json:"device"`
+}
+
+// GetDevice returns DeviceLevelResponse.Device, and is useful for accessing the field via an interface.
+func (v *DeviceLevelResponse) GetDevice() *DeviceLevelDevice { return v.Device }
 
 type DeviceStatus string
 
@@ -391,6 +465,10 @@ type SubmitProofSubmitProofProofResult struct {
 	Verdict      AttestationVerdict `json:"verdict"`
 	Reasons      []string           `json:"reasons"`
 	Verification VerificationState  `json:"verification"`
+	// The device's verification level after this proof.
+	Level VerificationLevel `json:"level"`
+	// How each GPU was judged, by index.
+	Gpus []SubmitProofSubmitProofProofResultGpusGpuEvidence `json:"gpus"`
 }
 
 // GetVerdict returns SubmitProofSubmitProofProofResult.Verdict, and is useful for accessing the field via an interface.
@@ -402,6 +480,75 @@ func (v *SubmitProofSubmitProofProofResult) GetReasons() []string { return v.Rea
 // GetVerification returns SubmitProofSubmitProofProofResult.Verification, and is useful for accessing the field via an interface.
 func (v *SubmitProofSubmitProofProofResult) GetVerification() VerificationState {
 	return v.Verification
+}
+
+// GetLevel returns SubmitProofSubmitProofProofResult.Level, and is useful for accessing the field via an interface.
+func (v *SubmitProofSubmitProofProofResult) GetLevel() VerificationLevel { return v.Level }
+
+// GetGpus returns SubmitProofSubmitProofProofResult.Gpus, and is useful for accessing the field via an interface.
+func (v *SubmitProofSubmitProofProofResult) GetGpus() []SubmitProofSubmitProofProofResultGpusGpuEvidence {
+	return v.Gpus
+}
+
+// SubmitProofSubmitProofProofResultGpusGpuEvidence includes the requested fields of the GraphQL type GpuEvidence.
+// The GraphQL type's documentation follows.
+//
+// How one GPU was judged in one proof (owner view). Evidence facts are null when the GPU sent no
+// confidential-computing evidence.
+type SubmitProofSubmitProofProofResultGpusGpuEvidence struct {
+	Index int               `json:"index"`
+	Level VerificationLevel `json:"level"`
+	// Whether the GPU sent confidential-computing evidence with this proof.
+	EvidenceSubmitted bool `json:"evidenceSubmitted"`
+	// The trusted root the certificate chain ended in; null unless the chain verified.
+	Root *AttestationRoot `json:"root"`
+	// Reason codes of evidence that did not verify (see docs/attestation.md); empty otherwise.
+	Reasons []string `json:"reasons"`
+}
+
+// GetIndex returns SubmitProofSubmitProofProofResultGpusGpuEvidence.Index, and is useful for accessing the field via an interface.
+func (v *SubmitProofSubmitProofProofResultGpusGpuEvidence) GetIndex() int { return v.Index }
+
+// GetLevel returns SubmitProofSubmitProofProofResultGpusGpuEvidence.Level, and is useful for accessing the field via an interface.
+func (v *SubmitProofSubmitProofProofResultGpusGpuEvidence) GetLevel() VerificationLevel {
+	return v.Level
+}
+
+// GetEvidenceSubmitted returns SubmitProofSubmitProofProofResultGpusGpuEvidence.EvidenceSubmitted, and is useful for accessing the field via an interface.
+func (v *SubmitProofSubmitProofProofResultGpusGpuEvidence) GetEvidenceSubmitted() bool {
+	return v.EvidenceSubmitted
+}
+
+// GetRoot returns SubmitProofSubmitProofProofResultGpusGpuEvidence.Root, and is useful for accessing the field via an interface.
+func (v *SubmitProofSubmitProofProofResultGpusGpuEvidence) GetRoot() *AttestationRoot { return v.Root }
+
+// GetReasons returns SubmitProofSubmitProofProofResultGpusGpuEvidence.Reasons, and is useful for accessing the field via an interface.
+func (v *SubmitProofSubmitProofProofResultGpusGpuEvidence) GetReasons() []string { return v.Reasons }
+
+// How strongly a device (or one GPU) is verified. docs/attestation.md says exactly what each level
+// proves and what it does not.
+type VerificationLevel string
+
+const (
+	// No proof has been judged yet.
+	VerificationLevelPending VerificationLevel = "PENDING"
+	// The latest proof passed: the worker holds its key, did fresh work for a server challenge and
+	// reported consistent GPUs through NVML. A host without the GPUs can report the same: this
+	// proves no hardware.
+	VerificationLevelSelfReported VerificationLevel = "SELF_REPORTED"
+	// The latest proof passed and every GPU's confidential-computing evidence (an SPDM measurement
+	// report signed for this challenge) verified to a trusted root: NVIDIA's, or for simulated hosts
+	// in development, gpugate's simulation CA.
+	VerificationLevelAttested VerificationLevel = "ATTESTED"
+	// The latest proof was flagged as counterfeit or inconsistent.
+	VerificationLevelFlagged VerificationLevel = "FLAGGED"
+)
+
+var AllVerificationLevel = []VerificationLevel{
+	VerificationLevelPending,
+	VerificationLevelSelfReported,
+	VerificationLevelAttested,
+	VerificationLevelFlagged,
 }
 
 // Superseded by VerificationLevel.
@@ -421,6 +568,14 @@ var AllVerificationState = []VerificationState{
 	VerificationStateVerified,
 	VerificationStateFlagged,
 }
+
+// __DeviceLevelInput is used internally by genqlient
+type __DeviceLevelInput struct {
+	Id string `json:"id"`
+}
+
+// GetId returns __DeviceLevelInput.Id, and is useful for accessing the field via an interface.
+func (v *__DeviceLevelInput) GetId() string { return v.Id }
 
 // __EnrollDeviceInput is used internally by genqlient
 type __EnrollDeviceInput struct {
@@ -481,6 +636,47 @@ func (v *__SubmitProofInput) GetDeviceId() string { return v.DeviceId }
 
 // GetInput returns __SubmitProofInput.Input, and is useful for accessing the field via an interface.
 func (v *__SubmitProofInput) GetInput() ProofInput { return v.Input }
+
+// The query executed by DeviceLevel.
+const DeviceLevel_Operation = `
+query DeviceLevel ($id: ID!) {
+	device(id: $id) {
+		id
+		verificationLevel
+		gpus {
+			index
+			uuid
+			verificationLevel
+		}
+	}
+}
+`
+
+// Public: the device's verification level and each GPU's (tests and `--once` reporting).
+func DeviceLevel(
+	ctx_ context.Context,
+	client_ graphql.Client,
+	id string,
+) (data_ *DeviceLevelResponse, err_ error) {
+	req_ := &graphql.Request{
+		OpName: "DeviceLevel",
+		Query:  DeviceLevel_Operation,
+		Variables: &__DeviceLevelInput{
+			Id: id,
+		},
+	}
+
+	data_ = &DeviceLevelResponse{}
+	resp_ := &graphql.Response{Data: data_}
+
+	err_ = client_.MakeRequest(
+		ctx_,
+		req_,
+		resp_,
+	)
+
+	return data_, err_
+}
 
 // The mutation executed by EnrollDevice.
 const EnrollDevice_Operation = `
@@ -688,10 +884,19 @@ mutation SubmitProof ($deviceId: ID!, $input: ProofInput!) {
 		verdict
 		reasons
 		verification
+		level
+		gpus {
+			index
+			level
+			evidenceSubmitted
+			root
+			reasons
+		}
 	}
 }
 `
 
+// input.evidence carries each CC GPU's report and chain; gpus says how the gateway judged them.
 func SubmitProof(
 	ctx_ context.Context,
 	client_ graphql.Client,
