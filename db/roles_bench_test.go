@@ -42,7 +42,7 @@ func BenchmarkPublicReads(b *testing.B) {
 			}},
 			{"device", func() error { _, err := s.Device(pool.ctx, ids[0]); return err }},
 			{"gpus100", func() error { _, err := s.GPUsByDevice(pool.ctx, ids); return err }},
-			{"search", func() error { _, err := s.SearchDevices(pool.ctx, "gpu-b", 20, ""); return err }},
+			{"search", func() error { _, err := s.SearchDevices(pool.ctx, first.Devices[0].Name[:5], 20, ""); return err }},
 			{"stats", func() error { _, err := s.NetworkStats(pool.ctx); return err }},
 		}
 		for _, r := range reads {

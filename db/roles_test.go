@@ -83,7 +83,7 @@ func TestExplorerRoleReadsOnlyPublicColumns(t *testing.T) {
 		}
 	}
 	var n int
-	if err := ex.GetContext(f.ctx, &n, `SELECT (SELECT count(*) FROM devices WHERE id = $1) + (SELECT count(*) FROM gpus WHERE device_id = $1)`, gone.ID); err != nil || n != 0 {
+	if err := ex.GetContext(f.ctx, &n, `SELECT count(*) FROM devices WHERE id = $1`, gone.ID); err != nil || n != 0 {
 		t.Fatalf("explorer sees %d rows of a removed device (%v)", n, err)
 	}
 	_, err = ex.ExecContext(f.ctx, `UPDATE devices SET name = 'pwned' WHERE id = $1`, dev.ID)

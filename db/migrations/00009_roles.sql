@@ -56,14 +56,14 @@ SELECT id,
 FROM devices
 WHERE removed_at IS NULL;
 
--- The GPUs of listed devices only. The board serial is not public.
+-- The board serial is not public. No filter on removed devices: the GPUs are read only by the
+-- IDs of listed devices, and a join to devices here made the planner hash all of devices for a
+-- page of GPUs (56 ms instead of 15 ms at 20,000 devices).
 CREATE OR REPLACE VIEW explorer.gpus AS
-SELECT g.device_id, g.idx, g.uuid, g.model, g.pci_device_id, g.memory_mib, g.architecture,
-       g.compute_capability,
+SELECT device_id, idx, uuid, model, pci_device_id, memory_mib, architecture, compute_capability,
        NULL::text AS serial,
-       g.verification_level
-FROM gpus g
-WHERE EXISTS (SELECT FROM devices d WHERE d.id = g.device_id AND d.removed_at IS NULL);
+       verification_level
+FROM gpus;
 
 -- The grants, for each role that exists. Dynamic SQL: the roles may be missing, and the tables
 -- live in the migrating role's current schema (public unless the operator chose another).
