@@ -19,6 +19,7 @@ type database struct {
 	local    *pglocal.Server
 	embedded bool
 	dsn      string // for connections outside the pool (the kill switches' listener)
+	roles    roleDSNs // the owner's and the explorer's connections (roles.go)
 }
 
 func (d *database) close(log *slog.Logger) {
@@ -52,8 +53,14 @@ func openDatabase(ctx context.Context, f dbFlags, o db.Options, log *slog.Logger
 			out.close(log)
 			return nil, err
 		}
-		dsn = srv.DSN("gpugate")
+		if dsn, err = out.localRoles(ctx, srv, "gpugate", f.roles); err != nil {
+			out.close(log)
+			return nil, err
+		}
+	} else {
+		out.urlRoles(f.roles)
 	}
+	out.roles.app = dsn
 	store, err := db.Open(ctx, dsn, db.Options{MaxOpenConns: *f.maxConns, StatsTTL: o.StatsTTL, MaxOpenChallenges: o.MaxOpenChallenges})
 	if err != nil {
 		out.close(log)

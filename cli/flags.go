@@ -86,6 +86,7 @@ func (f *envFlags) parse(args []string) error {
 type dbFlags struct {
 	url, dataDir, pgBin *string
 	maxConns            *int
+	roles               roleFlags // cli/roles.go
 }
 
 func addDBFlags(f *envFlags) dbFlags {
@@ -97,6 +98,7 @@ func addDBFlags(f *envFlags) dbFlags {
 		pgBin: f.String("pg-bin-dir", "GPUGATE_PG_BIN_DIR", "",
 			"directory holding initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)"),
 		maxConns: f.Int("db-max-conns", "GPUGATE_DB_MAX_CONNS", 20, "maximum open database connections"),
+		roles:    addRoleFlags(f),
 	}
 }
 

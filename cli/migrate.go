@@ -25,8 +25,8 @@ func (m *MigrateMain) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	applied, err := db.Migrate(ctx, d.store.SQL().DB)
-	if err != nil {
+	var applied []int64
+	if err := d.asOwner(ctx, func(owner *db.DB) (err error) { applied, err = db.Migrate(ctx, owner.SQL().DB); return err }); err != nil {
 		return err
 	}
 	if len(applied) == 0 {

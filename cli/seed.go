@@ -29,11 +29,16 @@ func (m *SeedMain) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := db.Migrate(ctx, d.store.SQL().DB); err != nil {
+	var start time.Time
+	var seeded bool
+	err = d.asOwner(ctx, func(owner *db.DB) error {
+		if _, err := db.Migrate(ctx, owner.SQL().DB); err != nil {
+			return err
+		}
+		start = time.Now()
+		seeded, err = owner.Seed(ctx, *m.devices)
 		return err
-	}
-	start := time.Now()
-	seeded, err := d.store.Seed(ctx, *m.devices)
+	})
 	if err != nil {
 		return err
 	}

@@ -237,21 +237,24 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		return err
 	}
 	if *c.migrate {
-		applied, err := db.Migrate(ctx, d.store.SQL().DB)
-		if err != nil {
+		var applied []int64
+		if err := d.asOwner(ctx, func(owner *db.DB) (err error) { applied, err = db.Migrate(ctx, owner.SQL().DB); return err }); err != nil {
 			return err
 		}
 		log.Info("migrations applied", "versions", applied)
 	}
 	if *c.seedN > 0 && (d.embedded || c.f.explicit["seed"]) {
 		start := time.Now()
-		seeded, err := d.store.Seed(ctx, *c.seedN)
-		if err != nil {
+		var seeded bool
+		if err := d.asOwner(ctx, func(owner *db.DB) (err error) { seeded, err = owner.Seed(ctx, *c.seedN); return err }); err != nil {
 			return err
 		}
 		if seeded {
 			log.Info("demo data loaded", "devices", *c.seedN, "took", time.Since(start).Round(time.Millisecond))
 		}
+	}
+	if err := d.attachExplorer(ctx, log); err != nil {
+		return err
 	}
 
 	gcfg := gateway.Config{

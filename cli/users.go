@@ -78,15 +78,14 @@ func (m *UsersImportMain) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := db.Migrate(ctx, d.store.SQL().DB); err != nil {
+	return d.asOwner(ctx, func(owner *db.DB) error {
+		if _, err := db.Migrate(ctx, owner.SQL().DB); err != nil {
+			return err
+		}
+		sum, err := userimport.Run(ctx, owner.SQL(), o)
+		fmt.Print(sum)
 		return err
-	}
-	sum, err := userimport.Run(ctx, d.store.SQL(), o)
-	fmt.Print(sum)
-	if err != nil {
-		return err
-	}
-	return nil
+	})
 }
 
 // Close closes the input files and the database; it returns nil.

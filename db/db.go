@@ -29,6 +29,7 @@ type Options struct {
 // DB is the gateway's handle on PostgreSQL. It is safe for concurrent use.
 type DB struct {
 	x        *sqlx.DB
+	explorer *sqlx.DB // anonymous reads (roles.go); nil: they use x
 	statsTTL time.Duration
 	maxOpen  int // open challenges per device; <= 0: no cap
 	stats    statsCache
@@ -69,8 +70,13 @@ func New(x *sqlx.DB, o Options) *DB {
 // SQL returns the underlying pool (migrations, health checks, tests).
 func (d *DB) SQL() *sqlx.DB { return d.x }
 
-// Close closes the pool.
-func (d *DB) Close() error { return d.x.Close() }
+// Close closes the pools.
+func (d *DB) Close() error {
+	if d.explorer != nil {
+		_ = d.explorer.Close()
+	}
+	return d.x.Close()
+}
 
 // Ready reports whether the database answers and every embedded migration is applied; the error
 // says which is not the case.

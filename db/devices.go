@@ -43,7 +43,7 @@ func ParseDeviceID(s string) (string, error) {
 // hides a device from every public and owner view).
 func (d *DB) Device(ctx context.Context, id string) (Device, error) {
 	var dev Device
-	err := sqlx.GetContext(ctx, d.x, &dev, `SELECT `+deviceColumns+` FROM devices WHERE id = $1 AND removed_at IS NULL`, id)
+	err := sqlx.GetContext(ctx, d.reader(ctx), &dev, `SELECT `+deviceColumns+` FROM devices WHERE id = $1 AND removed_at IS NULL`, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return dev, NotFoundf("device not found")
 	}
@@ -148,7 +148,7 @@ func (d *DB) ListDevices(ctx context.Context, p ListParams) (Page, error) {
 		ownerArg = p.owner
 	}
 	var rows []Device
-	err = sqlx.SelectContext(ctx, d.x, &rows, q,
+	err = sqlx.SelectContext(ctx, d.reader(ctx), &rows, q,
 		nullable(f.Status), nullable(f.GPUModel), nullable(f.Region), nullable(f.Verification),
 		key, id, p.First+1, ownerArg, levelRank)
 	if err != nil {
@@ -203,7 +203,7 @@ func (d *DB) SearchDevices(ctx context.Context, query string, first int, after s
 		key, id = c.Key, c.ID
 	}
 	var rows []Device
-	if err := sqlx.SelectContext(ctx, d.x, &rows, searchQuery, namePattern, idLow, idHigh, key, id, first+1); err != nil {
+	if err := sqlx.SelectContext(ctx, d.reader(ctx), &rows, searchQuery, namePattern, idLow, idHigh, key, id, first+1); err != nil {
 		return Page{}, translate("search devices", err)
 	}
 	return makePage(rows, first, searchOrder, func(dev Device) string { return dev.Name }), nil
@@ -212,7 +212,7 @@ func (d *DB) SearchDevices(ctx context.Context, query string, first int, after s
 // GPUsByDevice returns the GPUs of each device in ids, ordered by index; every ID gets an entry.
 func (d *DB) GPUsByDevice(ctx context.Context, ids []string) (map[string][]GPU, error) {
 	var rows []GPU
-	err := sqlx.SelectContext(ctx, d.x, &rows, `SELECT device_id, idx, uuid, model, pci_device_id,
+	err := sqlx.SelectContext(ctx, d.reader(ctx), &rows, `SELECT device_id, idx, uuid, model, pci_device_id,
 		memory_mib, architecture, compute_capability, verification_level FROM gpus WHERE device_id = ANY($1::uuid[])
 		ORDER BY device_id, idx`, pq.Array(ids))
 	if err != nil {

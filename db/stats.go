@@ -87,7 +87,7 @@ func (d *DB) computeStats(ctx context.Context) (NetworkStats, error) {
 		GPUs         int    `db:"gpus"`
 		Attested     int    `db:"attested"`
 	}
-	if err := sqlx.SelectContext(ctx, d.x, &rows, statsQuery); err != nil {
+	if err := sqlx.SelectContext(ctx, d.reader(ctx), &rows, statsQuery); err != nil {
 		return NetworkStats{}, translate("network stats", err)
 	}
 	s := NetworkStats{

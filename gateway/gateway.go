@@ -247,6 +247,7 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 	}
 	srv.Use(&limits{cfg: cfg})
 	srv.AroundOperations(res.Loaders)
+	srv.AroundOperations(explorerReads) // anonymous reads on the explorer role (roles.go)
 	srv.AroundOperations(timeoutResponse)
 	heavy := newHeavyLane(int64(cfg.HeavyCost), cfg.MaxHeavy, cfg.QueueWait)
 	srv.AroundOperations(heavy.middleware)

@@ -237,7 +237,7 @@ func TestProductionModeHidesSuggestionsAndIntrospection(t *testing.T) {
 func TestInternalErrorsAreMasked(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 5, gateway.Config{})
-	if _, err := e.x.Exec(`DROP TABLE gpus`); err != nil {
+	if _, err := e.x.Exec(`DROP TABLE gpus CASCADE`); err != nil { // CASCADE: and its explorer view
 		t.Fatal(err)
 	}
 	r := e.raw(http.MethodPost, "/graphql", "application/json",

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -108,7 +109,18 @@ func doSetup() error {
 	if err := server.EnsureDatabase(ctx, templateDB); err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}
-	tmpl, err := sql.Open("postgres", server.DSN(templateDB))
+	// As in zero-config mode (cli/database.go): the superuser creates the roles, the owner
+	// migrates; every test database is a clone, with the same owners and grants.
+	super, err := sql.Open("postgres", server.DSN(templateDB))
+	if err != nil {
+		return fmt.Errorf("dbtest: %w", err)
+	}
+	err = db.PrepareLocalRoles(ctx, super)
+	super.Close()
+	if err != nil {
+		return fmt.Errorf("dbtest: %w", err)
+	}
+	tmpl, err := sql.Open("postgres", server.DSNAs(db.RoleOwner, templateDB))
 	if err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}
@@ -125,8 +137,8 @@ func doSetup() error {
 	return nil
 }
 
-// New returns a connection pool (driver "postgres") to a fresh database cloned from one
-// migrated with db.Migrate, dropped when the test ends. It fails the test (never skips) when
+// New returns a connection pool (driver "postgres", as the cluster's superuser) to a fresh
+// database cloned from one migrated with db.Migrate as db.RoleOwner, dropped when the test ends. It fails the test (never skips) when
 // the cluster cannot start, for instance with pglocal.ErrNoPostgres when the PostgreSQL
 // server binaries are missing, or when Main is not running the tests.
 func New(t testing.TB) *sqlx.DB {
@@ -187,4 +199,37 @@ func DSN(t testing.TB, dbx *sqlx.DB) string {
 		t.Fatal("dbtest: DSN: the *sqlx.DB does not come from dbtest.New")
 	}
 	return v.(string)
+}
+
+// AsRole returns a pool on the database of dbx (from New) as role (db.RoleOwner, db.RoleApp or
+// db.RoleExplorer), closed when the test ends. The explorer's is opened by db.OpenExplorer:
+// search_path is the explorer schema and the views are checked readable. It fails the test when
+// the role cannot connect.
+func AsRole(t testing.TB, dbx *sqlx.DB, role string) *sqlx.DB {
+	t.Helper()
+	u, err := url.Parse(DSN(t, dbx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	var x *sqlx.DB
+	if role == db.RoleExplorer {
+		x, _, err = db.OpenExplorer(context.Background(), u.String(), 4)
+	} else if x, err = sqlx.Open("postgres", u.String()); err == nil {
+		err = x.Ping()
+	}
+	if err != nil {
+		t.Fatalf("dbtest: connect as %s: %v", role, err)
+	}
+	t.Cleanup(func() { x.Close() })
+	return x
+}
+
+// Store returns a store on the database of dbx as the gateway runs in zero-config mode: the app
+// role's pool, and the explorer role's for anonymous reads (db.Anonymous).
+func Store(t testing.TB, dbx *sqlx.DB, o db.Options) *db.DB {
+	t.Helper()
+	s := db.New(AsRole(t, dbx, db.RoleApp), o)
+	s.SetExplorer(AsRole(t, dbx, db.RoleExplorer))
+	return s
 }

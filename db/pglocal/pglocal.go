@@ -173,12 +173,16 @@ func checkBinDir(dir string) error {
 // (and with libpq tools such as psql): the cluster's superuser over its unix socket, sslmode
 // disabled, for example postgres://gpugate@/dbname?host=%2Fdata%2Frun&port=5432&sslmode=disable.
 // It does not check that the database exists.
-func (s *Server) DSN(dbname string) string {
+func (s *Server) DSN(dbname string) string { return s.DSNAs(superuser, dbname) }
+
+// DSNAs is DSN for role user instead of the superuser (the socket trusts every role; a role
+// that does not exist or may not log in is refused when connecting).
+func (s *Server) DSNAs(user, dbname string) string {
 	q := url.Values{}
 	q.Set("host", s.sockDir)
 	q.Set("port", strconv.Itoa(s.port))
 	q.Set("sslmode", "disable")
-	u := url.URL{Scheme: "postgres", User: url.User(superuser), Path: "/" + dbname, RawQuery: q.Encode()}
+	u := url.URL{Scheme: "postgres", User: url.User(user), Path: "/" + dbname, RawQuery: q.Encode()}
 	return u.String()
 }
 

@@ -1,0 +1,188 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// The database roles (docs/postgresql.md, "Database roles"). Migration 00009 grants to the app
+// and explorer roles; the owner is whichever role runs the migrations (this one in zero-config
+// mode).
+const (
+	RoleOwner    = "gpugate_owner"    // owns the tables, runs migrations, seed and users import
+	RoleApp      = "gpugate_app"      // the gateway: rows, but audit rows only INSERT and SELECT
+	RoleExplorer = "gpugate_explorer" // anonymous reads: the views of ExplorerSchema only
+	// ExplorerSchema holds views with the names and columns of the tables anonymous reads use,
+	// owner-only columns replaced by constants; explorer connections search it first.
+	ExplorerSchema = "explorer"
+)
+
+// ErrExplorerUnavailable is returned (wrapped) by OpenExplorer when the explorer connection cannot
+// read the explorer views.
+var ErrExplorerUnavailable = errors.New("the explorer connection cannot read the explorer views")
+
+type anonymousKey struct{}
+
+// Anonymous returns ctx marked as a request that carries no verified credential (no user token,
+// no device signature): the public read methods then use the explorer pool, if one is set.
+func Anonymous(ctx context.Context) context.Context {
+	return context.WithValue(ctx, anonymousKey{}, true)
+}
+
+// IsAnonymous reports whether ctx was marked by Anonymous.
+func IsAnonymous(ctx context.Context) bool {
+	v, _ := ctx.Value(anonymousKey{}).(bool)
+	return v
+}
+
+// reader is the pool the public read methods (Device, ListDevices, SearchDevices,
+// GPUsByDevice, NetworkStats) query: the explorer pool for an anonymous request when one is set,
+// else the app pool. Everything else (writes, signed-in reads, authorization checks) uses d.x.
+func (d *DB) reader(ctx context.Context) sqlx.QueryerContext {
+	if d.explorer != nil && IsAnonymous(ctx) {
+		return d.explorer
+	}
+	return d.x
+}
+
+// SetExplorer makes x (from OpenExplorer) the pool of anonymous reads; Close closes it. Call it
+// before serving.
+func (d *DB) SetExplorer(x *sqlx.DB) { d.explorer = x }
+
+// ExplorerDSN returns dsn (a URL or key=value connection string) with search_path set to
+// ExplorerSchema, so unqualified table names resolve to the explorer views. It returns an error
+// for a malformed URL.
+func ExplorerDSN(dsn string) (string, error) {
+	kv := dsn
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		var err error
+		if kv, err = pq.ParseURL(dsn); err != nil {
+			return "", fmt.Errorf("explorer database URL: %w", err)
+		}
+	}
+	// lib/pq sends unknown keys as run-time parameters; a later key overrides an earlier one.
+	return strings.TrimSpace(kv + " search_path=" + ExplorerSchema), nil
+}
+
+// ExplorerCheck is what OpenExplorer found about its connection.
+type ExplorerCheck struct {
+	User string // the role the connection runs as
+	// LeastPrivilege: the role can read no table outside the explorer schema that the views
+	// read (devices, gpus); false when it also reads them directly, as the app role does.
+	LeastPrivilege bool
+}
+
+// OpenExplorer opens the pool of anonymous reads at dsn (search_path forced to ExplorerSchema,
+// see ExplorerDSN), with at most maxConns connections, and checks that it reads the explorer
+// views. It returns an error wrapping ErrExplorerUnavailable when it does not (the views are
+// missing or the role may not read them), or the connection's error.
+func OpenExplorer(ctx context.Context, dsn string, maxConns int) (*sqlx.DB, ExplorerCheck, error) {
+	var c ExplorerCheck
+	edsn, err := ExplorerDSN(dsn)
+	if err != nil {
+		return nil, c, err
+	}
+	x, err := sqlx.Open("postgres", edsn)
+	if err != nil {
+		return nil, c, fmt.Errorf("open explorer database: %w", err)
+	}
+	if maxConns <= 0 {
+		maxConns = 10
+	}
+	x.SetMaxOpenConns(maxConns)
+	x.SetMaxIdleConns(maxConns)
+	x.SetConnMaxIdleTime(5 * time.Minute) // as New
+	var probe struct {
+		User    string         `db:"usr"`
+		Current sql.NullString `db:"cur"`
+		Direct  bool           `db:"direct"`
+	}
+	// current_schema() skips schemas the role may not use: it is the explorer schema only when
+	// the views resolve first. has_any_column_privilege also sees column grants.
+	err = x.GetContext(ctx, &probe, `SELECT current_user AS usr, current_schema() AS cur,
+		EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		        WHERE n.nspname <> $1 AND c.relname IN ('devices', 'gpus') AND c.relkind IN ('r', 'p')
+		          AND has_any_column_privilege(c.oid, 'SELECT')) AS direct`, ExplorerSchema)
+	if err == nil && probe.Current.String != ExplorerSchema {
+		err = fmt.Errorf("%w: role %s has no usage on schema %s (apply the migrations, then the grants of docs/postgresql.md)",
+			ErrExplorerUnavailable, probe.User, ExplorerSchema)
+	}
+	if err == nil {
+		// Every view the public reads use.
+		_, err = x.ExecContext(ctx, `SELECT FROM devices LIMIT 0; SELECT FROM gpus LIMIT 0`)
+		if err != nil {
+			err = fmt.Errorf("%w: role %s: %v", ErrExplorerUnavailable, probe.User, err)
+		}
+	}
+	if err != nil {
+		_ = x.Close()
+		return nil, c, fmt.Errorf("explorer database: %w", err)
+	}
+	return x, ExplorerCheck{User: probe.User, LeastPrivilege: !probe.Direct}, nil
+}
+
+// PrepareLocalRoles runs as the superuser of a cluster gpugate runs itself (zero-config mode and
+// tests; trusted unix socket, no passwords) on the database super is connected to: it creates
+// the three roles as login roles when absent, makes RoleOwner the owner of the database and of
+// every table, view, sequence, function and schema of schemas public and explorer that another
+// role owns (a data directory migrated as the superuser before the roles existed), and returns
+// nil. Objects of extensions keep their owner. An error says which step failed.
+func PrepareLocalRoles(ctx context.Context, super *sql.DB) error {
+	if _, err := super.ExecContext(ctx, prepareLocalRolesSQL); err != nil {
+		return fmt.Errorf("prepare database roles: %w", err)
+	}
+	return nil
+}
+
+const prepareLocalRolesSQL = `DO $prepare$
+DECLARE
+    r text;
+    o record;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['` + RoleOwner + `', '` + RoleApp + `', '` + RoleExplorer + `'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I LOGIN', r);
+        ELSE
+            EXECUTE format('ALTER ROLE %I LOGIN', r);
+        END IF;
+    END LOOP;
+    EXECUTE format('ALTER DATABASE %I OWNER TO ` + RoleOwner + `', current_database());
+    -- PostgreSQL 15 gives schema public to the database owner (pg_database_owner); earlier
+    -- versions to the bootstrap superuser.
+    IF NOT EXISTS (SELECT FROM pg_namespace n JOIN pg_roles a ON a.oid = n.nspowner
+                   WHERE n.nspname = 'public' AND a.rolname IN ('pg_database_owner', '` + RoleOwner + `')) THEN
+        ALTER SCHEMA public OWNER TO ` + RoleOwner + `;
+    END IF;
+    FOR o IN SELECT n.nspname FROM pg_namespace n WHERE n.nspname = 'explorer'
+               AND n.nspowner <> '` + RoleOwner + `'::regrole LOOP
+        EXECUTE format('ALTER SCHEMA %I OWNER TO ` + RoleOwner + `', o.nspname);
+    END LOOP;
+    -- Tables (their indexes, triggers and owned sequences follow), views, free sequences.
+    FOR o IN SELECT c.oid::regclass AS name,
+                    CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                                   WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE'
+                                   ELSE 'TABLE' END AS kind
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname IN ('public', 'explorer') AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+               AND c.relowner <> '` + RoleOwner + `'::regrole
+               AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                               AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i')) LOOP
+        EXECUTE format('ALTER %s %s OWNER TO ` + RoleOwner + `', o.kind, o.name);
+    END LOOP;
+    FOR o IN SELECT p.oid::regprocedure AS name, CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END AS kind
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname IN ('public', 'explorer') AND p.prokind IN ('f', 'p')
+               AND p.proowner <> '` + RoleOwner + `'::regrole
+               AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                               AND d.objid = p.oid AND d.deptype = 'e') LOOP
+        EXECUTE format('ALTER %s %s OWNER TO ` + RoleOwner + `', o.kind, o.name);
+    END LOOP;
+END
+$prepare$`
