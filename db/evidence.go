@@ -18,22 +18,21 @@ import (
 // proof, so its size is capped at what a real host needs, not at what the parser accepts
 // (attest.MaxSnapshotBytes, 1 MiB).
 //
-// Measured with the worker's go-nvml simulator (worker.Simulate + Collect + CCAttestation,
-// JSON as the worker sends it): dgxh100 470 bytes per GPU, dgxh100-cc 901 bytes per GPU, 96
-// bytes of host fields. The budget is the worst case NVML can produce instead: every GPU string
-// field at attest.MaxFieldBytes (2,159 bytes of JSON) plus a CC report filling NVML's fixed
-// buffers (attestation report 8,192, CEC report 4,096, certificate chains 4,096 and 5,120 bytes:
-// 29,015 bytes of JSON) is 31,174 bytes, under 32 KiB.
+// Measured with the worker's go-nvml simulator (worker.Simulate + Collect, JSON as the worker
+// sends it): dgxh100 470 bytes per GPU, 96 bytes of host fields. The budget is the worst case
+// NVML can produce instead: every GPU string field at attest.MaxFieldBytes (2,159 bytes of JSON)
+// plus the numeric fields is under 2.5 KB, under 4 KiB. Confidential-computing evidence is not
+// part of the snapshot (it travels in submitProof's evidence and is not stored).
 const (
-	// SnapshotBytesPerGPU is the budget of one GPU, its CC report included.
-	SnapshotBytesPerGPU = 32 << 10
-	// SnapshotHostBytes is the budget of the host fields (versions, CC nonce, JSON framing).
+	// SnapshotBytesPerGPU is the budget of one GPU.
+	SnapshotBytesPerGPU = 4 << 10
+	// SnapshotHostBytes is the budget of the host fields (versions, JSON framing).
 	SnapshotHostBytes = 4 << 10
 	// SnapshotBudgetGPUs is the most GPUs the budget grows for: the largest plausible host
 	// (attest.MaxGPUsPerHost). A snapshot listing more GPUs is judged (IMPLAUSIBLE_GPU_COUNT)
 	// but gets no more room.
 	SnapshotBudgetGPUs = attest.MaxGPUsPerHost
-	// MaxStoredSnapshotBytes is the largest snapshot accepted at all: 644 KiB.
+	// MaxStoredSnapshotBytes is the largest snapshot accepted at all: 84 KiB.
 	MaxStoredSnapshotBytes = SnapshotHostBytes + SnapshotBudgetGPUs*SnapshotBytesPerGPU
 )
 

@@ -121,7 +121,7 @@ func TestEvidenceFloodingIsBounded(t *testing.T) {
 
 	// Within the budget, but naming made-up challenges: the finding and the submission's hash
 	// are kept, not the snapshot; after the burst the key is limited, and nothing more is stored.
-	fits := bulky(h100Host(40), 200<<10)
+	fits := bulky(h100Host(40), 30<<10)
 	var limited *gqlError
 	stored := 0
 	for i := range 20 {

@@ -44,7 +44,7 @@ type Config struct {
 	// burst of 10 then one per 20 s. A negative Every disables a limit.
 	HeartbeatRate, ChallengeRate, ProofRate Rate
 	// EnrollmentTokenRate limits createEnrollmentToken per user (default a burst of 20, then one
-	// per minute): every token enrolls a device whose snapshot (up to 644 KiB) and row outlive
+	// per minute): every token enrolls a device whose snapshot (up to 84 KiB) and row outlive
 	// it (removal is soft), so tokens are what bounds an account's enrollment flood.
 	EnrollmentTokenRate Rate
 	// AddressChurn is when a device's changing source address becomes a review finding.
