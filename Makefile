@@ -3,7 +3,7 @@ GO ?= go
 # BIN is the binary `make run` builds (git ignores /gpugate).
 BIN ?= ./gpugate
 
-.PHONY: run test check generate lint lint-prometheus bench bench-ingest bench-amplification
+.PHONY: run test check generate lint lint-prometheus lint-static bench bench-ingest bench-amplification
 
 # run builds ./gpugate and runs it rather than `go run`: go run exits 1 whenever it was
 # interrupted, so Ctrl-C ended with "make: *** Error 1" after the gateway's clean shutdown.
@@ -20,12 +20,23 @@ test: ## run every test against real PostgreSQL
 generate: ## regenerate graph/ from schema.graphqls
 	$(GO) generate ./...
 
-lint: ## gofmt, go vet, graph/ matches its generator, and the Prometheus rules check and pass their tests
+lint: ## gofmt, go vet, graph/ matches its generator, the Prometheus rules check and pass their tests, staticcheck and gosec
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GO) generate ./...
 	@git diff --exit-code -- graph resolvers || { echo "go generate changed generated code: commit its output"; exit 1; }
 	@$(MAKE) --no-print-directory lint-prometheus
+	@$(MAKE) --no-print-directory lint-static
+
+# staticcheck and gosec are built from tools/lint (their versions pinned in its go.mod, kept out
+# of the main module's) by scripts/lint-tools, once per machine into the user cache dir next to
+# e2e's Dex. Both scan every package of the main module, bench/ included; gosec skips _test.go
+# files (its default: tests start servers and processes on purpose). Each exclusion is a
+# `//lint:ignore` or `#nosec` comment at its line saying why.
+lint-static: ## staticcheck and gosec over the main module
+	@bin=$$(GO=$(GO) scripts/lint-tools) && \
+		echo "staticcheck ./..." && "$$bin/staticcheck" ./... && \
+		echo "gosec ./..." && "$$bin/gosec" -quiet -fmt text ./...
 
 # promtool comes with Debian's prometheus package. Without it the rules are skipped with a
 # notice, except under CI (GPUGATE_CI=1, set by .ci/run, which installs it), where that fails.

@@ -11,7 +11,7 @@ const VendorNVIDIA uint16 = 0x10DE
 // 0x233010DE) into the 16-bit device id (0x2330) that GPU.PCIDeviceID holds and the vendor id
 // (0x10DE) that GPU.PCIVendorID holds. It cannot fail.
 func SplitPCIID(nvmlID uint32) (device uint16, vendor uint16) {
-	return uint16(nvmlID >> 16), uint16(nvmlID)
+	return uint16(nvmlID >> 16), uint16(nvmlID) // #nosec G115 -- truncation is the point: the low and high 16 bits
 }
 
 // ComputeCapability is a CUDA compute capability, e.g. {9, 0} for Hopper.

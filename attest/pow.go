@@ -43,7 +43,7 @@ type Proof struct {
 
 // appendPoWFields appends the fields shared by the proof hash and the transcript, after the tag.
 func appendPoWFields(b []byte, challengeID string, nonce []byte, pub ed25519.PublicKey, snapHash [32]byte) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(challengeID)))
+	b = appendLen(b, len(challengeID))
 	b = append(b, challengeID...)
 	b = appendBytes(b, nonce)
 	b = appendBytes(b, pub)
@@ -113,6 +113,7 @@ func Solve(ctx context.Context, challengeID string, nonce []byte, pub ed25519.Pu
 	}
 	tail := binary.BigEndian.AppendUint64(bytes.Clone(msg[split:]), 0)
 
+	// #nosec G115 -- GOMAXPROCS is at least 1
 	workers := uint64(runtime.GOMAXPROCS(0))
 	if difficulty < 12 { // a few thousand hashes: goroutines would cost more than they save
 		workers = 1

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -219,7 +218,7 @@ func VerifyRequest(pub ed25519.PublicKey, s Signed, method, path string, body []
 func (s Signed) ReplayKey() [32]byte {
 	b := make([]byte, 0, len(replayTag)+4+len(s.DeviceID)+4+len(s.Sig))
 	b = append(b, replayTag...)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(s.DeviceID)))
+	b = appendLen(b, len(s.DeviceID))
 	b = append(b, s.DeviceID...)
 	b = appendBytes(b, s.Sig)
 	return sha256.Sum256(b)

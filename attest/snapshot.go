@@ -155,10 +155,10 @@ func (s Snapshot) Canonical() []byte {
 	b = appendStr(b, SnapshotVersion)
 	b = appendStr(b, s.DriverVersion)
 	b = appendStr(b, s.NVMLVersion)
-	b = binary.BigEndian.AppendUint64(b, uint64(int64(s.CUDADriverVersion)))
+	b = binary.BigEndian.AppendUint64(b, uint64(int64(s.CUDADriverVersion))) // #nosec G115 -- the i64 field: two's complement bits, negatives encode distinctly
 
 	order := gpuOrder(s.GPUs)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(order)))
+	b = appendLen(b, len(order))
 	for _, i := range order {
 		b = appendGPU(b, &s.GPUs[i])
 	}
@@ -214,8 +214,9 @@ func appendGPU(b []byte, g *GPU) []byte {
 	b = appendStr(b, g.BusID)
 	b = binary.BigEndian.AppendUint64(b, g.MemoryTotalBytes)
 	b = appendStr(b, g.Architecture)
+	// #nosec G115 -- i64 fields: two's complement bits, negatives encode distinctly
 	b = binary.BigEndian.AppendUint64(b, uint64(int64(g.ComputeMajor)))
-	b = binary.BigEndian.AppendUint64(b, uint64(int64(g.ComputeMinor)))
+	b = binary.BigEndian.AppendUint64(b, uint64(int64(g.ComputeMinor))) // #nosec G115 -- as above
 	b = appendStr(b, g.Serial)
 	b = appendStr(b, g.BoardPartNumber)
 	b = appendStr(b, g.VBIOSVersion)
@@ -230,7 +231,7 @@ func appendGPU(b []byte, g *GPU) []byte {
 // is not part of valid UTF-8 becomes U+FFFD, exactly as json.Marshal replaces it.
 func appendStr(b []byte, s string) []byte {
 	if utf8.ValidString(s) {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+		b = appendLen(b, len(s))
 		return append(b, s...)
 	}
 	var t []byte
@@ -243,13 +244,21 @@ func appendStr(b []byte, s string) []byte {
 		}
 		i += size
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(t)))
+	b = appendLen(b, len(t))
 	return append(b, t...)
 }
 
 func appendBytes(b, v []byte) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+	b = appendLen(b, len(v))
 	return append(b, v...)
+}
+
+// appendLen appends n, a length, as the u32 that prefixes every variable-size field of the
+// encodings.
+func appendLen(b []byte, n int) []byte {
+	// #nosec G115 -- n is the length of a field of a request the gateway read under its body
+	// limit (a few MiB), or of a value a worker read from NVML: never near 2^32.
+	return binary.BigEndian.AppendUint32(b, uint32(n))
 }
 
 func appendOptBool(b []byte, v *bool) []byte {

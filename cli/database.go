@@ -18,7 +18,7 @@ type database struct {
 	store    *db.DB
 	local    *pglocal.Server
 	embedded bool
-	dsn      string // for connections outside the pool (the kill switches' listener)
+	dsn      string   // for connections outside the pool (the kill switches' listener)
 	roles    roleDSNs // the owner's and the explorer's connections (roles.go)
 }
 

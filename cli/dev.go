@@ -108,7 +108,7 @@ func previousDevAddr(stateDir, addr string) string {
 	if err != nil || port != "0" {
 		return ""
 	}
-	raw, err := os.ReadFile(filepath.Join(stateDir, devAddrFile))
+	raw, err := os.ReadFile(filepath.Join(stateDir, devAddrFile)) // #nosec G304 -- the dev state directory (a flag, or its default) and a constant name
 	if err != nil {
 		return ""
 	}

@@ -47,7 +47,7 @@ func levelKey(rank int, created time.Time) string {
 // parseLevelKey splits a levelKey; ok is false for anything else.
 func parseLevelKey(k string) (rank int, created time.Time, ok bool) {
 	r, ts, found := strings.Cut(k, "/")
-	if !found || len(r) != 1 || r[0] < '0' || r[0] >= '0'+byte(len(AllLevels)) {
+	if !found || len(r) != 1 || r[0] < '0' || int(r[0]-'0') >= len(AllLevels) {
 		return 0, time.Time{}, false
 	}
 	created, err := time.Parse(time.RFC3339Nano, ts)

@@ -55,6 +55,8 @@ func (h *Heartbeats) Record(ctx context.Context, deviceID string, readings []byt
 	case len(h.pending) >= h.max:
 		batch := h.take()
 		h.mu.Unlock()
+		// #nosec G118 -- the batch holds other callers' heartbeats: one caller's ctx ending must not
+		// cancel their write, so flush has its own timeout (callers stop waiting on their ctx)
 		go h.flush(batch)
 	case len(h.pending) == 1:
 		h.timer = time.AfterFunc(h.wait, func() {

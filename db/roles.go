@@ -5,11 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 )
 
 // The database roles (docs/postgresql.md, "Database roles"). Migration 00009 grants to the app
@@ -60,15 +60,20 @@ func (d *DB) SetExplorer(x *sqlx.DB) { d.explorer = x }
 // ExplorerSchema, so unqualified table names resolve to the explorer views. It returns an error
 // for a malformed URL.
 func ExplorerDSN(dsn string) (string, error) {
-	kv := dsn
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		var err error
-		if kv, err = pq.ParseURL(dsn); err != nil {
+		// lib/pq turns the URL's query parameters into keys (its deprecated ParseURL, which
+		// this used to call, does the same); Set replaces a search_path the URL had.
+		u, err := url.Parse(dsn)
+		if err != nil {
 			return "", fmt.Errorf("explorer database URL: %w", err)
 		}
+		q := u.Query()
+		q.Set("search_path", ExplorerSchema)
+		u.RawQuery = q.Encode()
+		return u.String(), nil
 	}
 	// lib/pq sends unknown keys as run-time parameters; a later key overrides an earlier one.
-	return strings.TrimSpace(kv + " search_path=" + ExplorerSchema), nil
+	return strings.TrimSpace(dsn + " search_path=" + ExplorerSchema), nil
 }
 
 // ExplorerCheck is what OpenExplorer found about its connection.

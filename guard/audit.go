@@ -258,7 +258,7 @@ func (a *AuditLog) Record(ev Event) {
 
 // drop counts n lost records and logs it, at most once a second.
 func (a *AuditLog) drop(n int, why string) {
-	total := a.dropped.Add(uint64(n))
+	total := a.dropped.Add(uint64(n)) // #nosec G115 -- n counts records: never negative
 	if every(&a.lastDropLog, time.Second) {
 		a.log.Error("audit records dropped", "why", why, "dropped_total", total)
 	}
@@ -334,7 +334,7 @@ func (a *AuditLog) flush(ctx context.Context) error {
 			}
 			return err
 		}
-		a.written.Add(uint64(n))
+		a.written.Add(uint64(n)) // #nosec G115 -- n counts records: never negative
 		pending = pending[n:]
 		a.mu.Lock()
 		a.inflight = len(pending)

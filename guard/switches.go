@@ -90,6 +90,8 @@ func (s *Switches) Check(ctx context.Context, class Class) error {
 		}
 		st = s.state.Load()
 	} else if !s.running.Load() && time.Since(st.at) > s.reread && s.loading.CompareAndSwap(false, true) {
+		// #nosec G118 -- the re-read is shared by every caller and must finish even when the
+		// request that started it ends: its own 5-second timeout bounds it
 		go func() {
 			defer s.loading.Store(false)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -493,12 +493,12 @@ func (r *run) stageLegacyTable(ctx context.Context) error {
 	for rows.Next() {
 		var c string
 		if err := rows.Scan(&c); err != nil {
-			rows.Close()
+			_ = rows.Close() // the scan's error is the one to report
 			return fmt.Errorf("userimport: legacy table %s: %w", name, err)
 		}
 		cols[c] = true
 	}
-	rows.Close()
+	_ = rows.Close() // every row was read: rows.Err below reports what went wrong
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("userimport: legacy table %s: %w", name, err)
 	}

@@ -34,12 +34,6 @@ type GPUEvidence struct {
 	CertificateChain string // PEM, or base64 of concatenated DER, leaf first
 }
 
-// ccEntry is one decoded evidence entry.
-type ccEntry struct {
-	index int
-	ev    nvidia.Evidence
-}
-
 // parseEvidence decodes and checks the evidence entries of a proof whose snapshot lists gpus
 // GPUs. It returns an ErrInvalid error for more than MaxEvidenceEntries entries, an index the
 // snapshot does not have, an index given twice, or a report or chain that is not decodable or is

@@ -170,7 +170,7 @@ func (b Backoff) Delay(attempt int) time.Duration {
 	}
 	d = min(d, b.Max)
 	half := d / 2
-	return half + rand.N(d-half+1)
+	return half + rand.N(d-half+1) // #nosec G404 -- retry jitter spreads workers apart; nothing to predict or protect
 }
 
 // sleep waits d or until ctx ends; it reports whether the full pause elapsed.

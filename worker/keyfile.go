@@ -61,7 +61,7 @@ func LoadKeyFile(path string) (*KeyFile, error) {
 
 // readKeyFile parses a key file without the permission check.
 func readKeyFile(path string) (*KeyFile, error) {
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) // #nosec G304 -- the operator's --key-file, whose mode was checked
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +128,8 @@ func LoadOrCreateKeyFile(path string) (k *KeyFile, created bool, err error) {
 // renamed over the old one, and the directory synced. It returns an error if any step fails,
 // leaving the previous file intact.
 func (k *KeyFile) Save() error {
+	// #nosec G117 -- this is the key file: it holds the private key by design, written 0600 below
+	// and refused by LoadKeyFile when group or others can read it
 	data, err := json.MarshalIndent(k, "", "  ")
 	if err != nil {
 		return fmt.Errorf("key file: %w", err)
@@ -139,16 +141,18 @@ func (k *KeyFile) Save() error {
 		return fmt.Errorf("saving the key file: %w", err)
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }() // no-op once renamed
+	// Close errors after a failed step are dropped: that step's error is reported and the
+	// temporary file removed.
 	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("saving the key file: %w", err)
 	}
 	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("saving the key file: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("saving the key file: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
@@ -157,9 +161,9 @@ func (k *KeyFile) Save() error {
 	if err := os.Rename(tmp.Name(), k.path); err != nil {
 		return fmt.Errorf("saving the key file: %w", err)
 	}
-	if d, err := os.Open(dir); err == nil {
+	if d, err := os.Open(dir); err == nil { // #nosec G304 -- the key file's own directory
 		_ = d.Sync() // best effort: not every file system supports syncing a directory
-		d.Close()
+		_ = d.Close()
 	}
 	return nil
 }

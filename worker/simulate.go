@@ -167,7 +167,7 @@ func simHash(seed []byte, what string, i int) [32]byte {
 	h := sha256.New()
 	h.Write([]byte("gpugate/simulate/v1\x00" + what + "\x00"))
 	h.Write(seed)
-	h.Write(binary.BigEndian.AppendUint32(nil, uint32(i)))
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(i))) // #nosec G115 -- a GPU index of a simulated host (its profile has at most 8)
 	var out [32]byte
 	h.Sum(out[:0])
 	return out
@@ -245,6 +245,7 @@ func personalize(s *server.Server, seed []byte, b board) *server.Server {
 			return nvml.Utilization{Gpu: uint32(time.Since(start).Seconds()+float64(idx)) % 5}, nvml.SUCCESS
 		}
 		d.GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) { return uint32(31 + idx%4), nvml.SUCCESS }
+		// #nosec G115 -- idx is a GPU index of a simulated host (its profile has at most 8)
 		d.GetPowerUsageFunc = func() (uint32, nvml.Return) { return b.idlePowerMW + uint32(idx)*500, nvml.SUCCESS }
 	}
 	return s
@@ -252,6 +253,6 @@ func personalize(s *server.Server, seed []byte, b board) *server.Server {
 
 func putCString(dst []int8, s string) {
 	for i := 0; i < len(s) && i < len(dst)-1; i++ {
-		dst[i] = int8(s[i])
+		dst[i] = int8(s[i]) // #nosec G115 -- C's char: the byte's bits as NVML's int8 arrays hold them
 	}
 }

@@ -77,11 +77,11 @@ func withConfCompute(s *server.Server, seed []byte, b board, mode ccMode) *serve
 			if !ok {
 				return c, nvml.ERROR_INSUFFICIENT_SIZE
 			}
-			c.AttestationCertChainSize = uint32(copy(c.AttestationCertChain[:], att))
+			c.AttestationCertChainSize = uint32(copy(c.AttestationCertChain[:], att)) // #nosec G115 -- at most the fixed array's size (KiB)
 			// CertChain is the GPU's identity chain without the attestation leaf.
 			if len(chain) > 1 {
 				if dev, ok := encodeChain(chain[1:], len(c.CertChain)); ok {
-					c.CertChainSize = uint32(copy(c.CertChain[:], dev))
+					c.CertChainSize = uint32(copy(c.CertChain[:], dev)) // #nosec G115 -- at most the fixed array's size (KiB)
 				}
 			}
 			return c, nvml.SUCCESS
@@ -101,7 +101,7 @@ func withConfCompute(s *server.Server, seed []byte, b board, mode ccMode) *serve
 			if len(report) > len(r.AttestationReport) {
 				return nvml.ERROR_INSUFFICIENT_SIZE
 			}
-			r.AttestationReportSize = uint32(copy(r.AttestationReport[:], report))
+			r.AttestationReportSize = uint32(copy(r.AttestationReport[:], report)) // #nosec G115 -- at most the fixed array's size (KiB)
 			r.IsCecAttestationReportPresent, r.CecAttestationReportSize = 0, 0
 			return nvml.SUCCESS
 		}

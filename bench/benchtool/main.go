@@ -96,7 +96,7 @@ func walk(args []string) error {
 			Errors []json.RawMessage `json:"errors"`
 		}
 		err = json.NewDecoder(resp.Body).Decode(&out)
-		resp.Body.Close()
+		_ = resp.Body.Close() // decoded already: a failed close loses nothing
 		if err != nil {
 			return fmt.Errorf("page %d: HTTP %d: %w", page, resp.StatusCode, err)
 		}
@@ -308,10 +308,10 @@ func writePgbench(args []string) error {
 	scripts = append(scripts, script{"device", b.String(), vars.String()})
 
 	for _, sc := range scripts {
-		if err := os.WriteFile(filepath.Join(*outDir, sc.name+".sql"), []byte(sc.sql), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(*outDir, sc.name+".sql"), []byte(sc.sql), 0o600); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(*outDir, sc.name+".args"), []byte(sc.vars), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(*outDir, sc.name+".args"), []byte(sc.vars), 0o600); err != nil {
 			return err
 		}
 	}

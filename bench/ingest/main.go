@@ -125,7 +125,7 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 		return err
 	}
 	err = json.NewDecoder(resp.Body).Decode(&info)
-	resp.Body.Close()
+	_ = resp.Body.Close() // decoded already: a failed close loses nothing
 	if err != nil {
 		return fmt.Errorf("/dev/oidc: %w (is the gateway in dev mode?)", err)
 	}

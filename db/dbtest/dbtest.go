@@ -70,7 +70,7 @@ func Main(m *testing.M) int {
 
 func teardown() error {
 	if admin != nil {
-		admin.Close()
+		_ = admin.Close() // the cluster stops next, which ends its sessions anyway
 	}
 	var err error
 	if server != nil {
@@ -116,7 +116,7 @@ func doSetup() error {
 		return fmt.Errorf("dbtest: %w", err)
 	}
 	err = db.PrepareLocalRoles(ctx, super)
-	super.Close()
+	_ = super.Close() // a pool's close error is a connection's; the statement's error is err
 	if err != nil {
 		return fmt.Errorf("dbtest: %w", err)
 	}
@@ -125,7 +125,7 @@ func doSetup() error {
 		return fmt.Errorf("dbtest: %w", err)
 	}
 	_, err = db.Migrate(ctx, tmpl)
-	tmpl.Close() // cloning needs the template free of sessions
+	_ = tmpl.Close() // cloning needs the template free of sessions (a refused clone says so)
 	if err != nil {
 		return fmt.Errorf("dbtest: migrate template: %w", err)
 	}
@@ -174,7 +174,7 @@ func NewWithDSN(t testing.TB) (*sqlx.DB, string) {
 	}
 	t.Cleanup(func() {
 		if dbx != nil {
-			dbx.Close() // before DROP: FORCE would kill them anyway, but leave no broken pool
+			_ = dbx.Close() // before DROP: FORCE would kill them anyway, but leave no broken pool
 			dsns.Delete(dbx)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -221,7 +221,7 @@ func AsRole(t testing.TB, dbx *sqlx.DB, role string) *sqlx.DB {
 	if err != nil {
 		t.Fatalf("dbtest: connect as %s: %v", role, err)
 	}
-	t.Cleanup(func() { x.Close() })
+	t.Cleanup(func() { _ = x.Close() }) // its database is dropped next: nothing to lose
 	return x
 }
 

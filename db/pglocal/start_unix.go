@@ -128,6 +128,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 // later), else the postgres system user, else nobody.
 func lookupRunUser(pgdata string) (runAs, error) {
 	if os.Geteuid() != 0 {
+		// #nosec G115 -- Unix ids are never negative (Geteuid is -1 only on Windows)
 		ru := runAs{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid())}
 		ru.name = strconv.Itoa(os.Geteuid())
 		if u, err := user.Current(); err == nil {
@@ -261,12 +262,12 @@ func checkReachable(dir string, ru runAs) error {
 // so two processes (or two Starts) never initialize or run the same cluster.
 func lockDataDir(dataDir string) (*os.File, error) {
 	p := filepath.Join(dataDir, "pglocal.lock")
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600) // #nosec G304 -- in the operator's --data-dir
 	if err != nil {
 		return nil, fmt.Errorf("pglocal: lock data dir: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
+		_ = f.Close() // the lock was not taken: nothing to release; err is what matters
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("pglocal: another PostgreSQL is already running on %s (%s is locked by another gpugate): stop it or use a different --data-dir", dataDir, p)
 		}
@@ -318,6 +319,7 @@ func ensureOwnedDir(dir string, ru runAs) error {
 		}
 	}
 	if fi.Mode().Perm() != 0o700 {
+		// #nosec G302 -- a directory (it needs x); PostgreSQL refuses a data directory wider than 0700
 		if err := os.Chmod(dir, 0o700); err != nil {
 			return fmt.Errorf("pglocal: %w", err)
 		}
@@ -347,6 +349,9 @@ func (s *Server) env() []string {
 }
 
 func (s *Server) command(ru runAs, name string, args ...string) *exec.Cmd {
+	// #nosec G204 -- runs initdb or postgres (name is a constant at every call) from the
+	// PostgreSQL directory the operator chose (--pg-bin-dir) or found in /usr/lib/postgresql, with
+	// arguments this package builds; no shell.
 	cmd := exec.Command(filepath.Join(s.binDir, name), args...)
 	cmd.Env = s.env()
 	cmd.Dir = s.dataDir
@@ -386,6 +391,7 @@ func (s *Server) checkVersion(ctx context.Context, explicit bool) (string, error
 }
 
 func serverVersion(ctx context.Context, binDir string, env []string) (string, error) {
+	// #nosec G204 -- postgres -V from the PostgreSQL directory the operator chose or was found; no shell
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "postgres"), "-V")
 	cmd.Env = env
 	out, err := cmd.Output()
@@ -589,11 +595,13 @@ func (s *Server) stop(ctx context.Context) error {
 }
 
 func (s *Server) closeFiles() {
+	// Errors ignored: both are only closed after postgres stopped (every write done), and a lock
+	// file's close cannot fail in a way that keeps the flock.
 	if s.logFile != nil {
-		s.logFile.Close()
+		_ = s.logFile.Close()
 	}
 	if s.lock != nil {
-		s.lock.Close() // releases the flock
+		_ = s.lock.Close() // releases the flock
 	}
 }
 

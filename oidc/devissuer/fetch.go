@@ -148,7 +148,7 @@ func (f *flow) authorize(ctx context.Context, username, challenge string) (strin
 		return "", fmt.Errorf("devissuer: login page: %w", err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
+	_ = resp.Body.Close() // only the status matters here
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("devissuer: login page: %s", resp.Status)
 	}
