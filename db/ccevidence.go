@@ -150,10 +150,35 @@ func recordGPULevels(ctx context.Context, tx *sqlx.Tx, p ProofRecord, level Leve
 		}
 		hw, uuids = append(hw, b.HardwareID), append(uuids, b.UUID)
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO gpu_hardware AS h (hardware_id, gpu_uuid, first_device_id)
+	// The judge read the bindings before this transaction; another proof may have bound the same
+	// hardware, or the same UUID, since. Lock the UUIDs (in order, so two proofs cannot deadlock),
+	// insert, and check that every binding is exactly ours: otherwise nothing of this proof is
+	// written and the caller judges it again, now seeing the other binding.
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('gpugate/gpu-hardware/' || u, 0))
+		FROM (SELECT DISTINCT u FROM unnest($1::text[]) AS u ORDER BY u) AS t`, pq.Array(uuids)); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO gpu_hardware AS h (hardware_id, gpu_uuid, first_device_id)
 		SELECT * FROM unnest($1::text[], $2::text[], array_fill($3::uuid, ARRAY[cardinality($1::text[])]))
 		ORDER BY 1
 		ON CONFLICT (hardware_id) DO UPDATE SET last_attested_at = now() WHERE h.gpu_uuid = EXCLUDED.gpu_uuid`,
-		pq.Array(hw), pq.Array(uuids), p.DeviceID)
-	return err
+		pq.Array(hw), pq.Array(uuids), p.DeviceID); err != nil {
+		return err
+	}
+	var contended bool
+	if err := tx.GetContext(ctx, &contended, `SELECT EXISTS (
+		SELECT 1 FROM gpu_hardware h JOIN unnest($1::text[], $2::text[]) AS b(hw, uuid)
+		  ON h.hardware_id = b.hw OR h.gpu_uuid = b.uuid
+		WHERE h.hardware_id <> b.hw OR h.gpu_uuid <> b.uuid)`, pq.Array(hw), pq.Array(uuids)); err != nil {
+		return err
+	}
+	if contended {
+		return ErrHardwareContended
+	}
+	return nil
 }
+
+// ErrHardwareContended is returned by ConsumeAndRecord when a concurrent proof bound one of the
+// record's GPU hardware identities (or UUIDs) to something else after the record was judged;
+// nothing was written and the challenge is still open, so the proof can be judged again.
+var ErrHardwareContended = fmt.Errorf("%w: a GPU hardware identity was bound concurrently; submit the proof again", ErrConflict)

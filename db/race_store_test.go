@@ -5,6 +5,7 @@ package db_test
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -389,5 +390,57 @@ func TestRemovalRacingAProof(t *testing.T) {
 	}
 	if n := scalar[int](f, `SELECT count(*) FROM attestations WHERE device_id = $1`, d.ID); n != 0 {
 		t.Fatalf("%d verdicts stored for a device removed first", n)
+	}
+}
+
+// One GPU's hardware identity presented by two devices whose proofs were both judged before
+// either was stored (each judge read no binding): exactly one proof is stored ATTESTED and binds
+// the hardware; the other is refused with ErrHardwareContended, writing nothing and leaving its
+// challenge open, so it is judged again and then sees the binding. The same holds for one UUID
+// presented with two hardware identities.
+func TestHardwareBindingUnderRace(t *testing.T) {
+	f := newFixture(t)
+	owner := f.user("owner")
+	for round := range 4 {
+		a, b := f.enrollGPUs(owner, 1), f.enrollGPUs(owner, 1)
+		hw := fmt.Sprintf("hw-%d-%s", round, a.ID)
+		recs := make([]db.ProofRecord, 2)
+		for i, d := range []device{a, b} {
+			snap := d.Snapshot
+			uuid := snap.GPUs[0].UUID
+			hwID := hw
+			if round%2 == 1 { // the other side of the race: b claims a's UUID with other hardware
+				uuid, hwID = a.Snapshot.GPUs[0].UUID, fmt.Sprintf("%s-%d", hw, i)
+			}
+			recs[i] = db.ProofRecord{DeviceID: d.ID, ChallengeID: f.challenge(d.ID).ID, Snapshot: &snap,
+				ProofHash: []byte{byte(i)}, Level: db.LevelAttested,
+				GPUs:     []db.GPUJudgement{{Index: 0, UUID: uuid, Level: db.LevelAttested, EvidenceSubmitted: true, Reasons: []string{}, CertificateSerials: []string{}}},
+				Bindings: []db.HardwareBinding{{HardwareID: hwID, UUID: uuid}}}
+		}
+		errs := make([]error, 2)
+		race(2, func(i int) { _, _, _, _, errs[i] = f.store.ConsumeAndRecord(f.ctx, recs[i]) })
+		won, lost := -1, -1
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				won = i
+			case errors.Is(err, db.ErrHardwareContended):
+				lost = i
+			default:
+				t.Fatalf("round %d proof %d: %v", round, i, err)
+			}
+		}
+		if won < 0 || lost < 0 {
+			t.Fatalf("round %d: both proofs stored with one hardware binding (errors %v)", round, errs)
+		}
+		if n := scalar[int](f, `SELECT count(*) FROM attestations WHERE challenge_id = $1`, recs[lost].ChallengeID); n != 0 {
+			t.Fatalf("round %d: the refused proof stored %d verdicts", round, n)
+		}
+		if used := scalar[bool](f, `SELECT consumed_at IS NOT NULL FROM challenges WHERE id = $1`, recs[lost].ChallengeID); used {
+			t.Fatalf("round %d: the refused proof consumed its challenge", round)
+		}
+		if lvl := scalar[string](f, `SELECT verification_level FROM devices WHERE id = $1`, recs[lost].DeviceID); lvl == "ATTESTED" {
+			t.Fatalf("round %d: the refused proof's device is ATTESTED", round)
+		}
 	}
 }

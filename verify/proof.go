@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -116,17 +117,27 @@ func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof atte
 	}
 	var v Verdict
 	if reason == "" {
-		var cc ccJudged
-		rec.Findings, rec.Accomplices, cc, err = s.judge(ctx, p, ch, proof, evidence)
-		if err != nil {
-			return Verdict{}, err
-		}
-		rec.Level = cc.levels(attest.Flagged(rec.Findings))
-		rec.GPUs, rec.Bindings = cc.gpus, cc.bindings
-		v.Level, v.GPUs = rec.Level, rec.GPUs
 		var consumed bool
-		if consumed, v.Verdict, v.Reasons, v.Verification, err = s.db.ConsumeAndRecord(ctx, rec); err != nil {
-			return Verdict{}, err
+		// Twice at most: a concurrent proof that bound one of this proof's GPU hardware
+		// identities after it was judged makes the store refuse the record (nothing written,
+		// challenge still open); judged again, the proof sees that binding.
+		for attempt := 0; ; attempt++ {
+			var cc ccJudged
+			rec.Findings, rec.Accomplices, cc, err = s.judge(ctx, p, ch, proof, evidence)
+			if err != nil {
+				return Verdict{}, err
+			}
+			rec.Level = cc.levels(attest.Flagged(rec.Findings))
+			rec.GPUs, rec.Bindings = cc.gpus, cc.bindings
+			v.Level, v.GPUs = rec.Level, rec.GPUs
+			consumed, v.Verdict, v.Reasons, v.Verification, err = s.db.ConsumeAndRecord(ctx, rec)
+			if errors.Is(err, db.ErrHardwareContended) && attempt == 0 {
+				continue
+			}
+			if err != nil {
+				return Verdict{}, err
+			}
+			break
 		}
 		if !consumed { // a concurrent submission or the clock got there first
 			if _, reason, err = s.db.OpenChallenge(ctx, p.DeviceID, challengeID); err != nil {

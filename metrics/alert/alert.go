@@ -278,7 +278,11 @@ func (d *Detector) bucket(t time.Time) int64 { return t.UnixNano() / int64(d.cfg
 // Observe records one guard event. It takes a lock and updates a few counters: it never blocks
 // on I/O.
 func (d *Detector) Observe(ev guard.Event) {
-	if ev.Class == "" || ev.Outcome == guard.Denied {
+	// Only writes that were carried out (or judged) count: a refused or failed attempt (bad
+	// input, an unknown device id, a forged token) costs an attacker nothing, so counting it
+	// would let anyone set off the detector, and with --alert-kill-switch stop everyone's writes.
+	// Refusals have their own series and Prometheus rule (denial spikes).
+	if ev.Class == "" || (ev.Outcome != guard.Succeeded && ev.Outcome != guard.Flagged) {
 		return
 	}
 	at := ev.At
@@ -494,7 +498,9 @@ func (d *Detector) act(ctx context.Context, a *Alert) {
 			a.KillSwitch = "already"
 		} else {
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := d.cfg.Switch.Disable(sctx, a.Class, "write-rate alert: "+a.Summary, "alert:"+a.Rule)
+			// The reason is shown to every refused caller: it names the rule and class, never the
+			// identity that set it off (that is in the alert, the log and the audit log).
+			err := d.cfg.Switch.Disable(sctx, a.Class, fmt.Sprintf("write-rate alert %s on %s writes", a.Rule, a.Class), "alert:"+a.Rule)
 			cancel()
 			if err != nil {
 				a.KillSwitch = "failed"

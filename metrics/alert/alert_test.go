@@ -310,20 +310,26 @@ func TestWarmUp(t *testing.T) {
 	}
 }
 
-// Denied attempts change nothing and do not count; neither do the devices' own writes toward
-// the identity rule.
+// Denied and failed attempts change nothing and do not count (anyone can make them for free:
+// an anonymous flood of updateDevice on made-up ids must not trip anyone's kill switch);
+// neither do the devices' own writes toward the identity rule.
 func TestDeniedAndSelfWritesDoNotCount(t *testing.T) {
-	s := newSim(t, alert.Config{})
-	s.warmUp()
-	var evs []guard.Event
-	for i := range 1000 {
-		ev := write(guard.ClassDeviceMetadata, "updateDevice", "bob", fmt.Sprintf("alice-dev-%d", i))
-		ev.Outcome, ev.Reason = guard.Denied, "FORBIDDEN"
-		evs = append(evs, ev)
-	}
-	s.minute(evs)
-	if len(s.alerts) != 0 {
-		t.Fatalf("denied attempts alerted: %+v", s.alerts)
+	for _, outcome := range []guard.Outcome{guard.Denied, guard.Failed} {
+		s := newSim(t, alert.Config{})
+		s.warmUp()
+		var evs []guard.Event
+		for i := range 1000 {
+			ev := write(guard.ClassDeviceMetadata, "updateDevice", "bob", fmt.Sprintf("alice-dev-%d", i))
+			ev.Outcome, ev.Reason = outcome, "FORBIDDEN"
+			if outcome == guard.Failed {
+				ev.Actor, ev.Reason = "", "BAD_USER_INPUT"
+			}
+			evs = append(evs, ev)
+		}
+		s.minute(evs)
+		if len(s.alerts) != 0 {
+			t.Fatalf("%s attempts alerted: %+v", outcome, s.alerts)
+		}
 	}
 }
 
