@@ -255,9 +255,9 @@ func writePgbench(args []string) error {
 	}
 	// The meaning of listQueries' parameters (db/devices.go): $1..$4 the filters status, gpuModel,
 	// region, verification; $5/$6 the keyset position (time, id); $7 the limit (first+1); $8 the
-	// owner of an owner's own list. NULL disables a condition, as the gateway sends it.
-	page1 := map[int]string{1: ":status", 2: "NULL", 3: "NULL", 4: "NULL", 5: "NULL", 6: "NULL", 7: ":lim", 8: "NULL"}
-	deep := map[int]string{1: ":status", 2: "NULL", 3: "NULL", 4: "NULL", 5: ":ktime", 6: ":kid", 7: ":lim", 8: "NULL"}
+	// owner of an owner's own list; $9 the verification level's rank. NULL disables a condition, as the gateway sends it.
+	page1 := map[int]string{1: ":status", 2: "NULL", 3: "NULL", 4: "NULL", 5: "NULL", 6: "NULL", 7: ":lim", 8: "NULL", 9: "NULL"}
+	deep := map[int]string{1: ":status", 2: "NULL", 3: "NULL", 4: "NULL", 5: ":ktime", 6: ":kid", 7: ":lim", 8: "NULL", 9: "NULL"}
 	ktime, kid, err := decodeCursor(*cursor)
 	if err != nil {
 		return err
