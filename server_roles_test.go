@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/gpugate/gpugate/db/dbtest"
 )
 
 // Zero-config mode runs on the least-privilege roles: anonymous reads on gpugate_explorer (the
@@ -25,5 +27,20 @@ func TestZeroConfigUsesTheDatabaseRoles(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Fatalf("the log does not say %q:\n%s", want, log)
 		}
+	}
+	if strings.Contains(log, "can delete audit rows") {
+		t.Fatalf("zero-config serves as gpugate_app, which cannot delete audit rows, yet warns:\n%s", log)
+	}
+}
+
+// A gateway whose one DATABASE_URL both migrates and serves can delete audit rows (its role owns
+// the table): it starts, and says so.
+func TestSingleRoleGatewayWarnsAboutAuditRows(t *testing.T) {
+	t.Parallel()
+	_, dsn := dbtest.NewWithDSN(t)
+	g := start(t, []string{"DATABASE_URL=" + dsn})
+	g.query(t, `{ networkStats { devices } }`)
+	if log := g.out.String(); !strings.Contains(log, "can delete audit rows") {
+		t.Fatalf("no warning that the gateway's role can delete audit rows:\n%s", log)
 	}
 }

@@ -111,3 +111,18 @@ func (d *database) attachExplorer(ctx context.Context, log *slog.Logger) error {
 	}
 	return nil
 }
+
+// warnAuditPrivileges logs a warning when the gateway's own role can delete or rewrite audit
+// rows (it owns the table, typically because one DATABASE_URL both migrates and serves): the
+// audit log is then append-only only by convention. It never fails the start: the check is
+// advice, and a database that cannot answer it has already failed elsewhere.
+func (d *database) warnAuditPrivileges(ctx context.Context, log *slog.Logger) {
+	var canErase bool
+	err := d.store.SQL().GetContext(ctx, &canErase, `SELECT to_regclass('audit_events') IS NOT NULL
+		AND (has_table_privilege(current_user, 'audit_events', 'DELETE')
+		  OR has_table_privilege(current_user, 'audit_events', 'TRUNCATE'))`)
+	if err == nil && canErase {
+		log.Warn("the gateway's database role can delete audit rows: migrate as a separate owner role " +
+			"(--migration-database-url) so the gateway can only append (docs/postgresql.md, \"Database roles\")")
+	}
+}

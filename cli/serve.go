@@ -253,6 +253,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 			log.Info("demo data loaded", "devices", *c.seedN, "took", time.Since(start).Round(time.Millisecond))
 		}
 	}
+	d.warnAuditPrivileges(ctx, log)
 	if err := d.attachExplorer(ctx, log); err != nil {
 		return err
 	}
