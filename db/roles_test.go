@@ -202,7 +202,7 @@ func TestAppRoleCannotRewriteAudit(t *testing.T) {
 	app := dbtest.AsRole(t, f.x, db.RoleApp)
 	ctx := f.ctx
 	if _, err := app.ExecContext(ctx, `INSERT INTO audit_events (at, principal, operation, outcome)
-		VALUES (now() - interval '3 days', 'user:mallory', 'updateDevice', 'DENIED'),
+		VALUES (now() - interval '40 days', 'user:mallory', 'updateDevice', 'DENIED'),
 		       (now(), 'user:mallory', 'updateDevice', 'DENIED')`); err != nil {
 		t.Fatalf("app inserts audit rows: %v", err)
 	}
@@ -219,6 +219,8 @@ func TestAppRoleCannotRewriteAudit(t *testing.T) {
 		`CREATE TABLE public.x (i int)`,
 		`ALTER TABLE devices ADD COLUMN x int`,
 		`DROP VIEW explorer.devices`,
+		`UPDATE audit_policy SET min_retention = interval '1 day'`, // the owner's floor on purges
+		`DELETE FROM audit_policy`,
 	} {
 		_, err := app.ExecContext(ctx, q)
 		wantDenied(t, "app: "+q, err)
@@ -226,7 +228,7 @@ func TestAppRoleCannotRewriteAudit(t *testing.T) {
 	s := db.New(app, db.Options{})
 	purged, err := s.PurgeAudit(ctx, time.Now())
 	if err != nil || purged != 1 {
-		t.Fatalf("app purges through gpugate_purge_audit: %d, %v; want the one row older than a day", purged, err)
+		t.Fatalf("app purges through gpugate_purge_audit: %d, %v; want the one row older than the 30-day floor", purged, err)
 	}
 	// Rows everywhere else: the gateway's own writes work under the role.
 	if _, err := s.UserForIdentity(ctx, db.Identity{Issuer: "https://issuer.test", Subject: "app-role"}); err != nil {
@@ -293,8 +295,8 @@ func TestPrepareLocalRolesAdoptsASuperuserSchema(t *testing.T) {
 	if _, err := db.Migrate(ctx, super); err != nil {
 		t.Fatal(err)
 	}
-	// Back to before migration 00009, as an earlier binary left it.
-	if _, err := super.ExecContext(ctx, `DROP SCHEMA explorer CASCADE; DELETE FROM goose_db_version WHERE version_id >= 9;
+	// Back to before migration 00009, as an earlier binary left it (00010 undone too).
+	if _, err := super.ExecContext(ctx, `DROP SCHEMA explorer CASCADE; DROP TABLE audit_policy; DELETE FROM goose_db_version WHERE version_id >= 9;
 		REVOKE ALL ON ALL TABLES IN SCHEMA public FROM gpugate_app, gpugate_explorer`); err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +304,7 @@ func TestPrepareLocalRolesAdoptsASuperuserSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	as := func(role string) string { return strings.Replace(dsn, "gpugate@", role+"@", 1) }
-	if applied, err := db.Migrate(ctx, open(t, as(db.RoleOwner))); err != nil || len(applied) != 1 {
+	if applied, err := db.Migrate(ctx, open(t, as(db.RoleOwner))); err != nil || len(applied) != 2 {
 		t.Fatalf("owner migrates: %v, %v", applied, err)
 	}
 	var others int

@@ -556,8 +556,19 @@ func TestAuditRetentionAndAppendOnly(t *testing.T) {
 	if n, err := store.PurgeAudit(context.Background(), now.Add(-90*24*time.Hour)); err != nil || n != 2 || left() != 2 {
 		t.Fatalf("purge of 90 days: %d (%v), %d left", n, err, left())
 	}
+	// The owner's floor (audit_policy, 30 days by default) holds whatever the caller asks: the
+	// 10-day row stays until the owner lowers it; the last day is kept at any floor.
+	if n, err := store.PurgeAudit(context.Background(), now.Add(time.Hour)); err != nil || n != 0 || left() != 2 {
+		t.Fatalf("purge of everything: %d (%v), %d left: the owner's 30-day floor is kept", n, err, left())
+	}
+	if _, err := x.Exec(`UPDATE audit_policy SET min_retention = interval '0'`); err == nil {
+		t.Fatal("a retention floor under a day was accepted")
+	}
+	if _, err := x.Exec(`UPDATE audit_policy SET min_retention = interval '1 day'`); err != nil {
+		t.Fatal(err)
+	}
 	if n, err := store.PurgeAudit(context.Background(), now.Add(time.Hour)); err != nil || n != 1 || left() != 1 {
-		t.Fatalf("purge of everything: %d (%v), %d left: the last day is kept", n, err, left())
+		t.Fatalf("purge of everything at a one-day floor: %d (%v), %d left: the last day is kept", n, err, left())
 	}
 	if _, err := x.Exec(`UPDATE audit_events SET outcome = 'SUCCEEDED'`); err == nil || !strings.Contains(err.Error(), "append-only") {
 		t.Fatalf("update: %v", err)
