@@ -155,6 +155,20 @@ func TestHeartbeatsCoalescer(t *testing.T) {
 			t.Fatalf("wait %v: stored readings %s", wait, got)
 		}
 	}
+	// A malformed heartbeat followed by a good one from the same device in one batch: the batch
+	// keeps the device's last readings, and the malformed one is still refused, not dropped.
+	for _, bad := range []string{`not json`, `{"s":"\u0000"}`} {
+		h := f.store.NewHeartbeats(300*time.Millisecond, 2)
+		badErr := make(chan error, 1)
+		go func() { _, err := h.Record(f.ctx, up.ID, []byte(bad)); badErr <- err }()
+		time.Sleep(50 * time.Millisecond) // let the malformed one join the batch first
+		if st, err := h.Record(f.ctx, up.ID, []byte(`{"n":4}`)); err != nil || st != db.StatusUp {
+			t.Fatalf("good heartbeat after %q: %s, %v", bad, st, err)
+		}
+		if err := <-badErr; !errors.Is(err, db.ErrInvalid) {
+			t.Fatalf("malformed heartbeat %q batched with a good one: %v, want invalid input", bad, err)
+		}
+	}
 	// A caller that stops waiting gets its context's error.
 	h := f.store.NewHeartbeats(time.Hour, 100)
 	ctx, cancel := context.WithCancel(f.ctx)

@@ -1,7 +1,9 @@
 package db
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"slices"
 	"sync"
 	"time"
@@ -44,6 +46,11 @@ func (d *DB) NewHeartbeats(wait time.Duration, max int) *Heartbeats {
 // Record records one heartbeat and returns the device's status, or a NotFound error for an
 // unknown device. It returns ctx.Err() if ctx ends first (the heartbeat may still be written).
 func (h *Heartbeats) Record(ctx context.Context, deviceID string, readings []byte) (DeviceStatus, error) {
+	// Judged before it joins a batch: a batch keeps only each device's last heartbeat, so a
+	// malformed one that is not last would otherwise be dropped and reported as written.
+	if err := checkReadings(readings); err != nil {
+		return "", err
+	}
 	b := &pendingBeat{device: deviceID, readings: readings, done: make(chan struct{})}
 	if h.wait <= 0 {
 		h.flush([]*pendingBeat{b}) // alone, but through the same statement (and limit)
@@ -75,6 +82,15 @@ func (h *Heartbeats) Record(ctx context.Context, deviceID string, readings []byt
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
+}
+
+// checkReadings rejects what PostgreSQL's jsonb would: text that is not JSON, and the NUL
+// escape (\u0000), which jsonb cannot store.
+func checkReadings(readings []byte) error {
+	if !json.Valid(readings) || bytes.Contains(readings, []byte(`\u0000`)) {
+		return Invalidf("heartbeat readings are not valid JSON")
+	}
+	return nil
 }
 
 // take empties the pending batch; h.mu must be held.
