@@ -50,11 +50,28 @@ func (d *DB) Device(ctx context.Context, id string) (Device, error) {
 	return dev, translate("get device", err)
 }
 
-// Page is one page of a keyset listing. Cursors[i] is the cursor after Devices[i].
+// Page is one page of a keyset listing. Cursor(i) is the cursor after Devices[i]; cursors are
+// built when asked for (a client usually asks for the last one at most).
 type Page struct {
 	Devices []Device
-	Cursors []string
 	HasNext bool
+	order   string
+	key     func(*Device) string
+}
+
+// Cursor returns the cursor after Devices[i].
+func (p *Page) Cursor(i int) string {
+	dev := &p.Devices[i]
+	return encodeCursor(p.order, p.key(dev), dev.ID)
+}
+
+// EndCursor returns the cursor after the last device, nil on an empty page.
+func (p *Page) EndCursor() *string {
+	if len(p.Devices) == 0 {
+		return nil
+	}
+	c := p.Cursor(len(p.Devices) - 1)
+	return &c
 }
 
 // ListParams selects a page of devices.
@@ -154,7 +171,7 @@ func (d *DB) ListDevices(ctx context.Context, p ListParams) (Page, error) {
 	if err != nil {
 		return Page{}, translate("list devices", err)
 	}
-	return makePage(rows, p.First, p.Order.String(), func(dev Device) string {
+	return makePage(rows, p.First, p.Order.String(), func(dev *Device) string {
 		switch kind {
 		case keyTime:
 			return dev.CreatedAt.UTC().Format(time.RFC3339Nano)
@@ -206,7 +223,7 @@ func (d *DB) SearchDevices(ctx context.Context, query string, first int, after s
 	if err := sqlx.SelectContext(ctx, d.reader(ctx), &rows, searchQuery, namePattern, idLow, idHigh, key, id, first+1); err != nil {
 		return Page{}, translate("search devices", err)
 	}
-	return makePage(rows, first, searchOrder, func(dev Device) string { return dev.Name }), nil
+	return makePage(rows, first, searchOrder, func(dev *Device) string { return dev.Name }), nil
 }
 
 // GPUsByDevice returns the GPUs of each device in ids, ordered by index; every ID gets an entry.
@@ -228,16 +245,12 @@ func (d *DB) GPUsByDevice(ctx context.Context, ids []string) (map[string][]GPU, 
 	return out, nil
 }
 
-func makePage(rows []Device, first int, order string, key func(Device) string) Page {
-	p := Page{HasNext: len(rows) > first}
+func makePage(rows []Device, first int, order string, key func(*Device) string) Page {
+	p := Page{HasNext: len(rows) > first, order: order, key: key}
 	if p.HasNext {
 		rows = rows[:first]
 	}
 	p.Devices = rows
-	p.Cursors = make([]string, len(rows))
-	for i, dev := range rows {
-		p.Cursors[i] = encodeCursor(order, key(dev), dev.ID)
-	}
 	return p
 }
 

@@ -37,7 +37,7 @@ func BenchmarkPublicReads(b *testing.B) {
 		}{
 			{"devices100", func() error { _, err := s.ListDevices(pool.ctx, db.ListParams{First: 100}); return err }},
 			{"devices100-after", func() error {
-				_, err := s.ListDevices(pool.ctx, db.ListParams{First: 100, After: first.Cursors[99]})
+				_, err := s.ListDevices(pool.ctx, db.ListParams{First: 100, After: first.Cursor(99)})
 				return err
 			}},
 			{"device", func() error { _, err := s.Device(pool.ctx, ids[0]); return err }},

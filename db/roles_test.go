@@ -143,7 +143,7 @@ func TestAnonymousReadsUseTheExplorerPool(t *testing.T) {
 			t.Fatalf("list %+v: anonymous %v, signed in %v", p, ids(a), ids(b))
 		}
 		if p.First == 1 && a.HasNext { // the next page through the cursor
-			n, err := s.ListDevices(anon, db.ListParams{First: 1, Order: p.Order, After: a.Cursors[0]})
+			n, err := s.ListDevices(anon, db.ListParams{First: 1, Order: p.Order, After: a.Cursor(0)})
 			if err != nil || len(n.Devices) != 1 {
 				t.Fatalf("anonymous next page %+v: %v", p.Order, err)
 			}

@@ -16,11 +16,9 @@ func toConnection(p db.Page) *model.DeviceConnection {
 		PageInfo: &model.PageInfo{HasNextPage: p.HasNext},
 	}
 	for i := range p.Devices {
-		c.Edges[i] = model.DeviceEdge{Cursor: p.Cursors[i], Node: &p.Devices[i]}
+		c.Edges[i] = model.DeviceEdge{Cursor: p.Cursor(i), Node: &p.Devices[i]}
 	}
-	if n := len(p.Cursors); n > 0 {
-		c.PageInfo.EndCursor = &p.Cursors[n-1]
-	}
+	c.PageInfo.EndCursor = p.EndCursor()
 	return c
 }
 
