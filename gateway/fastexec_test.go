@@ -167,6 +167,7 @@ func (r reply) data(t *testing.T, v any) {
 }
 
 const allDevice = `__typename id name status region verification verificationLevel gpuModel gpuCount lastSeenAt createdAt`
+
 // allGPU is every GPU field but __typename, which the cost limit prices like a field of each of
 // a list's 100 estimated GPUs.
 const allGPU = `index uuid model pciDeviceId memoryMiB architecture computeCapability verificationLevel`
