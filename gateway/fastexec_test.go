@@ -47,14 +47,15 @@ func newTwin(t *testing.T) *twin {
 	if _, err := db.New(x, db.Options{}).Seed(context.Background(), twinDevices); err != nil {
 		t.Fatal(err)
 	}
-	// Data the seed lacks: devices never seen, and text that JSON must escape (quotes, backslashes,
-	// control characters, non-ASCII) in names, a region and a GPU model.
+	// Data the seed lacks: quarantined devices, devices never seen, and text that JSON must escape
+	// (quotes, backslashes, control characters, non-ASCII) in the newest devices' name, region and
+	// GPU model, which most pages show.
 	for _, q := range []string{
 		`UPDATE devices SET status = 'QUARANTINED', quarantined_at = now(), quarantine_reason = 'test' WHERE id IN (SELECT id FROM devices ORDER BY id OFFSET 20 LIMIT 3)`,
 		`UPDATE devices SET last_seen_at = NULL WHERE id IN (SELECT id FROM devices ORDER BY id LIMIT 12)`,
-		`UPDATE devices SET name = E'quo"te \\ back\tslash\u0001 \u00e9\u2603 </script>' WHERE id = (SELECT id FROM devices ORDER BY id DESC LIMIT 1)`,
-		`UPDATE devices SET region = E'r\u00e9gion "x"' WHERE id = (SELECT id FROM devices ORDER BY id DESC OFFSET 1 LIMIT 1)`,
-		`UPDATE gpus SET model = E'GPU \u00ab"\n\u00bb' WHERE device_id = (SELECT id FROM devices ORDER BY id DESC LIMIT 1)`,
+		`UPDATE devices SET name = E'quo"te \\ back\tslash\u0001 \u00e9\u2603 </script>' WHERE id = (SELECT id FROM devices ORDER BY created_at DESC, id DESC LIMIT 1)`,
+		`UPDATE devices SET region = E'r\u00e9gion "x"' WHERE id = (SELECT id FROM devices ORDER BY created_at DESC, id DESC OFFSET 1 LIMIT 1)`,
+		`UPDATE gpus SET model = E'GPU \u00ab"\n\u00bb' WHERE device_id = (SELECT id FROM devices ORDER BY created_at DESC, id DESC LIMIT 1)`,
 	} {
 		if _, err := x.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
