@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/deviceauth"
+	"github.com/gpugate/gpugate/gateway/fastexec"
 	"github.com/gpugate/gpugate/gateway/graphiql"
 	"github.com/gpugate/gpugate/graph"
 	"github.com/gpugate/gpugate/graph/model"
@@ -93,6 +95,9 @@ type Config struct {
 	// Switches are the kill switches, kept current by their Run (serve starts it); nil: the
 	// gateway reads them itself, re-reading every few seconds when checked.
 	Switches *guard.Switches
+	// DisableFastExec turns the compiled executor of the public reads off (gateway/fastexec):
+	// every operation is executed by gqlgen's executor. Tests and benchmarks compare the two.
+	DisableFastExec bool
 }
 
 // Defaults returns the gateway's default limits (docs/security.md).
@@ -228,7 +233,10 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		m.WatchDB(store.SQL().DB)
 	}
 	res := resolvers.New(store, g, cfg.RoleNames, cfg.Workers, devices)
-	schema := graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: res.Directives()})
+	var schema graphql.ExecutableSchema = graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: res.Directives()})
+	if !cfg.DisableFastExec {
+		schema = fastexec.Wrap(schema, store) // the hot public reads, past gqlgen's executor
+	}
 	srv := handler.New(schema)
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
