@@ -118,7 +118,7 @@ type serveFlags struct {
 // returns flag.ErrHelp after --help and otherwise the first invalid flag.
 func (m *ServeMain) ParseFlags(args []string) error {
 	c := &m.flags
-	f := newFlags("serve", "Run the gateway: /graphql, /healthz, /readyz, and GraphiQL at / in dev mode.")
+	f := newFlags("serve", "Run the gateway: /graphql, /healthz, /readyz, and GraphiQL at /graphiql in dev mode, the explorer at / and the console at /console/.")
 	c.listen = f.String("listen", "GPUGATE_LISTEN", "127.0.0.1:8080", "address to serve HTTP on")
 	c.dbf = addDBFlags(f)
 	c.dev = f.Bool("dev", "GPUGATE_DEV", false, "dev mode: GraphiQL, introspection, field suggestions (default: on without DATABASE_URL)")
@@ -319,7 +319,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	base := "http://" + ln.Addr().String()
 	log.Info("gpugate is serving", "graphql", base+"/graphql", "healthz", base+"/healthz", "readyz", base+"/readyz", "dev", *c.dev)
 	if *c.dev {
-		fmt.Fprintf(os.Stderr, "\n  GraphiQL:  %s/\n  GraphQL:   %s/graphql\n  Health:    %s/healthz  %s/readyz\n  Metrics:   %s/metrics\n", base, base, base, base, base)
+		fmt.Fprintf(os.Stderr, "\n  Explorer:  %s/\n  Console:   %s/console/\n  GraphiQL:  %s/graphiql\n  GraphQL:   %s/graphql\n  Health:    %s/healthz  %s/readyz\n  Metrics:   %s/metrics\n", base, base, base, base, base, base, base)
 		if gcfg.DevInfo != nil {
 			fmt.Fprintf(os.Stderr, "  Sign in:   go run . dev token --server %s alice   (also bob, admin)\n", base)
 		}
