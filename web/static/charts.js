@@ -28,7 +28,7 @@ export function barChart(title, rows, { max = 8, unit = 'devices' } = {}) {
   const cap = document.createElement('figcaption');
   cap.textContent = title;
   fig.append(cap);
-  const rowH = 24, labelW = 150, valueW = 70, width = 480;
+  const rowH = 24, labelW = 132, valueW = 52, width = 360;
   const height = Math.max(rows.length, 1) * rowH;
   const top = Math.max(1, ...rows.map((r) => r.value));
   const desc = rows.map((r) => `${r.label}: ${r.value} ${unit}`).join('; ');
@@ -42,7 +42,7 @@ export function barChart(title, rows, { max = 8, unit = 'devices' } = {}) {
     const barMax = width - labelW - valueW;
     const w = Math.max(r.value > 0 ? 2 : 0, Math.round((r.value / top) * barMax));
     const g = svg('g', { 'data-key': r.key });
-    g.append(svg('text', { x: 0, y: y + 16 }, short(r.label, 22)));
+    g.append(svg('text', { x: 0, y: y + 16 }, short(r.label, 18)));
     g.append(svg('rect', { class: 'track', x: labelW, y: y + 5, width: barMax, height: 14, rx: 3 }));
     g.append(svg('rect', { class: 'bar s-' + r.key, x: labelW, y: y + 5, width: w, height: 14, rx: 3 }));
     g.append(svg('text', { class: 'v', x: labelW + barMax + 6, y: y + 16 }, new Intl.NumberFormat('en').format(r.value)));
