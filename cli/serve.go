@@ -109,6 +109,7 @@ type serveFlags struct {
 	audit            auditFlags
 	lim              limitFlags
 	cc               *ccFlags
+	web              webFlags
 	debugListen      *string
 	logFormat        *string
 	logLevel         *string
@@ -173,6 +174,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.audit = addAuditFlags(f)
 	c.lim = addLimitFlags(f)
 	c.cc = addCCFlags(f)
+	c.web = addWebFlags(f)
 	c.debugListen = f.String("debug-listen", "GPUGATE_DEBUG_LISTEN", "", "serve /debug/pprof on this loopback address (empty: off)")
 	c.logFormat = f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	c.logLevel = f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -194,6 +196,9 @@ func (m *ServeMain) ParseFlags(args []string) error {
 		return err
 	}
 	if err := c.cc.load(); err != nil {
+		return err
+	}
+	if err := c.web.check(); err != nil {
 		return err
 	}
 	log, err := newLogger(*c.logFormat, *c.logLevel, os.Stderr)
@@ -298,6 +303,11 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	} else {
 		log.Warn("no --oidc-issuer: every request is anonymous; owner and admin operations are unavailable")
 	}
+	var devClient string
+	if m.dev != nil {
+		devClient = m.dev.info.ClientID
+	}
+	gcfg.Web = c.web.options(issuers, devClient, *c.oidcRoles, *c.adminRole) // the console's sign-in (cli/web.go)
 	// The detector may trip the kill switches (--alert-kill-switch); the metrics export them.
 	if m.obs, err = c.mf.start(gcfg.Switches, log); err != nil {
 		return err

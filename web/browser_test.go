@@ -145,7 +145,7 @@ func newSite(t *testing.T, devices int, withIssuer bool) *site {
 			t.Fatalf("verifier: %v", err)
 		}
 		cfg.Verifier = v
-		cfg.Web = web.Options{Issuer: iss.Issuer(), ClientID: "gpugate-dev"}
+		cfg.Web = web.Options{Issuer: iss.Issuer(), ClientID: "gpugate-dev", RolesClaim: "groups", AdminRole: "ADMIN"}
 	}
 	var ids []struct{ ID, Email string }
 	if err := x.Select(&ids, `SELECT id::text AS id, email FROM users`); err != nil {
@@ -401,7 +401,9 @@ func TestExplorerInBrowser(t *testing.T) {
 	_ = r2
 	cursor := func(ids []string, vars map[string]any) string {
 		resp := testutil.PostGraphQL(context.Background(), t, s.url, "", list, vars)
-		var out struct{ Devices struct{ PageInfo struct{ EndCursor string } } }
+		var out struct {
+			Devices struct{ PageInfo struct{ EndCursor string } }
+		}
 		_ = json.Unmarshal(resp.Data, &out)
 		return out.Devices.PageInfo.EndCursor
 	}

@@ -38,6 +38,10 @@ type Options struct {
 	// Audience, when set, is sent as the audience parameter of the authorization request, for
 	// providers that choose the access token's audience from it (Auth0).
 	Audience string
+	// RolesClaim and AdminRole tell the console which claim of a JWT access token holds roles
+	// and which role is the admin's, only to decide whether to show the admin tools (the API
+	// decides what the caller may do). Empty: the tools are offered behind a button.
+	RolesClaim, AdminRole string
 }
 
 // ConsolePath is the console's page and its OAuth redirect URI's path.
@@ -109,6 +113,7 @@ func newServer(o Options) *server {
 	data := map[string]string{
 		"Endpoint": o.Endpoint, "Issuer": o.Issuer, "ClientID": o.ClientID,
 		"Scopes": o.Scopes, "Audience": o.Audience, "Assets": AssetPrefix,
+		"RolesClaim": o.RolesClaim, "AdminRole": o.AdminRole,
 	}
 	for _, name := range tmpls {
 		t := template.Must(template.ParseFS(files, "static/"+name))
