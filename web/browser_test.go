@@ -98,6 +98,7 @@ type site struct {
 	store  *db.DB
 	url    string
 	rec    *recorder
+	srv    *httptest.Server
 	issuer string
 	// secrets are the user identifiers no explorer page and no anonymous response may carry:
 	// every user's ID and email, and the demo users' subjects at the issuer.
@@ -106,7 +107,7 @@ type site struct {
 
 var demoUsers = []string{"alice", "bob", "admin"}
 
-func newSite(t *testing.T, devices int, withIssuer bool) *site {
+func newSite(t *testing.T, devices int, withIssuer bool, tune ...func(*gateway.Config)) *site {
 	t.Helper()
 	ctx := context.Background()
 	x := dbtest.New(t)
@@ -147,6 +148,9 @@ func newSite(t *testing.T, devices int, withIssuer bool) *site {
 		cfg.Verifier = v
 		cfg.Web = web.Options{Issuer: iss.Issuer(), ClientID: "gpugate-dev", RolesClaim: "groups", AdminRole: "ADMIN"}
 	}
+	for _, f := range tune {
+		f(&cfg)
+	}
 	var ids []struct{ ID, Email string }
 	if err := x.Select(&ids, `SELECT id::text AS id, email FROM users`); err != nil {
 		t.Fatal(err)
@@ -157,9 +161,9 @@ func newSite(t *testing.T, devices int, withIssuer bool) *site {
 	s.secrets = append(s.secrets, "@example.com")
 	logs := &testutil.SyncBuffer{}
 	s.rec = &recorder{next: gateway.New(cfg, store, slog.New(slog.NewTextHandler(logs, nil)))}
-	srv := httptest.NewServer(s.rec)
-	t.Cleanup(srv.Close)
-	s.url = srv.URL
+	s.srv = httptest.NewServer(s.rec)
+	t.Cleanup(s.srv.Close)
+	s.url = s.srv.URL
 	return s
 }
 
@@ -508,6 +512,12 @@ func TestExplorerInBrowser(t *testing.T) {
 		t.Errorf("CSP violations:\n%s", v)
 	}
 	n := s.checkResponses()
+
+	// The API goes down under an open page: the next request says so, with a Retry button.
+	s.srv.Close()
+	step(t, ctx, "next page with the API down", chromedp.Click(chromedp.ID("p-next")))
+	waitJS(t, ctx, "the API-down notice", `document.querySelector('#results .notice.error') && document.querySelector('#results .notice.error').textContent.includes('could not be reached') && document.querySelector('#results .notice.error button')`)
+	screenshot(t, ctx, "explorer-api-down")
 	t.Logf("%d anonymous GraphQL responses checked", n)
 }
 

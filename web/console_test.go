@@ -2,14 +2,17 @@ package web_test
 
 import (
 	"context"
+	"encoding/base64"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/gateway"
+	"github.com/gpugate/gpugate/guard"
 	"github.com/gpugate/gpugate/internal/testutil"
 	"github.com/gpugate/gpugate/oidc/devissuer"
 	"github.com/gpugate/gpugate/web"
@@ -80,18 +83,34 @@ func TestConsoleInBrowser(t *testing.T) {
 	ctx := browser(t)
 	step(t, ctx, "record CSP violations", addScript(recordViolations))
 
-	signIn(t, ctx, s, "alice")
 	mine := ownedBy(t, s, "alice")
 	if len(mine) != db.DemoDevicesPerUser {
 		t.Fatalf("alice owns %d devices", len(mine))
+	}
+	target := mine[0]
+	// The device has a worker key (added through the API) and a flagged proof in its history.
+	pub := make([]byte, 32)
+	pub[0] = 7
+	testutil.PostGraphQL(context.Background(), t, s.url, s.token("alice"), `mutation($id: ID!, $k: String!) { addDeviceKey(id: $id, publicKey: $k) { id } }`,
+		map[string]any{"id": target, "k": base64.StdEncoding.EncodeToString(pub)}).Decode(t, &struct{}{})
+	s.x.MustExec(`INSERT INTO attestations (device_id, verdict, reasons) VALUES ($1, 'FLAGGED', '{GPU_COUNT_MISMATCH,SIMULATED_GPU}')`, target)
+
+	signIn(t, ctx, s, "alice")
+	if mustEval[bool](t, ctx, `!!document.getElementById('switches') || !!document.getElementById('show-admin')`) {
+		t.Errorf("alice, no admin, is offered the admin tools")
 	}
 	sameIDs(t, "alice's devices", mustEval[[]string](t, ctx, `[...document.querySelectorAll('#mine tbody tr')].map(r => r.dataset.id)`), mine)
 	if who := mustEval[string](t, ctx, `document.getElementById('who-name').textContent`); who != "Signed in as Alice" {
 		t.Errorf("header says %q", who)
 	}
-	target := mine[0]
 	step(t, ctx, "manage a device", chromedp.Click(chromedp.CSS(`#mine tr[data-id="`+target+`"] button.manage`)))
-	waitJS(t, ctx, "the device's details", `document.getElementById('rename') && document.getElementById('keys') !== undefined`)
+	waitJS(t, ctx, "the device's details", `document.getElementById('rename') && document.getElementById('keys') && document.getElementById('attestations')`)
+	if h := mustEval[string](t, ctx, `document.getElementById('attestations').textContent`); !strings.Contains(h, "GPU_COUNT_MISMATCH") || !strings.Contains(h, "SIMULATED_GPU") || !strings.Contains(h, "Flagged") {
+		t.Errorf("attestation history shows %q, want the flagged proof's reasons", h)
+	}
+	if n := mustEval[int](t, ctx, `document.querySelectorAll('#keys tbody tr').length`); n != 1 {
+		t.Errorf("%d worker keys shown, want 1", n)
+	}
 	screenshot(t, ctx, "console")
 
 	const newName = "alice-renamed-h100"
@@ -178,4 +197,25 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("CSP violations:\n%s", v)
 	}
 	s.checkResponses()
+}
+
+// TestConsoleRateLimitedInBrowser: when the gateway's write limits refuse a write
+// (RATE_LIMITED, with Retry-After), the console says so and when to retry, and changes nothing.
+func TestConsoleRateLimitedInBrowser(t *testing.T) {
+	s := newSite(t, 20, true, func(c *gateway.Config) {
+		c.WriteLimits = guard.LimitConfig{Target: guard.Rate{Burst: 1, Every: time.Hour}}
+	})
+	ctx := browser(t)
+	target := ownedBy(t, s, "alice")[0]
+	signIn(t, ctx, s, "alice")
+	step(t, ctx, "manage a device", chromedp.Click(chromedp.CSS(`#mine tr[data-id="`+target+`"] button.manage`)))
+	waitJS(t, ctx, "the details", `document.getElementById('pause')`)
+	step(t, ctx, "pause", chromedp.Click(chromedp.ID("pause")))
+	waitJS(t, ctx, "paused", `document.getElementById('resume')`)
+	step(t, ctx, "resume at once", chromedp.Click(chromedp.ID("resume")))
+	waitJS(t, ctx, "the rate-limited notice", `document.querySelector('#flash .notice.warn') && /rate-limited.*RATE_LIMITED.*Try again in \d+ s/.test(document.querySelector('#flash').textContent)`)
+	screenshot(t, ctx, "console-rate-limited")
+	if got := s.device("", target); got.Status != "PAUSED" {
+		t.Errorf("after the refused resume the device is %q", got.Status)
+	}
 }
