@@ -451,6 +451,9 @@ func TestExplorerInBrowser(t *testing.T) {
 	waitJS(t, ctx, "the model filter", `location.search.includes('model=') && !document.getElementById('results').hasAttribute('aria-busy') && [...document.querySelectorAll('#devices tbody tr td:nth-child(4)')].every(td => td.textContent.endsWith(`+jsString(model)+`))`)
 	step(t, ctx, "sort by name", chromedp.Click(chromedp.CSS(`button[data-order="NAME_ASC"]`)))
 	waitJS(t, ctx, "name order", `location.search.includes('order=NAME_ASC') && !document.getElementById('results').hasAttribute('aria-busy') && document.querySelector('th[aria-sort="ascending"]')`)
+	if o := mustEval[string](t, ctx, `document.getElementById('f-order').value`); o != "NAME_ASC" {
+		t.Errorf("after sorting by the Name header the Order control shows %q", o)
+	}
 	filter := map[string]any{"status": "UP", "gpuModel": model}
 	order := map[string]any{"field": "NAME", "direction": "ASC"}
 	sameIDs(t, "UP, model, by name", mustEval[[]string](t, ctx, rowIDs), s.apiIDs(list, map[string]any{"first": 25, "filter": filter, "orderBy": order}, "devices"))

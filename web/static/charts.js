@@ -31,7 +31,7 @@ export function barChart(title, rows, { max = 8, unit = 'devices' } = {}) {
   const rowH = 24, labelW = 132, valueW = 52, width = 360;
   const height = Math.max(rows.length, 1) * rowH;
   const top = Math.max(1, ...rows.map((r) => r.value));
-  const desc = rows.map((r) => `${r.label}: ${r.value} ${unit}`).join('; ');
+  const desc = rows.map((r) => `${r.title || r.label}: ${r.value} ${unit}`).join('; ');
   const s = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `${title}. ${desc || 'no data'}` });
   s.append(svg('title', {}, title));
   if (rows.length === 0) {
@@ -42,6 +42,7 @@ export function barChart(title, rows, { max = 8, unit = 'devices' } = {}) {
     const barMax = width - labelW - valueW;
     const w = Math.max(r.value > 0 ? 2 : 0, Math.round((r.value / top) * barMax));
     const g = svg('g', { 'data-key': r.key });
+    g.append(svg('title', {}, `${r.title || r.label}: ${new Intl.NumberFormat('en').format(r.value)} ${unit}`));
     g.append(svg('text', { x: 0, y: y + 16 }, short(r.label, 18)));
     g.append(svg('rect', { class: 'track', x: labelW, y: y + 5, width: barMax, height: 14, rx: 3 }));
     g.append(svg('rect', { class: 'bar s-' + r.key, x: labelW, y: y + 5, width: w, height: 14, rx: 3 }));

@@ -94,7 +94,7 @@ async function loadStats() {
       total(s.devices, 'devices'), total(s.gpus, 'GPUs'), total(up ? up.gpus : 0, 'GPUs up'),
       total(attested ? attested.gpus : 0, 'GPUs attested')),
     el('div', { class: 'charts' },
-      barChart('GPUs by model', s.byGpuModel.map((r) => ({ key: 'model', label: r.model, value: r.gpus })), { unit: 'GPUs' }),
+      barChart('GPUs by model', s.byGpuModel.map((r) => ({ key: 'model', label: r.model.replace(/^NVIDIA /, ''), title: r.model, value: r.gpus })), { unit: 'GPUs' }),
       barChart('GPUs by region', s.byRegion.map((r) => ({ key: 'region', label: r.region, value: r.gpus })), { unit: 'GPUs' }),
       barChart('Devices by status', s.byStatus.map((r) => ({ key: r.status, label: label(r.status), value: r.devices }))),
       barChart('GPUs by verification level', s.byVerificationLevel.map((r) => ({ key: r.level, label: label(r.level), value: r.gpus })), { unit: 'GPUs' })),
@@ -162,6 +162,7 @@ function syncForm(f) {
 
 function go(next) {
   state = { ...state, ...next };
+  syncForm(ui.form); // a sort header or Clear changes what the form shows
   history.pushState(null, '', stateURL(state));
   loadTable();
 }
