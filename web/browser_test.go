@@ -283,7 +283,11 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	c, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(c, chromedp.FullScreenshot(100))
+	shot := chromedp.FullScreenshot(100)
+	if strings.HasSuffix(name, "-phone") {
+		shot = chromedp.CaptureScreenshot() // the first screen: a whole phone page is too long to look at
+	}
+	png, err := chromedp.Run(c, shot)
 	if err != nil {
 		t.Errorf("screenshot %s: %v", name, err)
 		return
@@ -375,17 +379,24 @@ func TestExplorerInBrowser(t *testing.T) {
 	waitJS(t, ctx, "the device table and the totals", `document.querySelectorAll('#devices tbody tr').length === 25 && document.querySelector('.totals')`)
 
 	// First paint, from Paint Timing and Navigation Timing; logged, asserted only generously.
-	timing := mustEval[map[string]float64](t, ctx, `(() => {
+	// The first load includes the fresh browser's start-up; the second is a returning visitor.
+	for i, what := range []string{"first load (fresh browser)", "second load"} {
+		if i > 0 {
+			step(t, ctx, "reload the explorer", chromedp.Navigate("about:blank"), chromedp.Navigate(s.url+"/"))
+			waitJS(t, ctx, "the device table and the totals", `document.querySelectorAll('#devices tbody tr').length === 25 && document.querySelector('.totals')`)
+		}
+		timing := mustEval[map[string]float64](t, ctx, `(() => {
 		const nav = performance.getEntriesByType('navigation')[0];
 		const p = Object.fromEntries(performance.getEntriesByType('paint').map(e => [e.name, e.startTime]));
 		const m = n => (performance.getEntriesByName(n)[0] || {}).startTime || -1;
 		return { fp: p['first-paint'] || -1, fcp: p['first-contentful-paint'] || -1, dcl: nav.domContentLoadedEventEnd,
 			load: nav.loadEventEnd, stats: m('gpugate:stats'), devices: m('gpugate:devices') };
 	})()`)
-	t.Logf("explorer on 3,000 devices (ms since navigation start): first paint %.0f, first contentful paint %.0f, DOMContentLoaded %.0f, load %.0f, totals shown %.0f, device table shown %.0f",
-		timing["fp"], timing["fcp"], timing["dcl"], timing["load"], timing["stats"], timing["devices"])
-	if timing["fcp"] <= 0 || timing["fcp"] > 5000 || timing["devices"] <= 0 || timing["devices"] > 10000 {
-		t.Errorf("first contentful paint %.0f ms, device table %.0f ms: far beyond the 1 s goal", timing["fcp"], timing["devices"])
+		t.Logf("explorer on 3,000 devices, %s (ms since navigation start): first paint %.0f, first contentful paint %.0f, DOMContentLoaded %.0f, load %.0f, totals shown %.0f, device table shown %.0f",
+			what, timing["fp"], timing["fcp"], timing["dcl"], timing["load"], timing["stats"], timing["devices"])
+		if timing["fcp"] <= 0 || timing["fcp"] > 5000 || timing["devices"] <= 0 || timing["devices"] > 10000 {
+			t.Errorf("first contentful paint %.0f ms, device table %.0f ms: far beyond the 1 s goal", timing["fcp"], timing["devices"])
+		}
 	}
 
 	if got := mustEval[string](t, ctx, `document.querySelector('.totals .n').textContent`); got != "3,000" {
@@ -505,10 +516,12 @@ func TestExplorerInBrowser(t *testing.T) {
 	// A phone-sized screen: the same page, readable (no horizontal scrolling of the page).
 	step(t, ctx, "phone viewport", viewport(390, 844, true), chromedp.Navigate(s.url+"/"))
 	waitJS(t, ctx, "the table on a phone", `document.querySelectorAll('#devices tbody tr').length === 25`)
+	screenshot(t, ctx, "explorer-phone")
+	mustEval[bool](t, ctx, `(document.getElementById('devices').scrollIntoView(), true)`)
 	if w := mustEval[float64](t, ctx, `document.documentElement.scrollWidth - window.innerWidth`); w > 1 {
 		t.Errorf("the page is %v px wider than a phone's screen", w)
 	}
-	screenshot(t, ctx, "explorer-phone")
+	screenshot(t, ctx, "explorer-table-phone")
 	step(t, ctx, "desktop viewport", viewport(1280, 900, false))
 
 	if v := mustEval[string](t, ctx, `window.__violations.join('\n')`); v != "" {

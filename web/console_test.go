@@ -168,6 +168,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !mustEval[bool](t, ctx, `[...document.querySelectorAll('#audit-table td')].some(td => td.textContent === 'updateDevice')`) {
 		t.Errorf("the audit log does not show alice's updateDevice")
 	}
+	// Signing in probes nothing: no refused admin query of alice or bob is in the audit log.
+	if mustEval[bool](t, ctx, `[...document.querySelectorAll('#audit-table td')].some(td => td.textContent === 'writeSwitches')`) {
+		t.Errorf("the non-admins' sign-ins left refused admin queries in the audit log")
+	}
 	step(t, ctx, "disable device writes",
 		chromedp.SendKeys(chromedp.ID("switch-reason"), "maintenance"),
 		chromedp.Click(chromedp.CSS(`#switches tr[data-class="DEVICE_METADATA"] button`)))
