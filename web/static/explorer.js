@@ -247,7 +247,7 @@ function renderTable(conn, s) {
         el('td', {}, el('a', { href: '/devices/' + encodeURIComponent(d.id) }, d.name)),
         el('td', { class: 'mono hide-phone' }, d.id.slice(0, 8)),
         el('td', {}, badge(d.status)),
-        el('td', {}, `${d.gpuCount} × ${d.gpuModel}`),
+        el('td', { title: d.gpuModel }, `${d.gpuCount} × ${d.gpuModel.replace(/^NVIDIA /, '')}`),
         el('td', { class: 'hide-phone' }, d.region),
         el('td', {}, badge(d.verificationLevel)),
         el('td', { class: 'hide-phone' }, time(d.lastSeenAt)),
