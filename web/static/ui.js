@@ -68,7 +68,7 @@ export function errorNotice(err, retry) {
       break;
     case 'disabled':
       box.className = 'notice warn';
-      text = 'Writes of this kind are switched off by an operator (DISABLED): ' + err.message + ' Reading keeps working.';
+      text = err.message.replace(/\.?$/, '.') + ' This kind of write is switched off by an operator (DISABLED); reading keeps working.';
       break;
     case 'network':
       break;
