@@ -172,13 +172,19 @@ func TestZeroConfigStartsPostgresSeedsAndReusesItsData(t *testing.T) {
 	if n := deviceCount(t, g); n != 150 {
 		t.Fatalf("demo devices: %d", n)
 	}
-	page, err := http.Get("http://" + g.addr + "/")
-	if err == nil {
+	for path, want := range map[string]string{"/": "explorer.js", "/graphiql": "graphiql", "/console/": `name="gpugate-client-id" content="gpugate-dev"`} {
+		page, err := http.Get("http://" + g.addr + path)
+		if err != nil {
+			t.Fatalf("GET %s in dev mode: %v", path, err)
+		}
+		body, _ := io.ReadAll(page.Body)
 		page.Body.Close()
+		if page.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Fatalf("GET %s in dev mode: HTTP %d, want a page with %s:\n%s", path, page.StatusCode, want, body)
+		}
 	}
-	if err != nil || page.StatusCode != http.StatusOK {
-		t.Fatalf("GraphiQL in dev mode: %v %v", err, page)
-	}
+	// The console signs in at the dev issuer with its redirect URI on the gateway's origin.
+	consoleSignIn(t, g.addr)
 	// Introspection is on in dev mode.
 	g.query(t, `{ __schema { queryType { name } } }`)
 	g.stop(t)
@@ -266,8 +272,8 @@ func TestDatabaseURLNeverSeedsUnlessAsked(t *testing.T) {
 	if n := deviceCount(t, g); n != 0 {
 		t.Fatalf("a DATABASE_URL gateway seeded %d devices", n)
 	}
-	// Not dev mode: no GraphiQL, no introspection.
-	resp, err := http.Get("http://" + g.addr + "/")
+	// Not dev mode: no GraphiQL, no introspection; the explorer at / all the same.
+	resp, err := http.Get("http://" + g.addr + "/graphiql")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,6 +281,10 @@ func TestDatabaseURLNeverSeedsUnlessAsked(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GraphiQL outside dev mode: HTTP %d", resp.StatusCode)
 	}
+	if resp, err = http.Get("http://" + g.addr + "/"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the explorer outside dev mode: %v %v", err, resp)
+	}
+	resp.Body.Close()
 	var users int
 	if err := x.Get(&users, `SELECT count(*) FROM users`); err != nil || users != 0 {
 		t.Fatalf("users: %d %v", users, err)

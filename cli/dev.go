@@ -64,7 +64,7 @@ func startDevIssuer(ctx context.Context, addr, audience, rolesClaim, stateDir st
 	}
 	o := devissuer.Options{
 		Addr: addr, Users: users, Audience: audience, ClientID: devClientID,
-		RedirectURIs: []string{devRedirectURI}, RolesClaim: rolesClaim, TokenTTL: devTokenTTL, Logger: log,
+		RedirectURIs: []string{devRedirectURI, devConsoleRedirectURI}, RolesClaim: rolesClaim, TokenTTL: devTokenTTL, Logger: log,
 	}
 	var srv *devissuer.Server
 	var err error

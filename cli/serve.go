@@ -109,6 +109,7 @@ type serveFlags struct {
 	audit            auditFlags
 	lim              limitFlags
 	cc               *ccFlags
+	web              webFlags
 	debugListen      *string
 	logFormat        *string
 	logLevel         *string
@@ -118,7 +119,7 @@ type serveFlags struct {
 // returns flag.ErrHelp after --help and otherwise the first invalid flag.
 func (m *ServeMain) ParseFlags(args []string) error {
 	c := &m.flags
-	f := newFlags("serve", "Run the gateway: /graphql, /healthz, /readyz, and GraphiQL at / in dev mode.")
+	f := newFlags("serve", "Run the gateway: /graphql, /healthz, /readyz, and GraphiQL at /graphiql in dev mode, the explorer at / and the console at /console/.")
 	c.listen = f.String("listen", "GPUGATE_LISTEN", "127.0.0.1:8080", "address to serve HTTP on")
 	c.dbf = addDBFlags(f)
 	c.dev = f.Bool("dev", "GPUGATE_DEV", false, "dev mode: GraphiQL, introspection, field suggestions (default: on without DATABASE_URL)")
@@ -173,6 +174,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	c.audit = addAuditFlags(f)
 	c.lim = addLimitFlags(f)
 	c.cc = addCCFlags(f)
+	c.web = addWebFlags(f)
 	c.debugListen = f.String("debug-listen", "GPUGATE_DEBUG_LISTEN", "", "serve /debug/pprof on this loopback address (empty: off)")
 	c.logFormat = f.String("log-format", "GPUGATE_LOG_FORMAT", "text", "log format: text or json")
 	c.logLevel = f.String("log-level", "GPUGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -194,6 +196,9 @@ func (m *ServeMain) ParseFlags(args []string) error {
 		return err
 	}
 	if err := c.cc.load(); err != nil {
+		return err
+	}
+	if err := c.web.check(); err != nil {
 		return err
 	}
 	log, err := newLogger(*c.logFormat, *c.logLevel, os.Stderr)
@@ -298,6 +303,11 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	} else {
 		log.Warn("no --oidc-issuer: every request is anonymous; owner and admin operations are unavailable")
 	}
+	var devClient string
+	if m.dev != nil {
+		devClient = m.dev.info.ClientID
+	}
+	gcfg.Web = c.web.options(issuers, devClient, *c.oidcRoles, *c.adminRole) // the console's sign-in (cli/web.go)
 	// The detector may trip the kill switches (--alert-kill-switch); the metrics export them.
 	if m.obs, err = c.mf.start(gcfg.Switches, log); err != nil {
 		return err
@@ -319,7 +329,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	base := "http://" + ln.Addr().String()
 	log.Info("gpugate is serving", "graphql", base+"/graphql", "healthz", base+"/healthz", "readyz", base+"/readyz", "dev", *c.dev)
 	if *c.dev {
-		fmt.Fprintf(os.Stderr, "\n  GraphiQL:  %s/\n  GraphQL:   %s/graphql\n  Health:    %s/healthz  %s/readyz\n  Metrics:   %s/metrics\n", base, base, base, base, base)
+		fmt.Fprintf(os.Stderr, "\n  Explorer:  %s/\n  Console:   %s/console/\n  GraphiQL:  %s/graphiql\n  GraphQL:   %s/graphql\n  Health:    %s/healthz  %s/readyz\n  Metrics:   %s/metrics\n", base, base, base, base, base, base, base)
 		if gcfg.DevInfo != nil {
 			fmt.Fprintf(os.Stderr, "  Sign in:   go run . dev token --server %s alice   (also bob, admin)\n", base)
 		}

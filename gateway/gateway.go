@@ -26,11 +26,12 @@ import (
 	"github.com/gpugate/gpugate/metrics"
 	"github.com/gpugate/gpugate/oidc"
 	"github.com/gpugate/gpugate/resolvers"
+	"github.com/gpugate/gpugate/web"
 )
 
 // Config holds the gateway's limits and modes. Zero values take the defaults of Defaults().
 type Config struct {
-	Dev            bool          // GraphiQL at /, field suggestions in errors
+	Dev            bool          // GraphiQL at /graphiql, field suggestions in errors
 	Introspection  bool          // serve __schema/__type
 	MaxBodyBytes   int64         // request body cap
 	MaxTokens      int           // parser token limit
@@ -98,6 +99,9 @@ type Config struct {
 	// DisableFastExec turns the compiled executor of the public reads off (gateway/fastexec):
 	// every operation is executed by gqlgen's executor. Tests and benchmarks compare the two.
 	DisableFastExec bool
+	// Web configures the explorer (/) and the owner console (/console/), served in every mode
+	// (docs/web.md); its zero value serves both, the console without sign-in.
+	Web web.Options
 }
 
 // Defaults returns the gateway's default limits (docs/security.md).
@@ -299,8 +303,9 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
+	web.Mount(mux, cfg.Web) // the explorer at /, the console at /console/ (docs/web.md)
 	if cfg.Dev {
-		graphiql.Mount(mux, "/graphql") // GET / and its embedded files under /graphiql/
+		graphiql.Mount(mux, "/graphql") // GET /graphiql and its embedded files under /graphiql/
 		if cfg.DevInfo != nil {
 			mux.HandleFunc("GET /dev/oidc", func(w http.ResponseWriter, _ *http.Request) {
 				writeJSON(w, http.StatusOK, cfg.DevInfo)

@@ -74,13 +74,13 @@ func cspDirectives(h string) map[string][]string {
 func TestGraphiQLServedFromEmbed(t *testing.T) {
 	e := newEnv(t, 0, gateway.Config{Dev: true})
 
-	status, h, page := get(t, e.url, "/", nil)
+	status, h, page := get(t, e.url, "/graphiql", nil)
 	if status != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/html") {
-		t.Fatalf("GET /: HTTP %d %q", status, h.Get("Content-Type"))
+		t.Fatalf("GET /graphiql: HTTP %d %q", status, h.Get("Content-Type"))
 	}
 	csp := h.Get("Content-Security-Policy")
 	if csp == "" {
-		t.Fatalf("GET /: no Content-Security-Policy; headers %v", h)
+		t.Fatalf("GET /graphiql: no Content-Security-Policy; headers %v", h)
 	}
 	dirs := cspDirectives(csp)
 	want := map[string]string{
@@ -103,9 +103,9 @@ func TestGraphiQLServedFromEmbed(t *testing.T) {
 		t.Errorf("CSP style-src = %q, want 'self' and a nonce", style)
 	}
 	if h.Get("X-Content-Type-Options") != "nosniff" || h.Get("Cache-Control") != "no-store" {
-		t.Errorf("GET /: X-Content-Type-Options %q, Cache-Control %q", h.Get("X-Content-Type-Options"), h.Get("Cache-Control"))
+		t.Errorf("GET /graphiql: X-Content-Type-Options %q, Cache-Control %q", h.Get("X-Content-Type-Options"), h.Get("Cache-Control"))
 	}
-	if _, h2, _ := get(t, e.url, "/", nil); h2.Get("Content-Security-Policy") == csp {
+	if _, h2, _ := get(t, e.url, "/graphiql", nil); h2.Get("Content-Security-Policy") == csp {
 		t.Error("two responses carry the same style nonce")
 	}
 	if m := inlineRe.Find(page); m != nil {
@@ -160,10 +160,20 @@ func TestGraphiQLServedFromEmbed(t *testing.T) {
 		}
 	}
 
-	// Without dev mode there is no GraphiQL at all.
+	// The explorer owns / in dev mode too (docs/web.md).
+	if status, _, body := get(t, e.url, "/", nil); status != http.StatusOK || !bytes.Contains(body, []byte("explorer.js")) || bytes.Contains(body, []byte("graphiql")) {
+		t.Errorf("GET / in dev mode: HTTP %d, want the explorer:\n%s", status, body)
+	}
+
+	// Without dev mode there is no GraphiQL at all; / is the explorer.
 	off := newEnv(t, 0, gateway.Config{})
-	if status, _, _ := get(t, off.url, "/", nil); status != http.StatusNotFound {
-		t.Errorf("GET / without dev mode: HTTP %d, want 404", status)
+	for _, p := range []string{"/graphiql", "/graphiql/"} {
+		if status, _, _ := get(t, off.url, p, nil); status != http.StatusNotFound {
+			t.Errorf("GET %s without dev mode: HTTP %d, want 404", p, status)
+		}
+	}
+	if status, _, body := get(t, off.url, "/", nil); status != http.StatusOK || !bytes.Contains(body, []byte("explorer.js")) {
+		t.Errorf("GET / without dev mode: HTTP %d, want the explorer", status)
 	}
 }
 
@@ -300,7 +310,7 @@ func TestGraphiQLInChromium(t *testing.T) {
 	// the page's violations for the test to read.
 	b.call(t, s, "Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": `window.__violations = [];
 		document.addEventListener('securitypolicyviolation', e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));`}, nil)
-	b.call(t, s, "Page.navigate", map[string]any{"url": o.url + "/"}, nil)
+	b.call(t, s, "Page.navigate", map[string]any{"url": o.url + "/graphiql"}, nil)
 
 	const (
 		query    = `document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror`
@@ -347,7 +357,7 @@ func TestGraphiQLInChromium(t *testing.T) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	seen := strings.Join(b.requests, "\n")
-	for _, want := range []string{o.url + "/\n", "/graphiql.min.js\n", o.url + "/graphql\n"} {
+	for _, want := range []string{o.url + "/graphiql\n", "/graphiql.min.js\n", o.url + "/graphql\n"} {
 		if !strings.Contains(seen+"\n", want) {
 			t.Errorf("no request for %q among the page's requests:\n%s", strings.TrimSpace(want), seen)
 		}

@@ -227,7 +227,7 @@ func TestProductionModeHidesSuggestionsAndIntrospection(t *testing.T) {
 	}
 
 	for _, h := range []*env{prod, dev} {
-		page := h.raw(http.MethodGet, "/", "", nil, nil)
+		page := h.raw(http.MethodGet, "/graphiql", "", nil, nil) // GraphiQL: dev mode only (docs/web.md)
 		if (h == dev) != (page.Status == http.StatusOK && strings.Contains(page.RawBody, "graphiql")) {
 			t.Fatalf("GraphiQL: HTTP %d (dev=%v)", page.Status, h == dev)
 		}

@@ -30,6 +30,9 @@ import (
 //go:embed third_party static index.html
 var files embed.FS
 
+// PagePath is where the GraphiQL page is served.
+const PagePath = "/graphiql"
+
 // AssetPrefix is the path under which the page's files are served: AssetPrefix + hash + "/" + name.
 const AssetPrefix = "/graphiql/"
 
@@ -63,13 +66,14 @@ type server struct {
 	page     *template.Template
 }
 
-// Mount registers GraphiQL on mux: the page at GET / and its files under AssetPrefix. The page
+// Mount registers GraphiQL on mux: the page at GET /graphiql (the explorer UI owns /; see
+// docs/web.md) and its files under AssetPrefix. The page
 // sends GraphQL requests to endpoint (a path on the same origin, such as "/graphql").
 // It panics if the embedded files are unreadable or the page names a file that is not embedded,
 // which only a broken build can cause (and every test that starts a dev gateway would catch).
 func Mount(mux *http.ServeMux, endpoint string) {
 	s := newServer(endpoint)
-	mux.HandleFunc("GET /{$}", s.servePage)
+	mux.HandleFunc("GET "+PagePath, s.servePage)
 	mux.HandleFunc("GET "+AssetPrefix+"{hash}/{name}", s.serveAsset)
 }
 
