@@ -3,7 +3,7 @@ GO ?= go
 # BIN is the binary `make run` builds (git ignores /gpugate).
 BIN ?= ./gpugate
 
-.PHONY: run test check generate lint lint-prometheus lint-static bench bench-ingest bench-amplification
+.PHONY: run test check generate lint lint-prometheus lint-static bench bench-quick bench-ingest bench-amplification
 
 # run builds ./gpugate and runs it rather than `go run`: go run exits 1 whenever it was
 # interrupted, so Ctrl-C ended with "make: *** Error 1" after the gateway's clean shutdown.
@@ -50,8 +50,11 @@ lint-prometheus: ## promtool check rules and promtool test rules on deploy/prome
 		echo "promtool not installed: Prometheus rules not checked (apt-get install -y --no-install-recommends prometheus)"; \
 	fi
 
-bench: ## seed 1,000,000 devices and measure the gateway next to pgbench
+bench: ## seed 1,000,000 devices; raw SQL, gpugate (cache off and on) and PostGraphile side by side (≈ 8 minutes)
 	bench/run.sh
+
+bench-quick: ## the same on 100,000 devices with 5 s cells: checks the harness in a few minutes
+	bench/run.sh --quick
 
 bench-ingest: ## worker ingestion: heartbeats/s and proofs/s at 64 signed workers
 	bench/ingest.sh 64 20
