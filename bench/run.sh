@@ -144,6 +144,8 @@ trap 'exit 130' INT TERM
 
 # --- 1. build and seed -------------------------------------------------------------------------
 log "building gpugate and bench/benchtool"
+# As the Makefile: no pages of go-nvml's deprecation warnings, and the same build cache.
+export CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}
 (cd "$ROOT" && go build -o "$WORK/gpugate" . && go build -o "$WORK/benchtool" ./bench/benchtool)
 BIN=$WORK/gpugate
 TOOL=$WORK/benchtool
