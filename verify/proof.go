@@ -130,7 +130,7 @@ func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof atte
 			rec.Level = cc.levels(attest.Flagged(rec.Findings))
 			rec.GPUs, rec.Bindings = cc.gpus, cc.bindings
 			v.Level, v.GPUs = rec.Level, rec.GPUs
-			consumed, v.Verdict, v.Reasons, v.Verification, err = s.db.ConsumeAndRecord(ctx, rec)
+			consumed, v.Verdict, v.Reasons, v.Verification, err = s.consumeAndRecord(ctx, rec)
 			if errors.Is(err, db.ErrHardwareContended) && attempt == 0 {
 				continue
 			}
@@ -180,6 +180,15 @@ func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof atte
 		v.GPUs = []db.GPUJudgement{}
 	}
 	return v, nil
+}
+
+// consumeAndRecord stores a judged proof's verdict through the batching writer, or alone when
+// batching is off. It returns db.ConsumeAndRecord's results and errors.
+func (s *Service) consumeAndRecord(ctx context.Context, rec db.ProofRecord) (bool, db.AttestationVerdict, []string, db.VerificationState, error) {
+	if s.verdicts == nil {
+		return s.db.ConsumeAndRecord(ctx, rec)
+	}
+	return s.verdicts.ConsumeAndRecord(ctx, rec)
 }
 
 // judge runs every check on a proof whose challenge is open: the work and signature, the
