@@ -40,6 +40,8 @@ func main() {
 	user := flag.String("user", "alice", "demo user who owns the benchmark devices")
 	hbRate := flag.Int("heartbeat-rate", 0, "offered heartbeats/s for a second, open-loop heartbeat phase (0: skip)")
 	proofRate := flag.Int("proof-rate", 0, "offered proofs/s for a second, open-loop proof phase (0: skip)")
+	flag.StringVar(&profileURL, "debug-url", "", "the gateway's --debug-listen URL: record a CPU profile of each proof phase")
+	flag.StringVar(&profileOut, "profile-out", "ingest", "file prefix of the CPU profiles (with --debug-url)")
 	flag.Parse()
 	rates = [2]int{*hbRate, *proofRate}
 	if err := run(*server, *user, *workers, *duration, *proofsPer); err != nil {
@@ -231,9 +233,13 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 		}
 		return nil
 	}
+	stop := profile("proof-closed", d)
 	report("submitProof", phase(n, d, proofOnce))
+	stop()
 	if rates[1] > 0 {
+		stop := profile(fmt.Sprintf("proof-%d", rates[1]), d)
 		report(fmt.Sprintf("submitProof@%d", rates[1]), openPhase(n, rates[1], d, proofOnce))
+		stop()
 	}
 	if flagged.Load() > 0 {
 		fmt.Printf("warning: %d proofs were flagged\n", flagged.Load())
@@ -242,6 +248,35 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 }
 
 var errExhausted = errors.New("no prepared proofs left")
+
+var profileURL, profileOut string
+
+// profile records the gateway's CPU profile for most of a phase of length d into
+// <profile-out>-<name>.pprof (nothing without --debug-url); the returned function waits for it.
+func profile(name string, d time.Duration) func() {
+	if profileURL == "" {
+		return func() {}
+	}
+	secs := max(1, int(d.Seconds())-2)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", profileURL, secs))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(profileOut + "-" + name + ".pprof")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
+}
 
 // rates are the offered loads of the open-loop phases (heartbeats, proofs).
 var rates [2]int
