@@ -127,7 +127,7 @@ type Service struct {
 	cfg   Config
 
 	heartbeats *db.Heartbeats
-	verdicts   *db.Verdicts // nil: each verdict written alone
+	verdicts   *db.Verdicts                           // nil: each verdict written alone
 	enrolled   *ttlcache.LRU[string, attest.Snapshot] // immutable once enrolled
 	addresses  *ttlcache.LRU[string, struct{}]        // (device, address) pairs written lately
 }
