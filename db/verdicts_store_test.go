@@ -1,6 +1,7 @@
 package db_test
 
 import (
+	"reflect"
 	"slices"
 	"testing"
 
@@ -182,4 +183,62 @@ func TestVerdictsOneVerdictUnderRace(t *testing.T) {
 			t.Fatalf("round %d: %d verdicts for one challenge", round, k)
 		}
 	}
+}
+
+// OpenChallengeClaims answers exactly what OpenChallenge and GPUClaims answer, in one round trip:
+// claims by UUID, by serial and of a quarantined holder, and every reason a challenge is not open.
+func TestOpenChallengeClaimsMatchesItsTwoReads(t *testing.T) {
+	f := newFixture(t)
+	alice, mallory := f.user("alice"), f.user("mallory")
+	g1, g2 := gpuUUID(), gpuUUID()
+	sa := snapshot(g1, g2)
+	sa.GPUs[1].Serial = "1650123456789"
+	holder := f.enroll(alice, sa)
+	quarantined := f.enroll(alice, snapshot(gpuUUID()))
+	sc := snapshot(g1, gpuUUID(), quarantined.Snapshot.GPUs[0].UUID)
+	sc.GPUs[1].Serial = "1650123456789"
+	claimant := f.enroll(mallory, sc)
+	if _, err := f.store.SetQuarantine(f.ctx, true, quarantined.ID, true, "counterfeit"); err != nil {
+		t.Fatal(err)
+	}
+	clean := f.enrollGPUs(mallory, 2)
+
+	check := func(what string, d device, challengeID string) {
+		t.Helper()
+		wantCh, wantReason, err := f.store.OpenChallenge(f.ctx, d.ID, challengeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, reason, claims, err := f.store.OpenChallengeClaims(f.ctx, d.ID, challengeID, d.Snapshot)
+		if err != nil || reason != wantReason || ch.ID != wantCh.ID || !slices.Equal(ch.Nonce, wantCh.Nonce) || ch.Difficulty != wantCh.Difficulty {
+			t.Fatalf("%s: challenge %+v %q %v, want %+v %q", what, ch, reason, err, wantCh, wantReason)
+		}
+		if reason != "" {
+			if claims != nil {
+				t.Fatalf("%s: claims read for a challenge that is not open", what)
+			}
+			return
+		}
+		findings, acc, err := f.store.GPUClaims(f.ctx, d.ID, d.Snapshot)
+		if err != nil || claims == nil || !reflect.DeepEqual(claims.Findings, findings) || !reflect.DeepEqual(claims.Accomplices, acc) {
+			t.Fatalf("%s: claims %+v, want %+v %+v", what, claims, findings, acc)
+		}
+	}
+	cc := f.challenge(claimant.ID)
+	check("claimant (UUID, serial, quarantined holder)", claimant, cc.ID)
+	if _, _, claims, _ := f.store.OpenChallengeClaims(f.ctx, claimant.ID, cc.ID, claimant.Snapshot); len(claims.Findings) != 4 || len(claims.Accomplices) != 2 {
+		t.Fatalf("claimant's claims: %+v", claims)
+	}
+	check("holder", holder, f.challenge(holder.ID).ID)
+	check("clean device", clean, f.challenge(clean.ID).ID)
+	check("another device's challenge", clean, cc.ID)
+	check("unknown challenge", clean, "00000000-0000-4000-8000-000000000000")
+	spent := f.challenge(clean.ID)
+	if ok, _, _, _, err := f.store.ConsumeAndRecord(f.ctx, db.ProofRecord{DeviceID: clean.ID, ChallengeID: spent.ID, Snapshot: &clean.Snapshot}); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	check("consumed", clean, spent.ID)
+	expired := f.challenge(clean.ID)
+	f.exec(`UPDATE challenges SET expires_at = now() - interval '1 second' WHERE id = $1`, expired.ID)
+	check("expired", clean, expired.ID)
 }
