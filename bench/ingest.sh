@@ -45,7 +45,7 @@ if [ "${PGSTAT:-}" = 1 ]; then
 fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$work/ingest" --server "http://127.0.0.1:$port" --workers "$workers" --duration "${secs}s" --proofs-per-worker 800 \
-  --heartbeat-rate "${HB_RATE:-3000}" --proof-rate "${PROOF_RATE:-1000}" \
+  --heartbeat-rate "${HB_RATE:-3000}" --proof-rate "${PROOF_RATE:-1000}" --gateway-pid "$gw" \
   ${dbg:+--debug-url "http://$dbg" --profile-out "$PROFILE"}
 echo "gateway peak RSS: $(awk '/VmHWM/ {print $2/1024 " MB"}' /proc/$gw/status)"
 if [ "${PGSTAT:-}" = 1 ]; then
