@@ -8,6 +8,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/gpugate/gpugate/attest"
 )
 
 // Verdicts writes the verdicts of concurrent proofs together: while one write is in flight, the
@@ -25,6 +27,41 @@ type Verdicts struct {
 	mu       sync.Mutex
 	pending  []*pendingVerdict
 	running  int
+
+	// The proof path's statements, prepared once per connection: PostgreSQL then parses and
+	// plans them once instead of at every proof (see docs/ingest-benchmark.md).
+	openStmt, lockStmt, batchStmt lazyStmt
+}
+
+// lazyStmt is a statement prepared on first use (database/sql prepares it again on each
+// connection that runs it). Until preparing succeeds, it runs unprepared.
+type lazyStmt struct {
+	query string
+	mu    sync.Mutex
+	stmt  *sqlx.Stmt
+}
+
+// get returns the prepared statement, or nil when preparing failed (the caller then runs the
+// query text; the next call tries again).
+func (l *lazyStmt) get(ctx context.Context, x *sqlx.DB) *sqlx.Stmt {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stmt == nil {
+		if st, err := x.PreparexContext(ctx, l.query); err == nil {
+			l.stmt = st
+		}
+	}
+	return l.stmt
+}
+
+// OpenChallengeClaims is DB.OpenChallengeClaims through its prepared statement.
+func (v *Verdicts) OpenChallengeClaims(ctx context.Context, deviceID, challengeID string, s attest.Snapshot) (IssuedChallenge, attest.Reason, *Claims, error) {
+	st := v.openStmt.get(ctx, v.d.x)
+	if st == nil {
+		return v.d.OpenChallengeClaims(ctx, deviceID, challengeID, s)
+	}
+	return openChallengeClaims(func(dest any, args ...any) error { return st.GetContext(ctx, dest, args...) },
+		deviceID, challengeID, s)
 }
 
 type pendingVerdict struct {
@@ -51,7 +88,8 @@ func (d *DB) NewVerdicts(max, inflight int) *Verdicts {
 	if inflight <= 0 {
 		inflight = 2
 	}
-	return &Verdicts{d: d, max: max, inflight: inflight}
+	return &Verdicts{d: d, max: max, inflight: inflight, openStmt: lazyStmt{query: openChallengeClaimsSQL},
+		lockStmt: lazyStmt{query: lockVerdictDevicesSQL}, batchStmt: lazyStmt{query: recordVerdictsSQL}}
 }
 
 // ConsumeAndRecord is DB.ConsumeAndRecord through the batch: the same results and errors. A
@@ -131,7 +169,7 @@ func (v *Verdicts) drain() {
 func (v *Verdicts) write(batch []*pendingVerdict) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	consumed, err := v.d.recordVerdicts(ctx, batch)
+	consumed, err := v.recordVerdicts(ctx, batch)
 	if err != nil && len(batch) > 1 {
 		for _, pv := range batch {
 			pv.consumed, _, _, _, pv.err = v.d.ConsumeAndRecord(ctx, pv.rec)
@@ -150,7 +188,7 @@ func (v *Verdicts) write(batch []*pendingVerdict) {
 // together with its challenge's consumption, and the worker proves again). It returns, per
 // proof, whether its challenge was consumed (and its verdict stored), or a translated error
 // with nothing stored.
-func (d *DB) recordVerdicts(ctx context.Context, batch []*pendingVerdict) ([]bool, error) {
+func (v *Verdicts) recordVerdicts(ctx context.Context, batch []*pendingVerdict) ([]bool, error) {
 	n := len(batch)
 	ords := make([]int, n)
 	challenges, devices := make([]string, n), make([]string, n)
@@ -177,10 +215,13 @@ func (d *DB) recordVerdicts(ctx context.Context, batch []*pendingVerdict) ([]boo
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	var got []int
-	err := d.lossTolerantLocked(ctx, ids, func(tx *sqlx.Tx) error {
-		return tx.SelectContext(ctx, &got, recordVerdictsSQL, pq.Array(ords), pq.Array(challenges), pq.Array(devices),
-			pq.Array(verdicts), pq.Array(reasons), pq.Array(snaps), pq.ByteaArray(hashes), pq.Array(states),
-			pq.Array(levels), pq.Array(facts))
+	args := []any{pq.Array(ords), pq.Array(challenges), pq.Array(devices), pq.Array(verdicts), pq.Array(reasons),
+		pq.Array(snaps), pq.ByteaArray(hashes), pq.Array(states), pq.Array(levels), pq.Array(facts)}
+	err := v.lossTolerantLocked(ctx, ids, func(tx *sqlx.Tx) error {
+		if st := v.batchStmt.get(ctx, v.d.x); st != nil {
+			return tx.StmtxContext(ctx, st).SelectContext(ctx, &got, args...)
+		}
+		return tx.SelectContext(ctx, &got, recordVerdictsSQL, args...)
 	})
 	if err != nil {
 		return nil, translate("record proof", err)
@@ -222,19 +263,27 @@ const recordVerdictsSQL = `WITH b AS (
 		WHERE gpus.device_id = l.device_id AND gpus.verification_level <> l.level)
 	SELECT i FROM c`
 
+// lockVerdictDevicesSQL turns off the synchronous commit for its transaction and locks the
+// devices $1 in id order (lossTolerantLocked).
+const lockVerdictDevicesSQL = `SELECT set_config('synchronous_commit', 'off', true),
+	(SELECT count(*) FROM (SELECT 1 FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE) l)`
+
 // lossTolerantLocked is lossTolerant with the devices' rows locked first, in id order (ids
 // sorted), in the statement that also turns off the synchronous commit: the order RemoveDevice
 // locks a device and then its challenges in, and one order for every batch, so neither two
 // batches nor a batch and a removal deadlock. It returns the driver's error.
-func (d *DB) lossTolerantLocked(ctx context.Context, ids []string, fn func(tx *sqlx.Tx) error) error {
-	tx, err := d.x.BeginTxx(ctx, nil)
+func (v *Verdicts) lossTolerantLocked(ctx context.Context, ids []string, fn func(tx *sqlx.Tx) error) error {
+	tx, err := v.d.x.BeginTxx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `SELECT set_config('synchronous_commit', 'off', true),
-		(SELECT count(*) FROM (SELECT 1 FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE) l)`,
-		pq.Array(ids)); err != nil {
+	if st := v.lockStmt.get(ctx, v.d.x); st != nil {
+		_, err = tx.StmtxContext(ctx, st).ExecContext(ctx, pq.Array(ids))
+	} else {
+		_, err = tx.ExecContext(ctx, lockVerdictDevicesSQL, pq.Array(ids))
+	}
+	if err != nil {
 		return err
 	}
 	if err := fn(tx); err != nil {

@@ -202,6 +202,7 @@ func TestOpenChallengeClaimsMatchesItsTwoReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	clean := f.enrollGPUs(mallory, 2)
+	v := f.store.NewVerdicts(0, 0) // its prepared statement answers the same
 
 	check := func(what string, d device, challengeID string) {
 		t.Helper()
@@ -212,6 +213,10 @@ func TestOpenChallengeClaimsMatchesItsTwoReads(t *testing.T) {
 		ch, reason, claims, err := f.store.OpenChallengeClaims(f.ctx, d.ID, challengeID, d.Snapshot)
 		if err != nil || reason != wantReason || ch.ID != wantCh.ID || !slices.Equal(ch.Nonce, wantCh.Nonce) || ch.Difficulty != wantCh.Difficulty {
 			t.Fatalf("%s: challenge %+v %q %v, want %+v %q", what, ch, reason, err, wantCh, wantReason)
+		}
+		pch, preason, pclaims, err := v.OpenChallengeClaims(f.ctx, d.ID, challengeID, d.Snapshot)
+		if err != nil || preason != reason || !reflect.DeepEqual(pch, ch) || !reflect.DeepEqual(pclaims, claims) {
+			t.Fatalf("%s: prepared %+v %q %+v %v, want %+v %q %+v", what, pch, preason, pclaims, err, ch, reason, claims)
 		}
 		if reason != "" {
 			if claims != nil {

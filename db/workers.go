@@ -574,6 +574,13 @@ type Claims struct {
 // snapshot, in one round trip (a proof's two reads before it is judged). claims is nil when
 // the challenge is not open. It returns what the two return.
 func (d *DB) OpenChallengeClaims(ctx context.Context, deviceID, challengeID string, s attest.Snapshot) (IssuedChallenge, attest.Reason, *Claims, error) {
+	return openChallengeClaims(func(dest any, args ...any) error {
+		return sqlx.GetContext(ctx, d.x, dest, openChallengeClaimsSQL, args...)
+	}, deviceID, challengeID, s)
+}
+
+// openChallengeClaims is OpenChallengeClaims running openChallengeClaimsSQL through get.
+func openChallengeClaims(get func(dest any, args ...any) error, deviceID, challengeID string, s attest.Snapshot) (IssuedChallenge, attest.Reason, *Claims, error) {
 	uuids, serials := s.IdentityKeys()
 	var c struct {
 		IssuedChallenge
@@ -581,13 +588,7 @@ func (d *DB) OpenChallengeClaims(ctx context.Context, deviceID, challengeID stri
 		Expired  bool   `db:"expired"`
 		Claims   []byte `db:"claims"`
 	}
-	err := sqlx.GetContext(ctx, d.x, &c, `SELECT ch.id, ch.device_id, ch.nonce, ch.difficulty, ch.created_at, ch.expires_at,
-			ch.consumed_at IS NOT NULL AS consumed, ch.expires_at <= now() AS expired,
-			CASE WHEN ch.device_id = $1 AND ch.consumed_at IS NULL AND ch.expires_at > now() THEN
-				(SELECT coalesce(json_agg(json_build_object('device_id', g.device_id, 'uuid', g.uuid, 'serial', g.serial,
-					'by_uuid', g.uuid = ANY($2::text[]), 'quarantined', h.quarantined_at IS NOT NULL)
-					ORDER BY g.uuid, g.device_id), '[]') `+gpuClaimsFrom+`) END AS claims
-		FROM challenges ch WHERE ch.id = $4`, deviceID, pq.Array(uuids), pq.Array(serials), challengeID)
+	err := get(&c, deviceID, pq.Array(uuids), pq.Array(serials), challengeID)
 	switch {
 	case errors.Is(err, sql.ErrNoRows) || err == nil && c.DeviceID != deviceID:
 		return IssuedChallenge{}, attest.ReasonChallengeForeign, nil, nil
@@ -605,6 +606,16 @@ func (d *DB) OpenChallengeClaims(ctx context.Context, deviceID, challengeID stri
 	f, a := claimFindings(rows)
 	return c.IssuedChallenge, "", &Claims{Findings: f, Accomplices: a}, nil
 }
+
+// openChallengeClaimsSQL reads a challenge and, when it is open for device $1, the GPU claims
+// of other devices on the UUIDs ($2) and serials ($3) as JSON (OpenChallengeClaims).
+const openChallengeClaimsSQL = `SELECT ch.id, ch.device_id, ch.nonce, ch.difficulty, ch.created_at, ch.expires_at,
+			ch.consumed_at IS NOT NULL AS consumed, ch.expires_at <= now() AS expired,
+			CASE WHEN ch.device_id = $1 AND ch.consumed_at IS NULL AND ch.expires_at > now() THEN
+				(SELECT coalesce(json_agg(json_build_object('device_id', g.device_id, 'uuid', g.uuid, 'serial', g.serial,
+					'by_uuid', g.uuid = ANY($2::text[]), 'quarantined', h.quarantined_at IS NOT NULL)
+					ORDER BY g.uuid, g.device_id), '[]') ` + gpuClaimsFrom + `) END AS claims
+		FROM challenges ch WHERE ch.id = $4`
 
 // Accomplice is another device implicated by a proof's findings, and why.
 type Accomplice struct {

@@ -113,7 +113,7 @@ func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof atte
 	rec := db.ProofRecord{DeviceID: p.DeviceID, ChallengeID: challengeID, Snapshot: &proof.Snapshot, ProofHash: db.ProofHash(proof)}
 	// The GPU claims of other devices are read with the challenge (one round trip); a second
 	// judgement reads them again.
-	ch, reason, claims, err := s.db.OpenChallengeClaims(ctx, p.DeviceID, challengeID, proof.Snapshot)
+	ch, reason, claims, err := s.openChallengeClaims(ctx, p.DeviceID, challengeID, proof.Snapshot)
 	if err != nil {
 		return Verdict{}, err
 	}
@@ -192,6 +192,15 @@ func (s *Service) consumeAndRecord(ctx context.Context, rec db.ProofRecord) (boo
 		return s.db.ConsumeAndRecord(ctx, rec)
 	}
 	return s.verdicts.ConsumeAndRecord(ctx, rec)
+}
+
+// openChallengeClaims reads the challenge and the GPU claims through the writer's prepared
+// statement, or directly when batching is off. It returns db.OpenChallengeClaims's results.
+func (s *Service) openChallengeClaims(ctx context.Context, deviceID, challengeID string, snap attest.Snapshot) (db.IssuedChallenge, attest.Reason, *db.Claims, error) {
+	if s.verdicts == nil {
+		return s.db.OpenChallengeClaims(ctx, deviceID, challengeID, snap)
+	}
+	return s.verdicts.OpenChallengeClaims(ctx, deviceID, challengeID, snap)
 }
 
 // judge runs every check on a proof whose challenge is open: the work and signature, the
