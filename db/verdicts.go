@@ -178,7 +178,11 @@ func (v *Verdicts) write(batch []*pendingVerdict) {
 		return
 	}
 	for i, pv := range batch {
-		pv.consumed, pv.err = consumed[i], err
+		if err != nil { // a batch of one: its own failure
+			pv.err = err
+		} else {
+			pv.consumed = consumed[i]
+		}
 		close(pv.done)
 	}
 }

@@ -247,3 +247,20 @@ func TestOpenChallengeClaimsMatchesItsTwoReads(t *testing.T) {
 	f.exec(`UPDATE challenges SET expires_at = now() - interval '1 second' WHERE id = $1`, expired.ID)
 	check("expired", clean, expired.ID)
 }
+
+// A proof written alone whose write fails gets the error (and the writer keeps working).
+func TestVerdictsLoneFailure(t *testing.T) {
+	f := newFixture(t)
+	d := f.enrollGPUs(f.user("owner"), 1)
+	bad := d.Snapshot
+	bad.GPUs = slices.Clone(bad.GPUs)
+	bad.GPUs[0].Name = "bad\x00name" // jsonb refuses the NUL escape
+	v := f.store.NewVerdicts(0, 0)
+	c := f.challenge(d.ID)
+	if ok, _, _, _, err := v.ConsumeAndRecord(f.ctx, db.ProofRecord{DeviceID: d.ID, ChallengeID: c.ID, Snapshot: &bad}); err == nil || ok {
+		t.Fatalf("bad record: consumed=%v err=%v", ok, err)
+	}
+	if ok, _, _, _, err := v.ConsumeAndRecord(f.ctx, db.ProofRecord{DeviceID: d.ID, ChallengeID: c.ID, Snapshot: &d.Snapshot}); err != nil || !ok {
+		t.Fatalf("the challenge the failed write left open: consumed=%v err=%v", ok, err)
+	}
+}
