@@ -509,22 +509,33 @@ func (d *DB) EnrollmentSnapshot(ctx context.Context, deviceID string) (attest.Sn
 // identity, not the device record). It returns a translated database error.
 func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) ([]attest.Finding, []Accomplice, error) {
 	uuids, serials := s.IdentityKeys()
-	var rows []struct {
-		DeviceID    string `db:"device_id"`
-		UUID        string `db:"uuid"`
-		Serial      string `db:"serial"`
-		ByUUID      bool   `db:"by_uuid"`
-		Quarantined bool   `db:"quarantined"`
-	}
+	var rows []claimRow
 	err := sqlx.SelectContext(ctx, d.x, &rows, `SELECT g.device_id, g.uuid, g.serial, g.uuid = ANY($2::text[]) AS by_uuid,
-			h.quarantined_at IS NOT NULL AS quarantined
-		FROM gpus g JOIN devices h ON h.id = g.device_id
-		WHERE g.device_id <> $1 AND (g.uuid = ANY($2::text[]) OR (g.serial <> '' AND g.serial = ANY($3::text[])))
-		ORDER BY g.uuid, g.device_id`,
+			h.quarantined_at IS NOT NULL AS quarantined `+gpuClaimsFrom+` ORDER BY g.uuid, g.device_id`,
 		deviceID, pq.Array(uuids), pq.Array(serials))
 	if err != nil {
 		return nil, nil, translate("gpu claims", err)
 	}
+	f, a := claimFindings(rows)
+	return f, a, nil
+}
+
+// gpuClaimsFrom selects the GPU claims of other devices ($1) on the UUIDs ($2) and serials ($3)
+// of a snapshot (GPUClaims).
+const gpuClaimsFrom = `FROM gpus g JOIN devices h ON h.id = g.device_id
+		WHERE g.device_id <> $1 AND (g.uuid = ANY($2::text[]) OR (g.serial <> '' AND g.serial = ANY($3::text[])))`
+
+// claimRow is one GPU claim of another device (GPUClaims).
+type claimRow struct {
+	DeviceID    string `db:"device_id" json:"device_id"`
+	UUID        string `db:"uuid" json:"uuid"`
+	Serial      string `db:"serial" json:"serial"`
+	ByUUID      bool   `db:"by_uuid" json:"by_uuid"`
+	Quarantined bool   `db:"quarantined" json:"quarantined"`
+}
+
+// claimFindings turns claim rows (ordered by UUID, then device) into findings and accomplices.
+func claimFindings(rows []claimRow) ([]attest.Finding, []Accomplice) {
 	var findings []attest.Finding
 	others := map[string]attest.Reason{}
 	for _, r := range rows {
@@ -550,8 +561,61 @@ func (d *DB) GPUClaims(ctx context.Context, deviceID string, s attest.Snapshot) 
 		acc = append(acc, Accomplice{DeviceID: id, Reason: reason})
 	}
 	slices.SortFunc(acc, func(a, b Accomplice) int { return strings.Compare(a.DeviceID, b.DeviceID) })
-	return findings, acc, nil
+	return findings, acc
 }
+
+// Claims is what GPUClaims returns, read ahead by OpenChallengeClaims.
+type Claims struct {
+	Findings    []attest.Finding
+	Accomplices []Accomplice
+}
+
+// OpenChallengeClaims is OpenChallenge and, when the challenge is open, GPUClaims for the
+// snapshot, in one round trip (a proof's two reads before it is judged). claims is nil when
+// the challenge is not open. It returns what the two return.
+func (d *DB) OpenChallengeClaims(ctx context.Context, deviceID, challengeID string, s attest.Snapshot) (IssuedChallenge, attest.Reason, *Claims, error) {
+	return openChallengeClaims(func(dest any, args ...any) error {
+		return sqlx.GetContext(ctx, d.x, dest, openChallengeClaimsSQL, args...)
+	}, deviceID, challengeID, s)
+}
+
+// openChallengeClaims is OpenChallengeClaims running openChallengeClaimsSQL through get.
+func openChallengeClaims(get func(dest any, args ...any) error, deviceID, challengeID string, s attest.Snapshot) (IssuedChallenge, attest.Reason, *Claims, error) {
+	uuids, serials := s.IdentityKeys()
+	var c struct {
+		IssuedChallenge
+		Consumed bool   `db:"consumed"`
+		Expired  bool   `db:"expired"`
+		Claims   []byte `db:"claims"`
+	}
+	err := get(&c, deviceID, pq.Array(uuids), pq.Array(serials), challengeID)
+	switch {
+	case errors.Is(err, sql.ErrNoRows) || err == nil && c.DeviceID != deviceID:
+		return IssuedChallenge{}, attest.ReasonChallengeForeign, nil, nil
+	case err != nil:
+		return IssuedChallenge{}, "", nil, translate("challenge", err)
+	case c.Consumed:
+		return IssuedChallenge{}, attest.ReasonChallengeReplayed, nil, nil
+	case c.Expired || c.Claims == nil: // (now() is one value per statement: Claims is set when open)
+		return IssuedChallenge{}, attest.ReasonChallengeExpired, nil, nil
+	}
+	var rows []claimRow
+	if err := json.Unmarshal(c.Claims, &rows); err != nil {
+		return IssuedChallenge{}, "", nil, fmt.Errorf("gpu claims: %w", err)
+	}
+	f, a := claimFindings(rows)
+	return c.IssuedChallenge, "", &Claims{Findings: f, Accomplices: a}, nil
+}
+
+// openChallengeClaimsSQL reads a challenge and, when it is open for device $1, the GPU claims
+// of other devices on the UUIDs ($2) and serials ($3) as JSON (OpenChallengeClaims).
+const openChallengeClaimsSQL = `SELECT ch.id, ch.device_id, ch.nonce, ch.difficulty, ch.created_at, ch.expires_at,
+			ch.consumed_at IS NOT NULL AS consumed, ch.expires_at <= now() AS expired,
+			CASE WHEN ch.device_id = $1 AND ch.consumed_at IS NULL AND ch.expires_at > now() THEN
+				(SELECT coalesce(json_agg(json_build_object('device_id', g.device_id, 'uuid', g.uuid, 'serial', g.serial,
+					'by_uuid', g.uuid = ANY($2::text[]), 'quarantined', h.quarantined_at IS NOT NULL)
+					ORDER BY g.uuid, g.device_id), '[]') ` + gpuClaimsFrom + `) END AS claims
+		FROM challenges ch WHERE ch.id = $4`
 
 // Accomplice is another device implicated by a proof's findings, and why.
 type Accomplice struct {

@@ -111,7 +111,9 @@ func (s *Service) Proof(ctx context.Context, in Submission) (*Verdict, error) {
 func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof attest.Proof, evidence map[int]nvidia.Evidence) (Verdict, error) {
 	challengeID := proof.ChallengeID
 	rec := db.ProofRecord{DeviceID: p.DeviceID, ChallengeID: challengeID, Snapshot: &proof.Snapshot, ProofHash: db.ProofHash(proof)}
-	ch, reason, err := s.db.OpenChallenge(ctx, p.DeviceID, challengeID)
+	// The GPU claims of other devices are read with the challenge (one round trip); a second
+	// judgement reads them again.
+	ch, reason, claims, err := s.openChallengeClaims(ctx, p.DeviceID, challengeID, proof.Snapshot)
 	if err != nil {
 		return Verdict{}, err
 	}
@@ -123,14 +125,15 @@ func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof atte
 		// challenge still open); judged again, the proof sees that binding.
 		for attempt := 0; ; attempt++ {
 			var cc ccJudged
-			rec.Findings, rec.Accomplices, cc, err = s.judge(ctx, p, ch, proof, evidence)
+			rec.Findings, rec.Accomplices, cc, err = s.judge(ctx, p, ch, proof, evidence, claims)
+			claims = nil
 			if err != nil {
 				return Verdict{}, err
 			}
 			rec.Level = cc.levels(attest.Flagged(rec.Findings))
 			rec.GPUs, rec.Bindings = cc.gpus, cc.bindings
 			v.Level, v.GPUs = rec.Level, rec.GPUs
-			consumed, v.Verdict, v.Reasons, v.Verification, err = s.db.ConsumeAndRecord(ctx, rec)
+			consumed, v.Verdict, v.Reasons, v.Verification, err = s.consumeAndRecord(ctx, rec)
 			if errors.Is(err, db.ErrHardwareContended) && attempt == 0 {
 				continue
 			}
@@ -182,15 +185,33 @@ func (s *Service) decide(ctx context.Context, p deviceauth.Principal, proof atte
 	return v, nil
 }
 
+// consumeAndRecord stores a judged proof's verdict through the batching writer, or alone when
+// batching is off. It returns db.ConsumeAndRecord's results and errors.
+func (s *Service) consumeAndRecord(ctx context.Context, rec db.ProofRecord) (bool, db.AttestationVerdict, []string, db.VerificationState, error) {
+	if s.verdicts == nil {
+		return s.db.ConsumeAndRecord(ctx, rec)
+	}
+	return s.verdicts.ConsumeAndRecord(ctx, rec)
+}
+
+// openChallengeClaims reads the challenge and the GPU claims through the writer's prepared
+// statement, or directly when batching is off. It returns db.OpenChallengeClaims's results.
+func (s *Service) openChallengeClaims(ctx context.Context, deviceID, challengeID string, snap attest.Snapshot) (db.IssuedChallenge, attest.Reason, *db.Claims, error) {
+	if s.verdicts == nil {
+		return s.db.OpenChallengeClaims(ctx, deviceID, challengeID, snap)
+	}
+	return s.verdicts.OpenChallengeClaims(ctx, deviceID, challengeID, snap)
+}
+
 // judge runs every check on a proof whose challenge is open: the work and signature, the
 // host-level counterfeit rules, the changes since enrollment and the GPU identities other
 // devices hold (after letting the device take over the claims the rules now give it). Each
 // check adds attest.Findings; a further kind of evidence is one more check here. Identity
 // conflicts go to the audit log for an admin. Confidential-computing evidence is verified
-// (judgeEvidence) only for a proof whose work and signature hold. It returns only the store's
-// errors.
+// (judgeEvidence) only for a proof whose work and signature hold. pre, when set, holds the GPU
+// claims read with the challenge (db.OpenChallengeClaims). It returns only the store's errors.
 func (s *Service) judge(ctx context.Context, p deviceauth.Principal, ch db.IssuedChallenge, proof attest.Proof,
-	evidence map[int]nvidia.Evidence) ([]attest.Finding, []db.Accomplice, ccJudged, error) {
+	evidence map[int]nvidia.Evidence, pre *db.Claims) ([]attest.Finding, []db.Accomplice, ccJudged, error) {
 	if err := attest.VerifyProof(p.PublicKey, ch.Nonce, ch.Difficulty, proof); err != nil {
 		reason := attest.ReasonForError(err)
 		if reason == "" {
@@ -211,8 +232,11 @@ func (s *Service) judge(ctx context.Context, p deviceauth.Principal, ch db.Issue
 	if ok {
 		findings = append(findings, attest.CompareEnrollment(enrolled, proof.Snapshot)...)
 	}
-	claims, accomplices, err := s.db.GPUClaims(ctx, p.DeviceID, proof.Snapshot)
-	if err != nil {
+	var claims []attest.Finding
+	var accomplices []db.Accomplice
+	if pre != nil {
+		claims, accomplices = pre.Findings, pre.Accomplices
+	} else if claims, accomplices, err = s.db.GPUClaims(ctx, p.DeviceID, proof.Snapshot); err != nil {
 		return nil, nil, ccJudged{}, err
 	}
 	if ok && slices.ContainsFunc(claims, func(f attest.Finding) bool { return f.Reason == attest.ReasonUUIDOnAnotherDevice }) {

@@ -33,6 +33,11 @@ type Config struct {
 	// HeartbeatBatchWait is how long a heartbeat may wait for others to share its write
 	// (default 5 ms; negative: write each alone).
 	HeartbeatBatchWait time.Duration
+	// VerdictBatch is how many proofs' verdicts one database write may carry (default 64;
+	// negative: each proof writes its own), VerdictWriters how many such writes run at once
+	// (default 2). Proofs wait for no timer: a write takes whatever queued while the last one
+	// ran (db.Verdicts, docs/ingest-benchmark.md "Batched verdicts").
+	VerdictBatch, VerdictWriters int
 	// AllowSimulatedGPUs accepts the PCI ids only go-nvml's mock servers report (off: each is a
 	// SIMULATED_GPU finding). The serve command turns it on in dev mode.
 	AllowSimulatedGPUs bool
@@ -122,6 +127,7 @@ type Service struct {
 	cfg   Config
 
 	heartbeats *db.Heartbeats
+	verdicts   *db.Verdicts                           // nil: each verdict written alone
 	enrolled   *ttlcache.LRU[string, attest.Snapshot] // immutable once enrolled
 	addresses  *ttlcache.LRU[string, struct{}]        // (device, address) pairs written lately
 }
@@ -134,6 +140,9 @@ func New(store *db.DB, g *guard.Guard, cfg Config) *Service {
 		heartbeats: store.NewHeartbeats(c.HeartbeatBatchWait, 500),
 		enrolled:   ttlcache.New[string, attest.Snapshot](10_000, time.Hour),
 		addresses:  ttlcache.New[string, struct{}](200_000, c.AddressRefresh)}
+	if c.VerdictBatch >= 0 {
+		s.verdicts = store.NewVerdicts(c.VerdictBatch, c.VerdictWriters)
+	}
 	s.registerLimits() // ratelimit.go
 	return s
 }

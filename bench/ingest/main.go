@@ -24,6 +24,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,9 @@ func main() {
 	user := flag.String("user", "alice", "demo user who owns the benchmark devices")
 	hbRate := flag.Int("heartbeat-rate", 0, "offered heartbeats/s for a second, open-loop heartbeat phase (0: skip)")
 	proofRate := flag.Int("proof-rate", 0, "offered proofs/s for a second, open-loop proof phase (0: skip)")
+	flag.StringVar(&profileURL, "debug-url", "", "the gateway's --debug-listen URL: record a CPU profile of each proof phase")
+	flag.StringVar(&profileOut, "profile-out", "ingest", "file prefix of the CPU profiles (with --debug-url)")
+	flag.IntVar(&gatewayPID, "gateway-pid", 0, "the gateway's process id: report the CPU time it and its PostgreSQL spend per request")
 	flag.Parse()
 	rates = [2]int{*hbRate, *proofRate}
 	if err := run(*server, *user, *workers, *duration, *proofsPer); err != nil {
@@ -165,10 +169,12 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 		}
 		return c.do(ctx, "", dv.key, dv.id, hbQuery, map[string]any{"d": dv.id, "in": map[string]any{"gpus": readings}}, nil)
 	}
+	cpu := cpuNow()
 	hb := phase(n, d, hbOnce)
-	report("heartbeat", hb)
+	report("heartbeat", hb, cpu)
 	if rates[0] > 0 {
-		report(fmt.Sprintf("heartbeat@%d", rates[0]), openPhase(n, rates[0], d, hbOnce))
+		cpu := cpuNow()
+		report(fmt.Sprintf("heartbeat@%d", rates[0]), openPhase(n, rates[0], d, hbOnce), cpu)
 	}
 
 	// Prepare proofs: challenges requested and solved before the clock starts.
@@ -231,9 +237,15 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 		}
 		return nil
 	}
-	report("submitProof", phase(n, d, proofOnce))
+	stop := profile("proof-closed", d)
+	cpu = cpuNow()
+	report("submitProof", phase(n, d, proofOnce), cpu)
+	stop()
 	if rates[1] > 0 {
-		report(fmt.Sprintf("submitProof@%d", rates[1]), openPhase(n, rates[1], d, proofOnce))
+		stop := profile(fmt.Sprintf("proof-%d", rates[1]), d)
+		cpu := cpuNow()
+		report(fmt.Sprintf("submitProof@%d", rates[1]), openPhase(n, rates[1], d, proofOnce), cpu)
+		stop()
 	}
 	if flagged.Load() > 0 {
 		fmt.Printf("warning: %d proofs were flagged\n", flagged.Load())
@@ -242,6 +254,35 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 }
 
 var errExhausted = errors.New("no prepared proofs left")
+
+var profileURL, profileOut string
+
+// profile records the gateway's CPU profile for most of a phase of length d into
+// <profile-out>-<name>.pprof (nothing without --debug-url); the returned function waits for it.
+func profile(name string, d time.Duration) func() {
+	if profileURL == "" {
+		return func() {}
+	}
+	secs := max(1, int(d.Seconds())-2)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", profileURL, secs))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(profileOut + "-" + name + ".pprof")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
+}
 
 // rates are the offered loads of the open-loop phases (heartbeats, proofs).
 var rates [2]int
@@ -348,7 +389,57 @@ func phase(n int, d time.Duration, fn func(i int) error) result {
 	return res
 }
 
-func report(name string, r result) {
+var gatewayPID int
+
+// cpuTimes is the CPU time (user+system) of the gateway and of its PostgreSQL (every other
+// descendant process), from /proc.
+type cpuTimes struct{ gateway, postgres time.Duration }
+
+// cpuNow reads the CPU times now (zero without --gateway-pid or /proc).
+func cpuNow() cpuTimes {
+	if gatewayPID == 0 {
+		return cpuTimes{}
+	}
+	parent := map[int]int{}
+	ticks := map[int]time.Duration{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the command (which may hold spaces) end with ')': state ppid ... utime(14) stime(15).
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		parent[pid] = ppid
+		ticks[pid] = time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	}
+	var c cpuTimes
+	for pid, t := range ticks {
+		if pid == gatewayPID {
+			c.gateway += t
+			continue
+		}
+		for p := parent[pid]; p > 1; p = parent[p] {
+			if p == gatewayPID {
+				c.postgres += t
+				break
+			}
+		}
+	}
+	return c
+}
+
+func report(name string, r result, before cpuTimes) {
 	slices.Sort(r.latencies)
 	pct := func(p float64) time.Duration {
 		if len(r.latencies) == 0 {
@@ -360,6 +451,11 @@ func report(name string, r result) {
 		r.elapsed.Seconds(), float64(r.n)/r.elapsed.Seconds(), ms(pct(0.50)), ms(pct(0.99)))
 	if r.firstErr != nil {
 		fmt.Printf("             first error: %v\n", r.firstErr)
+	}
+	if after := cpuNow(); gatewayPID != 0 && r.n > 0 {
+		// Exited postgres backends' time is lost from /proc; the pool keeps its connections, so little is.
+		fmt.Printf("             CPU per request: gateway %.3f ms, PostgreSQL %.3f ms\n",
+			ms((after.gateway-before.gateway)/time.Duration(r.n)), ms((after.postgres-before.postgres)/time.Duration(r.n)))
 	}
 }
 
