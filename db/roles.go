@@ -46,15 +46,24 @@ func IsAnonymous(ctx context.Context) bool {
 // GPUsByDevice, NetworkStats) query: the explorer pool for an anonymous request when one is set,
 // else the app pool. Everything else (writes, signed-in reads, authorization checks) uses d.x.
 func (d *DB) reader(ctx context.Context) sqlx.QueryerContext {
+	x, _ := d.readPool(ctx)
+	return x
+}
+
+// readPool is reader with the statements prepared on that pool.
+func (d *DB) readPool(ctx context.Context) (*sqlx.DB, *stmtCache) {
 	if d.explorer != nil && IsAnonymous(ctx) {
-		return d.explorer
+		return d.explorer, d.explorerStmts
 	}
-	return d.x
+	return d.x, d.appStmts
 }
 
 // SetExplorer makes x (from OpenExplorer) the pool of anonymous reads; Close closes it. Call it
 // before serving.
-func (d *DB) SetExplorer(x *sqlx.DB) { d.explorer = x }
+func (d *DB) SetExplorer(x *sqlx.DB) {
+	d.explorer = x
+	d.explorerStmts = newStmtCache(x.DB)
+}
 
 // ExplorerDSN returns dsn (a URL or key=value connection string) with search_path set to
 // ExplorerSchema, so unqualified table names resolve to the explorer views. It returns an error
