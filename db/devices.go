@@ -222,6 +222,28 @@ func (p *Page) EndCursor() *string {
 	return &c
 }
 
+// DeviceEdge is one edge of a device connection (the GraphQL DeviceEdge, bound in gqlgen.yml):
+// the device at one position of a page, whose cursor is built only when asked for.
+type DeviceEdge struct {
+	page *Page
+	i    int
+}
+
+// Cursor returns the cursor after the edge's device.
+func (e DeviceEdge) Cursor() string { return e.page.Cursor(e.i) }
+
+// Node returns the edge's device (in the page).
+func (e DeviceEdge) Node() *Device { return &e.page.Devices[e.i] }
+
+// Edges returns one edge per device of p, pointing into p.
+func (p *Page) Edges() []DeviceEdge {
+	edges := make([]DeviceEdge, len(p.Devices))
+	for i := range edges {
+		edges[i] = DeviceEdge{p, i}
+	}
+	return edges
+}
+
 // ListParams selects a page of devices.
 type ListParams struct {
 	First  int

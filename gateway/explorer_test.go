@@ -442,7 +442,7 @@ func TestDeadlineReachesSQL(t *testing.T) {
 	waiting := func() int {
 		var n int
 		err := e.x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE 'SELECT id, owner_id%'`)
+			AND wait_event_type = 'Lock' AND query LIKE 'SELECT id, %FROM devices%'`)
 		if err != nil {
 			t.Fatal(err)
 		}
