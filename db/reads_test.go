@@ -258,3 +258,17 @@ func TestGPUsByDeviceOrdersScatteredRows(t *testing.T) {
 		}
 	}
 }
+
+// TestExplorerDSNSendsOneRoundTrip: the explorer pool's connections use lib/pq's
+// binary_parameters, in both forms of connection string.
+func TestExplorerDSNSendsOneRoundTrip(t *testing.T) {
+	for _, dsn := range []string{"postgres://u@h/db?sslmode=disable&binary_parameters=no", "host=h dbname=db"} {
+		got, err := db.ExplorerDSN(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(got, "binary_parameters=yes") || strings.Contains(got, "binary_parameters=no") {
+			t.Errorf("ExplorerDSN(%q) = %q, want binary_parameters=yes", dsn, got)
+		}
+	}
+}
