@@ -228,7 +228,7 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	}()
 	waitFor(t, func() bool {
 		var n int
-		_ = x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT id, owner_id%'`)
+		_ = x.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT id, %FROM devices%'`)
 		return n > 0
 	})
 	if err := g.cmd.Process.Signal(syscall.SIGTERM); err != nil {

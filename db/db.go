@@ -99,7 +99,7 @@ func (d *DB) Close() error {
 // statement returns makes PostgreSQL refuse it ("cached plan must not change result type"):
 // query then drops the statement and runs it once more, prepared afresh.
 //
-// PgBouncer in transaction mode (docs/postgresql.md) hands each transaction a different server
+// PgBouncer in transaction mode (docs/benchmark.md, "Database reads") hands each transaction a different server
 // connection, on which a statement prepared elsewhere does not exist: there these statements
 // need PgBouncer 1.21+ with max_prepared_statements set (it tracks protocol-level prepared
 // statements per server connection), or a pool that bypasses it.
