@@ -30,5 +30,8 @@ func CursorKey(o DeviceOrder, dev Device) string {
 	return dev.Name
 }
 
-// GPUsQuery is the statement of GPUsByDevice.
-const GPUsQuery = gpusQuery
+// The statements of GPUsByDevice and Device.
+const (
+	GPUsQuery         = gpusQuery
+	DevicePublicQuery = devicePublicQuery
+)

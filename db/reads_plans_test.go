@@ -19,7 +19,7 @@ import (
 // TestListPlansStayIndexScans runs every prepared listing statement (db.preparedLists) ten
 // times on one connection, so PostgreSQL has switched to its generic plan where it would, then
 // checks the plan of an eleventh execution: an index scan, never a sequential scan or a sort.
-// Same for GPUsByDevice's statement (a scan of the gpus primary key). The database holds
+// Same for GPUsByDevice's statement (a scan of the gpus primary key) and Device's. The database holds
 // GPUGATE_PLAN_DEVICES demo devices (100,000 by default; -short: 20,000).
 //
 //	GPUGATE_PLAN_DEVICES=1000000 go test -count=1 -run TestListPlansStayIndexScans -v ./db/
@@ -116,6 +116,20 @@ func TestListPlansStayIndexScans(t *testing.T) {
 	t.Logf("GPUsByDevice, 100 devices:\n%s", plan)
 	if strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "Sort") || !strings.Contains(plan, "gpus_pkey") {
 		t.Errorf("GPUsByDevice does not read the gpus primary key:\n%s", plan)
+	}
+	if _, err := conn.ExecContext(ctx, "PREPARE device AS "+db.DevicePublicQuery); err != nil {
+		t.Fatal(err)
+	}
+	exec = execute("device", []any{ids[7]})
+	for range 10 {
+		if _, err := conn.ExecContext(ctx, exec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan = explain(t, ctx, conn, exec)
+	t.Logf("Device:\n%s", plan)
+	if !strings.Contains(plan, "Index Scan using devices_pkey") {
+		t.Errorf("Device is not a primary key lookup:\n%s", plan)
 	}
 }
 
