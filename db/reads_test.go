@@ -272,3 +272,32 @@ func TestExplorerDSNSendsOneRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestPreparedReadsSeeRevokes: privileges are checked at each execution of a prepared statement,
+// so a REVOKE of the read's table stops it at once and a GRANT brings it back.
+func TestPreparedReadsSeeRevokes(t *testing.T) {
+	x, ctx := seeded(t, 20)
+	s := db.New(dbtest.AsRole(t, x, db.RoleApp), db.Options{StatsTTL: -1, MaxOpenConns: 1})
+	page, err := s.ListDevices(ctx, db.ListParams{First: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := page.Devices[0].ID
+	for range 6 {
+		if _, err := s.Device(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := x.Exec(`REVOKE SELECT ON devices FROM ` + db.RoleApp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Device(ctx, id); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("prepared read after REVOKE: %v, want permission denied", err)
+	}
+	if _, err := x.Exec(`GRANT SELECT ON devices TO ` + db.RoleApp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Device(ctx, id); err != nil {
+		t.Fatalf("prepared read after GRANT: %v", err)
+	}
+}
