@@ -260,9 +260,9 @@ type ListParams struct {
 //     filter and order one composite index serves (devices_status_created, devices_status_name,
 //     devices_model_created, devices_region_created, devices_verif_created,
 //     devices_level_created, and the unfiltered keyset indexes). Its plan is the same index
-//     range scan whatever the values, so these run prepared, and PostgreSQL's generic plan
-//     (chosen after five executions) is as good as a custom one. TestListPlansStayIndexScans
-//     checks every one after ten executions.
+//     range scan whatever the values, so these run prepared: whether PostgreSQL keeps custom
+//     plans or switches to the generic one after five executions (plan_cache_mode=auto), the
+//     plan stays that scan. TestListPlansStayIndexScans checks every one after ten executions.
 //   - listQueries: one statement per order for everything else (two or more filters, a filter
 //     with an order no index pairs it with, an owner's list), folding absent filters with
 //     "($n IS NULL OR ...)". A generic plan cannot fold those, so these run unprepared: lib/pq
