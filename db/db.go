@@ -9,11 +9,14 @@ package db
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq" // registers the "postgres" driver
+	"github.com/lib/pq" // also registers the "postgres" driver
 	"golang.org/x/sync/singleflight"
 )
 
@@ -30,10 +33,12 @@ type Options struct {
 type DB struct {
 	x        *sqlx.DB
 	explorer *sqlx.DB // anonymous reads (roles.go); nil: they use x
-	statsTTL time.Duration
-	maxOpen  int // open challenges per device; <= 0: no cap
-	stats    statsCache
-	flight   singleflight.Group
+	// The read statements prepared on x and on explorer (see stmtCache).
+	appStmts, explorerStmts *stmtCache
+	statsTTL                time.Duration
+	maxOpen                 int // open challenges per device; <= 0: no cap
+	stats                   statsCache
+	flight                  singleflight.Group
 }
 
 // Open connects to dsn and checks the connection. It returns an error when the server cannot be
@@ -64,18 +69,106 @@ func New(x *sqlx.DB, o Options) *DB {
 	if o.MaxOpenChallenges == 0 {
 		o.MaxOpenChallenges = DefaultMaxOpenChallenges
 	}
-	return &DB{x: x, statsTTL: o.StatsTTL, maxOpen: o.MaxOpenChallenges}
+	return &DB{x: x, appStmts: newStmtCache(x.DB), statsTTL: o.StatsTTL, maxOpen: o.MaxOpenChallenges}
 }
 
 // SQL returns the underlying pool (migrations, health checks, tests).
 func (d *DB) SQL() *sqlx.DB { return d.x }
 
-// Close closes the pools.
+// Close closes the pools (and with them their prepared statements).
 func (d *DB) Close() error {
 	if d.explorer != nil {
+		d.explorerStmts.close()
 		_ = d.explorer.Close()
 	}
+	d.appStmts.close()
 	return d.x.Close()
+}
+
+// stmtCache holds the hot read statements (devices.go) prepared on one pool, by SQL text, so
+// PostgreSQL parses and analyzes each once per connection and, for statements whose plan does
+// not depend on their parameters, reuses one generic plan (plan_cache_mode=auto switches to it
+// after five executions when it costs no more than the custom ones). Only SQL from the fixed
+// tables of devices.go is prepared: the set is bounded, whatever clients ask.
+//
+// database/sql prepares a statement on each connection the first time it runs there, and again
+// on a new connection after one was lost (a terminated backend or a restarted server: lib/pq
+// reports the connection bad and database/sql retries on another one). A statement belongs to
+// its pool, hence to that pool's role and search_path: the explorer pool's statements read the
+// explorer views, the app pool's the tables. A migration that changes what a prepared
+// statement returns makes PostgreSQL refuse it ("cached plan must not change result type"):
+// query then drops the statement and runs it once more, prepared afresh.
+//
+// PgBouncer in transaction mode (docs/benchmark.md, "Database reads") hands each transaction a different server
+// connection, on which a statement prepared elsewhere does not exist: there these statements
+// need PgBouncer 1.21+ with max_prepared_statements set (it tracks protocol-level prepared
+// statements per server connection), or a pool that bypasses it.
+type stmtCache struct {
+	pool  *sql.DB
+	mu    sync.Mutex
+	stmts sync.Map // SQL text -> *sql.Stmt
+}
+
+func newStmtCache(pool *sql.DB) *stmtCache { return &stmtCache{pool: pool} }
+
+// stmt returns the statement for q, preparing it on first use. A failed preparation is not
+// remembered (the next call tries again); its error is the driver's.
+func (c *stmtCache) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if v, ok := c.stmts.Load(q); ok {
+		return v.(*sql.Stmt), nil
+	}
+	c.mu.Lock() // one preparation per statement, not one per concurrent first caller
+	defer c.mu.Unlock()
+	if v, ok := c.stmts.Load(q); ok {
+		return v.(*sql.Stmt), nil
+	}
+	st, err := c.pool.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	c.stmts.Store(q, st)
+	return st, nil
+}
+
+// query runs the prepared statement q with args. It returns the driver's error; a statement
+// PostgreSQL refuses because the schema under it changed is prepared again and run once more.
+func (c *stmtCache) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := c.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil && stalePlan(err) {
+		c.forget(q, st)
+		if st, err = c.stmt(ctx, q); err != nil {
+			return nil, err
+		}
+		rows, err = st.QueryContext(ctx, args...)
+	}
+	return rows, err
+}
+
+// forget drops st, the statement of q, so the next use prepares q again.
+func (c *stmtCache) forget(q string, st *sql.Stmt) {
+	if c.stmts.CompareAndDelete(q, st) {
+		_ = st.Close()
+	}
+}
+
+func (c *stmtCache) close() {
+	c.stmts.Range(func(q, st any) bool {
+		_ = st.(*sql.Stmt).Close()
+		c.stmts.Delete(q)
+		return true
+	})
+}
+
+// stalePlan reports whether err is PostgreSQL refusing a prepared statement whose result
+// columns changed since it was prepared (SQLSTATE 0A000, "cached plan must not change result
+// type").
+func stalePlan(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "0A000" && pqErr.Message == "cached plan must not change result type"
 }
 
 // Ready reports whether the database answers and every embedded migration is applied; the error

@@ -46,19 +46,31 @@ func IsAnonymous(ctx context.Context) bool {
 // GPUsByDevice, NetworkStats) query: the explorer pool for an anonymous request when one is set,
 // else the app pool. Everything else (writes, signed-in reads, authorization checks) uses d.x.
 func (d *DB) reader(ctx context.Context) sqlx.QueryerContext {
+	x, _ := d.readPool(ctx)
+	return x
+}
+
+// readPool is reader with the statements prepared on that pool.
+func (d *DB) readPool(ctx context.Context) (*sqlx.DB, *stmtCache) {
 	if d.explorer != nil && IsAnonymous(ctx) {
-		return d.explorer
+		return d.explorer, d.explorerStmts
 	}
-	return d.x
+	return d.x, d.appStmts
 }
 
 // SetExplorer makes x (from OpenExplorer) the pool of anonymous reads; Close closes it. Call it
 // before serving.
-func (d *DB) SetExplorer(x *sqlx.DB) { d.explorer = x }
+func (d *DB) SetExplorer(x *sqlx.DB) {
+	d.explorer = x
+	d.explorerStmts = newStmtCache(x.DB)
+}
 
 // ExplorerDSN returns dsn (a URL or key=value connection string) with search_path set to
-// ExplorerSchema, so unqualified table names resolve to the explorer views. It returns an error
-// for a malformed URL.
+// ExplorerSchema, so unqualified table names resolve to the explorer views, and lib/pq's
+// binary_parameters on: the explorer's statements that are not prepared (listings with several
+// filters, search) then take one round trip instead of two (parse, then bind and execute);
+// none of its parameters is a []byte, the one kind that option sends differently. It returns an
+// error for a malformed URL.
 func ExplorerDSN(dsn string) (string, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		// lib/pq turns the URL's query parameters into keys (its deprecated ParseURL, which
@@ -69,11 +81,12 @@ func ExplorerDSN(dsn string) (string, error) {
 		}
 		q := u.Query()
 		q.Set("search_path", ExplorerSchema)
+		q.Set("binary_parameters", "yes")
 		u.RawQuery = q.Encode()
 		return u.String(), nil
 	}
 	// lib/pq sends unknown keys as run-time parameters; a later key overrides an earlier one.
-	return strings.TrimSpace(dsn + " search_path=" + ExplorerSchema), nil
+	return strings.TrimSpace(dsn + " search_path=" + ExplorerSchema + " binary_parameters=yes"), nil
 }
 
 // ExplorerCheck is what OpenExplorer found about its connection.

@@ -4451,8 +4451,8 @@ func (ec *executionContext) _DeviceConnection_edges(ctx context.Context, field g
 			return obj.Edges, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []model.DeviceEdge) graphql.Marshaler {
-			return ec.marshalNDeviceEdge2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐDeviceEdgeᚄ(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []db.DeviceEdge) graphql.Marshaler {
+			return ec.marshalNDeviceEdge2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceEdgeᚄ(ctx, selections, v)
 		},
 		true,
 		true,
@@ -4618,7 +4618,7 @@ func (ec *executionContext) fieldContext_DeviceCredential_revokedAt(_ context.Co
 	return graphql.NewScalarFieldContext("DeviceCredential", field, false, false, "Time")
 }
 
-func (ec *executionContext) _DeviceEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.DeviceEdge) (ret graphql.Marshaler) {
+func (ec *executionContext) _DeviceEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *db.DeviceEdge) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4627,7 +4627,7 @@ func (ec *executionContext) _DeviceEdge_cursor(ctx context.Context, field graphq
 			return ec.fieldContext_DeviceEdge_cursor(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.Cursor, nil
+			return obj.Cursor(), nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
@@ -4638,10 +4638,10 @@ func (ec *executionContext) _DeviceEdge_cursor(ctx context.Context, field graphq
 	)
 }
 func (ec *executionContext) fieldContext_DeviceEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("DeviceEdge", field, false, false, "String")
+	return graphql.NewScalarFieldContext("DeviceEdge", field, true, false, "String")
 }
 
-func (ec *executionContext) _DeviceEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.DeviceEdge) (ret graphql.Marshaler) {
+func (ec *executionContext) _DeviceEdge_node(ctx context.Context, field graphql.CollectedField, obj *db.DeviceEdge) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4650,7 +4650,7 @@ func (ec *executionContext) _DeviceEdge_node(ctx context.Context, field graphql.
 			return ec.fieldContext_DeviceEdge_node(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.Node, nil
+			return obj.Node(), nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *db.Device) graphql.Marshaler {
@@ -4664,7 +4664,7 @@ func (ec *executionContext) fieldContext_DeviceEdge_node(_ context.Context, fiel
 	fc = &graphql.FieldContext{
 		Object:     "DeviceEdge",
 		Field:      field,
-		IsMethod:   false,
+		IsMethod:   true,
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Device(ctx, field)
@@ -10416,7 +10416,7 @@ func (ec *executionContext) _DeviceCredential(ctx context.Context, sel ast.Selec
 
 var deviceEdgeImplementors = []string{"DeviceEdge"}
 
-func (ec *executionContext) _DeviceEdge(ctx context.Context, sel ast.SelectionSet, obj *model.DeviceEdge) graphql.Marshaler {
+func (ec *executionContext) _DeviceEdge(ctx context.Context, sel ast.SelectionSet, obj *db.DeviceEdge) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, deviceEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -12237,15 +12237,15 @@ func (ec *executionContext) marshalNDeviceCredential2ᚖgithubᚗcomᚋgpugate�
 	return ec._DeviceCredential(ctx, sel, v)
 }
 
-func (ec *executionContext) marshalNDeviceEdge2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐDeviceEdge(ctx context.Context, sel ast.SelectionSet, v model.DeviceEdge) graphql.Marshaler {
+func (ec *executionContext) marshalNDeviceEdge2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceEdge(ctx context.Context, sel ast.SelectionSet, v db.DeviceEdge) graphql.Marshaler {
 	return ec._DeviceEdge(ctx, sel, &v)
 }
 
-func (ec *executionContext) marshalNDeviceEdge2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐDeviceEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []model.DeviceEdge) graphql.Marshaler {
+func (ec *executionContext) marshalNDeviceEdge2ᚕgithubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []db.DeviceEdge) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNDeviceEdge2githubᚗcomᚋgpugateᚋgpugateᚋgraphᚋmodelᚐDeviceEdge(ctx, sel, v[i])
+		return ec.marshalNDeviceEdge2githubᚗcomᚋgpugateᚋgpugateᚋdbᚐDeviceEdge(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {

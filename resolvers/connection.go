@@ -10,16 +10,14 @@ import (
 	"github.com/gpugate/gpugate/guard"
 )
 
+// toConnection returns the connection of a page. Its edges (db.DeviceEdge) build their cursors
+// only when a client selects them; the end cursor is the one built here.
 func toConnection(p db.Page) *model.DeviceConnection {
-	c := &model.DeviceConnection{
-		Edges:    make([]model.DeviceEdge, len(p.Devices)),
-		PageInfo: &model.PageInfo{HasNextPage: p.HasNext},
+	page := &p
+	return &model.DeviceConnection{
+		Edges:    page.Edges(),
+		PageInfo: &model.PageInfo{HasNextPage: p.HasNext, EndCursor: page.EndCursor()},
 	}
-	for i := range p.Devices {
-		c.Edges[i] = model.DeviceEdge{Cursor: p.Cursor(i), Node: &p.Devices[i]}
-	}
-	c.PageInfo.EndCursor = p.EndCursor()
-	return c
 }
 
 // convertAll maps each element of s with f; nil stays nil.
@@ -42,10 +40,11 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-// load uses the operation's loader, or a one-off batch outside an operation.
+// load uses the operation's loader (made on first use), or a one-off batch outside an
+// operation.
 func load[T any](ctx context.Context, pick func(*loaders) *dataloadgen.Loader[string, []T],
 	fetch func(context.Context, []string) (map[string][]T, error), id string) ([]T, error) {
-	if l := loadersFrom(ctx); l != nil {
+	if l := loadersFrom(ctx); l != nil && l.ensure(fetch) {
 		return pick(l).Load(ctx, id)
 	}
 	m, err := fetch(ctx, []string{id})

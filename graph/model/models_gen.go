@@ -64,14 +64,8 @@ type Challenge struct {
 }
 
 type DeviceConnection struct {
-	Edges    []DeviceEdge `json:"edges"`
-	PageInfo *PageInfo    `json:"pageInfo"`
-}
-
-type DeviceEdge struct {
-	// Opaque; pass it as after to continue after this device.
-	Cursor string     `json:"cursor"`
-	Node   *db.Device `json:"node"`
+	Edges    []db.DeviceEdge `json:"edges"`
+	PageInfo *PageInfo       `json:"pageInfo"`
 }
 
 type EnrollDeviceInput struct {
