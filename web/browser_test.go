@@ -276,8 +276,10 @@ func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 	}
 }
 
-// screenshot saves the page as web/testdata/screenshots/name.png (committed: docs/web.md
-// shows what each one is).
+// screenshot saves the page as name.png in $GPUGATE_SCREENSHOTS, or in gpugate-screenshots
+// under the system's temporary directory, so a test run leaves the checkout clean. The committed
+// set in web/testdata/screenshots (docs/web.md shows what each one is) is refreshed with
+// GPUGATE_SCREENSHOTS=testdata/screenshots go test ./web/.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	c, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -291,12 +293,20 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 		t.Errorf("screenshot %s: %v", name, err)
 		return
 	}
-	p := filepath.Join("testdata", "screenshots", name+".png")
+	dir := os.Getenv("GPUGATE_SCREENSHOTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "gpugate-screenshots")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	p := filepath.Join(dir, name+".png")
 	if err := os.WriteFile(p, png, 0o644); err != nil {
 		t.Errorf("screenshot %s: %v", name, err)
 		return
 	}
-	t.Logf("screenshot: web/%s", p)
+	t.Logf("screenshot: %s", p)
 }
 
 // cspViolations lists the page's CSP violations, recorded by a script the test adds over the
