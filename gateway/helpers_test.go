@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -73,15 +72,3 @@ func (e *env) raw(method, path, contentType string, body []byte, header http.Hea
 	return testutil.Do(e.t, req)
 }
 
-// newBenchEnv serves a gateway on a fresh database with n demo devices and returns its URL.
-func newBenchEnv(b *testing.B, n int) string {
-	b.Helper()
-	x := dbtest.New(b)
-	store := db.New(x, db.Options{})
-	if _, err := store.Seed(context.Background(), n); err != nil {
-		b.Fatal(err)
-	}
-	srv := httptest.NewServer(gateway.New(gateway.Config{}, store, slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))))
-	b.Cleanup(srv.Close)
-	return srv.URL
-}
