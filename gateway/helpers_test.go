@@ -71,4 +71,3 @@ func (e *env) raw(method, path, contentType string, body []byte, header http.Hea
 	}
 	return testutil.Do(e.t, req)
 }
-
