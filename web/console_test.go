@@ -72,6 +72,19 @@ func ownedBy(t *testing.T, s *site, user string) []string {
 	return ids
 }
 
+// activeOwnedBy returns user's newest device that is neither paused nor quarantined (the demo
+// seed pauses some at random), so the console offers Pause for it.
+func activeOwnedBy(t *testing.T, s *site, user string) string {
+	t.Helper()
+	var id string
+	if err := s.x.Get(&id, `SELECT d.id::text FROM devices d JOIN users u ON u.id = d.owner_id
+		WHERE u.email = $1 AND d.removed_at IS NULL AND NOT d.paused AND d.quarantined_at IS NULL
+		ORDER BY d.created_at DESC, d.id DESC LIMIT 1`, user+"@example.com"); err != nil {
+		t.Fatalf("an active device of %s: %v", user, err)
+	}
+	return id
+}
+
 // TestConsoleInBrowser: the owner signs in through the dev issuer (code + PKCE), sees exactly
 // their devices, renames one and sees the new name in the public table, pauses and resumes it,
 // creates an enrollment token with its worker command, reads keys and proofs, signs out.
@@ -87,7 +100,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if len(mine) != db.DemoDevicesPerUser {
 		t.Fatalf("alice owns %d devices", len(mine))
 	}
-	target := mine[0]
+	target := activeOwnedBy(t, s, "alice")
 	// The device has a worker key (added through the API) and a flagged proof in its history.
 	pub := make([]byte, 32)
 	pub[0] = 7
@@ -177,7 +190,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#switches tr[data-class="DEVICE_METADATA"] button`)))
 	waitJS(t, ctx, "the switch off", `document.querySelector('#switches tr[data-class="DEVICE_METADATA"]') && document.querySelector('#switches tr[data-class="DEVICE_METADATA"]').textContent.includes('DISABLED')`)
 	screenshot(t, ctx, "console-admin")
-	adminDev := ownedBy(t, s, "admin")[0]
+	adminDev := activeOwnedBy(t, s, "admin")
 	step(t, ctx, "manage the admin's device", chromedp.Click(chromedp.CSS(`#mine tr[data-id="`+adminDev+`"] button.manage`)))
 	waitJS(t, ctx, "the details", `document.getElementById('pause')`)
 	step(t, ctx, "pause while disabled", chromedp.Click(chromedp.ID("pause")))
@@ -210,7 +223,7 @@ func TestConsoleRateLimitedInBrowser(t *testing.T) {
 		c.WriteLimits = guard.LimitConfig{Target: guard.Rate{Burst: 1, Every: time.Hour}}
 	})
 	ctx := browser(t)
-	target := ownedBy(t, s, "alice")[0]
+	target := activeOwnedBy(t, s, "alice")
 	signIn(t, ctx, s, "alice")
 	step(t, ctx, "manage a device", chromedp.Click(chromedp.CSS(`#mine tr[data-id="`+target+`"] button.manage`)))
 	waitJS(t, ctx, "the details", `document.getElementById('pause')`)
