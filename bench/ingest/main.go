@@ -273,6 +273,7 @@ func profile(name string, d time.Duration) func() {
 			return
 		}
 		defer resp.Body.Close()
+		// #nosec G304 -- the path is the operator's own --profile-out flag and a fixed phase name
 		f, err := os.Create(profileOut + "-" + name + ".pprof")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "profile:", err)
