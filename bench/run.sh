@@ -269,7 +269,7 @@ else
 fi
 
 # pgbench scripts with the gateway's own SQL, and EXPLAIN of each for the record.
-"$TOOL" pgbench -db "$ROOT/db" -out "$WORK/pgbench" -status UP -first "$FIRST" -cursor "$CURSOR" \
+"$TOOL" pgbench -out "$WORK/pgbench" -status UP -first "$FIRST" -cursor "$CURSOR" \
 	-ids "$WORK/ids.txt" -nids 128
 cp "$WORK/pgbench/list_deep.sql" "$OUT/gateway-list.sql"
 {

@@ -1,13 +1,12 @@
-// Command benchtool is the helper of bench/run.sh (stdlib only):
+// Command benchtool is the helper of bench/run.sh:
 //
 //	benchtool freeport                       print a free TCP port on 127.0.0.1
 //	benchtool walk -url U -pages N -query Q  follow pageInfo.endCursor N-1 times; print the cursor
 //	                                         of page N and the seconds the walk took
 //	benchtool pgbench -db DIR -out DIR ...   write pgbench scripts running the gateway's own SQL
 //
-// The pgbench scripts are not copies: benchtool type-checks the gateway's db package (go/types
-// evaluates its constant SQL strings) and takes the listing statement for CREATED_AT DESC from
-// listQueries and the statement of (*DB).Device, so they follow the gateway's SQL as it changes.
+// The pgbench scripts are not copies: benchtool takes the statements an anonymous listing and
+// device(id) run from db.ExplorerStatements, so they follow the gateway's SQL as it changes.
 package main
 
 import (
@@ -17,11 +16,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"go/ast"
-	"go/constant"
-	"go/parser"
-	"go/token"
-	"go/types"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +25,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gpugate/gpugate/db"
 )
 
 func main() {
@@ -113,104 +109,6 @@ func walk(args []string) error {
 	return nil
 }
 
-// gatewaySQL returns the listing statement for {CREATED_AT, DESC} and the device-by-ID statement
-// of the db package in dir.
-func gatewaySQL(dir string) (list, byID string, err error) {
-	fset := token.NewFileSet()
-	matches, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		return "", "", err
-	}
-	var files []*ast.File
-	for _, path := range matches {
-		if strings.HasSuffix(path, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, path, nil, 0)
-		if err != nil {
-			return "", "", err
-		}
-		files = append(files, f)
-	}
-	info := &types.Info{Types: map[ast.Expr]types.TypeAndValue{}}
-	conf := types.Config{
-		// Imports are not needed to fold the SQL constants; ignore what fails without them.
-		Importer: emptyImporter{},
-		Error:    func(error) {},
-	}
-	_, _ = conf.Check("db", fset, files, info)
-	str := func(e ast.Expr) (string, bool) {
-		tv, ok := info.Types[e]
-		if !ok || tv.Value == nil || tv.Value.Kind() != constant.String {
-			return "", false
-		}
-		return constant.StringVal(tv.Value), true
-	}
-	src := func(n ast.Node) string {
-		p := fset.Position(n.Pos())
-		e := fset.Position(n.End())
-		b, _ := os.ReadFile(p.Filename)
-		return string(b[p.Offset:e.Offset])
-	}
-	for _, f := range files {
-		for _, decl := range f.Decls {
-			switch d := decl.(type) {
-			case *ast.GenDecl:
-				for _, spec := range d.Specs {
-					vs, ok := spec.(*ast.ValueSpec)
-					if !ok || len(vs.Names) != 1 || vs.Names[0].Name != "listQueries" || len(vs.Values) != 1 {
-						continue
-					}
-					lit, ok := vs.Values[0].(*ast.CompositeLit)
-					if !ok {
-						continue
-					}
-					for _, el := range lit.Elts {
-						kv, ok := el.(*ast.KeyValueExpr)
-						if !ok {
-							continue
-						}
-						key := strings.Join(strings.Fields(src(kv.Key)), "")
-						if key == "{OrderCreatedAt,Desc}" || key == "{Field:OrderCreatedAt,Direction:Desc}" {
-							list, _ = str(kv.Value)
-						}
-					}
-				}
-			case *ast.FuncDecl:
-				if d.Name.Name != "Device" || d.Recv == nil || d.Body == nil {
-					continue
-				}
-				ast.Inspect(d.Body, func(n ast.Node) bool {
-					e, ok := n.(ast.Expr)
-					if !ok {
-						return true
-					}
-					if s, ok := str(e); ok && strings.Contains(s, "FROM devices") && len(s) > len(byID) {
-						byID = s
-					}
-					return true
-				})
-			}
-		}
-	}
-	if list == "" {
-		return "", "", errors.New("listQueries[{OrderCreatedAt, Desc}] not found (or not a constant) in " + dir)
-	}
-	if byID == "" {
-		return "", "", errors.New("the SQL of (*DB).Device not found in " + dir)
-	}
-	return list, byID, nil
-}
-
-type emptyImporter struct{}
-
-func (emptyImporter) Import(path string) (*types.Package, error) {
-	name := path[strings.LastIndex(path, "/")+1:]
-	p := types.NewPackage(path, name)
-	p.MarkComplete()
-	return p, nil
-}
-
 var paramRE = regexp.MustCompile(`\$([0-9]+)`)
 
 // pgbenchSQL replaces the $n parameters of sql: with a pgbench variable (":name", sent as a
@@ -239,7 +137,7 @@ func pgbenchSQL(sql string, params map[int]string) (string, error) {
 // matching *.args files (one pgbench option a line: -Dname=value).
 func writePgbench(args []string) error {
 	fs := flag.NewFlagSet("pgbench", flag.ContinueOnError)
-	dbDir := fs.String("db", "db", "the gateway's db package directory")
+	_ = fs.String("db", "", "ignored (the statements come from db.ExplorerStatements)")
 	outDir := fs.String("out", "", "output directory")
 	status := fs.String("status", "UP", "filter.status of the listing")
 	first := fs.Int("first", 50, "page size of the listing (the gateway asks for first+1 rows)")
@@ -249,15 +147,11 @@ func writePgbench(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	list, byID, err := gatewaySQL(*dbDir)
-	if err != nil {
-		return err
-	}
-	// The meaning of listQueries' parameters (db/devices.go): $1..$4 the filters status, gpuModel,
-	// region, verification; $5/$6 the keyset position (time, id); $7 the limit (first+1); $8 the
-	// owner of an owner's own list; $9 the verification level's rank. NULL disables a condition, as the gateway sends it.
-	page1 := map[int]string{1: ":status", 2: "NULL", 3: "NULL", 4: "NULL", 5: "NULL", 6: "NULL", 7: ":lim", 8: "NULL", 9: "NULL"}
-	deep := map[int]string{1: ":status", 2: "NULL", 3: "NULL", 4: "NULL", 5: ":ktime", 6: ":kid", 7: ":lim", 8: "NULL", 9: "NULL"}
+	list, listAfter, byID := db.ExplorerStatements()
+	// Their parameters (db.ExplorerStatements): the status, the keyset position (time, id) of
+	// the deep page, the limit (first+1).
+	page1 := map[int]string{1: ":status", 2: ":lim"}
+	deep := map[int]string{1: ":status", 2: ":ktime", 3: ":kid", 4: ":lim"}
 	ktime, kid, err := decodeCursor(*cursor)
 	if err != nil {
 		return err
@@ -270,7 +164,7 @@ func writePgbench(args []string) error {
 		return err
 	}
 	scripts = append(scripts, script{"list_page1", s, listVars})
-	s, err = pgbenchSQL(list, deep)
+	s, err = pgbenchSQL(listAfter, deep)
 	if err != nil {
 		return err
 	}
