@@ -97,7 +97,7 @@ func ParseSnapshot(data []byte) (Snapshot, error) {
 	return in.Snapshot, nil
 }
 
-// Validate checks the structural limits (GPU count, field lengths, 16-bit PCI device ids,
+// Validate checks the structural limits (GPU count, field lengths, no NUL in a string, 16-bit PCI device ids,
 // compute capability range). It returns nil or an error wrapping
 // ErrMalformed naming the first offending field. Plausibility is not checked here: that is
 // [CheckSnapshot], whose findings are verdicts rather than refusals.
@@ -120,7 +120,7 @@ func (s Snapshot) Validate() error {
 			{"uuid", g.UUID}, {"name", g.Name}, {"busId", g.BusID}, {"architecture", g.Architecture},
 			{"serial", g.Serial}, {"boardPartNumber", g.BoardPartNumber}, {"vbiosVersion", g.VBIOSVersion},
 		} {
-			if len(f.v) > MaxFieldBytes {
+			if len(f.v) > MaxFieldBytes || strings.IndexByte(f.v, 0) >= 0 {
 				return checkLen(fmt.Sprintf("gpus[%d].%s", i, f.name), f.v)
 			}
 		}
@@ -135,9 +135,15 @@ func (s Snapshot) Validate() error {
 	return nil
 }
 
+// checkLen refuses a string field longer than MaxFieldBytes, or holding a NUL character: no
+// NVML string has one, and PostgreSQL's jsonb, where the snapshot is stored with its verdict,
+// cannot hold it (a proof carrying one would be judged but its verdict never stored).
 func checkLen(field, v string) error {
 	if len(v) > MaxFieldBytes {
 		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrMalformed, field, len(v), MaxFieldBytes)
+	}
+	if strings.IndexByte(v, 0) >= 0 {
+		return fmt.Errorf("%w: %s holds a NUL character", ErrMalformed, field)
 	}
 	return nil
 }

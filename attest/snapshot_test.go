@@ -245,6 +245,8 @@ func TestParseSnapshotRefusesMalformedInput(t *testing.T) {
 		{"32-bit PCI id", `{"gpus":[{"pciDeviceId":590352606}]}`},
 		{"field too long", `{"driverVersion":"` + long + `"}`},
 		{"GPU field too long", `{"gpus":[{"name":"` + long + `"}]}`},
+		{"NUL in a field", `{"driverVersion":"550\u0000"}`},
+		{"NUL in a GPU field", `{"gpus":[{"serial":"1654\u0000"}]}`},
 		{"compute capability out of range", `{"gpus":[{"computeMajor":-1}]}`},
 		{"cuda out of range", `{"cudaDriverVersion":-5}`},
 		{"too many GPUs", `{"gpus":[` + strings.Repeat(`{},`, MaxSnapshotGPUs) + `{}]}`},
