@@ -1,16 +1,12 @@
 package gateway_test
 
 import (
-	"context"
-	"encoding/base64"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,23 +28,10 @@ type proofResult struct {
 // prove requests a challenge, does the work over snap and submits the proof.
 func (w *worker) prove(t *testing.T, snap attest.Snapshot) proofResult {
 	t.Helper()
-	var ch struct {
-		RequestChallenge struct {
-			ID, Nonce  string
-			Difficulty int
-		}
-	}
-	w.call(`mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty } }`, map[string]any{"d": w.deviceID}).Decode(t, &ch)
-	nonce, _ := base64.StdEncoding.DecodeString(ch.RequestChallenge.Nonce)
-	p, err := attest.Prove(context.Background(), w.priv, ch.RequestChallenge.ID, nonce, ch.RequestChallenge.Difficulty, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := json.Marshal(p.Snapshot)
+	vars := w.proofVars(t, w.issue(t), snap, nil)
 	var res struct{ SubmitProof proofResult }
 	w.call(`mutation($d: ID!, $in: ProofInput!) { submitProof(deviceId: $d, input: $in) { verdict reasons verification } }`,
-		map[string]any{"d": w.deviceID, "in": map[string]any{"challengeId": p.ChallengeID, "counter": strconv.FormatUint(p.Counter, 10),
-			"snapshot": string(js), "signature": base64.StdEncoding.EncodeToString(p.Signature)}}).Decode(t, &res)
+		vars).Decode(t, &res)
 	return res.SubmitProof
 }
 

@@ -1,14 +1,9 @@
 package gateway_test
 
 import (
-	"context"
-	"encoding/base64"
 	"encoding/json"
-	"strconv"
 	"sync"
 	"testing"
-
-	"github.com/gpugate/gpugate/attest"
 )
 
 // Several devices each send their proof three times at once (a worker's retries racing its
@@ -28,22 +23,8 @@ func TestConcurrentDuplicateProofsOneVerdictEach(t *testing.T) {
 	for i := range devices {
 		snap := h100Host(byte(40 + i))
 		w := o.enrolledWorker(t, "alice", snap)
-		var ch struct {
-			RequestChallenge struct {
-				ID, Nonce  string
-				Difficulty int
-			}
-		}
-		w.call(`mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty } }`, map[string]any{"d": w.deviceID}).Decode(t, &ch)
-		nonce, _ := base64.StdEncoding.DecodeString(ch.RequestChallenge.Nonce)
-		p, err := attest.Prove(context.Background(), w.priv, ch.RequestChallenge.ID, nonce, ch.RequestChallenge.Difficulty, snap)
-		if err != nil {
-			t.Fatal(err)
-		}
-		js, _ := json.Marshal(p.Snapshot)
-		jobs = append(jobs, job{w: w, ch: p.ChallengeID, vars: map[string]any{"d": w.deviceID, "in": map[string]any{
-			"challengeId": p.ChallengeID, "counter": strconv.FormatUint(p.Counter, 10), "snapshot": string(js),
-			"signature": base64.StdEncoding.EncodeToString(p.Signature)}}})
+		ch := w.issue(t)
+		jobs = append(jobs, job{w: w, ch: ch.ID, vars: w.proofVars(t, ch, snap, nil)})
 	}
 	type out struct {
 		SubmitProof struct {
