@@ -247,7 +247,7 @@ func TestWorkersRideOutGatewayFaults(t *testing.T) {
 	cfg.HeartbeatEvery, cfg.Difficulty = time.Second, 8
 	g := startGateway(t, cfg, nil)
 	f := newFaultFront(t, g.url)
-	backoff := Backoff{Initial: 50 * time.Millisecond, Max: 800 * time.Millisecond}
+	backoff := Backoff{Initial: 100 * time.Millisecond, Max: 1600 * time.Millisecond}
 
 	const workers = 4
 	ctx, cancel := context.WithCancel(context.Background())
@@ -294,7 +294,7 @@ func TestWorkersRideOutGatewayFaults(t *testing.T) {
 	// 503 without Retry-After: exponential backoff with jitter.
 	f.set(&frontAction{status: http.StatusServiceUnavailable})
 	t0 := time.Now()
-	time.Sleep(3500 * time.Millisecond)
+	time.Sleep(4500 * time.Millisecond)
 	failed := f.seen("Heartbeat", t0)
 	if len(failed) != workers {
 		t.Fatalf("%d workers retried during the 503s, want %d", len(failed), workers)
@@ -304,7 +304,7 @@ func TestWorkersRideOutGatewayFaults(t *testing.T) {
 		gs := gaps(hs)
 		t.Logf("device %s: pauses between attempts %v", dev[:8], gs)
 		if len(gs) < 4 {
-			t.Fatalf("device %s: %d attempts in 3.5 s of 503s: %v", dev, len(hs), gs)
+			t.Fatalf("device %s: %d attempts in 4.5 s of 503s: %v", dev, len(hs), gs)
 		}
 		// Delay(k) is drawn from [Initial·2^k/2, Initial·2^k]: the fourth pause is at least
 		// twice the first, whatever the draws.
@@ -312,7 +312,7 @@ func TestWorkersRideOutGatewayFaults(t *testing.T) {
 			t.Fatalf("device %s: pauses do not grow: %v", dev, gs)
 		}
 		for _, d := range gs {
-			if d > backoff.Max+500*time.Millisecond {
+			if d > backoff.Max+time.Second { // generous: the machine may be loaded
 				t.Fatalf("device %s: a pause of %v beyond Backoff.Max %v: %v", dev, d, backoff.Max, gs)
 			}
 		}
@@ -335,19 +335,19 @@ func TestWorkersRideOutGatewayFaults(t *testing.T) {
 	// 503 with Retry-After: 1: no worker comes back sooner, although its backoff is shorter.
 	f.set(&frontAction{status: http.StatusServiceUnavailable, retryAfter: "1"})
 	t1 := time.Now() // after set: every hit from t1 on gets the Retry-After
-	time.Sleep(3500 * time.Millisecond)
+	time.Sleep(4 * time.Second)
 	for dev, hs := range f.seen("Heartbeat", t1) {
 		gs := gaps(hs)
 		t.Logf("device %s: pauses after Retry-After: 1: %v", dev[:8], gs)
 		if len(gs) < 1 {
-			t.Fatalf("device %s: %d attempts in 3.5 s", dev, len(hs))
+			t.Fatalf("device %s: %d attempts in 4 s", dev, len(hs))
 		}
 		for _, d := range gs {
 			if d < time.Second {
 				t.Fatalf("device %s retried %v after a Retry-After of 1 s: %v", dev, d, gs)
 			}
-			if d > 1500*time.Millisecond+500*time.Millisecond {
-				t.Fatalf("device %s: a pause of %v after Retry-After: 1 (at most 1.5 s plus scheduling)", dev, d)
+			if d > max(1500*time.Millisecond, backoff.Max)+time.Second {
+				t.Fatalf("device %s: a pause of %v after Retry-After: 1 (at most max(1.5 s, Backoff.Max) plus scheduling)", dev, d)
 			}
 		}
 	}
