@@ -66,7 +66,10 @@ type testIdP struct {
 	ots      *oidctest.Server
 	srv      *httptest.Server
 	jwksHits atomic.Int64
+	discHits atomic.Int64
 	failKeys atomic.Bool
+	failAll  atomic.Bool // 503 for discovery and keys: the issuer is down behind its proxy
+	hang     atomic.Bool // every request hangs until the client gives up
 }
 
 type pubKey struct {
@@ -92,10 +95,19 @@ func newIdP(t testing.TB, trailingSlash bool, keys ...pubKey) *testIdP {
 func (p *testIdP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/keys" {
 		p.jwksHits.Add(1)
-		if p.failKeys.Load() {
-			http.Error(w, "boom", http.StatusBadGateway)
-			return
-		}
+	} else {
+		p.discHits.Add(1)
+	}
+	switch {
+	case p.hang.Load():
+		<-r.Context().Done()
+		return
+	case p.failAll.Load():
+		http.Error(w, "upstream down", http.StatusServiceUnavailable)
+		return
+	case r.URL.Path == "/keys" && p.failKeys.Load():
+		http.Error(w, "boom", http.StatusBadGateway)
+		return
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()

@@ -123,9 +123,10 @@ func TestJWKSFetchFailureFailsClosedKeepsKeys(t *testing.T) {
 		t.Fatalf("cached key after a failed refresh: %v", err)
 	}
 
-	// Inside the interval after the failed attempt: no new fetch, the kid is simply unknown.
+	// Inside the interval after the failed attempt: no new fetch, and the answer stays "the
+	// provider is unavailable" (the token may be fine: a client must not throw it away).
 	_, err = e.V.Verify(ctx, sign(t, "rogue-rsa", "new-kid", jose.RS256, e.claimsA()))
-	checkOutcome(t, nil, err, nil, ErrUnknownSigningKey)
+	checkOutcome(t, nil, err, nil, ErrProviderUnavailable)
 	if got := e.A.Hits(); got != 2 {
 		t.Fatalf("JWKS hits = %d, want 2", got)
 	}

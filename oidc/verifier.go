@@ -24,6 +24,7 @@ const (
 	defaultRolesClaim         = "groups"
 	defaultClockSkew          = time.Minute
 	defaultMinRefreshInterval = time.Minute
+	defaultMaxKeyAge          = 5 * time.Minute
 	defaultHTTPTimeout        = 10 * time.Second
 )
 
@@ -96,6 +97,12 @@ type Config struct {
 	// MinRefreshInterval is the least time between two JWKS fetches of one issuer triggered by
 	// unknown key ids; zero means 1 minute. Negative is a configuration error.
 	MinRefreshInterval time.Duration
+	// MaxKeyAge is how long a fetched JWKS is used before the next request of the issuer
+	// refetches it (at most once per MinRefreshInterval; the request waits at most a second for
+	// it). It bounds how long a key the issuer withdrew keeps verifying when no token with an
+	// unknown kid triggers a refetch first: zero means 5 minutes. Negative is a configuration
+	// error. While the issuer is unreachable, the cached keys keep verifying whatever their age.
+	MaxKeyAge time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 	// Logger receives JWKS refresh events; default slog.Default().
@@ -123,8 +130,12 @@ type issuer struct {
 // New runs OIDC discovery for every issuer once, fetches each JWKS and builds the verifiers. It
 // returns an error (not wrapping ErrUnauthenticated) if the configuration is invalid (no issuers,
 // missing URL or Audience, duplicate issuers, an HS*/"none"/unknown algorithm, an unknown
-// TokenType, a negative MinRefreshInterval), or if an issuer is unreachable, its discovery document names another
-// issuer, or its JWKS has no key usable with the pinned algorithms.
+// TokenType, a negative MinRefreshInterval or MaxKeyAge), or if an issuer answers in a way that
+// shows a misconfiguration: its discovery document is missing (404...), not JSON or names
+// another issuer, or its JWKS has no key usable with the pinned algorithms. An issuer that cannot
+// be reached (connection refused, timeout, HTTP 5xx or 429) is no error: New logs it and returns a
+// Verifier that refuses that issuer's tokens with ErrProviderUnavailable and retries discovery
+// (at most every 5 seconds, on demand) until it answers.
 func New(ctx context.Context, c Config) (*Verifier, error) {
 	if len(c.Issuers) == 0 {
 		return nil, errors.New("oidc: no issuers configured")
@@ -147,6 +158,13 @@ func New(ctx context.Context, c Config) (*Verifier, error) {
 	case minRefresh < 0:
 		return nil, fmt.Errorf("oidc: negative MinRefreshInterval %v", minRefresh)
 	}
+	maxAge := c.MaxKeyAge
+	switch {
+	case maxAge == 0:
+		maxAge = defaultMaxKeyAge
+	case maxAge < 0:
+		return nil, fmt.Errorf("oidc: negative MaxKeyAge %v", maxAge)
+	}
 	now := c.Now
 	if now == nil {
 		now = time.Now
@@ -158,7 +176,7 @@ func New(ctx context.Context, c Config) (*Verifier, error) {
 
 	v := &Verifier{byURL: make(map[string]*issuer, len(c.Issuers)), skew: skew, now: now}
 	for _, ic := range c.Issuers {
-		is, err := newIssuer(ctx, ic, client, minRefresh, now, log)
+		is, err := newIssuer(ctx, ic, client, minRefresh, maxAge, now, log)
 		if err != nil {
 			return nil, err
 		}
@@ -171,7 +189,7 @@ func New(ctx context.Context, c Config) (*Verifier, error) {
 	return v, nil
 }
 
-func newIssuer(ctx context.Context, ic IssuerConfig, client *http.Client, minRefresh time.Duration, now func() time.Time, log *slog.Logger) (*issuer, error) {
+func newIssuer(ctx context.Context, ic IssuerConfig, client *http.Client, minRefresh, maxAge time.Duration, now func() time.Time, log *slog.Logger) (*issuer, error) {
 	if err := checkHTTPURL(ic.URL); err != nil {
 		return nil, fmt.Errorf("oidc: issuer URL: %w", err)
 	}
@@ -208,31 +226,26 @@ func newIssuer(ctx context.Context, ic IssuerConfig, client *http.Client, minRef
 			ic.URL, tokenType, TokenTypeJWT, TokenTypeATJWT, TokenTypeIDToken)
 	}
 
-	// go-oidc checks that the discovery document's "issuer" equals ic.URL exactly.
-	provider, err := gooidc.NewProvider(gooidc.ClientContext(ctx, client), ic.URL)
-	if err != nil {
-		return nil, fmt.Errorf("oidc: discovery for issuer %q: %w", ic.URL, err)
-	}
-	var meta struct {
-		JWKSURL string `json:"jwks_uri"`
-	}
-	if err := provider.Claims(&meta); err != nil {
-		return nil, fmt.Errorf("oidc: discovery for issuer %q: %w", ic.URL, err)
-	}
-	if err := checkHTTPURL(meta.JWKSURL); err != nil {
-		return nil, fmt.Errorf("oidc: issuer %q: jwks_uri: %w", ic.URL, err)
-	}
 	ks := &keySet{
 		issuer:     ic.URL,
-		jwksURL:    meta.JWKSURL,
 		client:     client,
 		algs:       algs,
 		minRefresh: minRefresh,
+		maxAge:     maxAge,
 		now:        now,
 		log:        log,
+		discover:   func(ctx context.Context) (string, error) { return discover(ctx, client, ic.URL) },
 	}
 	if err := ks.load(ctx); err != nil {
-		return nil, fmt.Errorf("oidc: issuer %q: %w", ic.URL, err)
+		var ue *unavailableError
+		if !errors.As(err, &ue) {
+			return nil, fmt.Errorf("oidc: issuer %q: %w", ic.URL, err) // misconfiguration: fail fast
+		}
+		// Unreachable now (stopped, 5xx, timeout): start anyway. Anonymous and device-signed
+		// requests do not need the issuer; its tokens are refused as "identity provider
+		// unavailable" (503, never accepted) until a later attempt reaches it.
+		log.Error("oidc: identity provider unreachable at start; its tokens are refused until it answers (retried on demand)",
+			"issuer", ic.URL, "err", err)
 	}
 	supported := make([]string, len(algs))
 	for i, a := range algs {

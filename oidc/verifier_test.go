@@ -274,6 +274,8 @@ func TestNew(t *testing.T) {
 	badKeys.failKeys.Store(true)
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
+	notFound := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(notFound.Close)
 
 	tests := []struct {
 		name    string
@@ -291,13 +293,15 @@ func TestNew(t *testing.T) {
 		{"none listed", []IssuerConfig{{URL: a.Issuer, Audience: audA, Algorithms: []string{"none"}}}, nil, `"none" not allowed`},
 		{"unknown algorithm", []IssuerConfig{{URL: a.Issuer, Audience: audA, Algorithms: []string{"rs256"}}}, nil, `"rs256" not allowed`},
 		{"duplicate issuer", []IssuerConfig{{URL: a.Issuer, Audience: audA}, {URL: a.Issuer, Audience: audB}}, nil, "configured twice"},
-		{"issuer unreachable", []IssuerConfig{{URL: down.URL, Audience: audA}}, nil, "discovery"},
+		{"issuer unreachable: started, tokens refused until it answers", []IssuerConfig{{URL: down.URL, Audience: audA}}, nil, ""},
+		{"no discovery document", []IssuerConfig{{URL: notFound.URL, Audience: audA}}, nil, "discovery"},
 		{"discovery names the issuer with a trailing slash", []IssuerConfig{{URL: strings.TrimSuffix(slash.Issuer, "/"), Audience: audB}}, nil, "discovery"},
 		{"discovery names the issuer without the trailing slash", []IssuerConfig{{URL: a.Issuer + "/", Audience: audA}}, nil, "discovery"},
-		{"JWKS unreachable", []IssuerConfig{{URL: badKeys.Issuer, Audience: audA}}, nil, "JWKS"},
+		{"JWKS answering 502: started, tokens refused until it answers", []IssuerConfig{{URL: badKeys.Issuer, Audience: audA}}, nil, ""},
 		{"JWKS empty", []IssuerConfig{{URL: noKeys.Issuer, Audience: audA}}, nil, "no key usable"},
 		{"JWKS has only keys for other algorithms", []IssuerConfig{{URL: ecOnly.Issuer, Audience: audA, Algorithms: []string{"RS256"}}}, nil, "no key usable"},
 		{"negative MinRefreshInterval", []IssuerConfig{{URL: a.Issuer, Audience: audA}}, func(c *Config) { c.MinRefreshInterval = -time.Second }, "MinRefreshInterval"},
+		{"negative MaxKeyAge", []IssuerConfig{{URL: a.Issuer, Audience: audA}}, func(c *Config) { c.MaxKeyAge = -time.Second }, "MaxKeyAge"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -317,19 +317,22 @@ func (a *agent) run(ctx context.Context) error {
 }
 
 // retry runs step until it succeeds, fails for good, ctx ends or GiveUpAfter passes, pausing
-// per a.o.Backoff after each retryable failure.
+// per a.o.Backoff after each retryable failure, and at least as long as the gateway's last
+// Retry-After asked (Backoff.DelayAfter).
 func retry[T any](ctx context.Context, a *agent, what string, step func(context.Context) (T, error)) (T, error) {
 	start := time.Now()
 	for attempt := 0; ; attempt++ {
-		v, err := step(ctx)
+		hctx, hint := withRetryHint(ctx)
+		v, err := step(hctx)
 		if err == nil || !retryable(ctx, err) {
 			return v, err
 		}
-		d := a.o.Backoff.Delay(attempt)
+		d := a.o.Backoff.DelayAfter(attempt, hint.RetryAfter())
 		if a.o.GiveUpAfter > 0 && time.Since(start)+d > a.o.GiveUpAfter {
 			return v, fmt.Errorf("%s: giving up after %v: %w", what, time.Since(start).Round(time.Millisecond), err)
 		}
-		a.log.Warn("retrying", "step", what, "in", d.Round(time.Millisecond), "attempt", attempt+1, "err", err)
+		a.log.Warn("retrying", "step", what, "in", d.Round(time.Millisecond), "attempt", attempt+1,
+			"retry_after", hint.RetryAfter(), "err", err)
 		if !sleep(ctx, d) {
 			return v, ctx.Err()
 		}
@@ -364,7 +367,7 @@ func (a *agent) collect(context.Context) (attest.Snapshot, error) {
 }
 
 func (a *agent) client(deviceID string) graphql.Client {
-	return client.New(a.endpoint, a.key.Key(), deviceID, a.o.Transport, a.o.RequestTimeout)
+	return client.New(a.endpoint, a.key.Key(), deviceID, retryAfterTransport{a.o.Transport}, a.o.RequestTimeout)
 }
 
 // enroll registers the host when the key file names no device yet.
@@ -496,8 +499,9 @@ func (a *agent) prove(ctx context.Context) (*client.SubmitProofSubmitProofProofR
 	}
 	a.log.Info("proof of work done", "counter", proof.Counter, "took", time.Since(start).Round(time.Millisecond))
 
-	// Never submit twice for one challenge: a second submission is a replay the gateway
-	// flags. Record the challenge before sending, so an interrupted submission is not redone.
+	// Never submit a second, different proof for one challenge: the gateway flags it as a
+	// replay. Record the challenge before sending, so a restarted worker does not redo it; the
+	// same proof is resent only by submit, within this run.
 	if a.submitted[ch.ID] || a.key.LastChallengeID == ch.ID {
 		return nil, fmt.Errorf("internal error: a proof for challenge %s was already submitted", ch.ID)
 	}
@@ -510,16 +514,38 @@ func (a *agent) prove(ctx context.Context) (*client.SubmitProofSubmitProofProofR
 	if err != nil {
 		return nil, err
 	}
-	res, err := client.SubmitProof(ctx, c, a.key.DeviceID, in)
-	if err != nil {
-		if retryable(ctx, err) {
-			// The proof may or may not have arrived; it is not sent again. The retry takes a
-			// new challenge.
-			return nil, fmt.Errorf("submitting the proof for challenge %s: %w", ch.ID, err)
+	return a.submit(ctx, c, ch, in)
+}
+
+// submit sends the proof for ch and, while the gateway cannot be reached or answers with a
+// transient error, sends the very same proof again (with backoff and Retry-After) as long as it
+// can still arrive a second before the challenge expires. The gateway judges one proof once: a
+// resent proof it already judged (its answer was lost) gets the stored verdict and stores
+// nothing, so the worker learns the verdict the gateway recorded, and no second challenge or
+// proof of work is spent (docs/resilience.md "Gateway faults seen by workers"). When the
+// challenge runs out first, it returns the last transient error and the caller takes a new
+// challenge: the old one is either judged (and the verdict visible to the owner) or expires
+// unused. A refusal is returned as a *GatewayError.
+func (a *agent) submit(ctx context.Context, c graphql.Client, ch Challenge, in client.ProofInput) (*client.SubmitProofSubmitProofProofResult, error) {
+	for attempt := 0; ; attempt++ {
+		hctx, hint := withRetryHint(ctx)
+		res, err := client.SubmitProof(hctx, c, a.key.DeviceID, in)
+		if err == nil {
+			return &res.SubmitProof, nil
 		}
-		return nil, fatal("submitProof", err)
+		if !retryable(ctx, err) {
+			return nil, fatal("submitProof", err)
+		}
+		d := a.o.Backoff.DelayAfter(attempt, hint.RetryAfter())
+		if !time.Now().Add(d).Before(ch.ExpiresAt.Add(-submitMargin)) {
+			return nil, fmt.Errorf("submitting the proof for challenge %s (not resent: the challenge expires first): %w", ch.ID, err)
+		}
+		a.log.Warn("resending the same proof", "challenge_id", ch.ID, "in", d.Round(time.Millisecond),
+			"attempt", attempt+1, "retry_after", hint.RetryAfter(), "err", err)
+		if !sleep(ctx, d) {
+			return nil, ctx.Err()
+		}
 	}
-	return &res.SubmitProof, nil
 }
 
 // evidence runs the provers for ch. Evidence is optional: every failure is logged (per GPU

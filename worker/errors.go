@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/Khan/genqlient/graphql"
@@ -161,6 +164,25 @@ func (b Backoff) withDefaults() Backoff {
 	return b
 }
 
+// MaxRetryAfter is the longest Retry-After the worker honours: a longer one (or a date further
+// away) counts as this long, so that a broken or hostile gateway cannot park its workers for
+// days. With the jitter added to it the pause is at most 1.5 times this.
+const MaxRetryAfter = 5 * time.Minute
+
+// DelayAfter is the pause before retry number attempt when the gateway's last answer asked for
+// retryAfter (0: it did not): the larger of Delay(attempt) and retryAfter (capped at
+// MaxRetryAfter) plus a jitter drawn uniformly from [0, retryAfter/2]. The jitter keeps the
+// workers that received one Retry-After together (an overloaded gateway tells them all the same
+// number) from coming back in the same instant; they never come back before it.
+func (b Backoff) DelayAfter(attempt int, retryAfter time.Duration) time.Duration {
+	d := b.Delay(attempt)
+	if retryAfter <= 0 {
+		return d
+	}
+	retryAfter = min(retryAfter, MaxRetryAfter)
+	return max(d, retryAfter+rand.N(retryAfter/2+1)) // #nosec G404 -- jitter, as in Delay
+}
+
 // Delay returns the pause before retry number attempt (0 for the first retry).
 func (b Backoff) Delay(attempt int) time.Duration {
 	b = b.withDefaults()
@@ -183,4 +205,58 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// retryHint carries the Retry-After of the last answer to one attempt's requests from the
+// transport (retryAfterTransport) back to the retry loop, through the request context.
+type retryHint struct{ after atomic.Int64 } // nanoseconds; 0: no Retry-After seen
+
+type retryHintKey struct{}
+
+// withRetryHint returns ctx carrying a fresh hint for one attempt.
+func withRetryHint(ctx context.Context) (context.Context, *retryHint) {
+	h := &retryHint{}
+	return context.WithValue(ctx, retryHintKey{}, h), h
+}
+
+// RetryAfter returns the pause the gateway's last answer asked for, 0 if none.
+func (h *retryHint) RetryAfter() time.Duration { return time.Duration(h.after.Load()) }
+
+// retryAfterTransport records the Retry-After header of the gateway's answers (a 503 from an
+// overloaded gateway or a proxy in front of it, a 429) in the request context's retryHint.
+type retryAfterTransport struct{ base http.RoundTripper }
+
+func (t retryAfterTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	base := t.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	resp, err := base.RoundTrip(r)
+	if err != nil || resp.StatusCode < 400 {
+		return resp, err
+	}
+	if h, ok := r.Context().Value(retryHintKey{}).(*retryHint); ok {
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			h.after.Store(int64(d))
+		}
+	}
+	return resp, err
+}
+
+// parseRetryAfter reads a Retry-After value (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
+// ok is false for an absent or unreadable value; a date in the past is a pause of 0. The
+// result is not capped (DelayAfter caps it).
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return max(t.Sub(now), 0), true
 }
