@@ -13,7 +13,7 @@ BIN ?= ./gpugate
 CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 export CGO_CFLAGS
 
-.PHONY: run test check generate lint lint-prometheus lint-static bench bench-quick bench-ingest bench-amplification
+.PHONY: run test check generate lint lint-prometheus lint-static lint-deploy bench bench-quick bench-ingest bench-amplification
 
 # run builds ./gpugate and runs it rather than `go run`: go run exits 1 whenever it was
 # interrupted, so Ctrl-C ended with "make: *** Error 1" after the gateway's clean shutdown.
@@ -34,13 +34,14 @@ test: ## run every test against real PostgreSQL
 generate: ## regenerate graph/ from schema.graphqls
 	$(GO) generate ./...
 
-lint: ## gofmt, go vet, graph/ matches its generator, the Prometheus rules check and pass their tests, staticcheck and gosec
+lint: ## gofmt, go vet, graph/ matches its generator, the Prometheus rules check and pass their tests, staticcheck and gosec, the Kubernetes manifests
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GO) generate ./...
 	@git diff --exit-code -- graph resolvers || { echo "go generate changed generated code: commit its output"; exit 1; }
 	@$(MAKE) --no-print-directory lint-prometheus
 	@$(MAKE) --no-print-directory lint-static
+	@$(MAKE) --no-print-directory lint-deploy
 
 # staticcheck and gosec are built from tools/lint (their versions pinned in its go.mod, kept out
 # of the main module's) by scripts/lint-tools, once per machine into the user cache dir next to
@@ -51,6 +52,14 @@ lint-static: ## staticcheck and gosec over the main module
 	@bin=$$(GO=$(GO) scripts/lint-tools) && \
 		echo "staticcheck ./..." && "$$bin/staticcheck" ./... && \
 		echo "gosec ./..." && "$$bin/gosec" -quiet -fmt text ./...
+
+# kubeconform and kustomize are built from tools/kubeconform (pinned in its go.mod) and the
+# Kubernetes JSON schemas generated from the OpenAPI document of the Kubernetes release pinned in
+# tools/kubeconform/kubernetes-openapi, once per machine, by scripts/lint-deploy: no download
+# beyond the Go module proxy. It also proves the validator refuses the broken manifests of
+# tools/kubeconform/testdata/invalid, each for its stated reason.
+lint-deploy: ## kubeconform -strict on deploy/kubernetes and every kustomization's output
+	@GO=$(GO) scripts/lint-deploy
 
 # promtool comes with Debian's prometheus package. Without it the rules are skipped with a
 # notice, except under CI (GPUGATE_CI=1, set by .ci/run, which installs it), where that fails.
