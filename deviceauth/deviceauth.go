@@ -253,47 +253,85 @@ func (a *Authenticator) verify(ctx context.Context, s attest.Signed, method, uri
 	if u, err := uuid.Parse(s.DeviceID); err != nil || u.String() != s.DeviceID {
 		return Principal{}, refuse("device signature invalid: device must be the device ID as issued")
 	}
-	keys, ok := a.cache.Load().Get(s.DeviceID)
-	if !ok {
-		a.fillMu.Lock()
-		gen := a.gen
-		a.fillMu.Unlock()
+	keys, cached := a.cache.Load().Get(s.DeviceID)
+	if !cached {
 		var err error
-		if keys, err = a.keys(ctx, s.DeviceID); err != nil {
+		if keys, err = a.load(ctx, s.DeviceID); err != nil {
 			return Principal{}, err // an outage, not a refusal: presented as internal
 		}
-		a.fillMu.Lock()
-		if a.gen == gen {
-			a.cache.Load().Add(s.DeviceID, keys)
-		}
-		a.fillMu.Unlock()
 	}
+	k, err := a.match(keys, s, method, uri, body)
+	if errors.Is(err, errNoKey) && cached {
+		// The key may be newer than the cached list: added on another replica a moment ago,
+		// before its notification arrived here. One fresh lookup makes it work at once; a
+		// bad signature costs no more than one for an uncached device.
+		if keys, err = a.load(ctx, s.DeviceID); err != nil {
+			return Principal{}, err
+		}
+		k, err = a.match(keys, s, method, uri, body)
+	}
+	if err != nil {
+		return Principal{}, refuseKey(err)
+	}
+	use, err := a.firstUse(ctx, k, s)
+	if err != nil {
+		return Principal{}, err // an outage, not a refusal: presented as internal
+	}
+	switch use {
+	case UseReplayed:
+		return Principal{}, &refusal{"replayed request", ReasonReplayed}
+	case UseRevoked: // revoked on another replica since this one cached it
+		a.Revoke(s.DeviceID)
+		return Principal{}, refuse(badKey)
+	}
+	if a.touch != nil {
+		a.touch(k.CredentialID)
+	}
+	return Principal{DeviceID: s.DeviceID, CredentialID: k.CredentialID, PublicKey: k.PublicKey}, nil
+}
+
+// load reads the device's keys and caches them unless a Revoke or Flush happened meanwhile; it
+// returns the Keys function's error.
+func (a *Authenticator) load(ctx context.Context, deviceID string) ([]Key, error) {
+	a.fillMu.Lock()
+	gen := a.gen
+	a.fillMu.Unlock()
+	keys, err := a.keys(ctx, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	a.fillMu.Lock()
+	if a.gen == gen {
+		a.cache.Load().Add(deviceID, keys)
+	}
+	a.fillMu.Unlock()
+	return keys, nil
+}
+
+var errNoKey = errors.New("no key verifies")
+
+// match returns the key among keys that verifies s, attest.ErrStale for a timestamp outside
+// the window, or errNoKey.
+func (a *Authenticator) match(keys []Key, s attest.Signed, method, uri string, body []byte) (Key, error) {
 	now := a.now()
 	for _, k := range keys {
 		err := attest.VerifyRequest(k.PublicKey, s, method, uri, body, now, a.window)
 		if errors.Is(err, attest.ErrStale) {
-			return Principal{}, &refusal{"device signature expired: check the worker's clock", ReasonStaleSignature}
+			return Key{}, err
 		}
-		if err != nil {
-			continue
+		if err == nil {
+			return k, nil
 		}
-		use, err := a.firstUse(ctx, k, s)
-		if err != nil {
-			return Principal{}, err // an outage, not a refusal: presented as internal
-		}
-		switch use {
-		case UseReplayed:
-			return Principal{}, &refusal{"replayed request", ReasonReplayed}
-		case UseRevoked: // revoked on another replica since this one cached it
-			a.Revoke(s.DeviceID)
-			return Principal{}, refuse(badKey)
-		}
-		if a.touch != nil {
-			a.touch(k.CredentialID)
-		}
-		return Principal{DeviceID: s.DeviceID, CredentialID: k.CredentialID, PublicKey: k.PublicKey}, nil
 	}
-	return Principal{}, refuse(badKey)
+	return Key{}, errNoKey
+}
+
+// refuseKey turns match's error into the refusal the client sees.
+func refuseKey(err error) error {
+	if errors.Is(err, attest.ErrStale) {
+		return &refusal{"device signature expired: check the worker's clock", ReasonStaleSignature}
+	}
+	return refuse(badKey)
 }
 
 const badKey = "device signature invalid (unknown device, revoked key or wrong key)"

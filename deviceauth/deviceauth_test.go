@@ -86,7 +86,13 @@ func newEnv(t *testing.T, o deviceauth.Options) *env {
 	e.auth = deviceauth.New(func(ctx context.Context, id string) ([]deviceauth.Key, error) {
 		return (*e.keys.Load())(ctx, id)
 	}, o)
-	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e.srv = httptest.NewServer(e.auth.Middleware(rejectStatus)(whoSigned))
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// whoSigned answers who signed (see newEnv).
+var whoSigned = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if p, ok := deviceauth.PrincipalFrom(r.Context()); ok {
 			fmt.Fprintf(w, "device %s %s %s", p.DeviceID, p.CredentialID, p.RemoteAddr)
@@ -103,17 +109,15 @@ func newEnv(t *testing.T, o deviceauth.Options) *env {
 		}
 		fmt.Fprintf(w, "anonymous %d", len(body))
 	})
-	reject := func(w http.ResponseWriter, _ *http.Request, err error) {
-		w.WriteHeader(http.StatusUnauthorized)
-		kind := "outage"
-		if errors.Is(err, deviceauth.ErrUnauthenticated) {
-			kind = "refused"
-		}
-		fmt.Fprintf(w, "%s: %v", kind, err)
+
+// rejectStatus answers a refusal (see newEnv).
+func rejectStatus(w http.ResponseWriter, _ *http.Request, err error) {
+	w.WriteHeader(http.StatusUnauthorized)
+	kind := "outage"
+	if errors.Is(err, deviceauth.ErrUnauthenticated) {
+		kind = "refused"
 	}
-	e.srv = httptest.NewServer(e.auth.Middleware(reject)(next))
-	t.Cleanup(e.srv.Close)
-	return e
+	fmt.Fprintf(w, "%s: %v", kind, err)
 }
 
 func (e *env) enroll() (id, cred string, pub ed25519.PublicKey, priv ed25519.PrivateKey) {
