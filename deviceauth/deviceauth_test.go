@@ -93,22 +93,22 @@ func newEnv(t *testing.T, o deviceauth.Options) *env {
 
 // whoSigned answers who signed (see newEnv).
 var whoSigned = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if p, ok := deviceauth.PrincipalFrom(r.Context()); ok {
-			fmt.Fprintf(w, "device %s %s %s", p.DeviceID, p.CredentialID, p.RemoteAddr)
+	body, _ := io.ReadAll(r.Body)
+	if p, ok := deviceauth.PrincipalFrom(r.Context()); ok {
+		fmt.Fprintf(w, "device %s %s %s", p.DeviceID, p.CredentialID, p.RemoteAddr)
+		return
+	}
+	if en, ok := deviceauth.EnrollmentFrom(r.Context()); ok {
+		pub, _ := base64.StdEncoding.DecodeString(string(body))
+		if err := en.VerifyEnrollment(pub); err != nil {
+			fmt.Fprintf(w, "enrollment refused %v %s", errors.Is(err, deviceauth.ErrUnauthenticated), en.RemoteAddr())
 			return
 		}
-		if en, ok := deviceauth.EnrollmentFrom(r.Context()); ok {
-			pub, _ := base64.StdEncoding.DecodeString(string(body))
-			if err := en.VerifyEnrollment(pub); err != nil {
-				fmt.Fprintf(w, "enrollment refused %v %s", errors.Is(err, deviceauth.ErrUnauthenticated), en.RemoteAddr())
-				return
-			}
-			fmt.Fprintf(w, "enrollment ok %s", en.RemoteAddr())
-			return
-		}
-		fmt.Fprintf(w, "anonymous %d", len(body))
-	})
+		fmt.Fprintf(w, "enrollment ok %s", en.RemoteAddr())
+		return
+	}
+	fmt.Fprintf(w, "anonymous %d", len(body))
+})
 
 // rejectStatus answers a refusal (see newEnv).
 func rejectStatus(w http.ResponseWriter, _ *http.Request, err error) {
