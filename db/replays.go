@@ -38,7 +38,8 @@ const recordReplaySQL = `WITH async AS (SELECT set_config('synchronous_commit', 
 	SELECT gpugate_replay_slot($3), $3, $4 FROM async
 	WHERE EXISTS (SELECT FROM device_credentials c JOIN devices d ON d.id = c.device_id
 		WHERE c.id = $1 AND c.device_id = $2 AND c.revoked_at IS NULL AND d.removed_at IS NULL)
-	ON CONFLICT DO NOTHING`
+	ON CONFLICT DO NOTHING
+	RETURNING true`
 
 const credentialLiveSQL = `SELECT EXISTS (SELECT FROM device_credentials c JOIN devices d ON d.id = c.device_id
 	WHERE c.id = $1 AND c.device_id = $2 AND c.revoked_at IS NULL AND d.removed_at IS NULL)`
@@ -57,24 +58,41 @@ func (d *DB) RecordReplay(ctx context.Context, credentialID, deviceID string, ke
 	if _, err := ParseDeviceID(deviceID); err != nil {
 		return 0, Invalidf("device ID is not a UUID")
 	}
-	res, err := d.x.ExecContext(ctx, recordReplaySQL, credentialID, deviceID, signedAt.UTC(), key[:])
+	// Prepared (one parse and plan per connection, not per request: this runs for every signed
+	// request).
+	inserted, err := d.replayQuery(ctx, recordReplaySQL, credentialID, deviceID, signedAt.UTC(), key[:])
 	if err != nil {
 		return 0, translate("record replay key", err)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return 0, translate("record replay key", err)
-	} else if n == 1 {
+	if inserted {
 		return ReplayFirst, nil
 	}
 	// Nothing inserted: a replay, or a revoked key. Only here a second query tells which.
-	var live bool
-	if err := d.x.QueryRowxContext(ctx, credentialLiveSQL, credentialID, deviceID).Scan(&live); err != nil {
+	live, err := d.replayQuery(ctx, credentialLiveSQL, credentialID, deviceID)
+	if err != nil {
 		return 0, translate("record replay key", err)
 	}
 	if live {
 		return ReplayRepeated, nil
 	}
 	return ReplayRevoked, nil
+}
+
+// replayQuery runs the prepared statement q and returns its one boolean, false for no row, or
+// the driver's error.
+func (d *DB) replayQuery(ctx context.Context, q string, args ...any) (bool, error) {
+	rows, err := d.appStmts.query(ctx, q, args...)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	var v bool
+	if rows.Next() {
+		if err := rows.Scan(&v); err != nil {
+			return false, err
+		}
+	}
+	return v, rows.Err()
 }
 
 // RetireReplays empties the replay partitions that hold only signatures older than
