@@ -316,6 +316,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	gcfg.Metrics, gcfg.PublicMetrics, gcfg.GuardObservers = m.obs.reg, *c.mf.public, m.obs.observers()
 	m.audit = guard.NewAuditLog(d.store, log, c.audit.options())
 	gcfg.Audit = m.audit
+	gcfg.DeviceAuth = gateway.NewDeviceAuth(gcfg, d.store, log) // its Listen runs with the jobs
 	h := gateway.New(gcfg, d.store, log)
 	srv := &http.Server{
 		Handler:           h,
@@ -345,6 +346,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	go markDownJob(jobs, d.store, *c.heartbeatTimeout, c.ev.retention(), *c.ev.purgeEvery, m.obs.reg, log)
 	go auditPurgeJob(jobs, d.store, *c.audit.retention, *c.ev.purgeEvery, log)
 	go gcfg.Switches.Run(jobs, d.dsn) // the kill switches: LISTEN/NOTIFY and re-reads (cli/limits.go)
+	// Replicas share device keys and the replay window (docs/scale-out.md, "Stateless replicas").
+	go gcfg.DeviceAuth.Listen(jobs, d.dsn, db.DeviceKeysChannel, log)
+	go d.store.RunReplayRetirement(jobs, 0, func(err error) { log.Warn("retiring replay keys", "err", err) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var localDone <-chan struct{}

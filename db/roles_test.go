@@ -295,8 +295,10 @@ func TestPrepareLocalRolesAdoptsASuperuserSchema(t *testing.T) {
 	if _, err := db.Migrate(ctx, super); err != nil {
 		t.Fatal(err)
 	}
-	// Back to before migration 00009, as an earlier binary left it (00010 undone too).
-	if _, err := super.ExecContext(ctx, `DROP SCHEMA explorer CASCADE; DROP TABLE audit_policy; DELETE FROM goose_db_version WHERE version_id >= 9;
+	// Back to before migration 00009, as an earlier binary left it (00010 and 00011 undone too).
+	if _, err := super.ExecContext(ctx, `DROP SCHEMA explorer CASCADE; DROP TABLE audit_policy;
+		DROP TABLE device_replays; DROP FUNCTION gpugate_retire_replays(), gpugate_replay_slot(timestamptz);
+		DROP FUNCTION gpugate_notify_device_keys() CASCADE; DELETE FROM goose_db_version WHERE version_id >= 9;
 		REVOKE ALL ON ALL TABLES IN SCHEMA public FROM gpugate_app, gpugate_explorer`); err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +306,7 @@ func TestPrepareLocalRolesAdoptsASuperuserSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	as := func(role string) string { return strings.Replace(dsn, "gpugate@", role+"@", 1) }
-	if applied, err := db.Migrate(ctx, open(t, as(db.RoleOwner))); err != nil || len(applied) != 2 {
+	if applied, err := db.Migrate(ctx, open(t, as(db.RoleOwner))); err != nil || len(applied) != 3 {
 		t.Fatalf("owner migrates: %v, %v", applied, err)
 	}
 	var others int

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -105,14 +106,34 @@ func (e *Enrollment) VerifyEnrollment(pub ed25519.PublicKey) error {
 	return nil
 }
 
+// Use is what a Replays store found for a verified signature.
+type Use int
+
+// The outcomes of Replays.
+const (
+	UseFirst    Use = iota // first use, and the key is still valid: the request may go
+	UseReplayed            // used before: a replay
+	UseRevoked             // the key was revoked (or its device removed) since it was cached
+)
+
+// Replays records the first use of a verified signature (key: attest.Signed.ReplayKey, signedAt:
+// its timestamp) by the credential credentialID of device deviceID, in a store every replica
+// shares, and says whether it was the first use and the credential is still unrevoked there. An
+// error is an outage (the request is refused as internal, never let through).
+type Replays func(ctx context.Context, credentialID, deviceID string, key [32]byte, signedAt time.Time) (Use, error)
+
 // Authenticator verifies request signatures. It caches device keys briefly (Revoke drops a
-// device's entry at once) and remembers signatures it accepted for twice the freshness window,
-// so a captured request cannot be replayed.
+// device's entry at once, Listen does so on every replica) and records every signature it
+// accepts, so a captured request cannot be replayed: in the shared Replays store when it has
+// one, which also refuses a key revoked since it was cached, else in memory for twice the
+// freshness window (one process only).
 type Authenticator struct {
-	keys   Keys
-	window time.Duration
-	now    func() time.Time
-	cache  *ttlcache.LRU[string, []Key]
+	keys    Keys
+	replays Replays
+	window  time.Duration
+	now     func() time.Time
+	ttl     time.Duration
+	cache   atomic.Pointer[ttlcache.LRU[string, []Key]] // swapped whole by Flush
 	// fillMu orders cache fills against Revoke: a lookup that read the keys before a Revoke
 	// must not put them back after it, or a revoked key would verify until the entry expires.
 	// gen counts Revoke calls; a lookup caches its keys only if none happened since it began.
@@ -133,6 +154,9 @@ type Options struct {
 	Now      func() time.Time // tests
 	// Touch, if set, is called (at most once a minute per credential) when a key is used.
 	Touch func(credentialID string)
+	// Replays, if set, is the replay window shared by every replica (db.RecordReplay); nil
+	// keeps it in this process's memory, which only a single replica may rely on.
+	Replays Replays
 }
 
 // New returns an Authenticator over keys.
@@ -146,8 +170,9 @@ func New(keys Keys, o Options) *Authenticator {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	a := &Authenticator{keys: keys, window: o.Window, now: o.Now, seen: map[[32]byte]time.Time{},
-		cache: ttlcache.New[string, []Key](100_000, o.CacheTTL)}
+	a := &Authenticator{keys: keys, replays: o.Replays, window: o.Window, now: o.Now, ttl: o.CacheTTL,
+		seen: map[[32]byte]time.Time{}}
+	a.cache.Store(ttlcache.New[string, []Key](100_000, o.CacheTTL))
 	if o.Touch != nil {
 		touched := ttlcache.New[string, struct{}](100_000, time.Minute)
 		a.touch = func(id string) {
@@ -165,7 +190,15 @@ func (a *Authenticator) Revoke(deviceID string) {
 	a.fillMu.Lock()
 	defer a.fillMu.Unlock()
 	a.gen++
-	a.cache.Remove(deviceID)
+	a.cache.Load().Remove(deviceID)
+}
+
+// Flush forgets every cached key (after a notification of key changes may have been missed).
+func (a *Authenticator) Flush() {
+	a.fillMu.Lock()
+	defer a.fillMu.Unlock()
+	a.gen++
+	a.cache.Store(ttlcache.New[string, []Key](100_000, a.ttl))
 }
 
 // Middleware authenticates requests carrying attest.SignatureHeader; requests without it pass
@@ -220,44 +253,105 @@ func (a *Authenticator) verify(ctx context.Context, s attest.Signed, method, uri
 	if u, err := uuid.Parse(s.DeviceID); err != nil || u.String() != s.DeviceID {
 		return Principal{}, refuse("device signature invalid: device must be the device ID as issued")
 	}
-	keys, ok := a.cache.Get(s.DeviceID)
-	if !ok {
-		a.fillMu.Lock()
-		gen := a.gen
-		a.fillMu.Unlock()
+	keys, cached := a.cache.Load().Get(s.DeviceID)
+	if !cached {
 		var err error
-		if keys, err = a.keys(ctx, s.DeviceID); err != nil {
+		if keys, err = a.load(ctx, s.DeviceID); err != nil {
 			return Principal{}, err // an outage, not a refusal: presented as internal
 		}
-		a.fillMu.Lock()
-		if a.gen == gen {
-			a.cache.Add(s.DeviceID, keys)
-		}
-		a.fillMu.Unlock()
 	}
+	k, err := a.match(keys, s, method, uri, body)
+	if errors.Is(err, errNoKey) && cached {
+		// The key may be newer than the cached list: added on another replica a moment ago,
+		// before its notification arrived here. One fresh lookup makes it work at once; a
+		// bad signature costs no more than one for an uncached device.
+		if keys, err = a.load(ctx, s.DeviceID); err != nil {
+			return Principal{}, err
+		}
+		k, err = a.match(keys, s, method, uri, body)
+	}
+	if err != nil {
+		return Principal{}, refuseKey(err)
+	}
+	use, err := a.firstUse(ctx, k, s)
+	if err != nil {
+		return Principal{}, err // an outage, not a refusal: presented as internal
+	}
+	switch use {
+	case UseReplayed:
+		return Principal{}, &refusal{"replayed request", ReasonReplayed}
+	case UseRevoked: // revoked on another replica since this one cached it
+		a.Revoke(s.DeviceID)
+		return Principal{}, refuse(badKey)
+	}
+	if a.touch != nil {
+		a.touch(k.CredentialID)
+	}
+	return Principal{DeviceID: s.DeviceID, CredentialID: k.CredentialID, PublicKey: k.PublicKey}, nil
+}
+
+// load reads the device's keys and caches them unless a Revoke or Flush happened meanwhile; it
+// returns the Keys function's error.
+func (a *Authenticator) load(ctx context.Context, deviceID string) ([]Key, error) {
+	a.fillMu.Lock()
+	gen := a.gen
+	a.fillMu.Unlock()
+	keys, err := a.keys(ctx, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	a.fillMu.Lock()
+	if a.gen == gen {
+		a.cache.Load().Add(deviceID, keys)
+	}
+	a.fillMu.Unlock()
+	return keys, nil
+}
+
+var errNoKey = errors.New("no key verifies")
+
+// match returns the key among keys that verifies s, attest.ErrStale for a timestamp outside
+// the window, or errNoKey.
+func (a *Authenticator) match(keys []Key, s attest.Signed, method, uri string, body []byte) (Key, error) {
 	now := a.now()
 	for _, k := range keys {
 		err := attest.VerifyRequest(k.PublicKey, s, method, uri, body, now, a.window)
 		if errors.Is(err, attest.ErrStale) {
-			return Principal{}, &refusal{"device signature expired: check the worker's clock", ReasonStaleSignature}
+			return Key{}, err
 		}
-		if err != nil {
-			continue
+		if err == nil {
+			return k, nil
 		}
-		if !a.firstUse(s) {
-			return Principal{}, &refusal{"replayed request", ReasonReplayed}
-		}
-		if a.touch != nil {
-			a.touch(k.CredentialID)
-		}
-		return Principal{DeviceID: s.DeviceID, CredentialID: k.CredentialID, PublicKey: k.PublicKey}, nil
 	}
-	return Principal{}, refuse("device signature invalid (unknown device, revoked key or wrong key)")
+	return Key{}, errNoKey
 }
 
-// firstUse records s and reports whether it had not been seen within the replay horizon.
-func (a *Authenticator) firstUse(s attest.Signed) bool {
+// refuseKey turns match's error into the refusal the client sees.
+func refuseKey(err error) error {
+	if errors.Is(err, attest.ErrStale) {
+		return &refusal{"device signature expired: check the worker's clock", ReasonStaleSignature}
+	}
+	return refuse(badKey)
+}
+
+const badKey = "device signature invalid (unknown device, revoked key or wrong key)"
+
+// firstUse records s, verified by k, in the shared store when there is one (its error is
+// returned), else in memory.
+func (a *Authenticator) firstUse(ctx context.Context, k Key, s attest.Signed) (Use, error) {
 	key := s.ReplayKey()
+	if a.replays != nil {
+		return a.replays(ctx, k.CredentialID, s.DeviceID, key, s.Timestamp)
+	}
+	if a.firstUseInMemory(key) {
+		return UseFirst, nil
+	}
+	return UseReplayed, nil
+}
+
+// firstUseInMemory records key and reports whether it had not been seen within the replay
+// horizon of this process.
+func (a *Authenticator) firstUseInMemory(key [32]byte) bool {
 	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -86,34 +86,38 @@ func newEnv(t *testing.T, o deviceauth.Options) *env {
 	e.auth = deviceauth.New(func(ctx context.Context, id string) ([]deviceauth.Key, error) {
 		return (*e.keys.Load())(ctx, id)
 	}, o)
-	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if p, ok := deviceauth.PrincipalFrom(r.Context()); ok {
-			fmt.Fprintf(w, "device %s %s %s", p.DeviceID, p.CredentialID, p.RemoteAddr)
-			return
-		}
-		if en, ok := deviceauth.EnrollmentFrom(r.Context()); ok {
-			pub, _ := base64.StdEncoding.DecodeString(string(body))
-			if err := en.VerifyEnrollment(pub); err != nil {
-				fmt.Fprintf(w, "enrollment refused %v %s", errors.Is(err, deviceauth.ErrUnauthenticated), en.RemoteAddr())
-				return
-			}
-			fmt.Fprintf(w, "enrollment ok %s", en.RemoteAddr())
-			return
-		}
-		fmt.Fprintf(w, "anonymous %d", len(body))
-	})
-	reject := func(w http.ResponseWriter, _ *http.Request, err error) {
-		w.WriteHeader(http.StatusUnauthorized)
-		kind := "outage"
-		if errors.Is(err, deviceauth.ErrUnauthenticated) {
-			kind = "refused"
-		}
-		fmt.Fprintf(w, "%s: %v", kind, err)
-	}
-	e.srv = httptest.NewServer(e.auth.Middleware(reject)(next))
+	e.srv = httptest.NewServer(e.auth.Middleware(rejectStatus)(whoSigned))
 	t.Cleanup(e.srv.Close)
 	return e
+}
+
+// whoSigned answers who signed (see newEnv).
+var whoSigned = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if p, ok := deviceauth.PrincipalFrom(r.Context()); ok {
+		fmt.Fprintf(w, "device %s %s %s", p.DeviceID, p.CredentialID, p.RemoteAddr)
+		return
+	}
+	if en, ok := deviceauth.EnrollmentFrom(r.Context()); ok {
+		pub, _ := base64.StdEncoding.DecodeString(string(body))
+		if err := en.VerifyEnrollment(pub); err != nil {
+			fmt.Fprintf(w, "enrollment refused %v %s", errors.Is(err, deviceauth.ErrUnauthenticated), en.RemoteAddr())
+			return
+		}
+		fmt.Fprintf(w, "enrollment ok %s", en.RemoteAddr())
+		return
+	}
+	fmt.Fprintf(w, "anonymous %d", len(body))
+})
+
+// rejectStatus answers a refusal (see newEnv).
+func rejectStatus(w http.ResponseWriter, _ *http.Request, err error) {
+	w.WriteHeader(http.StatusUnauthorized)
+	kind := "outage"
+	if errors.Is(err, deviceauth.ErrUnauthenticated) {
+		kind = "refused"
+	}
+	fmt.Fprintf(w, "%s: %v", kind, err)
 }
 
 func (e *env) enroll() (id, cred string, pub ed25519.PublicKey, priv ed25519.PrivateKey) {

@@ -73,6 +73,9 @@ type Config struct {
 	Workers resolvers.WorkerConfig
 	// SignatureWindow is the clock difference allowed on worker request signatures (default 60 s).
 	SignatureWindow time.Duration
+	// DeviceAuth authenticates signed worker requests; nil: NewDeviceAuth(cfg, store, log). The
+	// caller that builds it runs its Listen (docs/scale-out.md, "Stateless replicas").
+	DeviceAuth *deviceauth.Authenticator
 	// PublicCacheTTL is how long an anonymous query's response may be reused (0: no cache).
 	PublicCacheTTL time.Duration
 	// PublicCacheBytes bounds the memory the public cache holds.
@@ -209,16 +212,10 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		log = slog.Default()
 	}
 	log = slog.New(requestIDHandler{log.Handler()})
-	devices := deviceauth.New(deviceKeys(store), deviceauth.Options{
-		Window: cfg.SignatureWindow,
-		Touch: func(id string) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := store.TouchCredentials(ctx, []string{id}); err != nil {
-				log.Warn("recording key use", "err", err)
-			}
-		},
-	})
+	devices := cfg.DeviceAuth
+	if devices == nil {
+		devices = NewDeviceAuth(cfg, store, log)
+	}
 	g, switches := guard.New(log), cfg.Switches
 	if switches == nil {
 		switches = guard.NewSwitches(store, log, 0)
@@ -313,6 +310,40 @@ func New(cfg Config, store *db.DB, log *slog.Logger) http.Handler {
 		}
 	}
 	return requestID(accessLog(log, recoverPanics(log, deadline(cfg.RequestTimeout, mux))))
+}
+
+// NewDeviceAuth returns the authenticator of signed worker requests over store: keys from
+// device_credentials, the replay window shared by every replica in device_replays.
+func NewDeviceAuth(cfg Config, store *db.DB, log *slog.Logger) *deviceauth.Authenticator {
+	if log == nil {
+		log = slog.Default()
+	}
+	return deviceauth.New(deviceKeys(store), deviceauth.Options{
+		Window:  cfg.SignatureWindow,
+		Replays: deviceReplays(store),
+		Touch: func(id string) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := store.TouchCredentials(ctx, []string{id}); err != nil {
+				log.Warn("recording key use", "err", err)
+			}
+		},
+	})
+}
+
+func deviceReplays(store *db.DB) deviceauth.Replays {
+	return func(ctx context.Context, credentialID, deviceID string, key [32]byte, signedAt time.Time) (deviceauth.Use, error) {
+		use, err := store.RecordReplay(ctx, credentialID, deviceID, key, signedAt)
+		switch {
+		case err != nil:
+			return 0, err
+		case use == db.ReplayRepeated:
+			return deviceauth.UseReplayed, nil
+		case use == db.ReplayRevoked:
+			return deviceauth.UseRevoked, nil
+		}
+		return deviceauth.UseFirst, nil
+	}
 }
 
 func deviceKeys(store *db.DB) deviceauth.Keys {
