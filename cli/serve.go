@@ -317,8 +317,10 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	m.audit = guard.NewAuditLog(d.store, log, c.audit.options())
 	gcfg.Audit = m.audit
 	h := gateway.New(gcfg, d.store, log)
+	drain := &drainer{} // SIGTERM's drain (cli/drain.go)
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           drain.handler(h),
+		ConnState:         drain.connState,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      *c.timeout + 5*time.Second,
@@ -361,7 +363,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	log.Info("shutting down: draining in-flight requests", "timeout", *c.shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), *c.shutdown)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	drain.drain(sctx, ln) // refuse new connections; let idle keep-alive ones carry one last request
+	// The listener is closed already: Shutdown closing it again is no failure.
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, net.ErrClosed) {
 		log.Warn("drain incomplete; closing remaining connections", "err", err)
 		_ = srv.Close()
 	}

@@ -225,6 +225,12 @@ func rejectTokenWith(log *slog.Logger, w http.ResponseWriter, r *http.Request, e
 		return
 	case errors.Is(err, oidc.ErrUnauthenticated), errors.Is(err, deviceauth.ErrUnauthenticated):
 		msg = err.Error() // these packages' messages are written for clients
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(r.Context().Err(), context.DeadlineExceeded):
+		// The key lookup waited past the request's deadline (a slow or locked database).
+		log.WarnContext(r.Context(), "authentication timed out", "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(unavailableRetryAfter))
+		writeError(w, r, http.StatusServiceUnavailable, CodeTimeout, "the request exceeded its time limit")
+		return
 	case db.DatabaseUnavailable(err): // the key lookup could not reach the database
 		log.WarnContext(r.Context(), "authentication failed: database unavailable", "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(unavailableRetryAfter))
