@@ -309,24 +309,35 @@ func faultToken(t *testing.T, base, user string) string {
 
 func (e *faultEnv) enroll(t *testing.T, n int) *faultWorker {
 	t.Helper()
-	ctx := context.Background()
-	a := faultPost(ctx, e.hc, e.base, "createEnrollmentToken", e.alice, nil, "", `mutation { createEnrollmentToken { token } }`, nil)
-	var tok struct{ CreateEnrollmentToken struct{ Token string } }
-	if !a.ok() || json.Unmarshal(a.data, &tok) != nil {
-		t.Fatalf("createEnrollmentToken: %v %s", a.err, a.raw)
-	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	w := &faultWorker{key: key, snap: faultSnapshot(n)}
-	snap, _ := json.Marshal(w.snap)
-	a = faultPost(ctx, e.hc, e.base, "enrollDevice", "", key, "", `mutation($in: EnrollDeviceInput!) { enrollDevice(input: $in) { deviceId } }`,
-		map[string]any{"in": map[string]any{"token": tok.CreateEnrollmentToken.Token, "region": "eu-west", "snapshot": string(snap),
-			"publicKey": base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))}})
+	a := e.enrollWith(w, e.enrollmentToken(t, e.alice))
 	var enrolled struct{ EnrollDevice struct{ DeviceID string } }
 	if !a.ok() || json.Unmarshal(a.data, &enrolled) != nil {
 		t.Fatalf("enrollDevice: %v %s", a.err, a.raw)
 	}
 	w.deviceID = enrolled.EnrollDevice.DeviceID
 	return w
+}
+
+// enrollmentToken returns a new enrollment token of the owner of access token owner.
+func (e *faultEnv) enrollmentToken(t *testing.T, owner string) string {
+	t.Helper()
+	a := faultPost(context.Background(), e.hc, e.base, "createEnrollmentToken", owner, nil, "", `mutation { createEnrollmentToken { token } }`, nil)
+	var tok struct{ CreateEnrollmentToken struct{ Token string } }
+	if !a.ok() || json.Unmarshal(a.data, &tok) != nil {
+		t.Fatalf("createEnrollmentToken: %v %s", a.err, a.raw)
+	}
+	return tok.CreateEnrollmentToken.Token
+}
+
+// enrollWith sends w's enrollment with token, signed by w's key.
+func (e *faultEnv) enrollWith(w *faultWorker, token string) faultAnswer {
+	snap, _ := json.Marshal(w.snap)
+	return faultPost(context.Background(), e.hc, e.base, "enrollDevice", "", w.key, "",
+		`mutation($in: EnrollDeviceInput!) { enrollDevice(input: $in) { deviceId credentialId } }`,
+		map[string]any{"in": map[string]any{"token": token, "region": "eu-west", "snapshot": string(snap),
+			"publicKey": base64.StdEncoding.EncodeToString(w.key.Public().(ed25519.PublicKey))}})
 }
 
 // faultRegister follows the values a client wrote to one place (a device's name, its
@@ -952,4 +963,104 @@ func TestFaultSIGTERMUnderLoadDrainsEveryRequest(t *testing.T) {
 		return a.sent.After(term) && errors.As(a.err, &op) && op.Op == "dial" && errors.Is(a.err, syscall.ECONNREFUSED)
 	})
 	t.Logf("SIGTERM to exit %v; %d requests sent before it were answered after it", exited.Sub(term).Round(time.Millisecond), answeredAfter)
+}
+
+// The mutations a client retries after losing the answer (docs/resilience.md, "Which mutations
+// are safe to retry"): a retried enrollment (same token, same key) and a retried addDeviceKey
+// answer what the first did and write nothing twice; a retried proof returns the stored verdict.
+// Everyone else still gets the refusal: another key with a used token, another owner adding
+// the key, the owner re-adding a revoked key.
+func TestFaultRetriedMutationsAreIdempotent(t *testing.T) {
+	t.Parallel()
+	x, dsn := dbtest.NewWithDSN(t)
+	e := &faultEnv{t: t, dsn: dsn, check: x.DB, hc: faultClient()}
+	e.startGateway(0)
+	bob := faultToken(t, e.base, "bob")
+	ctx := context.Background()
+
+	token := e.enrollmentToken(t, e.alice)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	w := &faultWorker{key: key, snap: faultSnapshot(900)}
+	first, retry := e.enrollWith(w, token), e.enrollWith(w, token)
+	if !first.ok() || !retry.ok() || string(first.data) != string(retry.data) {
+		t.Fatalf("enrollment and its retry:\n%s\n%s", first.raw, retry.raw)
+	}
+	var enrolled struct{ EnrollDevice struct{ DeviceID, CredentialID string } }
+	_ = json.Unmarshal(first.data, &enrolled)
+	w.deviceID = enrolled.EnrollDevice.DeviceID
+	var devices, creds int
+	if err := x.Get(&devices, `SELECT count(*) FROM devices d JOIN device_credentials c ON c.device_id = d.id WHERE c.fingerprint = (
+		SELECT fingerprint FROM device_credentials WHERE id = $1)`, enrolled.EnrollDevice.CredentialID); err != nil || devices != 1 {
+		t.Fatalf("devices enrolled with the key: %d %v", devices, err)
+	}
+	// Another key with the used token: refused, as before.
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	if a := e.enrollWith(&faultWorker{key: other, snap: faultSnapshot(901)}, token); len(a.errs) != 1 || a.errs[0].Code() != "BAD_USER_INPUT" {
+		t.Fatalf("another key with a used token: %s", a.raw)
+	}
+
+	const addKey = `mutation($id: ID!, $k: String!) { addDeviceKey(id: $id, publicKey: $k) { id } }`
+	_, next, _ := ed25519.GenerateKey(rand.Reader)
+	nextPub := base64.StdEncoding.EncodeToString(next.Public().(ed25519.PublicKey))
+	vars := map[string]any{"id": w.deviceID, "k": nextPub}
+	added, again := faultPost(ctx, e.hc, e.base, "addDeviceKey", e.alice, nil, "", addKey, vars), faultPost(ctx, e.hc, e.base, "addDeviceKey", e.alice, nil, "", addKey, vars)
+	if !added.ok() || !again.ok() || string(added.data) != string(again.data) {
+		t.Fatalf("addDeviceKey and its retry:\n%s\n%s", added.raw, again.raw)
+	}
+	if err := x.Get(&creds, `SELECT count(*) FROM device_credentials WHERE device_id = $1`, w.deviceID); err != nil || creds != 2 {
+		t.Fatalf("credentials of the device after a retried addDeviceKey: %d %v", creds, err)
+	}
+	// bob adds alice's new key to his own device: still a conflict.
+	bobs := &faultWorker{snap: faultSnapshot(902)}
+	_, bobs.key, _ = ed25519.GenerateKey(rand.Reader)
+	var bobEnrolled struct{ EnrollDevice struct{ DeviceID string } }
+	if a := e.enrollWith(bobs, e.enrollmentToken(t, bob)); !a.ok() || json.Unmarshal(a.data, &bobEnrolled) != nil {
+		t.Fatalf("bob's enrollment: %s", a.raw)
+	}
+	if a := faultPost(ctx, e.hc, e.base, "addDeviceKey", bob, nil, "", addKey, map[string]any{"id": bobEnrolled.EnrollDevice.DeviceID, "k": nextPub}); len(a.errs) != 1 || a.errs[0].Code() != "CONFLICT" {
+		t.Fatalf("bob adding alice's key: %s", a.raw)
+	}
+	// bob adds it to alice's device: forbidden, as before.
+	if a := faultPost(ctx, e.hc, e.base, "addDeviceKey", bob, nil, "", addKey, vars); len(a.errs) != 1 || a.errs[0].Code() != "FORBIDDEN" {
+		t.Fatalf("bob adding a key to alice's device: %s", a.raw)
+	}
+	// alice revokes the key and adds it again: a revoked key stays retired.
+	var addedKey struct{ AddDeviceKey struct{ ID string } }
+	_ = json.Unmarshal(added.data, &addedKey)
+	if a := faultPost(ctx, e.hc, e.base, "revokeDeviceKey", e.alice, nil, "", `mutation($id: ID!, $c: ID!) { revokeDeviceKey(id: $id, credentialId: $c) { id } }`,
+		map[string]any{"id": w.deviceID, "c": addedKey.AddDeviceKey.ID}); !a.ok() {
+		t.Fatalf("revokeDeviceKey: %s", a.raw)
+	}
+	if a := faultPost(ctx, e.hc, e.base, "addDeviceKey", e.alice, nil, "", addKey, vars); len(a.errs) != 1 || a.errs[0].Code() != "CONFLICT" {
+		t.Fatalf("re-adding a revoked key: %s", a.raw)
+	}
+
+	// A proof submitted twice (the worker never does, but a proxy may): one verdict, returned twice.
+	ch := faultPost(ctx, e.hc, e.base, "requestChallenge", "", w.key, w.deviceID, `mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty } }`,
+		map[string]any{"d": w.deviceID})
+	var c struct {
+		RequestChallenge struct {
+			ID, Nonce  string
+			Difficulty int
+		}
+	}
+	if !ch.ok() || json.Unmarshal(ch.data, &c) != nil {
+		t.Fatalf("requestChallenge: %s", ch.raw)
+	}
+	nonce, _ := base64.StdEncoding.DecodeString(c.RequestChallenge.Nonce)
+	proof, err := attest.Prove(ctx, w.key, c.RequestChallenge.ID, nonce, c.RequestChallenge.Difficulty, w.snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := worker.ProofInput(proof, nil)
+	const submit = `mutation($d: ID!, $in: ProofInput!) { submitProof(deviceId: $d, input: $in) { verdict reasons } }`
+	p1 := faultPost(ctx, e.hc, e.base, "submitProof", "", w.key, w.deviceID, submit, map[string]any{"d": w.deviceID, "in": in})
+	p2 := faultPost(ctx, e.hc, e.base, "submitProof", "", w.key, w.deviceID, submit, map[string]any{"d": w.deviceID, "in": in})
+	if !p1.ok() || !p2.ok() || string(p1.data) != string(p2.data) {
+		t.Fatalf("submitProof and its retry:\n%s\n%s", p1.raw, p2.raw)
+	}
+	var verdicts int
+	if err := x.Get(&verdicts, `SELECT count(*) FROM attestations WHERE challenge_id = $1`, c.RequestChallenge.ID); err != nil || verdicts != 1 {
+		t.Fatalf("verdicts of the challenge after a retried proof: %d %v", verdicts, err)
+	}
 }
