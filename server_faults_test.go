@@ -985,7 +985,9 @@ func TestFaultRetriedMutationsAreIdempotent(t *testing.T) {
 	if !first.ok() || !retry.ok() || string(first.data) != string(retry.data) {
 		t.Fatalf("enrollment and its retry:\n%s\n%s", first.raw, retry.raw)
 	}
-	var enrolled struct{ EnrollDevice struct{ DeviceID, CredentialID string } }
+	var enrolled struct {
+		EnrollDevice struct{ DeviceID, CredentialID string }
+	}
 	_ = json.Unmarshal(first.data, &enrolled)
 	w.deviceID = enrolled.EnrollDevice.DeviceID
 	var devices, creds int
