@@ -1065,4 +1065,13 @@ func TestFaultRetriedMutationsAreIdempotent(t *testing.T) {
 	if err := x.Get(&verdicts, `SELECT count(*) FROM attestations WHERE challenge_id = $1`, c.RequestChallenge.ID); err != nil || verdicts != 1 {
 		t.Fatalf("verdicts of the challenge after a retried proof: %d %v", verdicts, err)
 	}
+
+	// Once the device is removed, its enrollment cannot be replayed back to life.
+	if a := faultPost(ctx, e.hc, e.base, "removeDevice", e.alice, nil, "", `mutation($id: ID!) { removeDevice(id: $id) { id } }`,
+		map[string]any{"id": w.deviceID}); !a.ok() {
+		t.Fatalf("removeDevice: %s", a.raw)
+	}
+	if a := e.enrollWith(w, token); len(a.errs) != 1 || a.errs[0].Code() != "BAD_USER_INPUT" {
+		t.Fatalf("the enrollment of a removed device retried: %s", a.raw)
+	}
 }

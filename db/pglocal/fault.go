@@ -3,7 +3,6 @@
 package pglocal
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -54,32 +53,6 @@ func (s *Server) Kill() error {
 			_ = os.Remove(s.sockDir)
 		}
 	})
-	return nil
-}
-
-// Restart stops the cluster (fast shutdown, as Stop) and, after down has passed, starts it
-// again on the same data directory with o (o.DataDir is ignored: the cluster's own is used). The
-// new Server listens on the same socket, so DSNs stay valid. It returns the new Server, or the
-// error of the stop or of the start.
-func (s *Server) Restart(ctx context.Context, down time.Duration, o Options) (*Server, error) {
-	if err := s.Stop(ctx); err != nil {
-		return nil, err
-	}
-	select {
-	case <-time.After(down):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	o.DataDir = s.dataDir
-	return Start(ctx, o)
-}
-
-// Signal sends sig to the postmaster and every backend (SIGSTOP freezes the whole cluster,
-// SIGCONT thaws it). It returns the error of kill(2).
-func (s *Server) Signal(sig syscall.Signal) error {
-	if err := syscall.Kill(-s.cmd.Process.Pid, sig); err != nil {
-		return fmt.Errorf("pglocal: signal postgres: %w", err)
-	}
 	return nil
 }
 
