@@ -318,8 +318,10 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	gcfg.Audit = m.audit
 	gcfg.DeviceAuth = gateway.NewDeviceAuth(gcfg, d.store, log) // its Listen runs with the jobs
 	h := gateway.New(gcfg, d.store, log)
+	drain := &drainer{} // SIGTERM's drain (cli/drain.go)
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           drain.handler(h),
+		ConnState:         drain.connState,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      *c.timeout + 5*time.Second,
@@ -365,7 +367,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	log.Info("shutting down: draining in-flight requests", "timeout", *c.shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), *c.shutdown)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	drain.drain(sctx, ln) // refuse new connections; let idle keep-alive ones carry one last request
+	// The listener is closed already: Shutdown closing it again is no failure.
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, net.ErrClosed) {
 		log.Warn("drain incomplete; closing remaining connections", "err", err)
 		_ = srv.Close()
 	}

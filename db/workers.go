@@ -58,7 +58,9 @@ type Enrollment struct {
 // a GPU identity held by a quarantined device is quarantined too (rule 5 of docs/attestation.md,
 // "GPU identity lifecycle"). Without a name the device gets a random public name
 // (RandomDeviceName): the hostname is owner-only and never becomes public. It returns ErrInvalid for a bad key, text or
-// snapshot or an unusable token, ErrConflict for a key already registered.
+// snapshot or an unusable token, ErrConflict for a key already registered. A retry with a used,
+// unexpired token and the key it enrolled (unrevoked, device not removed) returns that device
+// and credential again, so a worker that lost the answer is not stranded.
 func (d *DB) Enroll(ctx context.Context, e Enrollment) (deviceID, credentialID string, err error) {
 	if len(e.PublicKey) != ed25519.PublicKeySize {
 		return "", "", Invalidf("publicKey must be an Ed25519 public key")
@@ -105,6 +107,24 @@ func (d *DB) Enroll(ctx context.Context, e Enrollment) (deviceID, credentialID s
 	err = tx.GetContext(ctx, &owner, `UPDATE enrollment_tokens SET used_at = now()
 		WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() RETURNING owner_id`, hash[:])
 	if errors.Is(err, sql.ErrNoRows) {
+		// A worker retrying an enrollment whose answer it lost (docs/resilience.md): the token
+		// enrolled a live device with this very key, whose holder signed this request. It gets
+		// that device again; any other caller gets the refusal.
+		var prior struct {
+			Device     string `db:"device_id"`
+			Credential string `db:"id"`
+		}
+		perr := tx.GetContext(ctx, &prior, `SELECT t.device_id, c.id FROM enrollment_tokens t
+			JOIN devices d ON d.id = t.device_id
+			JOIN device_credentials c ON c.device_id = t.device_id
+			WHERE t.token_hash = $1 AND t.used_at IS NOT NULL AND t.expires_at > now()
+			  AND c.fingerprint = $2 AND c.revoked_at IS NULL AND d.removed_at IS NULL`, hash[:], Fingerprint(e.PublicKey))
+		if perr == nil {
+			return prior.Device, prior.Credential, nil
+		}
+		if !errors.Is(perr, sql.ErrNoRows) {
+			return "", "", translate("enroll", perr)
+		}
 		return "", "", Invalidf("the enrollment token is unknown, expired or already used")
 	}
 	if err != nil {
@@ -367,7 +387,10 @@ func addCredential(ctx context.Context, x sqlx.ExtContext, deviceID string, pub 
 	return id, err
 }
 
-// AddDeviceKey registers another worker key for the owner's device (key rotation).
+// AddDeviceKey registers another worker key for the owner's device (key rotation). Adding a key
+// the device already holds, unrevoked, returns that credential (a retry is idempotent); it
+// returns ErrConflict for a key registered anywhere else or revoked, ErrForbidden or ErrNotFound
+// for a device that is not the owner's or does not exist.
 func (d *DB) AddDeviceKey(ctx context.Context, deviceID, owner string, pub ed25519.PublicKey) (DeviceCredential, error) {
 	if len(pub) != ed25519.PublicKeySize {
 		return DeviceCredential{}, Invalidf("publicKey must be an Ed25519 public key")
@@ -384,6 +407,20 @@ func (d *DB) AddDeviceKey(ctx context.Context, deviceID, owner string, pub ed255
 		return c, Forbiddenf("you do not own this device")
 	}
 	if err = translate("add device key", err); errors.Is(err, ErrConflict) {
+		// A retry whose first answer was lost (docs/resilience.md): the key is already a live key
+		// of this very device of the caller's, so the answer is that credential. A key of another
+		// device, of a removed device or a revoked key stays a conflict.
+		var prior DeviceCredential
+		perr := sqlx.GetContext(ctx, d.x, &prior, `SELECT c.id, c.device_id, c.fingerprint, c.created_at, c.last_used_at, c.revoked_at
+			FROM device_credentials c JOIN devices d ON d.id = c.device_id
+			WHERE c.fingerprint = $3 AND c.device_id = $1 AND d.owner_id = $2 AND c.revoked_at IS NULL AND d.removed_at IS NULL`,
+			deviceID, owner, Fingerprint(pub))
+		if perr == nil {
+			return prior, nil
+		}
+		if !errors.Is(perr, sql.ErrNoRows) {
+			return c, translate("add device key", perr)
+		}
 		return c, &Error{Kind: ErrConflict, Msg: "this public key is already registered"}
 	}
 	return c, err

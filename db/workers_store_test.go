@@ -85,8 +85,17 @@ func TestEnroll(t *testing.T) {
 	if linked := scalar[string](f, `SELECT coalesce(device_id::text, '') FROM enrollment_tokens WHERE token_hash = $1 AND used_at IS NOT NULL`, sum[:]); linked != id {
 		t.Fatalf("token records device %q, want %s", linked, id)
 	}
-	// The token is spent; a fresh token with the same key conflicts and is not spent either.
-	bad("used token", func(e *db.Enrollment) {}, db.ErrInvalid)
+	// The token is spent. The same enrollment again (a worker that lost the answer) gets the same
+	// device and key back and creates nothing; with another key it is refused.
+	if id2, cred2, err := f.store.Enroll(f.ctx, good); err != nil || id2 != id || cred2 != cred {
+		t.Fatalf("the enrollment retried: %s %s %v, want %s %s", id2, cred2, err, id, cred)
+	}
+	if n := scalar[int](f, `SELECT count(*) FROM device_credentials WHERE fingerprint = $1`, db.Fingerprint(pub)); n != 1 {
+		t.Fatalf("%d credentials of the key after a retried enrollment", n)
+	}
+	anotherKey, _ := newKey(t)
+	bad("used token", func(e *db.Enrollment) { e.PublicKey = anotherKey }, db.ErrInvalid)
+	// A fresh token with the same key conflicts and is not spent either.
 	again := f.token(owner)
 	bad("same key again", func(e *db.Enrollment) { e.Token = again; e.Snapshot = snapshot(gpuUUID()) }, db.ErrConflict)
 	other, _ := newKey(t)
@@ -379,8 +388,13 @@ func TestDeviceKeys(t *testing.T) {
 	wantKind(t, "another's device", err, db.ErrForbidden)
 	_, err = f.store.AddDeviceKey(f.ctx, unknown, owner, k2)
 	wantKind(t, "unknown device", err, db.ErrNotFound)
-	_, err = f.store.AddDeviceKey(f.ctx, d.ID, owner, d.Pub)
-	wantKind(t, "the enrolled key again", err, db.ErrConflict)
+	// The device's own live key again (a retry whose answer was lost): that credential, nothing new.
+	same, err := f.store.AddDeviceKey(f.ctx, d.ID, owner, d.Pub)
+	if err != nil || same.DeviceID != d.ID || same.RevokedAt != nil || same.Fingerprint != db.Fingerprint(d.Pub) {
+		t.Fatalf("the enrolled key again: %+v %v", same, err)
+	}
+	_, err = f.store.AddDeviceKey(f.ctx, d.ID, other, d.Pub)
+	wantKind(t, "the enrolled key again, by another user", err, db.ErrForbidden)
 
 	c2, err := f.store.AddDeviceKey(f.ctx, d.ID, owner, k2)
 	if err != nil || c2.DeviceID != d.ID || c2.Fingerprint != db.Fingerprint(k2) || c2.RevokedAt != nil {

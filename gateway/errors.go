@@ -37,7 +37,15 @@ const (
 	CodeIntrospectionDisabled = "INTROSPECTION_DISABLED"
 	CodeOverloaded            = "OVERLOADED"         // HTTP 503 + Retry-After: too many operations executing
 	CodeResponseTooLarge      = "RESPONSE_TOO_LARGE" // the response exceeds the response size cap
+	// CodeUnavailable: the database could not be reached or dropped the connection (a restart, a
+	// crash, a failover); extensions.retryAfterSeconds (and HTTP Retry-After) say when to retry.
+	// docs/resilience.md lists which mutations are safe to retry.
+	CodeUnavailable = "UNAVAILABLE"
 )
+
+// unavailableRetryAfter is the retry hint of UNAVAILABLE: a restarted PostgreSQL takes a few
+// seconds, and the gateway reconnects at the first request after it is back.
+const unavailableRetryAfter = 1
 
 // presenter is the one place errors become what clients see: known sentinels keep their
 // client-safe message and get a code; everything else is masked ("internal error" + request id)
@@ -90,6 +98,12 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 		return withCode(gerr, CodeUnauthenticated, msg)
 	case errors.Is(cause, errStopped) || errors.Is(cause, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return withCode(gerr, CodeTimeout, "the request exceeded its time limit")
+	case db.DatabaseUnavailable(cause):
+		p.log.LogAttrs(ctx, slog.LevelWarn, "database unavailable", slog.String("path", gerr.Path.String()), slog.String("err", cause.Error()))
+		out := withCode(gerr, CodeUnavailable, db.ErrDatabaseUnavailable.Error())
+		out.Extensions["retryAfterSeconds"] = unavailableRetryAfter
+		noteRetryAfter(ctx, unavailableRetryAfter)
+		return out
 	}
 	id := RequestID(ctx)
 	p.log.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("path", gerr.Path.String()), slog.String("err", cause.Error()))

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"regexp"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/gpugate/gpugate/db"
@@ -224,6 +225,17 @@ func rejectTokenWith(log *slog.Logger, w http.ResponseWriter, r *http.Request, e
 		return
 	case errors.Is(err, oidc.ErrUnauthenticated), errors.Is(err, deviceauth.ErrUnauthenticated):
 		msg = err.Error() // these packages' messages are written for clients
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(r.Context().Err(), context.DeadlineExceeded):
+		// The key lookup waited past the request's deadline (a slow or locked database).
+		log.WarnContext(r.Context(), "authentication timed out", "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(unavailableRetryAfter))
+		writeError(w, r, http.StatusServiceUnavailable, CodeTimeout, "the request exceeded its time limit")
+		return
+	case db.DatabaseUnavailable(err): // the key lookup could not reach the database
+		log.WarnContext(r.Context(), "authentication failed: database unavailable", "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(unavailableRetryAfter))
+		writeError(w, r, http.StatusServiceUnavailable, CodeUnavailable, "authentication is unavailable, retry later")
+		return
 	default: // a lookup failed: not the caller's fault
 		log.ErrorContext(r.Context(), "authentication failed", "err", err)
 		writeError(w, r, http.StatusServiceUnavailable, CodeInternal, "authentication is unavailable, retry later")
