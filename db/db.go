@@ -30,7 +30,8 @@ type Options struct {
 	// TransactionPooler says the connections go through a transaction-pooling PgBouncer
 	// (before 1.21), where a statement prepared on one server connection is missing on the
 	// next: named prepared statements are then off, every statement is sent with its text
-	// (docs/postgresql.md, "PgBouncer"). Open it with PoolerDSN.
+	// (docs/postgresql.md, "PgBouncer"), and Open wraps each lone statement with parameters in
+	// a transaction of its own (pooler.go).
 	TransactionPooler bool
 }
 
@@ -52,9 +53,18 @@ type DB struct {
 // Open connects to dsn and checks the connection. It returns an error when the server cannot be
 // reached within ctx.
 func Open(ctx context.Context, dsn string, o Options) (*DB, error) {
-	x, err := sqlx.Open("postgres", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
+	var x *sqlx.DB
+	if o.TransactionPooler {
+		pooled, err := openPooled(dsn) // pooler.go
+		if err != nil {
+			return nil, err
+		}
+		x = sqlx.NewDb(pooled, "postgres")
+	} else {
+		var err error
+		if x, err = sqlx.Open("postgres", dsn); err != nil {
+			return nil, fmt.Errorf("open database: %w", err)
+		}
 	}
 	if err := x.PingContext(ctx); err != nil {
 		_ = x.Close()

@@ -92,11 +92,13 @@ func ExplorerDSN(dsn string) (string, error) {
 	return withParams(dsn, "explorer database URL", "search_path", ExplorerSchema, "binary_parameters", "yes")
 }
 
-// PoolerDSN returns dsn with lib/pq's binary_parameters on, for a connection through a
-// transaction-pooling PgBouncer: without it lib/pq sends a statement with parameters in two
+// PoolerDSN returns dsn with lib/pq's binary_parameters on, for an explorer connection through
+// a transaction-pooling PgBouncer: without it lib/pq sends a statement with parameters in two
 // exchanges (parse and describe, sync; then bind and execute), and the pooler may hand the
 // second to another server connection, which does not know the statement ("unnamed prepared
-// statement does not exist"). It returns an error for a malformed URL.
+// statement does not exist"). The explorer's statements pass no []byte, the one kind that
+// option sends differently (see pooler.go for the app pool). It returns an error for a
+// malformed URL.
 func PoolerDSN(dsn string) (string, error) {
 	return withParams(dsn, "database URL", "binary_parameters", "yes")
 }
