@@ -343,3 +343,80 @@ func TestPoolGatewayThroughPgBouncerTransactionMode(t *testing.T) {
 		}
 	}
 }
+
+// poolMetric returns the value of the series line starting with series in g's /metrics, or ""
+// when there is none.
+func poolMetric(t *testing.T, g *process, series string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + g.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// A gateway with a read replica: /metrics shows it up, then down once it is stopped, while
+// /readyz stays ready and anonymous reads keep answering (from the primary); it is used again
+// once it is back.
+func TestPoolReplicaGateway(t *testing.T) {
+	srv, base := poolPrimary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lg := slog.New(slog.NewTextHandler(io.Discard, nil))
+	replicaDir := filepath.Join(base, "replica")
+	rep, err := pglocal.StartReplica(ctx, srv, pglocal.Options{DataDir: replicaDir, Fast: true, Logger: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rep.Stop(context.Background()) })
+	g := start(t, []string{"DATABASE_URL=" + srv.DSNAs(db.RoleApp, "gpugate")},
+		"--dev", "--seed", "20", "--metrics-public",
+		"--migration-database-url", srv.DSNAs(db.RoleOwner, "gpugate"),
+		"--explorer-database-url", srv.DSNAs(db.RoleExplorer, "gpugate"),
+		"--database-replica-urls", rep.DSNAs(db.RoleExplorer, "gpugate"),
+		"--replica-max-lag", "2s", "--public-cache-ttl", "0", "--stats-ttl", "1ms")
+	up := `gpugate_db_replica_up{replica="0"}`
+	waitFor(t, func() bool { return poolMetric(t, g, up) == "1" })
+	if lag := poolMetric(t, g, `gpugate_db_replica_lag_seconds{replica="0"}`); lag == "" {
+		t.Fatal("no lag series for an up replica")
+	}
+	// The seed ran after the replica was made: its devices streamed to the replica.
+	if n := deviceCount(t, g); n != 20 {
+		t.Fatalf("networkStats.devices = %d; want 20", n)
+	}
+
+	if err := rep.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if n := deviceCount(t, g); n != 20 {
+			t.Fatalf("with the replica stopped: networkStats.devices = %d; want 20", n)
+		}
+	}
+	waitFor(t, func() bool { return poolMetric(t, g, up) == "0" })
+	resp, err := http.Get("http://" + g.addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz with the replica down: HTTP %d; want 200 (the primary serves)", resp.StatusCode)
+	}
+
+	rep2, err := pglocal.StartReplica(ctx, srv, pglocal.Options{DataDir: replicaDir, Fast: true, Logger: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rep2.Stop(context.Background()) })
+	waitFor(t, func() bool { return poolMetric(t, g, up) == "1" })
+	if strings.Contains(g.out.String(), "panic") {
+		t.Fatalf("the gateway logged a panic:\n%s", g.out.String())
+	}
+}
