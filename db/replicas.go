@@ -162,17 +162,6 @@ func (d *DB) Replicas() []ReplicaState {
 	return out
 }
 
-// CheckReplicas runs one check of every replica now (tests, and an operator's tooling that
-// wants a fresh state); the background checkers go on as before.
-func (d *DB) CheckReplicas(ctx context.Context) {
-	if d.replicas == nil {
-		return
-	}
-	for _, r := range d.replicas.list {
-		d.replicas.check(ctx, r)
-	}
-}
-
 func (s *replicaSet) close() {
 	s.stop()
 	s.wg.Wait()
