@@ -57,12 +57,12 @@ func (f poolFlags) transaction() (bool, error) {
 	return false, fmt.Errorf("--database-pooler must be %s, %s or %s, got %q", poolerNone, poolerSession, poolerTransaction, *f.pooler)
 }
 
-// poolerSetup adjusts the app role's connection for --database-pooler and returns it: behind a
-// transaction pooler, statements are not prepared and lone ones run in a transaction of their
-// own (db.Options.TransactionPooler), and the
-// direct URL (else the database URL) serves the kill switches' listener, the purge's session
-// lock and, without --migration-database-url, the migrations' lock. It returns an error for a
-// bad flag or a malformed URL.
+// poolerSetup adjusts the store's options for --database-pooler and returns the app role's
+// connection string: behind a transaction pooler, statements are not prepared and lone ones run
+// in a transaction of their own (db.Options.TransactionPooler), and the direct URL (else the
+// database URL) serves the kill switches' listener, the purge's session lock and, without
+// --migration-database-url, the migrations' lock and the seed. It returns an error for a bad
+// --database-pooler.
 func (d *database) poolerSetup(f poolFlags, dsn string, o *db.Options) (string, error) {
 	tx, err := f.transaction()
 	if err != nil {
