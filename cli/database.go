@@ -18,7 +18,8 @@ type database struct {
 	store    *db.DB
 	local    *pglocal.Server
 	embedded bool
-	dsn      string   // for connections outside the pool (the kill switches' listener)
+	dsn      string   // for connections outside the pool (the kill switches' listener): the direct URL
+	direct   string   // --database-direct-url, else the database URL (cli/replicas.go)
 	roles    roleDSNs // the owner's and the explorer's connections (roles.go)
 }
 
@@ -61,12 +62,22 @@ func openDatabase(ctx context.Context, f dbFlags, o db.Options, log *slog.Logger
 		out.urlRoles(f.roles)
 	}
 	out.roles.app = dsn
-	store, err := db.Open(ctx, dsn, db.Options{MaxOpenConns: *f.maxConns, StatsTTL: o.StatsTTL, MaxOpenChallenges: o.MaxOpenChallenges})
+	opts := db.Options{MaxOpenConns: *f.maxConns, StatsTTL: o.StatsTTL, MaxOpenChallenges: o.MaxOpenChallenges}
+	dsn, err := out.poolerSetup(f.roles.pool, dsn, &opts) // --database-pooler (cli/replicas.go)
 	if err != nil {
 		out.close(log)
 		return nil, err
 	}
-	out.store, out.dsn = store, dsn
+	store, err := db.Open(ctx, dsn, opts)
+	if err != nil {
+		out.close(log)
+		return nil, err
+	}
+	out.store, out.dsn = store, out.direct
+	if err := out.attachSession(ctx); err != nil {
+		out.close(log)
+		return nil, err
+	}
 	return out, nil
 }
 

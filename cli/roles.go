@@ -16,6 +16,7 @@ import (
 type roleFlags struct {
 	explorerURL, migrationURL *string
 	explorerConns             *int
+	pool                      poolFlags // replicas and pooler (cli/replicas.go)
 }
 
 func addRoleFlags(f *envFlags) roleFlags {
@@ -26,7 +27,8 @@ func addRoleFlags(f *envFlags) roleFlags {
 		migrationURL: f.String("migration-database-url", "GPUGATE_MIGRATION_DATABASE_URL", "",
 			"PostgreSQL URL of the owner role that runs migrations, seed and users import (empty: DATABASE_URL; zero-config: gpugate_owner)"),
 		explorerConns: f.Int("explorer-db-max-conns", "GPUGATE_EXPLORER_DB_MAX_CONNS", 10,
-			"maximum open connections of the anonymous-read pool, besides --db-max-conns"),
+			"maximum open connections of the anonymous-read pool (and of each read replica's), besides --db-max-conns"),
+		pool: addPoolFlags(f),
 	}
 }
 
@@ -86,7 +88,7 @@ func (d *database) attachExplorer(ctx context.Context, log *slog.Logger) error {
 	if dsn == "" {
 		dsn = d.roles.app
 	}
-	x, check, err := db.OpenExplorer(ctx, dsn, d.roles.conns)
+	x, check, err := d.store.OpenExplorer(ctx, dsn, d.roles.conns)
 	switch {
 	case err != nil && d.roles.explicit:
 		return err

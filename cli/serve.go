@@ -262,6 +262,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if err := d.attachExplorer(ctx, log); err != nil {
 		return err
 	}
+	if err := d.attachReplicas(c.dbf.roles.pool, log); err != nil { // cli/replicas.go
+		return err
+	}
 
 	gcfg := gateway.Config{
 		Dev: *c.dev, Introspection: *c.introspection, MaxBodyBytes: int64(*c.maxBody), MaxTokens: *c.maxTokens,
@@ -313,6 +316,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		return err
 	}
 	m.obs.reg.WatchSwitches(gcfg.Switches.Disabled)
+	m.obs.reg.WatchReplicas(d.replicaStates)
 	gcfg.Metrics, gcfg.PublicMetrics, gcfg.GuardObservers = m.obs.reg, *c.mf.public, m.obs.observers()
 	m.audit = guard.NewAuditLog(d.store, log, c.audit.options())
 	gcfg.Audit = m.audit

@@ -27,6 +27,12 @@ type Options struct {
 	// MaxOpenChallenges is how many unexpired, unused challenges one device may hold (default
 	// DefaultMaxOpenChallenges; negative: no cap, for load tests that prepare proofs ahead).
 	MaxOpenChallenges int
+	// TransactionPooler says the connections go through a transaction-pooling PgBouncer
+	// (before 1.21), where a statement prepared on one server connection is missing on the
+	// next: named prepared statements are then off, every statement is sent with its text
+	// (docs/postgresql.md, "PgBouncer"), and Open wraps each lone statement with parameters in
+	// a transaction of its own (pooler.go).
+	TransactionPooler bool
 }
 
 // DB is the gateway's handle on PostgreSQL. It is safe for concurrent use.
@@ -37,6 +43,9 @@ type DB struct {
 	appStmts, explorerStmts *stmtCache
 	statsTTL                time.Duration
 	maxOpen                 int // open challenges per device; <= 0: no cap
+	noPrepare               bool
+	replicas                *replicaSet // anonymous reads (replicas.go); nil: none configured
+	session                 *sqlx.DB    // session-level work (SetSession); nil: x
 	stats                   statsCache
 	flight                  singleflight.Group
 }
@@ -44,9 +53,18 @@ type DB struct {
 // Open connects to dsn and checks the connection. It returns an error when the server cannot be
 // reached within ctx.
 func Open(ctx context.Context, dsn string, o Options) (*DB, error) {
-	x, err := sqlx.Open("postgres", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
+	var x *sqlx.DB
+	if o.TransactionPooler {
+		pooled, err := openPooled(dsn) // pooler.go
+		if err != nil {
+			return nil, err
+		}
+		x = sqlx.NewDb(pooled, "postgres")
+	} else {
+		var err error
+		if x, err = sqlx.Open("postgres", dsn); err != nil {
+			return nil, fmt.Errorf("open database: %w", err)
+		}
 	}
 	if err := x.PingContext(ctx); err != nil {
 		_ = x.Close()
@@ -69,7 +87,25 @@ func New(x *sqlx.DB, o Options) *DB {
 	if o.MaxOpenChallenges == 0 {
 		o.MaxOpenChallenges = DefaultMaxOpenChallenges
 	}
-	return &DB{x: x, appStmts: newStmtCache(x.DB), statsTTL: o.StatsTTL, maxOpen: o.MaxOpenChallenges}
+	d := &DB{statsTTL: o.StatsTTL, maxOpen: o.MaxOpenChallenges, noPrepare: o.TransactionPooler}
+	d.x, d.appStmts = x, d.newStmtCache(x.DB)
+	return d
+}
+
+// Prepares reports whether the store uses named prepared statements (not Options.TransactionPooler).
+func (d *DB) Prepares() bool { return !d.noPrepare }
+
+// SetSession makes x the pool of work that needs a session of its own (session advisory
+// locks), for a store whose pool goes through a transaction pooler (Options.TransactionPooler);
+// Close closes it. Call it before serving.
+func (d *DB) SetSession(x *sqlx.DB) { d.session = x }
+
+// Session returns the pool for session-level work: the one SetSession gave, else the app pool.
+func (d *DB) Session() *sqlx.DB {
+	if d.session != nil {
+		return d.session
+	}
+	return d.x
 }
 
 // SQL returns the underlying pool (migrations, health checks, tests).
@@ -77,6 +113,12 @@ func (d *DB) SQL() *sqlx.DB { return d.x }
 
 // Close closes the pools (and with them their prepared statements).
 func (d *DB) Close() error {
+	if d.replicas != nil {
+		d.replicas.close()
+	}
+	if d.session != nil {
+		_ = d.session.Close()
+	}
 	if d.explorer != nil {
 		d.explorerStmts.close()
 		_ = d.explorer.Close()
@@ -99,17 +141,23 @@ func (d *DB) Close() error {
 // statement returns makes PostgreSQL refuse it ("cached plan must not change result type"):
 // query then drops the statement and runs it once more, prepared afresh.
 //
-// PgBouncer in transaction mode (docs/benchmark.md, "Database reads") hands each transaction a different server
-// connection, on which a statement prepared elsewhere does not exist: there these statements
-// need PgBouncer 1.21+ with max_prepared_statements set (it tracks protocol-level prepared
-// statements per server connection), or a pool that bypasses it.
+// PgBouncer in transaction mode (docs/postgresql.md, "PgBouncer") hands each transaction a
+// different server connection, on which a statement prepared elsewhere does not exist: there
+// these statements need PgBouncer 1.21+ with max_prepared_statements set (it tracks
+// protocol-level prepared statements per server connection), or Options.TransactionPooler,
+// which turns the cache off (query then runs the text).
 type stmtCache struct {
-	pool  *sql.DB
-	mu    sync.Mutex
-	stmts sync.Map // SQL text -> *sql.Stmt
+	pool *sql.DB
+	off  bool // Options.TransactionPooler: run the text instead
+	// replica: the statements of a read replica's pool, run once more on the primary's
+	// after a replica failure (replicas.go); nil for the primary's pools.
+	replica *replicaQueryer
+	mu      sync.Mutex
+	stmts   sync.Map // SQL text -> *sql.Stmt
 }
 
-func newStmtCache(pool *sql.DB) *stmtCache { return &stmtCache{pool: pool} }
+// newStmtCache returns the statement cache of pool, off when the store prepares nothing.
+func (d *DB) newStmtCache(pool *sql.DB) *stmtCache { return &stmtCache{pool: pool, off: d.noPrepare} }
 
 // stmt returns the statement for q, preparing it on first use. A failed preparation is not
 // remembered (the next call tries again); its error is the driver's.
@@ -133,6 +181,19 @@ func (c *stmtCache) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 // query runs the prepared statement q with args. It returns the driver's error; a statement
 // PostgreSQL refuses because the schema under it changed is prepared again and run once more.
 func (c *stmtCache) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	rows, err := c.run(ctx, q, args...)
+	if c.replica != nil && c.replica.fallback(ctx, err) {
+		_, primary := c.replica.d.primaryReadPool(ctx)
+		return primary.run(ctx, q, args...)
+	}
+	return rows, err
+}
+
+// run is query on this pool alone.
+func (c *stmtCache) run(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if c.off {
+		return c.pool.QueryContext(ctx, q, args...)
+	}
 	st, err := c.stmt(ctx, q)
 	if err != nil {
 		return nil, err

@@ -63,7 +63,7 @@ const purgeBatch = 5000
 func (d *DB) Purge(ctx context.Context, r Retention) (Purged, error) {
 	r = r.withDefaults()
 	var out Purged
-	conn, err := d.x.Connx(ctx)
+	conn, err := d.Session().Connx(ctx) // a session lock: not through a transaction pooler
 	if err != nil {
 		return out, translate("purge", err)
 	}

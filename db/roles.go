@@ -43,15 +43,32 @@ func IsAnonymous(ctx context.Context) bool {
 }
 
 // reader is the pool the public read methods (Device, ListDevices, SearchDevices,
-// GPUsByDevice, NetworkStats) query: the explorer pool for an anonymous request when one is set,
-// else the app pool. Everything else (writes, signed-in reads, authorization checks) uses d.x.
+// GPUsByDevice, NetworkStats) query: for an anonymous request a read replica that is up
+// (replicas.go), else the explorer pool when one is set, else the app pool. Everything else
+// (writes, signed-in reads, authorization checks) uses d.x, the primary.
 func (d *DB) reader(ctx context.Context) sqlx.QueryerContext {
-	x, _ := d.readPool(ctx)
+	if d.replicas != nil && IsAnonymous(ctx) {
+		if r := d.replicas.pick(); r != nil {
+			return r.q
+		}
+	}
+	x, _ := d.primaryReadPool(ctx)
 	return x
 }
 
 // readPool is reader with the statements prepared on that pool.
-func (d *DB) readPool(ctx context.Context) (*sqlx.DB, *stmtCache) {
+func (d *DB) readPool(ctx context.Context) (queryer, *stmtCache) {
+	if d.replicas != nil && IsAnonymous(ctx) {
+		if r := d.replicas.pick(); r != nil {
+			return r.q, r.stmts
+		}
+	}
+	return d.primaryReadPool(ctx)
+}
+
+// primaryReadPool is readPool without replicas: the primary's explorer pool for an anonymous
+// request when one is set, else the app pool.
+func (d *DB) primaryReadPool(ctx context.Context) (*sqlx.DB, *stmtCache) {
 	if d.explorer != nil && IsAnonymous(ctx) {
 		return d.explorer, d.explorerStmts
 	}
@@ -62,7 +79,7 @@ func (d *DB) readPool(ctx context.Context) (*sqlx.DB, *stmtCache) {
 // before serving.
 func (d *DB) SetExplorer(x *sqlx.DB) {
 	d.explorer = x
-	d.explorerStmts = newStmtCache(x.DB)
+	d.explorerStmts = d.newStmtCache(x.DB)
 }
 
 // ExplorerDSN returns dsn (a URL or key=value connection string) with search_path set to
@@ -72,21 +89,54 @@ func (d *DB) SetExplorer(x *sqlx.DB) {
 // none of its parameters is a []byte, the one kind that option sends differently. It returns an
 // error for a malformed URL.
 func ExplorerDSN(dsn string) (string, error) {
+	return withParams(dsn, "explorer database URL", "search_path", ExplorerSchema, "binary_parameters", "yes")
+}
+
+// PoolerDSN returns dsn with lib/pq's binary_parameters on, for an explorer connection through
+// a transaction-pooling PgBouncer: without it lib/pq sends a statement with parameters in two
+// exchanges (parse and describe, sync; then bind and execute), and the pooler may hand the
+// second to another server connection, which does not know the statement ("unnamed prepared
+// statement does not exist"). The explorer's statements pass no []byte, the one kind that
+// option sends differently (see pooler.go for the app pool). It returns an error for a
+// malformed URL.
+func PoolerDSN(dsn string) (string, error) {
+	return withParams(dsn, "database URL", "binary_parameters", "yes")
+}
+
+// explorerDSN is the DSN of an anonymous-read pool of this store: ExplorerDSN, or behind a
+// transaction pooler PoolerDSN alone, since PgBouncer refuses a connection that sets a startup
+// parameter it does not track (search_path): the explorer role then needs its search_path set
+// on the server (ALTER ROLE ... SET search_path, done by PrepareLocalRoles), which OpenExplorer
+// and the replica checks verify.
+func (d *DB) explorerDSN(dsn string) (string, error) {
+	if d.noPrepare {
+		return PoolerDSN(dsn)
+	}
+	return ExplorerDSN(dsn)
+}
+
+// withParams returns dsn with the key/value pairs kv set (replacing the same keys).
+func withParams(dsn, what string, kv ...string) (string, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		// lib/pq turns the URL's query parameters into keys (its deprecated ParseURL, which
-		// this used to call, does the same); Set replaces a search_path the URL had.
+		// this used to call, does the same); Set replaces a value the URL had.
 		u, err := url.Parse(dsn)
 		if err != nil {
-			return "", fmt.Errorf("explorer database URL: %w", err)
+			return "", fmt.Errorf("%s: %w", what, err)
 		}
 		q := u.Query()
-		q.Set("search_path", ExplorerSchema)
-		q.Set("binary_parameters", "yes")
+		for i := 0; i+1 < len(kv); i += 2 {
+			q.Set(kv[i], kv[i+1])
+		}
 		u.RawQuery = q.Encode()
 		return u.String(), nil
 	}
 	// lib/pq sends unknown keys as run-time parameters; a later key overrides an earlier one.
-	return strings.TrimSpace(dsn + " search_path=" + ExplorerSchema + " binary_parameters=yes"), nil
+	out := dsn
+	for i := 0; i+1 < len(kv); i += 2 {
+		out += " " + kv[i] + "=" + kv[i+1]
+	}
+	return strings.TrimSpace(out), nil
 }
 
 // ExplorerCheck is what OpenExplorer found about its connection.
@@ -102,11 +152,26 @@ type ExplorerCheck struct {
 // views. It returns an error wrapping ErrExplorerUnavailable when it does not (the views are
 // missing or the role may not read them), or the connection's error.
 func OpenExplorer(ctx context.Context, dsn string, maxConns int) (*sqlx.DB, ExplorerCheck, error) {
-	var c ExplorerCheck
 	edsn, err := ExplorerDSN(dsn)
 	if err != nil {
-		return nil, c, err
+		return nil, ExplorerCheck{}, err
 	}
+	return openExplorer(ctx, edsn, maxConns)
+}
+
+// OpenExplorer is the package's OpenExplorer for this store: behind a transaction pooler
+// (Options.TransactionPooler) the connection string sets no search_path (see explorerDSN), so
+// the explorer role must have it set on the server; the checks and errors are the same.
+func (d *DB) OpenExplorer(ctx context.Context, dsn string, maxConns int) (*sqlx.DB, ExplorerCheck, error) {
+	edsn, err := d.explorerDSN(dsn)
+	if err != nil {
+		return nil, ExplorerCheck{}, err
+	}
+	return openExplorer(ctx, edsn, maxConns)
+}
+
+func openExplorer(ctx context.Context, edsn string, maxConns int) (*sqlx.DB, ExplorerCheck, error) {
+	var c ExplorerCheck
 	x, err := sqlx.Open("postgres", edsn)
 	if err != nil {
 		return nil, c, fmt.Errorf("open explorer database: %w", err)
@@ -171,6 +236,10 @@ BEGIN
             EXECUTE format('ALTER ROLE %I LOGIN', r);
         END IF;
     END LOOP;
+    -- The explorer's search_path on the server too, for connections that cannot set it at
+    -- start (a transaction-pooling PgBouncer refuses the startup parameter: docs/postgresql.md,
+    -- "PgBouncer"). Its other connections set the same value themselves.
+    ALTER ROLE ` + RoleExplorer + ` SET search_path = ` + ExplorerSchema + `;
     EXECUTE format('ALTER DATABASE %I OWNER TO ` + RoleOwner + `', current_database());
     -- PostgreSQL 15 gives schema public to the database owner (pg_database_owner); earlier
     -- versions to the bootstrap superuser.

@@ -37,6 +37,7 @@ type Verdicts struct {
 // connection that runs it). Until preparing succeeds, it runs unprepared.
 type lazyStmt struct {
 	query string
+	off   bool // Options.TransactionPooler: never prepare (the text runs)
 	mu    sync.Mutex
 	stmt  *sqlx.Stmt
 }
@@ -46,7 +47,7 @@ type lazyStmt struct {
 func (l *lazyStmt) get(ctx context.Context, x *sqlx.DB) *sqlx.Stmt {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.stmt == nil {
+	if l.stmt == nil && !l.off {
 		if st, err := x.PreparexContext(ctx, l.query); err == nil {
 			l.stmt = st
 		}
@@ -88,8 +89,9 @@ func (d *DB) NewVerdicts(max, inflight int) *Verdicts {
 	if inflight <= 0 {
 		inflight = 2
 	}
-	return &Verdicts{d: d, max: max, inflight: inflight, openStmt: lazyStmt{query: openChallengeClaimsSQL},
-		lockStmt: lazyStmt{query: lockVerdictDevicesSQL}, batchStmt: lazyStmt{query: recordVerdictsSQL}}
+	off := d.noPrepare
+	return &Verdicts{d: d, max: max, inflight: inflight, openStmt: lazyStmt{query: openChallengeClaimsSQL, off: off},
+		lockStmt: lazyStmt{query: lockVerdictDevicesSQL, off: off}, batchStmt: lazyStmt{query: recordVerdictsSQL, off: off}}
 }
 
 // ConsumeAndRecord is DB.ConsumeAndRecord through the batch: the same results and errors. A

@@ -62,6 +62,7 @@ type Metrics struct {
 	jobs        *prometheus.CounterVec
 	lanes       *laneCollector
 	switches    *switchCollector
+	replicas    *replicaCollector
 
 	mu      sync.Mutex
 	ops     map[string]bool // allowed operation label values (the schema's root fields)
@@ -109,10 +110,11 @@ func New() *Metrics {
 		}, []string{"job", "result"}),
 		lanes:    &laneCollector{lanes: map[string]Lane{}},
 		switches: &switchCollector{},
+		replicas: &replicaCollector{},
 		reasons:  newLabelSet(),
 		codes:    newLabelSet(),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.writes, m.denials, m.rateLimited, m.proofs, m.cache, m.jobs, m.lanes, m.switches,
+	m.reg.MustRegister(m.requests, m.latency, m.writes, m.denials, m.rateLimited, m.proofs, m.cache, m.jobs, m.lanes, m.switches, m.replicas,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every class and outcome starts at zero, so rate() and the alert rules see a series before
 	// the first write of a class (an absent series is not a zero rate).
@@ -356,6 +358,65 @@ func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(switchDesc, prometheus.GaugeValue, v, string(cl))
+	}
+}
+
+// Replica is one read replica as the store last checked it (db.ReplicaState).
+type Replica struct {
+	Name     string  // its position in --database-replica-urls: "0", "1", ...
+	Up       bool    // anonymous reads use it
+	Lag      float64 // seconds of staleness; negative: unknown
+	LagBytes float64 // WAL bytes not yet replayed; negative: unknown
+}
+
+// WatchReplicas exports the read replicas as gpugate_db_replica_up{replica} (1: anonymous reads
+// use it), gpugate_db_replica_lag_seconds and gpugate_db_replica_lag_bytes (absent while
+// unknown), read from replicas when scraped.
+func (m *Metrics) WatchReplicas(replicas func() []Replica) {
+	if m == nil {
+		return
+	}
+	m.replicas.mu.Lock()
+	m.replicas.list = replicas
+	m.replicas.mu.Unlock()
+}
+
+var (
+	replicaUpDesc   = prometheus.NewDesc("gpugate_db_replica_up", "1 while anonymous reads use a read replica (reachable, a standby, within --replica-max-lag), else 0.", []string{"replica"}, nil)
+	replicaLagDesc  = prometheus.NewDesc("gpugate_db_replica_lag_seconds", "How stale a read replica is: writes the primary committed longer ago are visible on it.", []string{"replica"}, nil)
+	replicaByteDesc = prometheus.NewDesc("gpugate_db_replica_lag_bytes", "WAL bytes a read replica has yet to replay.", []string{"replica"}, nil)
+)
+
+type replicaCollector struct {
+	mu   sync.Mutex
+	list func() []Replica
+}
+
+func (c *replicaCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- replicaUpDesc
+	ch <- replicaLagDesc
+	ch <- replicaByteDesc
+}
+
+func (c *replicaCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	fn := c.list
+	c.mu.Unlock()
+	if fn == nil {
+		return
+	}
+	for _, r := range fn() {
+		up := 0.0
+		if r.Up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(replicaUpDesc, prometheus.GaugeValue, up, r.Name)
+		if r.Lag >= 0 {
+			ch <- prometheus.MustNewConstMetric(replicaLagDesc, prometheus.GaugeValue, r.Lag, r.Name)
+		}
+		if r.LagBytes >= 0 {
+			ch <- prometheus.MustNewConstMetric(replicaByteDesc, prometheus.GaugeValue, r.LagBytes, r.Name)
+		}
 	}
 }
 
