@@ -159,10 +159,15 @@ func TestRetireReplaysKeepsTheHorizon(t *testing.T) {
 	// The gateway's role may record and retire, but not delete or truncate replay keys itself.
 	app := dbtest.AsRole(t, f.x, db.RoleApp)
 	for _, q := range []string{`DELETE FROM device_replays`, `TRUNCATE device_replays`, `TRUNCATE device_replays_00`,
-		`UPDATE device_replays SET key = ''`, `DROP TABLE device_replays_01`, `CREATE TABLE device_replays_16 PARTITION OF device_replays FOR VALUES IN (16)`} {
+		`UPDATE device_replays SET key = ''`, `DELETE FROM device_replays_00`, `UPDATE device_replays_01 SET key = ''`,
+		`DROP TABLE device_replays_01`, `CREATE TABLE device_replays_16 PARTITION OF device_replays FOR VALUES IN (16)`} {
 		_, err := app.ExecContext(f.ctx, q)
 		wantDenied(t, "app: "+q, err)
 	}
+	// Nor may the explorer role (anonymous reads) run the retirement, which has its owner's rights.
+	explorer := dbtest.AsRole(t, f.x, db.RoleExplorer)
+	_, err = explorer.ExecContext(f.ctx, `SELECT public.gpugate_retire_replays()`)
+	wantDenied(t, "explorer: gpugate_retire_replays()", err)
 }
 
 // Several replicas retire at once while others record: every call succeeds, a call that finds

@@ -77,8 +77,18 @@ $$$f$, current_schema());
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'gpugate_app') THEN
         -- Migration 9's default privileges gave the app role DML on the new table; it needs only
         -- to insert and read replay keys, and to call the retirement.
+        -- The partitions got the same default privileges: the app role writes only through the
+        -- parent, so it keeps none on them (else it could DELETE live keys from a partition).
         REVOKE ALL ON device_replays FROM gpugate_app;
+        FOR i IN 0..15 LOOP
+            EXECUTE format('REVOKE ALL ON %I FROM gpugate_app', 'device_replays_' || lpad(i::text, 2, '0'));
+        END LOOP;
         GRANT SELECT, INSERT ON device_replays TO gpugate_app;
+    END IF;
+    -- Functions are executable by PUBLIC by default: the retirement, which runs with its owner's
+    -- rights, is the app role's alone (as gpugate_purge_audit is, migration 00007).
+    REVOKE ALL ON FUNCTION gpugate_retire_replays() FROM PUBLIC;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'gpugate_app') THEN
         GRANT EXECUTE ON FUNCTION gpugate_retire_replays() TO gpugate_app;
     END IF;
 END
