@@ -514,19 +514,29 @@ func (a *agent) prove(ctx context.Context) (*client.SubmitProofSubmitProofProofR
 	if err != nil {
 		return nil, err
 	}
-	return a.submit(ctx, c, ch, in)
+	return a.submit(ctx, c, ch, in, deadline)
 }
 
 // submit sends the proof for ch and, while the gateway cannot be reached or answers with a
 // transient error, sends the very same proof again (with backoff and Retry-After) as long as it
-// can still arrive a second before the challenge expires. The gateway judges one proof once: a
+// can still arrive a second before the challenge expires, and no later than until (the search's
+// deadline: MaxChallengeTTL after the challenge arrived, whatever expiry the gateway claimed) nor
+// GiveUpAfter after the first attempt. The gateway judges one proof once: a
 // resent proof it already judged (its answer was lost) gets the stored verdict and stores
 // nothing, so the worker learns the verdict the gateway recorded, and no second challenge or
 // proof of work is spent (docs/resilience.md "Gateway faults seen by workers"). When the
 // challenge runs out first, it returns the last transient error and the caller takes a new
 // challenge: the old one is either judged (and the verdict visible to the owner) or expires
 // unused. A refusal is returned as a *GatewayError.
-func (a *agent) submit(ctx context.Context, c graphql.Client, ch Challenge, in client.ProofInput) (*client.SubmitProofSubmitProofProofResult, error) {
+func (a *agent) submit(ctx context.Context, c graphql.Client, ch Challenge, in client.ProofInput, until time.Time) (*client.SubmitProofSubmitProofProofResult, error) {
+	if last := ch.ExpiresAt.Add(-submitMargin); last.Before(until) {
+		until = last
+	}
+	if a.o.GiveUpAfter > 0 {
+		if limit := time.Now().Add(a.o.GiveUpAfter); limit.Before(until) {
+			until = limit
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		hctx, hint := withRetryHint(ctx)
 		res, err := client.SubmitProof(hctx, c, a.key.DeviceID, in)
@@ -537,8 +547,8 @@ func (a *agent) submit(ctx context.Context, c graphql.Client, ch Challenge, in c
 			return nil, fatal("submitProof", err)
 		}
 		d := a.o.Backoff.DelayAfter(attempt, hint.RetryAfter())
-		if !time.Now().Add(d).Before(ch.ExpiresAt.Add(-submitMargin)) {
-			return nil, fmt.Errorf("submitting the proof for challenge %s (not resent: the challenge expires first): %w", ch.ID, err)
+		if !time.Now().Add(d).Before(until) {
+			return nil, fmt.Errorf("submitting the proof for challenge %s (not resent: the challenge expires, or this worker stops resending, first): %w", ch.ID, err)
 		}
 		a.log.Warn("resending the same proof", "challenge_id", ch.ID, "in", d.Round(time.Millisecond),
 			"attempt", attempt+1, "retry_after", hint.RetryAfter(), "err", err)

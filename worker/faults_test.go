@@ -482,6 +482,41 @@ func TestProofIsNotResentPastItsChallenge(t *testing.T) {
 	assertOneVerdictPerChallenge(t, g)
 }
 
+// A gateway (or a hostile front) that claims a challenge lasts an hour and keeps failing the
+// submission cannot keep the worker resending one proof: it stops at MaxChallengeTTL after the
+// challenge arrived, as the proof-of-work search does, and takes a new challenge.
+func TestProofResendIsBoundedByMaxChallengeTTL(t *testing.T) {
+	t.Parallel()
+	cfg := devConfig()
+	cfg.Difficulty, cfg.ChallengeTTL = 8, time.Hour
+	g := startGateway(t, cfg, nil)
+	f := newFaultFront(t, g.url)
+	drops := make([]frontAction, 60)
+	for i := range drops {
+		drops[i] = frontAction{drop: true}
+	}
+	f.plan("SubmitProof", drops...)
+	path := keyPath(t, "k.json")
+	o := g.options(t, "dgxh100", path, g.token(t, "alice"))
+	o.Server, o.GiveUpAfter, o.MaxChallengeTTL = f.url(), 30*time.Second, 2*time.Second
+	o.Backoff = Backoff{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond}
+	go func() { // the gateway becomes reachable again well after MaxChallengeTTL
+		time.Sleep(5 * time.Second)
+		f.mu.Lock()
+		f.script["SubmitProof"] = nil
+		f.mu.Unlock()
+	}()
+	start := time.Now()
+	if err := Run(context.Background(), o); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	id := deviceOf(t, path)
+	if challenges := f.seen("RequestChallenge", start)[id]; len(challenges) < 2 {
+		t.Fatalf("%d challenge(s) requested: the worker kept resending one proof past MaxChallengeTTL", len(challenges))
+	}
+	assertOneVerdictPerChallenge(t, g)
+}
+
 func TestParseRetryAfter(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
