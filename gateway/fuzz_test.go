@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -327,28 +328,56 @@ func (e *fuzzEnv) fuzzDocuments() [][2]string {
 	}
 }
 
-// FuzzGraphQL sends documents and variables as an anonymous caller, as bob (a signed-in user)
-// and as an admin. Only the owner ever sees owner-only fields, so alice's host name is in no
-// response; her user ID and email reach no one but an admin (the audit log names principals);
-// bob's reach no anonymous caller.
+// FuzzGraphQL sends documents and variables as an anonymous caller (POST, GET with the query
+// string, or the fuzzer's bytes as the whole body), as bob (a signed-in user) and as an admin.
+// Only the owner ever sees owner-only fields, so alice's host name is in no response; her user
+// ID and email reach no one but an admin (the audit log names principals); bob's reach no
+// anonymous caller.
 func FuzzGraphQL(f *testing.F) {
 	e := fuzzSetup(f)
 	for i, d := range e.fuzzDocuments() {
-		f.Add(uint8(i%3), d[0], d[1])
+		f.Add(uint8(i%5), d[0], d[1])
 	}
+	f.Add(uint8(4), `{"query":"{ networkStats { devices } }","variables":{},"operationName":null,"extensions":{}}`, "")
+	f.Add(uint8(4), `[{"query":"{ networkStats { devices } }"}]`, "")
 	f.Fuzz(func(t *testing.T, caller uint8, query, variables string) {
 		var h http.Header
 		forbidden := append(append([]string{}, e.aliceSecrets...), e.bobSecrets...)
-		switch caller % 3 {
+		switch caller % 5 {
 		case 1:
 			h = http.Header{"Authorization": {"Bearer " + e.bob}}
 			forbidden = e.aliceSecrets
 		case 2:
 			h = http.Header{"Authorization": {"Bearer " + e.admin}}
 			forbidden = e.aliceSecrets[2:]
+		case 3:
+			q := url.Values{"query": {query}}
+			if variables != "" {
+				q.Set("variables", variables)
+			}
+			fuzzCheck(t, e.get(t, q.Encode()), forbidden)
+			return
+		case 4:
+			fuzzCheck(t, e.do(t, []byte(query+variables), nil), forbidden)
+			return
 		}
 		fuzzCheck(t, e.do(t, fuzzRawBody(query, variables), h), forbidden)
 	})
+}
+
+// get sends GET /graphql?rawQuery.
+func (e *fuzzEnv) get(tb testing.TB, rawQuery string) fuzzResponse {
+	tb.Helper()
+	resp, err := e.client.Get(e.url + "/graphql?" + rawQuery)
+	if err != nil {
+		tb.Fatalf("GET /graphql: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("reading the response: %v", err)
+	}
+	return fuzzResponse{resp.StatusCode, b}
 }
 
 // FuzzCursorAndID sends one string as the after cursor of every listing and as a device ID,
