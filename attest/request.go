@@ -94,8 +94,8 @@ func SignRequest(priv ed25519.PrivateKey, deviceID, method, path string, ts time
 // ParseSignature parses a SignatureHeader value. It is strict: version "v1", exactly the four
 // fields device, ts, nonce and sig once each in any order, single spaces, a device id of
 // [A-Za-z0-9._:-] (possibly empty), a non-negative decimal ts without leading zeros, and
-// canonical unpadded base64url for a 16-byte nonce and a 64-byte signature. Anything else returns an error wrapping
-// ErrMalformed. It never panics.
+// canonical unpadded base64url for a 16-byte nonce and a 64-byte signature. Anything else
+// returns an error wrapping ErrMalformed. It never panics.
 func ParseSignature(header string) (Signed, error) {
 	var s Signed
 	if len(header) > maxHeaderBytes {
