@@ -13,7 +13,7 @@ BIN ?= ./gpugate
 CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 export CGO_CFLAGS
 
-.PHONY: run test check generate lint lint-prometheus lint-static lint-deploy bench bench-quick bench-ingest bench-amplification
+.PHONY: run test fuzz check generate lint lint-prometheus lint-static lint-deploy bench bench-quick bench-ingest bench-amplification
 
 # run builds ./gpugate and runs it rather than `go run`: go run exits 1 whenever it was
 # interrupted, so Ctrl-C ended with "make: *** Error 1" after the gateway's clean shutdown.
@@ -30,6 +30,13 @@ test: ## run every test against real PostgreSQL
 	@GO=$(GO) scripts/ensure-cgo
 	@scripts/dex-notice
 	$(GO) test -count=1 ./...
+
+# fuzz runs every Fuzz target for FUZZTIME each (default 10s; scripts/fuzz, docs/security.md
+# "Fuzzing"); `make test` already runs their seed corpora as plain tests.
+fuzz: ## fuzz every decoder of outside input for FUZZTIME each (default 10s; FUZZTIME=10m make fuzz for longer)
+	@scripts/ensure-postgres
+	@GO=$(GO) scripts/ensure-cgo
+	GO=$(GO) scripts/fuzz
 
 generate: ## regenerate graph/ from schema.graphqls
 	$(GO) generate ./...

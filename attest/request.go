@@ -93,9 +93,9 @@ func SignRequest(priv ed25519.PrivateKey, deviceID, method, path string, ts time
 
 // ParseSignature parses a SignatureHeader value. It is strict: version "v1", exactly the four
 // fields device, ts, nonce and sig once each in any order, single spaces, a device id of
-// [A-Za-z0-9._:-] (possibly empty), a non-negative decimal ts, and canonical unpadded base64url
-// for a 16-byte nonce and a 64-byte signature. Anything else returns an error wrapping
-// ErrMalformed. It never panics.
+// [A-Za-z0-9._:-] (possibly empty), a non-negative decimal ts without leading zeros, and
+// canonical unpadded base64url for a 16-byte nonce and a 64-byte signature. Anything else
+// returns an error wrapping ErrMalformed. It never panics.
 func ParseSignature(header string) (Signed, error) {
 	var s Signed
 	if len(header) > maxHeaderBytes {
@@ -121,7 +121,8 @@ func ParseSignature(header string) (Signed, error) {
 			s.DeviceID = v
 		case "ts":
 			i = 1
-			if len(v) == 0 || len(v) > 18 || strings.Trim(v, "0123456789") != "" {
+			// Canonical decimal only: "ts=01" would be a second spelling of one signed header.
+			if len(v) == 0 || len(v) > 18 || strings.Trim(v, "0123456789") != "" || len(v) > 1 && v[0] == '0' {
 				return Signed{}, fmt.Errorf("%w: signature ts %q is not unix seconds", ErrMalformed, trunc(v))
 			}
 			n, _ := strconv.ParseInt(v, 10, 64) // cannot fail: at most 18 digits

@@ -135,7 +135,8 @@ func decodeAuditCursor(s string) (*auditCursor, time.Time, error) {
 		return nil, time.Time{}, bad
 	}
 	at, err := time.Parse(time.RFC3339Nano, c.At)
-	if err != nil {
+	// Only the spelling encodeAuditCursor issues (see decodeCursor).
+	if err != nil || !canonicalTime(at, c.At) || encodeAuditCursor(at, c.ID) != s {
 		return nil, time.Time{}, bad
 	}
 	return &c, at, nil

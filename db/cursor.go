@@ -75,18 +75,34 @@ func decodeCursor(s, order string, kind keyKind) (*cursor, error) {
 	if c.Order != order {
 		return nil, Invalidf("after is a cursor for another order (%s); pass the orderBy it was issued with", c.Order)
 	}
-	if _, err := uuid.Parse(c.ID); err != nil {
+	// Only the exact spelling encodeCursor issues is accepted: a canonical UUID and key, and the
+	// JSON and base64 it writes. Another spelling of the same position (another JSON layout, an
+	// upper-case or urn: UUID, a time in another zone) would reach the SQL as a value PostgreSQL
+	// may refuse (urn:uuid:, year 0, a NUL), failing as an internal error instead of this one.
+	if u, err := uuid.Parse(c.ID); err != nil || u.String() != c.ID {
+		return nil, bad
+	}
+	if strings.IndexByte(c.Key, 0) >= 0 {
 		return nil, bad
 	}
 	switch kind {
 	case keyTime:
-		if _, err := time.Parse(time.RFC3339Nano, c.Key); err != nil {
+		if t, err := time.Parse(time.RFC3339Nano, c.Key); err != nil || !canonicalTime(t, c.Key) {
 			return nil, bad
 		}
 	case keyLevel:
-		if _, _, ok := parseLevelKey(c.Key); !ok {
+		if rank, created, ok := parseLevelKey(c.Key); !ok || levelKey(rank, created) != c.Key || created.Year() < 1 {
 			return nil, bad
 		}
 	}
+	if encodeCursor(c.Order, c.Key, c.ID) != s {
+		return nil, bad
+	}
 	return &c, nil
+}
+
+// canonicalTime says whether s is t as a cursor spells it: UTC, RFC 3339 with the nanoseconds
+// needed, in a year PostgreSQL accepts (it has no year 0).
+func canonicalTime(t time.Time, s string) bool {
+	return t.Year() >= 1 && t.UTC().Format(time.RFC3339Nano) == s
 }
