@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -95,6 +96,7 @@ type report struct {
 	started               time.Time
 	elapsed               time.Duration
 	totals                []summary
+	steady                []summary          // after warm-up; nil for a run not longer than it
 	windows               map[string]*window // the whole run's, by kind
 	samples               []sample
 	intervals             [][]summary
@@ -102,7 +104,8 @@ type report struct {
 	interrupted           bool
 	selfCPU               time.Duration
 	mix                   string
-	clients               string // PostgreSQL's client connections at the end, by application and state
+	clients               string           // PostgreSQL's client connections at the end, by application and state
+	unfinished            map[string]int64 // requests due but not finished when the drain after the run gave up, by stream
 }
 
 // judged returns the samples after warm-up.
@@ -142,12 +145,16 @@ func (r *report) markdown() (string, bool) {
 	if r.interrupted {
 		fmt.Fprintf(&b, "- **interrupted** after %s\n", r.elapsed.Round(time.Second))
 	}
-	b.WriteString("\n| kind | requests | per second | p50 ms | p99 ms | max ms | errors | error rate |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("\n| kind | requests | per second | p50 ms | p99 ms | max ms | p50 / p99 ms after warm-up | errors | error rate |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	var all summary
 	var allLat []time.Duration
-	for _, s := range r.totals {
-		fmt.Fprintf(&b, "| %s | %d | %.2f | %s | %s | %s | %d | %.4f%% |\n", s.Kind, s.OK+s.Errors, s.PerSecond, msec(s.P50), msec(s.P99), msec(s.Max),
-			s.Errors, 100*s.ErrorRate)
+	for i, s := range r.totals {
+		steady := "—"
+		if r.steady != nil && r.steady[i].OK > 0 {
+			steady = msec(r.steady[i].P50) + " / " + msec(r.steady[i].P99)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.2f | %s | %s | %s | %s | %d | %.4f%% |\n", s.Kind, s.OK+s.Errors, s.PerSecond, msec(s.P50), msec(s.P99), msec(s.Max),
+			steady, s.Errors, 100*s.ErrorRate)
 		all.OK += s.OK
 		all.Errors += s.Errors
 		all.PerSecond += s.PerSecond
@@ -158,8 +165,18 @@ func (r *report) markdown() (string, bool) {
 	if n := all.OK + all.Errors; n > 0 {
 		rate = float64(all.Errors) / float64(n)
 	}
-	fmt.Fprintf(&b, "| **all** | %d | %.2f | %s | %s | %s | %d | %.4f%% |\n", all.OK+all.Errors, all.PerSecond,
+	fmt.Fprintf(&b, "| **all** | %d | %.2f | %s | %s | %s | | %d | %.4f%% |\n", all.OK+all.Errors, all.PerSecond,
 		msec(percentile(allLat, 0.5)), msec(percentile(allLat, 0.99)), msec(percentile(allLat, 1)), all.Errors, 100*rate)
+	var unfinished int64
+	if len(r.unfinished) > 0 {
+		var parts []string
+		for _, name := range slices.Sorted(maps.Keys(r.unfinished)) {
+			unfinished += r.unfinished[name]
+			parts = append(parts, fmt.Sprintf("%s %d", name, r.unfinished[name]))
+		}
+		fmt.Fprintf(&b, "| **unfinished** (queued or in flight 35 s after the end; counted as errors) | %d | | | | | | %d | |\n", unfinished, unfinished)
+		fmt.Fprintf(&b, "\nUnfinished requests by stream: %s.\n", strings.Join(parts, ", "))
+	}
 	b.WriteString("\nLatency counts from when the request was due (open loop): a gateway falling behind shows as latency, not as fewer requests.\n")
 
 	if all.Errors > 0 {
@@ -246,7 +263,7 @@ func (r *report) markdown() (string, bool) {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f | %s | %s (%+.1f%% of mean) | %s |\n", sr.name, u(t.Mean), u(t.Min), u(t.Max), t.MaxOverMin,
 			u(t.PerMinute), u(t.Growth), 100*t.GrowthOfMean, map[bool]string{true: "yes", false: "**no**"}[flat])
 	}
-	pass = pass && all.Errors == 0 && !r.interrupted
+	pass = pass && all.Errors == 0 && unfinished == 0 && !r.interrupted
 	late := 0
 	for i, sums := range r.intervals {
 		if i+1 < len(r.samples) && r.samples[i+1].At > c.warmup {
@@ -255,11 +272,11 @@ func (r *report) markdown() (string, bool) {
 			}
 		}
 	}
-	fmt.Fprintf(&b, "\n- errors: %d of %d requests (%d in the intervals ending after the warm-up)\n", all.Errors, all.OK+all.Errors, late)
+	fmt.Fprintf(&b, "\n- errors: %d of %d requests (%d in the intervals ending after the warm-up); unfinished: %d\n", all.Errors, all.OK+all.Errors, late, unfinished)
 	switch {
 	case pass:
 		b.WriteString("- **PASS**: memory flat after warm-up, no errors\n")
-	case !judgedOK && all.Errors == 0:
+	case !judgedOK && all.Errors == 0 && unfinished == 0 && !r.interrupted:
 		fmt.Fprintf(&b, "- **NOT JUDGED**: no errors, but the run is too short to judge memory (run at least warm-up + %d × %s)\n", minTrendSamples, c.interval)
 	default:
 		b.WriteString("- **FAIL**: see the rows above marked **no**, and the errors\n")

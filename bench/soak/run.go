@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -167,7 +168,15 @@ func (s *soak) run(ctx context.Context) error {
 	rest := smp.take(ctx, 0)
 	start := time.Now()
 	end := start.Add(c.duration)
+	steadyTimer := time.AfterFunc(c.warmup, s.rec.markSteady)
+	defer steadyTimer.Stop()
 	jobs := make(chan job, 1<<16)
+	// pending counts, per stream, the requests due but not finished: the ones still queued or in
+	// flight when the drain below gives up are reported as unfinished.
+	pending := map[string]*atomic.Int64{}
+	for _, st := range streams {
+		pending[st.name] = &atomic.Int64{}
+	}
 	var gen, work sync.WaitGroup
 	for _, st := range streams {
 		gen.Add(1)
@@ -183,7 +192,13 @@ func (s *soak) run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				}
-				jobs <- job{at: at, fn: func(at time.Time) { st.fn(k, at) }}
+				pending[st.name].Add(1)
+				select {
+				case jobs <- job{at: at, fn: func(at time.Time) { st.fn(k, at); pending[st.name].Add(-1) }}:
+				case <-ctx.Done():
+					pending[st.name].Add(-1)
+					return
+				}
 			}
 		}()
 	}
@@ -230,14 +245,21 @@ func (s *soak) run(ctx context.Context) error {
 	case <-drained:
 	case <-time.After(35 * time.Second): // the client's timeout is 30 s: every request has ended by then
 	}
+	unfinished := map[string]int64{}
+	for name, p := range pending {
+		if n := p.Load(); n > 0 {
+			unfinished[name] = n
+		}
+	}
 	elapsed := time.Since(start)
 	var selfAfter syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &selfAfter)
 	totals, windows := s.rec.totals(min(elapsed, c.duration))
+	steady := s.rec.steadySummaries(min(elapsed, c.duration) - c.warmup)
 	clients := smp.clientsByApplication(context.WithoutCancel(ctx))
-	r := report{cfg: c, devices: n, started: start, elapsed: elapsed, totals: totals, windows: windows, samples: samples,
+	r := report{cfg: c, devices: n, started: start, elapsed: elapsed, totals: totals, steady: steady, windows: windows, samples: samples,
 		intervals: intervals, loadBefore: before, loadAfter: loadavg(), interrupted: ctx.Err() != nil,
-		selfCPU: cpuOf(selfAfter) - cpuOf(selfBefore), mix: s.describe(), clients: clients}
+		selfCPU: cpuOf(selfAfter) - cpuOf(selfBefore), mix: s.describe(), clients: clients, unfinished: unfinished}
 	text, pass := r.markdown()
 	fmt.Fprintln(w)
 	fmt.Fprint(w, text)

@@ -159,6 +159,7 @@ type recorder struct {
 	kinds    []string // in report order
 	interval map[string]*window
 	total    map[string]*window
+	steady   map[string]*window // since markSteady (the end of the warm-up); nil before
 }
 
 func newRecorder(kinds []string) *recorder {
@@ -175,6 +176,34 @@ func (r *recorder) record(kind string, d time.Duration, cause, msg string) {
 	defer r.mu.Unlock()
 	r.interval[kind].add(d, cause, msg)
 	r.total[kind].add(d, cause, msg)
+	if r.steady != nil {
+		r.steady[kind].add(d, cause, msg)
+	}
+}
+
+// markSteady starts the after-warm-up window: latencies from cold caches and connections do
+// not weigh on its percentiles.
+func (r *recorder) markSteady() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.steady = map[string]*window{}
+	for _, k := range r.kinds {
+		r.steady[k] = &window{}
+	}
+}
+
+// steadySummaries returns the summaries since markSteady (length elapsed), or nil before it.
+func (r *recorder) steadySummaries(elapsed time.Duration) []summary {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.steady == nil {
+		return nil
+	}
+	out := make([]summary, 0, len(r.kinds))
+	for _, k := range r.kinds {
+		out = append(out, r.steady[k].summarize(k, elapsed))
+	}
+	return out
 }
 
 // flush returns the summaries of the interval that just ended (length elapsed) and starts the

@@ -150,8 +150,16 @@ func TestRecorderIntervalsAndTotals(t *testing.T) {
 	if second[0].OK != 0 || second[1].OK != 1 {
 		t.Errorf("the second interval carries the first's results: %+v", second)
 	}
+	if r.steadySummaries(time.Second) != nil {
+		t.Error("steady summaries before markSteady")
+	}
+	r.markSteady()
+	r.record("a", 50*time.Millisecond, "", "")
+	if st := r.steadySummaries(10 * time.Second); st[0].OK != 1 || st[0].P99 != 50*time.Millisecond || st[0].Errors != 0 {
+		t.Errorf("after warm-up, a: %+v (the warm-up's results must not count)", st[0])
+	}
 	totals, windows := r.totals(20 * time.Second)
-	if totals[0].OK != 10 || totals[0].Errors != 1 || totals[1].OK != 1 {
+	if totals[0].OK != 11 || totals[0].Errors != 1 || totals[1].OK != 1 {
 		t.Errorf("totals: %+v", totals)
 	}
 	if w := windows["a"]; w.errs["HTTP 503 OVERLOADED"] != 1 || w.sample["HTTP 503 OVERLOADED"] != "overloaded" {
