@@ -29,6 +29,9 @@ func TestPercentileNearestRank(t *testing.T) {
 		{ms(1, 2, 3, 4), 0.5, 2 * time.Millisecond},    // ceil(0.5·4) = 2nd
 		{ms(1, 2, 3, 4, 5), 0.5, 3 * time.Millisecond}, // ceil(2.5) = 3rd
 		{ms(hundred...), 0.99, 99 * time.Millisecond},
+		// Nearest rank, not the interpolating index p·(n-1) rounded down (which gives the 9th):
+		// with few samples, p99 is the worst one.
+		{ms(hundred[:10]...), 0.99, 10 * time.Millisecond},
 		{ms(hundred...), 1, 100 * time.Millisecond},
 		{ms(hundred...), 0.001, time.Millisecond},
 	} {
