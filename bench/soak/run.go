@@ -140,7 +140,7 @@ func (s *soak) run(ctx context.Context) error {
 		return err
 	}
 	n := len(s.fleet.Devices)
-	perm := rand.Perm(n)
+	perm := shuffled(n)
 	streams := []stream{{name: "heartbeats", every: c.heartbeatEvery / time.Duration(n), fn: func(k int, at time.Time) {
 		s.heartbeat(ctx, s.fleet.Devices[k%n], at)
 	}}, {name: "proofs", every: c.proveEvery / time.Duration(n), fn: func(k int, at time.Time) {
@@ -462,7 +462,7 @@ var (
 )
 
 func (s *soak) read(ctx context.Context, k int, at time.Time) {
-	roll := rand.IntN(100)
+	roll := pick(100)
 	kind := readMix[len(readMix)-1].kind
 	for _, m := range readMix {
 		if roll < m.pct {
@@ -476,17 +476,17 @@ func (s *soak) read(ctx context.Context, k int, at time.Time) {
 	case kStats:
 		err = s.client.Do(ctx, "", nil, "", statsQuery, nil, nil)
 	case kDevice:
-		err = s.client.Do(ctx, "", nil, "", deviceQuery, map[string]any{"id": s.ids[rand.IntN(len(s.ids))]}, nil)
+		err = s.client.Do(ctx, "", nil, "", deviceQuery, map[string]any{"id": s.ids[pick(len(s.ids))]}, nil)
 	case kSearch:
 		err = s.client.Do(ctx, "", nil, "", searchQuery, map[string]any{"query": s.searchTerm(), "first": explorerPage}, nil)
 	case kDevices:
-		v := rand.IntN(len(listViews))
+		v := pick(len(listViews))
 		vars := map[string]any{"first": explorerPage}
 		for key, val := range listViews[v] {
 			vars[key] = val
 		}
 		cursorMu.Lock()
-		if c := cursors[v]; c != "" && rand.IntN(2) == 0 {
+		if c := cursors[v]; c != "" && pick(2) == 0 {
 			vars["after"] = c
 		}
 		cursorMu.Unlock()
@@ -514,13 +514,13 @@ func (s *soak) read(ctx context.Context, k int, at time.Time) {
 // searchTerm returns what a visitor types: 4 to 8 hexadecimal digits of a device ID, or 3 to
 // 6 characters of a device's name.
 func (s *soak) searchTerm() string {
-	if rand.IntN(2) == 0 {
-		id := strings.ReplaceAll(s.ids[rand.IntN(len(s.ids))], "-", "")
-		return id[:4+rand.IntN(5)]
+	if pick(2) == 0 {
+		id := strings.ReplaceAll(s.ids[pick(len(s.ids))], "-", "")
+		return id[:4+pick(5)]
 	}
-	name := []rune(s.names[rand.IntN(len(s.names))])
-	l := min(3+rand.IntN(4), len(name))
-	i := rand.IntN(len(name) - l + 1)
+	name := []rune(s.names[pick(len(s.names))])
+	l := min(3+pick(4), len(name))
+	i := pick(len(name) - l + 1)
 	return string(name[i : i+l])
 }
 
@@ -530,10 +530,10 @@ func (s *soak) write(ctx context.Context, at time.Time) {
 	s.mu.Lock()
 	o := s.owners[s.nextW%len(s.owners)]
 	s.nextW++
-	id := o.devices[rand.IntN(len(o.devices))]
+	id := o.devices[pick(len(o.devices))]
 	kind, query, vars := kRename, `mutation($id: ID!, $in: UpdateDeviceInput!) { updateDevice(id: $id, input: $in) { id name } }`,
-		map[string]any{"id": id, "in": map[string]any{"name": fmt.Sprintf("soak-%s-%d", o.name, rand.IntN(1e6))}}
-	if rand.IntN(2) == 0 {
+		map[string]any{"id": id, "in": map[string]any{"name": fmt.Sprintf("soak-%s-%d", o.name, pick(1e6))}}
+	if pick(2) == 0 {
 		kind, vars = kStatus, map[string]any{"id": id}
 		if s.paused[id] {
 			query = `mutation($id: ID!) { resumeDevice(id: $id) { id status } }`
@@ -548,4 +548,20 @@ func (s *soak) write(ctx context.Context, at time.Time) {
 		err = s.client.Do(ctx, token, nil, "", query, vars, nil)
 	}
 	s.done(kind, at, err)
+}
+
+// pick returns a pseudo-random number in [0, n): the load's choices (which view, device, search
+// term) need spread, not secrecy.
+func pick(n int) int {
+	return rand.IntN(n) // #nosec G404 -- load generation, nothing to predict or protect
+}
+
+// shuffled returns a pseudo-random permutation of [0, n).
+func shuffled(n int) []int {
+	p := make([]int, n)
+	for i := range p {
+		j := pick(i + 1)
+		p[i], p[j] = p[j], i
+	}
+	return p
 }
