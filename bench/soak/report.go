@@ -31,7 +31,7 @@ var families = []struct {
 	{"write", []string{kRename, kStatus}},
 }
 
-const intervalHeader = "elapsed | per family: req/s p50/p99 ms | errors | heap in-use MiB | RSS MiB | goroutines | gateway pool open/in use | PostgreSQL clients (active) | CPU gateway+PostgreSQL"
+const intervalHeader = "elapsed | per family: req/s p50/p99 ms | errors | heap goal/in-use MiB | RSS MiB | goroutines | gateway pool open/in use | PostgreSQL clients (active) | CPU gateway+PostgreSQL"
 
 func mib(b float64) string {
 	if b < 0 {
@@ -84,7 +84,7 @@ func intervalLine(sums []summary, m, prev sample) string {
 		errs += s.Errors
 		fmt.Fprintf(&b, " %s %.1f/s %s/%s", f.name, s.PerSecond, msec(s.P50), msec(s.P99))
 	}
-	fmt.Fprintf(&b, " | %d | %s | %s | %s | %s/%s | %s (%s) | %s", errs, mib(m.HeapInuse), mib(m.RSS), num(m.Goroutines),
+	fmt.Fprintf(&b, " | %d | %s/%s | %s | %s | %s/%s | %s (%s) | %s", errs, mib(m.HeapGoal), mib(m.HeapInuse), mib(m.RSS), num(m.Goroutines),
 		num(m.PoolOpen), num(m.PoolInUse), num(m.PGClients), num(m.PGActive), cpuShare(prev, m))
 	return b.String()
 }
@@ -194,10 +194,10 @@ func (r *report) markdown() (string, bool) {
 		}
 	}
 
-	b.WriteString("\nThe gateway over time (heap in-use: `go_memstats_heap_inuse_bytes` of its /metrics; RSS: VmRSS of /proc/PID/status; " +
+	b.WriteString("\nThe gateway over time (heap goal: `go_memstats_next_gc_bytes` and heap in-use: `go_memstats_heap_inuse_bytes` of its /metrics; RSS: VmRSS of /proc/PID/status; " +
 		"pool: `go_sql_open_connections`/`go_sql_in_use_connections`; PostgreSQL clients: client backends in `pg_stat_activity`; " +
 		"CPU: cores used since the previous row by the gateway + its PostgreSQL):\n\n")
-	b.WriteString("| elapsed | heap in-use MiB | RSS MiB | goroutines | pool open/in use | PostgreSQL clients (active) | CPU gateway+PostgreSQL | requests/s | errors |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| elapsed | heap goal MiB | heap in-use MiB | RSS MiB | goroutines | pool open/in use | PostgreSQL clients (active) | CPU gateway+PostgreSQL | requests/s | errors |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	// At most about 30 rows: every k-th sample, and always the last.
 	step := max(1, (len(r.samples)+29)/30)
 	for i := 0; i < len(r.samples); i++ {
@@ -219,7 +219,7 @@ func (r *report) markdown() (string, bool) {
 			}
 			reqs, errs = fmt.Sprintf("%.1f", n/secs), fmt.Sprintf("%.0f", e)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s/%s | %s (%s) | %s | %s | %s |\n", s.At.Round(time.Second), mib(s.HeapInuse), mib(s.RSS),
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s/%s | %s (%s) | %s | %s | %s |\n", s.At.Round(time.Second), mib(s.HeapGoal), mib(s.HeapInuse), mib(s.RSS),
 			num(s.Goroutines), num(s.PoolOpen), num(s.PoolInUse), num(s.PGClients), num(s.PGActive), cpuShare(prev, s), reqs, errs)
 	}
 	if last := r.samples[len(r.samples)-1]; last.CPU.Gateway > 0 && r.elapsed > 0 {
@@ -235,33 +235,44 @@ func (r *report) markdown() (string, bool) {
 	judged := r.judged()
 	fmt.Fprintf(&b, "\n#### Verdict\n\nMemory is judged on the %d samples after the warm-up (the first %s: caches and the 2-minute replay window fill), "+
 		"by the least-squares line through them: a series is flat when that line rises across the window by at most %.0f%% of the series' mean "+
-		"(or by at most %s MiB of heap, %s MiB of RSS, %d goroutines).\n\n",
+		"(or by at most %s MiB of heap, %s MiB of RSS, %d goroutines). The heap goal (`go_memstats_next_gc_bytes`) is the live heap the last "+
+		"garbage collection left, times 1 + GOGC/100: it grows when live memory does. Heap in-use is shown but not judged: sampled anywhere "+
+		"in a GC cycle it saw-tooths between the live heap and the goal, and that noise swamps any slope.\n\n",
 		len(judged), c.warmup, 100*flatFraction, mib(heapFloorBytes), mib(rssFloorBytes), goroutinesFloor)
 	b.WriteString("| series | mean | min | max | max/min | slope per minute | rise over the window | flat |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
 	pass := true
 	judgedOK := true
 	for _, sr := range []struct {
-		name  string
-		get   func(sample) float64
-		floor float64
-		unit  float64
-		fmt   string
+		name   string
+		get    func(sample) float64
+		floor  float64
+		unit   float64
+		fmt    string
+		judged bool // heap in-use is shown, not judged: sampled anywhere in a GC cycle, its saw-tooth drowns a slope
 	}{
-		{"heap in-use (MiB)", func(s sample) float64 { return s.HeapInuse }, heapFloorBytes, 1 << 20, "%.1f"},
-		{"RSS (MiB)", func(s sample) float64 { return s.RSS }, rssFloorBytes, 1 << 20, "%.1f"},
-		{"goroutines", func(s sample) float64 { return s.Goroutines }, goroutinesFloor, 1, "%.0f"},
+		{"heap goal (MiB)", func(s sample) float64 { return s.HeapGoal }, heapFloorBytes, 1 << 20, "%.1f", true},
+		{"heap in-use (MiB)", func(s sample) float64 { return s.HeapInuse }, heapFloorBytes, 1 << 20, "%.1f", false},
+		{"RSS (MiB)", func(s sample) float64 { return s.RSS }, rssFloorBytes, 1 << 20, "%.1f", true},
+		{"goroutines", func(s sample) float64 { return s.Goroutines }, goroutinesFloor, 1, "%.0f", true},
 	} {
 		t := trendOf(series(judged, sr.get))
 		if !t.ok {
 			fmt.Fprintf(&b, "| %s | not judged: %d samples after warm-up, %d needed | | | | | | no |\n", sr.name, t.Samples, minTrendSamples)
-			pass, judgedOK = false, false
+			if sr.judged {
+				pass, judgedOK = false, false
+			}
 			continue
 		}
 		flat := t.flat(flatFraction, sr.floor)
-		pass = pass && flat
+		verdict := map[bool]string{true: "yes", false: "**no**"}[flat]
+		if sr.judged {
+			pass = pass && flat
+		} else {
+			verdict = "(not judged: saw-tooth)"
+		}
 		u := func(v float64) string { return fmt.Sprintf(sr.fmt, v/sr.unit) }
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f | %s | %s (%+.1f%% of mean) | %s |\n", sr.name, u(t.Mean), u(t.Min), u(t.Max), t.MaxOverMin,
-			u(t.PerMinute), u(t.Growth), 100*t.GrowthOfMean, map[bool]string{true: "yes", false: "**no**"}[flat])
+			u(t.PerMinute), u(t.Growth), 100*t.GrowthOfMean, verdict)
 	}
 	pass = pass && all.Errors == 0 && unfinished == 0 && !r.interrupted
 	late := 0
@@ -287,13 +298,13 @@ func (r *report) markdown() (string, bool) {
 // csvText returns every sample with the interval that ended at it, one row each.
 func (r *report) csvText() string {
 	var b strings.Builder
-	b.WriteString("elapsed_s,heap_inuse_bytes,rss_bytes,goroutines,pool_open,pool_in_use,pg_clients,pg_active,gateway_cpu_s,postgres_cpu_s")
+	b.WriteString("elapsed_s,heap_goal_bytes,heap_inuse_bytes,rss_bytes,goroutines,pool_open,pool_in_use,pg_clients,pg_active,gateway_cpu_s,postgres_cpu_s")
 	for _, k := range kinds {
 		fmt.Fprintf(&b, ",%s_per_s,%s_p50_ms,%s_p99_ms,%s_errors", k, k, k, k)
 	}
 	b.WriteString("\n")
 	for i, s := range r.samples {
-		fmt.Fprintf(&b, "%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.2f,%.2f", s.At.Seconds(), s.HeapInuse, s.RSS, s.Goroutines, s.PoolOpen, s.PoolInUse,
+		fmt.Fprintf(&b, "%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.2f,%.2f", s.At.Seconds(), s.HeapGoal, s.HeapInuse, s.RSS, s.Goroutines, s.PoolOpen, s.PoolInUse,
 			s.PGClients, s.PGActive, s.CPU.Gateway.Seconds(), s.CPU.Postgres.Seconds())
 		for j := range kinds {
 			if i == 0 || i-1 >= len(r.intervals) {

@@ -22,6 +22,7 @@ type sample struct {
 	At         time.Duration // since the load started
 	RSS        float64       // bytes, VmRSS of the gateway process
 	HeapInuse  float64       // bytes, go_memstats_heap_inuse_bytes
+	HeapGoal   float64       // bytes, go_memstats_next_gc_bytes: the live heap at the last GC × (1 + GOGC/100)
 	Goroutines float64       // go_goroutines
 	PoolOpen   float64       // go_sql_open_connections{db_name="gpugate"}: the gateway's pool
 	PoolInUse  float64       // go_sql_in_use_connections{db_name="gpugate"}
@@ -52,7 +53,7 @@ func newSampler(pid int, metricsURL, dsn string) (*sampler, error) {
 }
 
 func (s *sampler) take(ctx context.Context, at time.Duration) sample {
-	m := sample{At: at, RSS: -1, HeapInuse: -1, Goroutines: -1, PoolOpen: -1, PoolInUse: -1, PGClients: -1, PGActive: -1}
+	m := sample{At: at, RSS: -1, HeapInuse: -1, HeapGoal: -1, Goroutines: -1, PoolOpen: -1, PoolInUse: -1, PGClients: -1, PGActive: -1}
 	if s.pid != 0 {
 		if kb, err := procStatusKB(s.pid, "VmRSS"); err == nil {
 			m.RSS = kb * 1024
@@ -62,6 +63,7 @@ func (s *sampler) take(ctx context.Context, at time.Duration) sample {
 	if s.metrics != "" {
 		if v, err := s.scrape(ctx); err == nil {
 			m.HeapInuse = v["go_memstats_heap_inuse_bytes"]
+			m.HeapGoal = v["go_memstats_next_gc_bytes"]
 			m.Goroutines = v["go_goroutines"]
 			m.PoolOpen = v[`go_sql_open_connections{db_name="gpugate"}`]
 			m.PoolInUse = v[`go_sql_in_use_connections{db_name="gpugate"}`]
