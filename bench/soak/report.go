@@ -274,20 +274,26 @@ func (r *report) markdown() (string, bool) {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f | %s | %s (%+.1f%% of mean) | %s |\n", sr.name, u(t.Mean), u(t.Min), u(t.Max), t.MaxOverMin,
 			u(t.PerMinute), u(t.Growth), 100*t.GrowthOfMean, verdict)
 	}
-	pass = pass && all.Errors == 0 && unfinished == 0 && !r.interrupted
-	late := 0
+	// Errors after the warm-up: all but those of the intervals that ended within it (requests
+	// that finished after the last interval, while draining, count as late).
+	early := 0
 	for i, sums := range r.intervals {
-		if i+1 < len(r.samples) && r.samples[i+1].At > c.warmup {
+		if i+1 < len(r.samples) && r.samples[i+1].At <= c.warmup {
 			for _, sm := range sums {
-				late += sm.Errors
+				early += sm.Errors
 			}
 		}
 	}
+	late := all.Errors - early
+	// Errors are judged after the warm-up: a gateway (re)started under a full fleet sheds some of
+	// the first seconds' requests while its key cache and pool fill (HTTP 503 OVERLOADED, which
+	// workers retry); they stay in the tables above and in the line below.
+	pass = pass && late == 0 && unfinished == 0 && !r.interrupted
 	fmt.Fprintf(&b, "\n- errors: %d of %d requests (%d in the intervals ending after the warm-up); unfinished: %d\n", all.Errors, all.OK+all.Errors, late, unfinished)
 	switch {
 	case pass:
-		b.WriteString("- **PASS**: memory flat after warm-up, no errors\n")
-	case !judgedOK && all.Errors == 0 && unfinished == 0 && !r.interrupted:
+		fmt.Fprintf(&b, "- **PASS**: memory flat after warm-up, no errors after warm-up (%d during it)\n", early)
+	case !judgedOK && late == 0 && unfinished == 0 && !r.interrupted:
 		fmt.Fprintf(&b, "- **NOT JUDGED**: no errors, but the run is too short to judge memory (run at least warm-up + %d × %s)\n", minTrendSamples, c.interval)
 	default:
 		b.WriteString("- **FAIL**: see the rows above marked **no**, and the errors\n")
