@@ -13,7 +13,7 @@ BIN ?= ./gpugate
 CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 export CGO_CFLAGS
 
-.PHONY: run test fuzz check generate lint lint-prometheus lint-static lint-deploy bench bench-quick bench-ingest bench-amplification
+.PHONY: run test fuzz check generate lint lint-prometheus lint-static lint-deploy bench bench-quick bench-ingest bench-amplification soak
 
 # run builds ./gpugate and runs it rather than `go run`: go run exits 1 whenever it was
 # interrupted, so Ctrl-C ended with "make: *** Error 1" after the gateway's clean shutdown.
@@ -91,3 +91,9 @@ bench-ingest: ## worker ingestion: heartbeats/s and proofs/s at 64 signed worker
 
 bench-amplification: ## p99 of a cheap query while four worst-case accepted documents run
 	bench/amplification.sh
+
+# DURATION is the length of the measured load; the setup before it (build, seed, enrolling the
+# workers) takes a minute or two more. See docs/soak.md for the mix and the verdict.
+DURATION ?= 10m
+soak: ## mixed load (workers, explorer, owners) for DURATION (default 10m): throughput, p50/p99, errors, memory over time, verdict
+	bench/soak.sh $(DURATION)

@@ -10,12 +10,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,14 +18,11 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gpugate/gpugate/attest"
-	"github.com/gpugate/gpugate/oidc/devissuer"
+	"github.com/gpugate/gpugate/bench/internal/benchkit"
 )
 
 func main() {
@@ -52,122 +44,26 @@ func main() {
 	}
 }
 
-type client struct {
-	server string
-	http   *http.Client
-}
-
-type gqlResponse struct {
-	Data   json.RawMessage `json:"data"`
-	Errors []struct {
-		Message string `json:"message"`
-	} `json:"errors"`
-}
-
-// do sends one operation, signed by key as device when key is set.
-func (c *client) do(ctx context.Context, bearer string, key ed25519.PrivateKey, device, query string, vars map[string]any, out any) error {
-	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.server+"/graphql", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	if key != nil {
-		req.Header.Set(attest.SignatureHeader, attest.SignRequest(key, device, "POST", "/graphql", time.Now(), body))
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	var r gqlResponse
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, raw)
-	}
-	if len(r.Errors) > 0 {
-		return errors.New(r.Errors[0].Message)
-	}
-	if out != nil {
-		return json.Unmarshal(r.Data, out)
-	}
-	return nil
-}
-
-type device struct {
-	id   string
-	key  ed25519.PrivateKey
-	snap attest.Snapshot
-}
-
-func host(seed int) attest.Snapshot {
-	s := attest.Snapshot{DriverVersion: "550.54.15", NVMLVersion: "12.550.54.15", CUDADriverVersion: 12040}
-	for i := range 8 {
-		s.GPUs = append(s.GPUs, attest.GPU{
-			UUID: fmt.Sprintf("GPU-b%07x-%04x-4000-8000-%012x", seed, i, time.Now().UnixNano()&0xffffffffffff), Name: "NVIDIA H100 80GB HBM3",
-			PCIDeviceID: 0x2330, PCIVendorID: attest.VendorNVIDIA, BusID: fmt.Sprintf("00000000:%02X:00.0", 0x18+i),
-			MemoryTotalBytes: 81559 << 20, Architecture: "Hopper", ComputeMajor: 9, ComputeMinor: 0,
-			Serial: fmt.Sprintf("16%05d%06d", seed%100000, i), // H100 boards report a 13-digit serial
-		})
-	}
-	return s
-}
-
 func run(server, user string, n int, d time.Duration, proofsPer int) error {
 	ctx := context.Background()
-	c := &client{server: server, http: &http.Client{Timeout: 30 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: n * 2, MaxConnsPerHost: n * 2}}}
-	var info struct{ Issuer, ClientID, RedirectURI string }
-	resp, err := http.Get(server + "/dev/oidc")
-	if err != nil {
-		return err
-	}
-	err = json.NewDecoder(resp.Body).Decode(&info)
-	_ = resp.Body.Close() // decoded already: a failed close loses nothing
-	if err != nil {
-		return fmt.Errorf("/dev/oidc: %w (is the gateway in dev mode?)", err)
-	}
-	token, err := devissuer.FetchToken(ctx, info.Issuer, info.ClientID, info.RedirectURI, user)
+	c := benchkit.NewClient(server, n*2)
+	token, err := benchkit.DevToken(ctx, server, user)
 	if err != nil {
 		return err
 	}
 
 	start := time.Now()
-	devices := make([]*device, n)
+	devices := make([]*benchkit.Device, n)
 	for i := range devices {
-		var tok struct{ CreateEnrollmentToken struct{ Token string } }
-		if err := c.do(ctx, token, nil, "", `mutation { createEnrollmentToken { token } }`, nil, &tok); err != nil {
-			return fmt.Errorf("enrollment token: %w", err)
+		if devices[i], err = c.Enroll(ctx, token, i, "bench"); err != nil {
+			return err
 		}
-		_, priv, _ := ed25519.GenerateKey(rand.Reader)
-		dv := &device{key: priv, snap: host(i)}
-		snap, _ := json.Marshal(dv.snap)
-		var out struct{ EnrollDevice struct{ DeviceID string } }
-		err := c.do(ctx, "", priv, "", `mutation($in: EnrollDeviceInput!) { enrollDevice(input: $in) { deviceId } }`,
-			map[string]any{"in": map[string]any{"token": tok.CreateEnrollmentToken.Token, "region": "bench",
-				"publicKey": base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)), "snapshot": string(snap)}}, &out)
-		if err != nil {
-			return fmt.Errorf("enroll: %w", err)
-		}
-		dv.id = out.EnrollDevice.DeviceID
-		devices[i] = dv
 	}
 	fmt.Printf("enrolled %d devices in %s\n", n, time.Since(start).Round(time.Millisecond))
 
-	const hbQuery = `mutation($d: ID!, $in: HeartbeatInput!) { heartbeat(deviceId: $d, input: $in) { status } }`
 	hbOnce := func(i int) error {
 		dv := devices[i]
-		readings := make([]map[string]any, len(dv.snap.GPUs))
-		for j, g := range dv.snap.GPUs {
-			readings[j] = map[string]any{"uuid": g.UUID, "utilizationPercent": 90, "temperatureC": 60, "memoryUsedMiB": 40000, "powerWatts": 650}
-		}
-		return c.do(ctx, "", dv.key, dv.id, hbQuery, map[string]any{"d": dv.id, "in": map[string]any{"gpus": readings}}, nil)
+		return c.Do(ctx, "", dv.PrivateKey(), dv.ID, benchkit.HeartbeatQuery, benchkit.HeartbeatVars(dv), nil)
 	}
 	cpu := cpuNow()
 	hb := phase(n, d, hbOnce)
@@ -189,27 +85,17 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 			defer wg.Done()
 			dv := devices[i]
 			for range proofsPer {
-				var ch struct {
-					RequestChallenge struct {
-						ID, Nonce  string
-						Difficulty int
-					}
-				}
-				if err := c.do(ctx, "", dv.key, dv.id, `mutation($d: ID!) { requestChallenge(deviceId: $d) { id nonce difficulty } }`,
-					map[string]any{"d": dv.id}, &ch); err != nil {
-					prepErr.Store(err)
-					return
-				}
-				nonce, _ := base64.StdEncoding.DecodeString(ch.RequestChallenge.Nonce)
-				p, err := attest.Prove(ctx, dv.key, ch.RequestChallenge.ID, nonce, ch.RequestChallenge.Difficulty, dv.snap)
+				id, nonce, difficulty, err := c.Challenge(ctx, dv)
 				if err != nil {
 					prepErr.Store(err)
 					return
 				}
-				snap, _ := json.Marshal(p.Snapshot)
-				queues[i] = append(queues[i], prepared{map[string]any{"d": dv.id, "in": map[string]any{
-					"challengeId": p.ChallengeID, "counter": strconv.FormatUint(p.Counter, 10), "snapshot": string(snap),
-					"signature": base64.StdEncoding.EncodeToString(p.Signature)}}})
+				vars, err := benchkit.Prepare(ctx, dv, id, nonce, difficulty)
+				if err != nil {
+					prepErr.Store(err)
+					return
+				}
+				queues[i] = append(queues[i], prepared{vars})
 			}
 		}()
 	}
@@ -220,16 +106,15 @@ func run(server, user string, n int, d time.Duration, proofsPer int) error {
 	fmt.Printf("prepared %d proofs in %s\n", n*proofsPer, time.Since(start).Round(time.Millisecond))
 	next := make([]int, n)
 	var flagged atomic.Int64
-	const submit = `mutation($d: ID!, $in: ProofInput!) { submitProof(deviceId: $d, input: $in) { verdict } }`
 	proofOnce := func(i int) error {
 		if next[i] >= len(queues[i]) {
 			return errExhausted
 		}
 		p := queues[i][next[i]]
 		next[i]++
-		var out struct{ SubmitProof struct{ Verdict string } }
+		var out benchkit.ProofResult
 		dv := devices[i]
-		if err := c.do(ctx, "", dv.key, dv.id, submit, p.vars, &out); err != nil {
+		if err := c.Do(ctx, "", dv.PrivateKey(), dv.ID, benchkit.SubmitProofQuery, p.vars, &out); err != nil {
 			return err
 		}
 		if out.SubmitProof.Verdict != "PASSED" {
@@ -392,55 +277,9 @@ func phase(n int, d time.Duration, fn func(i int) error) result {
 
 var gatewayPID int
 
-// cpuTimes is the CPU time (user+system) of the gateway and of its PostgreSQL (every other
-// descendant process), from /proc.
-type cpuTimes struct{ gateway, postgres time.Duration }
+func cpuNow() benchkit.CPUTimes { return benchkit.CPUNow(gatewayPID) }
 
-// cpuNow reads the CPU times now (zero without --gateway-pid or /proc).
-func cpuNow() cpuTimes {
-	if gatewayPID == 0 {
-		return cpuTimes{}
-	}
-	parent := map[int]int{}
-	ticks := map[int]time.Duration{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// Fields after the command (which may hold spaces) end with ')': state ppid ... utime(14) stime(15).
-		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		parent[pid] = ppid
-		ticks[pid] = time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
-	}
-	var c cpuTimes
-	for pid, t := range ticks {
-		if pid == gatewayPID {
-			c.gateway += t
-			continue
-		}
-		for p := parent[pid]; p > 1; p = parent[p] {
-			if p == gatewayPID {
-				c.postgres += t
-				break
-			}
-		}
-	}
-	return c
-}
-
-func report(name string, r result, before cpuTimes) {
+func report(name string, r result, before benchkit.CPUTimes) {
 	slices.Sort(r.latencies)
 	pct := func(p float64) time.Duration {
 		if len(r.latencies) == 0 {
@@ -456,7 +295,7 @@ func report(name string, r result, before cpuTimes) {
 	if after := cpuNow(); gatewayPID != 0 && r.n > 0 {
 		// Exited postgres backends' time is lost from /proc; the pool keeps its connections, so little is.
 		fmt.Printf("             CPU per request: gateway %.3f ms, PostgreSQL %.3f ms\n",
-			ms((after.gateway-before.gateway)/time.Duration(r.n)), ms((after.postgres-before.postgres)/time.Duration(r.n)))
+			ms((after.Gateway-before.Gateway)/time.Duration(r.n)), ms((after.Postgres-before.Postgres)/time.Duration(r.n)))
 	}
 }
 
