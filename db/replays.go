@@ -41,6 +41,7 @@ const recordReplaySQL = `WITH async AS (SELECT set_config('synchronous_commit', 
 	ON CONFLICT DO NOTHING
 	RETURNING true`
 
+// #nosec G101 -- SQL text that names the credentials table, not a credential.
 const credentialLiveSQL = `SELECT EXISTS (SELECT FROM device_credentials c JOIN devices d ON d.id = c.device_id
 	WHERE c.id = $1 AND c.device_id = $2 AND c.revoked_at IS NULL AND d.removed_at IS NULL)`
 

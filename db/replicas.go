@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -268,7 +269,10 @@ func (r *replica) staleness(now time.Time, replay uint64, bound time.Duration) (
 	latest := r.samples[len(r.samples)-1]
 	var behind int64
 	if latest.lsn > replay {
-		behind = int64(latest.lsn - replay)
+		behind = math.MaxInt64 // LSNs are below 2^63 in practice; saturate rather than wrap
+		if d := latest.lsn - replay; d < math.MaxInt64 {
+			behind = int64(d)
+		}
 	}
 	lag := time.Duration(-1)
 	if replay >= latest.lsn {
