@@ -33,6 +33,18 @@ const DeviceKeysChannel = "gpugate_device_keys"
 // the clock difference between a gateway and the database must stay below it.
 const ReplayHorizon = 5 * time.Minute
 
+// recordReplaySQL is recordReplaysSQL for a batch of one ($1 credential, $2 device, $3 signed
+// at, $4 key; one row, true, when inserted): without arrays, ordinality and join it costs
+// PostgreSQL and the gateway markedly less, and a batch of one is what every write is while
+// requests do not overlap.
+const recordReplaySQL = `WITH async AS (SELECT set_config('synchronous_commit', 'off', true))
+	INSERT INTO device_replays (slot, signed_at, key)
+	SELECT gpugate_replay_slot($3), $3, $4 FROM async
+	WHERE EXISTS (SELECT FROM device_credentials c JOIN devices d ON d.id = c.device_id
+		WHERE c.id = $1 AND c.device_id = $2 AND c.revoked_at IS NULL AND d.removed_at IS NULL)
+	ON CONFLICT DO NOTHING
+	RETURNING true`
+
 // recordReplaysSQL records the replay keys of a batch of verified signatures ($1 credential,
 // $2 device, $3 signed at, $4 replay key, one element per signature, sorted by signed at and
 // key, no pair twice: replayBatch.write) and returns the 1-based positions of those it
@@ -132,11 +144,12 @@ func (d *DB) RecordReplay(ctx context.Context, credentialID, deviceID string, ke
 		return 0, translate("record replay key", err)
 	}
 	p := &pendingReplay{ctx: ctx, cred: credentialID, dev: deviceID, at: at, key: key, done: make(chan struct{})}
-	d.replays.add(d, p)
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		return 0, translate("record replay key", ctx.Err())
+	if d.replays.add(d, p) {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return 0, translate("record replay key", ctx.Err())
+		}
 	}
 	if p.err != nil {
 		return 0, p.err
@@ -156,17 +169,40 @@ func (d *DB) RecordReplay(ctx context.Context, credentialID, deviceID string, ke
 	return ReplayRevoked, nil
 }
 
-// add queues p and starts a writer unless replayBatchInflight are running.
-func (b *replayBatch) add(d *DB, p *pendingReplay) {
+// add records p, or queues it and returns true. With nothing queued and a writer free, p is
+// written at once in the caller's goroutine under the caller's ctx, alone (recordReplaySQL),
+// as before batching: handing a lone request to another goroutine and back cost more CPU than
+// the statement (db/replays_test.go, BenchmarkRecordReplay "serial"). Otherwise p queues, and a
+// writer is started unless replayBatchInflight are running.
+func (b *replayBatch) add(d *DB, p *pendingReplay) (queued bool) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.pending = append(b.pending, p)
-	if b.running < replayBatchInflight {
-		b.running++
-		// #nosec G118 -- the batch holds other callers' keys: one caller's ctx ending must not
-		// cancel their write, so each batch has its own timeout (callers stop waiting on their ctx)
-		go b.drain(d)
+	if len(b.pending) > 0 || b.running >= replayBatchInflight {
+		b.pending = append(b.pending, p)
+		if b.running < replayBatchInflight {
+			b.running++
+			// #nosec G118 -- the batch holds other callers' keys: one caller's ctx ending must not
+			// cancel their write, so each batch has its own timeout (callers stop waiting on their ctx)
+			go b.drain(d)
+		}
+		b.mu.Unlock()
+		return true
 	}
+	b.running++
+	b.mu.Unlock()
+	inserted, err := d.replayQuery(p.ctx, recordReplaySQL, p.cred, p.dev, p.at, p.key[:])
+	if err != nil && p.ctx.Err() != nil {
+		err = p.ctx.Err()
+	}
+	p.inserted, p.err = inserted && err == nil, translate("record replay key", err)
+	b.mu.Lock()
+	if len(b.pending) > 0 { // queued meanwhile: this writer's slot passes to a goroutine
+		// #nosec G118 -- see above
+		go b.drain(d)
+	} else {
+		b.running--
+	}
+	b.mu.Unlock()
+	return false
 }
 
 // drain writes batches until nothing is pending. A caller that stopped waiting before its
@@ -217,13 +253,25 @@ func (b *replayBatch) write(d *DB, batch []*pendingReplay) {
 		}
 		return bytes.Compare(x.key[:], y.key[:])
 	})
+	ctx, cancel := context.WithTimeout(context.Background(), replayBatchTimeout)
+	defer cancel()
+	if len(uniq) == 1 {
+		p := uniq[0]
+		inserted, err := d.replayQuery(ctx, recordReplaySQL, p.cred, p.dev, p.at, p.key[:])
+		if err != nil {
+			err = translate("record replay key", err)
+			for _, p := range batch {
+				p.err = err
+			}
+		}
+		p.inserted = inserted && err == nil
+		return
+	}
 	creds, devs, ats := make([]string, len(uniq)), make([]string, len(uniq)), make([]string, len(uniq))
 	keys := make([][]byte, len(uniq))
 	for i, p := range uniq {
 		creds[i], devs[i], ats[i], keys[i] = p.cred, p.dev, p.at.Format(time.RFC3339Nano), p.key[:]
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), replayBatchTimeout)
-	defer cancel()
 	pos, err := d.replayPositions(ctx, pq.Array(creds), pq.Array(devs), pq.Array(ats), pq.ByteaArray(keys))
 	if err != nil {
 		err = translate("record replay key", err)

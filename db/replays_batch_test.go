@@ -55,10 +55,10 @@ func replayEventually(t *testing.T, what string, cond func() bool) {
 }
 
 // replayHold locks device_replays against inserts and starts two RecordReplay calls of dev on s
-// (the plugs, one per writer s runs at once), waiting until both writes are blocked. Calls made
-// afterwards queue. release runs during[0] (if given) in the locking transaction, commits it and
+// (the plugs, one per writer s runs at once; each written alone, the first under firstCtx),
+// waiting until both writes are blocked. Calls made afterwards queue. release runs during[0] (if given) in the locking transaction, commits it and
 // returns the plugs' calls.
-func replayHold(f *fixture, s *db.DB, cred, dev string, plugCtx context.Context) (plugs []*replayCall, release func(during ...string)) {
+func replayHold(f *fixture, s *db.DB, cred, dev string, firstCtx context.Context) (plugs []*replayCall, release func(during ...string)) {
 	f.t.Helper()
 	at := time.Now().Truncate(time.Second)
 	// The statement is prepared (and the connections opened) before the lock: preparing would
@@ -70,12 +70,13 @@ func replayHold(f *fixture, s *db.DB, cred, dev string, plugCtx context.Context)
 	}
 	tx := f.x.MustBeginTx(f.ctx, nil)
 	tx.MustExecContext(f.ctx, `LOCK TABLE device_replays IN ACCESS EXCLUSIVE MODE`)
-	for range 2 {
-		plugs = append(plugs, replayGo(plugCtx, s, cred, dev, replayKey(f.t), at))
+	for _, ctx := range []context.Context{firstCtx, f.ctx} {
+		plugs = append(plugs, replayGo(ctx, s, cred, dev, replayKey(f.t), at))
+		// One after the other: the second must find the first writing, not queued.
+		replayEventually(f.t, "a plug blocked", func() bool {
+			return scalar[int](f, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'device_replays'::regclass`) == len(plugs)
+		})
 	}
-	replayEventually(f.t, "both writers blocked", func() bool {
-		return scalar[int](f, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'device_replays'::regclass`) == 2
-	})
 	return plugs, func(during ...string) {
 		f.t.Helper()
 		for _, q := range during {
@@ -201,40 +202,66 @@ func TestRecordReplayBatchRevokedAmongLive(t *testing.T) {
 	}
 }
 
-// A caller whose context ends while it waits gets its context's error. Still queued, its key is
-// not recorded: the same signature later is a first use. Its write already under way, the key
-// may be recorded: the same signature again is then a replay (docs/scale-out.md: the worker
-// signs every attempt afresh, with a new nonce), while a re-signed retry is a first use.
+// A caller whose context ends while it waits gets its context's error, wherever it waits:
+//   - written alone in its own goroutine (nothing was queued): the statement is cancelled with
+//     it, as before batching; the key is not recorded;
+//   - still queued: dropped from the batch, its key is not recorded: the same signature later
+//     is a first use;
+//   - in a batch being written: the batch goes on for the others and records its key, so the
+//     same signature again is a replay (docs/scale-out.md: the worker signs every attempt
+//     afresh, with a new nonce), while a re-signed retry is a first use.
 func TestRecordReplayBatchCallerGivesUp(t *testing.T) {
 	f := newFixture(t)
 	dev := f.enroll(f.user("alice"), snapshot(gpuUUID()))
 	s := replayAppStore(f)
-	plugCtx, cancelPlugs := context.WithCancel(f.ctx)
+	plugCtx, cancelPlug := context.WithCancel(f.ctx)
 	plugs, release := replayHold(f, s, dev.Credential, dev.ID, plugCtx)
 	at := time.Now().Truncate(time.Second)
-	queuedKey := replayKey(t)
-	ctx, cancel := context.WithCancel(f.ctx)
-	queued := replayGo(ctx, s, dev.Credential, dev.ID, queuedKey, at)
-	other := replayGo(f.ctx, s, dev.Credential, dev.ID, replayKey(t), at)
-	replayEventually(t, "the batch queued", func() bool { return db.ReplayQueued(s) == 2 })
-	cancel()
-	cancelPlugs()
-	for _, c := range append(plugs, queued) {
+	record := func(ctx context.Context, k [32]byte) *replayCall {
+		return replayGo(ctx, s, dev.Credential, dev.ID, k, at)
+	}
+	wantCanceled := func(what string, c *replayCall) {
+		t.Helper()
 		if use, err := c.wait(t); !errors.Is(err, context.Canceled) {
-			t.Fatalf("caller that gave up: %v, %v; want context.Canceled", use, err)
+			t.Fatalf("%s: %v, %v; want context.Canceled", what, use, err)
 		}
 	}
+	inFlightKey, queuedKey := replayKey(t), replayKey(t)
+	inFlightCtx, cancelInFlight := context.WithCancel(f.ctx)
+	inFlight := record(inFlightCtx, inFlightKey)
+	other := record(f.ctx, replayKey(t))
+	replayEventually(t, "two calls queued", func() bool { return db.ReplayQueued(s) == 2 })
+	// The first plug gives up: its statement is cancelled and its writer slot goes to a batch
+	// of the two queued calls, which then waits for the lock too.
+	cancelPlug()
+	wantCanceled("written alone", plugs[0])
+	replayEventually(t, "the batch blocked", func() bool {
+		return db.ReplayQueued(s) == 0 &&
+			scalar[int](f, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'device_replays'::regclass`) == 2
+	})
+	queuedCtx, cancelQueued := context.WithCancel(f.ctx)
+	queued := record(queuedCtx, queuedKey)
+	replayEventually(t, "one call queued", func() bool { return db.ReplayQueued(s) == 1 })
+	cancelQueued()
+	cancelInFlight()
+	wantCanceled("queued", queued)
+	wantCanceled("in a batch being written", inFlight)
 	release()
-	use, err := other.wait(t)
-	wantUse(t, "a caller that waited, in the same batch", use, err, db.ReplayFirst)
+	for what, c := range map[string]*replayCall{"the other plug": plugs[1], "a caller that waited, in the same batch": other} {
+		use, err := c.wait(t)
+		wantUse(t, what, use, err, db.ReplayFirst)
+	}
+	replayEventually(t, "the batch written", func() bool {
+		return scalar[int](f, `SELECT count(*) FROM device_replays WHERE key = $1`, inFlightKey[:]) == 1
+	})
+	use, err := s.RecordReplay(f.ctx, dev.Credential, dev.ID, inFlightKey, at)
+	wantUse(t, "the same signature after giving up during its batch's write", use, err, db.ReplayRepeated)
+	use, err = s.RecordReplay(f.ctx, dev.Credential, dev.ID, replayKey(t), at)
+	wantUse(t, "a re-signed retry", use, err, db.ReplayFirst)
 	use, err = s.RecordReplay(f.ctx, dev.Credential, dev.ID, queuedKey, at)
 	wantUse(t, "the same signature after giving up in the queue", use, err, db.ReplayFirst)
-	// The plugs' writes were under way: recorded.
-	replayEventually(t, "the plugs' keys recorded", func() bool {
-		return scalar[int](f, `SELECT count(*) FROM device_replays`) == 2+2+2
-	})
-	if _, err := s.RecordReplay(f.ctx, dev.Credential, dev.ID, replayKey(t), at); err != nil {
-		t.Fatalf("a re-signed retry: %v", err)
+	if n := scalar[int](f, `SELECT count(*) FROM device_replays`); n != 2+1+2+2 {
+		t.Fatalf("%d rows, want the warm-up's 2, one plug's, the batch's 2 and the retries' 2", n)
 	}
 }
 
