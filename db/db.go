@@ -48,6 +48,7 @@ type DB struct {
 	session                 *sqlx.DB    // session-level work (SetSession); nil: x
 	stats                   statsCache
 	flight                  singleflight.Group
+	replays                 replayBatch // RecordReplay's queue (replays.go)
 }
 
 // Open connects to dsn and checks the connection. It returns an error when the server cannot be

@@ -1,10 +1,14 @@
 package db_test
 
 import (
+	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -294,5 +298,71 @@ func TestDeviceKeyChangesAreNotified(t *testing.T) {
 	case n := <-l.Notify:
 		t.Fatalf("unexpected notification %+v", n)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// BenchmarkRecordReplay records fresh replay keys of one device through the app role's store,
+// one caller at a time ("serial") and from 64 concurrent callers ("concurrent", as many
+// heartbeats arriving at once on a busy replica). Besides ns/op it reports this process's CPU
+// per key (cpu-us/op) and the PostgreSQL backends' (pg-us/op, from /proc).
+//
+//	go test -run '^$' -bench BenchmarkRecordReplay -benchtime 20000x ./db/
+func BenchmarkRecordReplay(b *testing.B) {
+	super := dbtest.New(b)
+	ctx := context.Background()
+	owner := db.New(super, db.Options{})
+	u, err := owner.UserForIdentity(ctx, db.Identity{Issuer: "https://issuer.test", Subject: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, _, err := owner.CreateEnrollmentToken(ctx, u.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	dev, cred, err := owner.Enroll(ctx, db.Enrollment{Token: tok, PublicKey: pub, Region: "r", Snapshot: snapshot(gpuUUID())})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := db.New(dbtest.AsRole(b, super, db.RoleApp), db.Options{})
+	for _, par := range []int{1, 64} {
+		name := "serial"
+		if par > 1 {
+			name = "concurrent"
+		}
+		var n atomic.Uint64 // across the runs of one sub-benchmark: every key fresh
+		b.Run(name, func(b *testing.B) {
+			record := func() {
+				k := sha256.Sum256(binary.AppendUvarint([]byte(name), n.Add(1)))
+				if use, err := s.RecordReplay(ctx, cred, dev, k, time.Now().Truncate(time.Second)); err != nil || use != db.ReplayFirst {
+					b.Error(use, err)
+				}
+			}
+			for range 100 {
+				record()
+			}
+			pg0, me0 := backendCPU(b, super), selfCPU()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			per := (b.N + par - 1) / par
+			for g := range par {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := g * per; i < min(b.N, (g+1)*per); i++ {
+						record()
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			me := selfCPU() - me0
+			var pg int64
+			for pid, ns := range backendCPU(b, super) {
+				pg += ns - pg0[pid]
+			}
+			b.ReportMetric(float64(me)/1e3/float64(b.N), "cpu-us/op")
+			b.ReportMetric(float64(pg)/1e3/float64(b.N), "pg-us/op")
+		})
 	}
 }
