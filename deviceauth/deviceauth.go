@@ -98,8 +98,10 @@ func EnrollmentFrom(ctx context.Context) (*Enrollment, bool) {
 // VerifyEnrollment checks the enrollment request was signed by pub, fresh: proof that the worker
 // holds the key it enrolls.
 func (e *Enrollment) VerifyEnrollment(pub ed25519.PublicKey) error {
-	// No replay record here: the enrollment token is single use, so a replayed enrollment is
-	// refused by the token, and anonymous callers cannot grow the replay set.
+	// No replay record here, so anonymous callers cannot grow the replay set. The enrollment
+	// token is single use: a replayed enrollment with another key is refused by the token, and
+	// one with the same key within the token's life gets the first call's answer again (the
+	// idempotent retry of db.Enroll: the same device and credential, nothing new stored).
 	if err := attest.VerifyRequest(pub, e.signed, e.method, e.path, e.body, e.auth.now(), e.auth.window); err != nil {
 		return refuse("enrollment signature invalid: sign the request with the key being enrolled")
 	}
