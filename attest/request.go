@@ -129,15 +129,17 @@ func ParseSignature(header string) (Signed, error) {
 			s.Timestamp = time.Unix(n, 0)
 		case "nonce":
 			i = 2
+			// Re-encoding must give v back: Go's base64 decoders skip \r and \n, which would
+			// make a second spelling of one signed header.
 			n, err := b64.DecodeString(v)
-			if err != nil || len(n) != RequestNonceBytes {
+			if err != nil || len(n) != RequestNonceBytes || b64.EncodeToString(n) != v {
 				return Signed{}, fmt.Errorf("%w: signature nonce is not %d bytes of base64url", ErrMalformed, RequestNonceBytes)
 			}
 			s.Nonce = n
 		case "sig":
 			i = 3
 			sig, err := b64.DecodeString(v)
-			if err != nil || len(sig) != ed25519.SignatureSize {
+			if err != nil || len(sig) != ed25519.SignatureSize || b64.EncodeToString(sig) != v {
 				return Signed{}, fmt.Errorf("%w: signature is not %d bytes of base64url", ErrMalformed, ed25519.SignatureSize)
 			}
 			s.Sig = sig
