@@ -446,27 +446,33 @@ func TestLostProofAnswerIsResentForItsVerdict(t *testing.T) {
 // resending before the expiry (a late proof would be flagged CHALLENGE_EXPIRED), takes a new
 // challenge once the gateway answers again, and that proof passes. The first challenge expires
 // unused.
+// dropSubmissionsFor makes the front drop up to n submitProof requests, then pass them again
+// after d.
+func dropSubmissionsFor(f *faultFront, n int, d time.Duration) {
+	drops := make([]frontAction, n)
+	for i := range drops {
+		drops[i] = frontAction{drop: true}
+	}
+	f.plan("SubmitProof", drops...)
+	go func() {
+		time.Sleep(d)
+		f.mu.Lock()
+		f.script["SubmitProof"] = nil
+		f.mu.Unlock()
+	}()
+}
+
 func TestProofIsNotResentPastItsChallenge(t *testing.T) {
 	t.Parallel()
 	cfg := devConfig()
 	cfg.Difficulty, cfg.ChallengeTTL = 8, 3*time.Second
 	g := startGateway(t, cfg, nil)
 	f := newFaultFront(t, g.url)
-	drops := make([]frontAction, 40)
-	for i := range drops {
-		drops[i] = frontAction{drop: true}
-	}
-	f.plan("SubmitProof", drops...)
+	dropSubmissionsFor(f, 40, 5*time.Second) // until after the first challenge expired
 	path := keyPath(t, "k.json")
 	o := g.options(t, "dgxh100", path, g.token(t, "alice"))
 	o.Server, o.GiveUpAfter = f.url(), 30*time.Second
 	o.Backoff = Backoff{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond}
-	go func() { // the gateway becomes reachable again after the first challenge expired
-		time.Sleep(5 * time.Second)
-		f.mu.Lock()
-		f.script["SubmitProof"] = nil
-		f.mu.Unlock()
-	}()
 	start := time.Now()
 	if err := Run(context.Background(), o); err != nil {
 		t.Fatalf("run: %v", err)
@@ -491,21 +497,11 @@ func TestProofResendIsBoundedByMaxChallengeTTL(t *testing.T) {
 	cfg.Difficulty, cfg.ChallengeTTL = 8, time.Hour
 	g := startGateway(t, cfg, nil)
 	f := newFaultFront(t, g.url)
-	drops := make([]frontAction, 60)
-	for i := range drops {
-		drops[i] = frontAction{drop: true}
-	}
-	f.plan("SubmitProof", drops...)
+	dropSubmissionsFor(f, 60, 5*time.Second) // until well after MaxChallengeTTL
 	path := keyPath(t, "k.json")
 	o := g.options(t, "dgxh100", path, g.token(t, "alice"))
 	o.Server, o.GiveUpAfter, o.MaxChallengeTTL = f.url(), 30*time.Second, 2*time.Second
 	o.Backoff = Backoff{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond}
-	go func() { // the gateway becomes reachable again well after MaxChallengeTTL
-		time.Sleep(5 * time.Second)
-		f.mu.Lock()
-		f.script["SubmitProof"] = nil
-		f.mu.Unlock()
-	}()
 	start := time.Now()
 	if err := Run(context.Background(), o); err != nil {
 		t.Fatalf("run: %v", err)
