@@ -18,6 +18,7 @@ import (
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/db/dbtest"
 	"github.com/gpugate/gpugate/deviceauth"
+	"github.com/gpugate/gpugate/gateway"
 )
 
 // BenchmarkSignedRequest is one signed request through the real middleware, the replay window
@@ -54,7 +55,7 @@ func BenchmarkSignedRequest(b *testing.B) {
 			}
 			o := deviceauth.Options{}
 			if shared {
-				o.Replays = storeReplays(store)
+				o.Replays = gateway.DeviceReplays(store)
 			}
 			auth := deviceauth.New(storeKeys(store), o)
 			srv := httptest.NewServer(auth.Middleware(rejectStatus)(whoSigned))

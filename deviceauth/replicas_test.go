@@ -17,23 +17,8 @@ import (
 	"github.com/gpugate/gpugate/db"
 	"github.com/gpugate/gpugate/db/dbtest"
 	"github.com/gpugate/gpugate/deviceauth"
+	"github.com/gpugate/gpugate/gateway"
 )
-
-// storeReplays is the gateway's shared replay window: db.RecordReplay.
-func storeReplays(store *db.DB) deviceauth.Replays {
-	return func(ctx context.Context, cred, device string, key [32]byte, at time.Time) (deviceauth.Use, error) {
-		use, err := store.RecordReplay(ctx, cred, device, key, at)
-		switch {
-		case err != nil:
-			return 0, err
-		case use == db.ReplayRepeated:
-			return deviceauth.UseReplayed, nil
-		case use == db.ReplayRevoked:
-			return deviceauth.UseRevoked, nil
-		}
-		return deviceauth.UseFirst, nil
-	}
-}
 
 // replica is one more gateway on the env's database: its own Authenticator (a key cache that
 // lives an hour, so nothing below passes by expiry) counting its key lookups.
@@ -50,7 +35,7 @@ func (e *env) replica() *replica {
 	r.auth = deviceauth.New(func(ctx context.Context, id string) ([]deviceauth.Key, error) {
 		r.lookups.Add(1)
 		return keys(ctx, id)
-	}, deviceauth.Options{CacheTTL: time.Hour, Replays: storeReplays(e.store)})
+	}, deviceauth.Options{CacheTTL: time.Hour, Replays: gateway.DeviceReplays(e.store)})
 	r.srv = httptest.NewServer(r.auth.Middleware(rejectStatus)(whoSigned))
 	e.t.Cleanup(r.srv.Close)
 	return r

@@ -320,7 +320,7 @@ func NewDeviceAuth(cfg Config, store *db.DB, log *slog.Logger) *deviceauth.Authe
 	}
 	return deviceauth.New(deviceKeys(store), deviceauth.Options{
 		Window:  cfg.SignatureWindow,
-		Replays: deviceReplays(store),
+		Replays: DeviceReplays(store),
 		Touch: func(id string) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -331,7 +331,10 @@ func NewDeviceAuth(cfg Config, store *db.DB, log *slog.Logger) *deviceauth.Authe
 	})
 }
 
-func deviceReplays(store *db.DB) deviceauth.Replays {
+// DeviceReplays is the replay window every replica shares (db.RecordReplay, docs/scale-out.md)
+// as deviceauth records a verified signature's use: first use, replayed, or revoked key; the
+// store's error otherwise.
+func DeviceReplays(store *db.DB) deviceauth.Replays {
 	return func(ctx context.Context, credentialID, deviceID string, key [32]byte, signedAt time.Time) (deviceauth.Use, error) {
 		use, err := store.RecordReplay(ctx, credentialID, deviceID, key, signedAt)
 		switch {

@@ -89,16 +89,7 @@ func baseBackup(ctx context.Context, primary *Server, dataDir string, fast bool)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("pglocal: pg_basebackup: %w", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		_ = cmd.Process.Kill()
-		<-done
-		err = ctx.Err()
-	}
-	if err != nil {
+	if err := waitOrKill(ctx, cmd); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("pglocal: pg_basebackup into %s failed (%v); last lines of %s:\n%s", s.pgdata, err, s.logPath, s.logTail(off))
 	}

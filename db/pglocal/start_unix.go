@@ -433,20 +433,10 @@ func (s *Server) initdb(ctx context.Context, ru runAs, fast bool) error {
 	s.log.Info("pglocal: creating PostgreSQL cluster", "data_dir", s.pgdata, "bin_dir", s.binDir, "os_user", ru.name)
 	off := s.logOffset()
 	cmd := s.command(ru, "initdb", args...)
-	done := make(chan error, 1)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("pglocal: initdb: %w", err)
 	}
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		_ = cmd.Process.Kill()
-		<-done
-		err = ctx.Err()
-	}
-	if err != nil {
+	if err := waitOrKill(ctx, cmd); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("pglocal: initdb %s failed (%v); last lines of %s:\n%s", s.pgdata, err, s.logPath, s.logTail(off))
 	}
@@ -635,4 +625,19 @@ func (s *Server) logTail(off int64) string {
 		lines = lines[len(lines)-logTailLines:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// waitOrKill waits for the started cmd to exit and returns its Wait error; when ctx ends first it
+// kills cmd, waits for it, and returns ctx.Err().
+func waitOrKill(ctx context.Context, cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-done
+		return ctx.Err()
+	}
 }
